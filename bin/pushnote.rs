@@ -1,0 +1,153 @@
+//! pushnote: publish notifications and mint tokens from the shell, through the client crate.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use pushnote::{Publisher, Signer};
+
+/// Publishes notifications to pushnote-server and mints tokens for browsers.
+#[derive(Parser, Debug)]
+#[command(name = "pushnote", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send DATA to every connected browser.
+    NotifyAll {
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        bus: Bus,
+    },
+    /// Send DATA to every session of the given users.
+    Notify {
+        /// A recipient user id; repeat for several.
+        #[arg(short, long = "user", required = true)]
+        users: Vec<String>,
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        bus: Bus,
+    },
+    /// Print the token a page hands to its browser for USER.
+    Token {
+        /// The user id the token proves.
+        user: String,
+        #[command(flatten)]
+        keys: Keys,
+    },
+    /// Check a token and print its user id.
+    Verify {
+        /// The token to check.
+        token: String,
+        /// The oldest token accepted, in seconds. 0 accepts any age.
+        #[arg(long, env = "PUSHNOTE_TOKEN_MAX_AGE", default_value_t = 86_400)]
+        max_age: u64,
+        #[command(flatten)]
+        keys: Keys,
+    },
+}
+
+#[derive(ClapArgs, Debug)]
+struct Data {
+    /// The notification: JSON text (an object, array, number, …), delivered as that value.
+    data: String,
+    /// Send DATA as a plain string instead of parsing it as JSON.
+    #[arg(long)]
+    text: bool,
+}
+
+#[derive(ClapArgs, Debug)]
+struct Bus {
+    /// Where apps publish: the forwarder's app-facing endpoint, or a --single server's.
+    #[arg(long, env = "PUSHNOTE_PUBLISH", default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
+    bus: String,
+    /// Seconds to wait for the forwarder or server to be connected.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
+}
+
+#[derive(ClapArgs, Debug)]
+struct Keys {
+    /// The secret tokens are signed with (the same as pushnote-server's).
+    #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The salt tokens are signed with (the same as pushnote-server's).
+    #[arg(long, env = "PUSHNOTE_SALT", default_value = pushnote::DEFAULT_SALT)]
+    salt: String,
+}
+
+impl Data {
+    fn value(&self) -> Result<serde_json::Value, String> {
+        if self.text {
+            return Ok(serde_json::Value::String(self.data.clone()));
+        }
+        serde_json::from_str(&self.data)
+            .map_err(|e| format!("DATA is not JSON ({e}); pass --text to send it as a string"))
+    }
+}
+
+impl Bus {
+    fn connect(&self) -> Result<Publisher, String> {
+        let timeout = Duration::try_from_secs_f64(self.timeout)
+            .map_err(|_| "--timeout must be a number of seconds".to_owned())?;
+        Publisher::builder(&self.bus)
+            .ready_timeout(timeout)
+            .connect()
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Keys {
+    fn signer(&self) -> Result<Signer, String> {
+        Signer::with_salt(&self.secret, &self.salt, std::iter::empty::<&str>())
+            .map_err(|e| format!("--secret: {e}"))
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::NotifyAll { data, bus } => {
+            let value = data.value()?;
+            bus.connect()?.notify_all(&value).map_err(|e| e.to_string())
+        }
+        Command::Notify { users, data, bus } => {
+            let value = data.value()?;
+            bus.connect()?
+                .notify(&value, &users)
+                .map_err(|e| e.to_string())
+        }
+        Command::Token { user, keys } => {
+            let token = keys.signer()?.tokenize(&user).map_err(|e| e.to_string())?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Verify {
+            token,
+            max_age,
+            keys,
+        } => {
+            let max_age = (max_age > 0).then(|| Duration::from_secs(max_age));
+            let user = keys
+                .signer()?
+                .verify(&token, max_age)
+                .map_err(|e| e.to_string())?;
+            println!("{user}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pushnote: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The bus: the ZeroMQ subscriber a server reads notifications from.
+//!
+//! ZeroMQ sockets are not thread-safe and block, so the SUB socket lives on a thread of its
+//! own. The hub tells that thread which topics to subscribe to through [`BusControl`], which
+//! writes one-line commands into an in-process ZeroMQ pair: the thread waits on both sockets at
+//! once, so a subscription takes effect without polling delays. Subscriptions are counted by
+//! ZeroMQ itself: the hub subscribes once per session of a user and unsubscribes once per
+//! session that leaves, and the topic goes upstream only while its count is above zero.
+//!
+//! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
+//! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use pushnote::wire::{self, Target};
+use sockjs::Message;
+
+use crate::hub::Hub;
+use crate::inproc;
+use crate::metrics::Metrics;
+
+/// Whether the server connects to a forwarder or binds the bus itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusMode {
+    /// Connect to a forwarder's server-facing (PUB) endpoint.
+    Connect,
+    /// Bind the endpoint; apps connect to it directly (`--single`).
+    Bind,
+}
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// ZeroMQ refused the endpoint or a socket operation.
+    #[error("bus endpoint {endpoint}: {source}")]
+    Zmq {
+        /// The endpoint in question.
+        endpoint: String,
+        /// ZeroMQ's error.
+        source: zmq::Error,
+    },
+    /// The bus thread could not be started.
+    #[error("cannot start the bus thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+const CMD_SUBSCRIBE: u8 = b'+';
+const CMD_UNSUBSCRIBE: u8 = b'-';
+const CMD_STOP: u8 = b'.';
+
+/// Sends subscription commands to the bus thread. Cheap to call from any thread.
+pub struct BusControl {
+    socket: Mutex<zmq::Socket>,
+}
+
+impl BusControl {
+    fn command(&self, cmd: u8, topic: &[u8]) {
+        let mut msg = Vec::with_capacity(topic.len() + 1);
+        msg.push(cmd);
+        msg.extend_from_slice(topic);
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        // An inproc pair with an unlimited queue: a send fails only once the thread is gone,
+        // when subscriptions no longer matter.
+        if let Err(e) = socket.send(msg, 0) {
+            tracing::debug!(error = %e, "bus thread gone; command dropped");
+        }
+    }
+
+    /// Adds one subscription to `topic`.
+    pub fn subscribe(&self, topic: &[u8]) {
+        self.command(CMD_SUBSCRIBE, topic);
+    }
+
+    /// Removes one subscription to `topic`.
+    pub fn unsubscribe(&self, topic: &[u8]) {
+        self.command(CMD_UNSUBSCRIBE, topic);
+    }
+
+    fn stop(&self) {
+        self.command(CMD_STOP, b"");
+    }
+}
+
+/// The bus, opened but not yet running: its sockets are bound or connected.
+pub struct Bus {
+    ctx: zmq::Context,
+    sub: zmq::Socket,
+    commands: zmq::Socket,
+    endpoint: String,
+    max_message_bytes: usize,
+}
+
+/// A running bus thread.
+pub struct BusThread {
+    control: Arc<BusControl>,
+    thread: Option<JoinHandle<()>>,
+    // Kept so the context outlives the thread's sockets.
+    _ctx: zmq::Context,
+}
+
+impl Bus {
+    /// Opens the SUB socket at `endpoint` and the command pair. In [`BusMode::Bind`] a port of
+    /// `*` picks a free port; [`Bus::endpoint`] tells which.
+    pub fn open(
+        endpoint: &str,
+        mode: BusMode,
+        receive_hwm: i32,
+        max_message_bytes: usize,
+    ) -> Result<(Bus, Arc<BusControl>), BusError> {
+        let err = |source| BusError::Zmq {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let ctx = zmq::Context::new();
+        let sub = ctx.socket(zmq::SUB).map_err(err)?;
+        sub.set_rcvhwm(receive_hwm).map_err(err)?;
+        sub.set_linger(0).map_err(err)?;
+        // Reconnect quickly after the forwarder restarts, backing off to one second.
+        sub.set_reconnect_ivl(100).map_err(err)?;
+        sub.set_reconnect_ivl_max(1000).map_err(err)?;
+        sub.set_subscribe(wire::BROADCAST_TOPIC).map_err(err)?;
+        let resolved = match mode {
+            BusMode::Connect => {
+                sub.connect(endpoint).map_err(err)?;
+                endpoint.to_owned()
+            }
+            BusMode::Bind => {
+                sub.bind(endpoint).map_err(err)?;
+                sub.get_last_endpoint()
+                    .map_err(err)?
+                    .unwrap_or_else(|_| endpoint.to_owned())
+            }
+        };
+        let (commands, control) = inproc::pair(&ctx, "bus").map_err(err)?;
+        let bus = Bus {
+            ctx,
+            sub,
+            commands,
+            endpoint: resolved,
+            max_message_bytes,
+        };
+        Ok((
+            bus,
+            Arc::new(BusControl {
+                socket: Mutex::new(control),
+            }),
+        ))
+    }
+
+    /// The endpoint the SUB socket is bound or connected to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Starts the thread that reads the bus and delivers to `hub`.
+    pub fn spawn(
+        self,
+        control: Arc<BusControl>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<BusThread, BusError> {
+        let ctx = self.ctx.clone();
+        let thread = std::thread::Builder::new()
+            .name("pushnote-bus".into())
+            .spawn(move || self.run(&hub, &metrics))?;
+        Ok(BusThread {
+            control,
+            thread: Some(thread),
+            _ctx: ctx,
+        })
+    }
+
+    fn run(self, hub: &Hub, metrics: &Metrics) {
+        let mut scratch = Vec::new();
+        loop {
+            let mut items = [
+                self.sub.as_poll_item(zmq::POLLIN),
+                self.commands.as_poll_item(zmq::POLLIN),
+            ];
+            if let Err(e) = zmq::poll(&mut items, -1) {
+                if e == zmq::Error::EINTR {
+                    continue;
+                }
+                tracing::error!(error = %e, "bus poll failed; the bus thread stops");
+                return;
+            }
+            let (sub_ready, cmd_ready) = (items[0].is_readable(), items[1].is_readable());
+            if cmd_ready && !self.take_commands() {
+                return;
+            }
+            if sub_ready {
+                self.take_messages(hub, metrics, &mut scratch);
+            }
+        }
+    }
+
+    /// Applies every waiting command; false when told to stop.
+    fn take_commands(&self) -> bool {
+        while let Ok(cmd) = self.commands.recv_bytes(zmq::DONTWAIT) {
+            let Some((&op, topic)) = cmd.split_first() else {
+                continue;
+            };
+            let result = match op {
+                CMD_SUBSCRIBE => self.sub.set_subscribe(topic),
+                CMD_UNSUBSCRIBE => self.sub.set_unsubscribe(topic),
+                CMD_STOP => return false,
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "bus subscription change failed");
+            }
+        }
+        true
+    }
+
+    /// Reads and delivers the messages waiting, up to a batch, so commands are not starved.
+    fn take_messages(&self, hub: &Hub, metrics: &Metrics, scratch: &mut Vec<sockjs::Session>) {
+        const BATCH: usize = 1024;
+        for _ in 0..BATCH {
+            let frames = match self.sub.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bus receive failed");
+                    return;
+                }
+            };
+            metrics.bus_received.fetch_add(1, Ordering::Relaxed);
+            let size: usize = frames.iter().map(Vec::len).sum();
+            if size > self.max_message_bytes {
+                metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    size,
+                    limit = self.max_message_bytes,
+                    "bus message over the size limit; dropped"
+                );
+                continue;
+            }
+            match wire::decode(&frames) {
+                Ok(m) => {
+                    let message = Message::json(m.data.get());
+                    match m.target {
+                        Target::All => {
+                            metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
+                            hub.broadcast(&message, scratch);
+                        }
+                        Target::User(user) => {
+                            metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
+                            hub.send_to_user(user, &message, scratch);
+                        }
+                    }
+                }
+                Err(e) => {
+                    metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "malformed bus message; dropped");
+                }
+            }
+        }
+    }
+}
+
+impl BusThread {
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.control.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The hub: who is connected to this server, and which user each session is.
+//!
+//! Broadcasts go to every session; a targeted message is a hash lookup (user → sessions), never
+//! a scan. Locks are held only to copy session handles out; sending happens after, and a send
+//! never waits (it queues a shared message on the session's bounded queue). The hub keeps the
+//! bus subscribed to exactly the users that have a session here, so the forwarder sends a
+//! user's messages only to the servers that hold that user.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pushnote::wire;
+use sockjs::{CloseCode, Message, SendError, Session};
+
+use crate::bus::BusControl;
+use crate::metrics::Metrics;
+
+/// The registry of sessions and users of one server.
+pub struct Hub {
+    sessions: Mutex<HashMap<u64, Entry>>,
+    users: Mutex<HashMap<Arc<str>, Vec<Session>>>,
+    bus: Arc<BusControl>,
+    metrics: Arc<Metrics>,
+}
+
+struct Entry {
+    session: Session,
+    user: Option<Arc<str>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the maps consistent, so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// An empty hub that subscribes users on `bus`.
+    pub fn new(bus: Arc<BusControl>, metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            sessions: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+            bus,
+            metrics,
+        }
+    }
+
+    /// Registers a new session; it receives broadcasts from now on.
+    pub fn add(&self, session: &Session) {
+        lock(&self.sessions).insert(
+            session.id(),
+            Entry {
+                session: session.clone(),
+                user: None,
+            },
+        );
+        self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a session that has closed.
+    pub fn remove(&self, session: &Session) {
+        let entry = lock(&self.sessions).remove(&session.id());
+        if let Some(entry) = entry {
+            self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+            if let Some(user) = entry.user {
+                self.detach(&user, session);
+            }
+        }
+    }
+
+    /// Ties `session` to `user`: from now on it also receives the user's messages. A session
+    /// already tied to another user leaves that user first. False if the session is gone.
+    pub fn subscribe(&self, session: &Session, user: &str) -> bool {
+        let previous = {
+            let mut sessions = lock(&self.sessions);
+            let Some(entry) = sessions.get_mut(&session.id()) else {
+                return false;
+            };
+            if entry.user.as_deref() == Some(user) {
+                return true;
+            }
+            entry.user.replace(Arc::from(user))
+        };
+        if let Some(previous) = previous {
+            self.detach(&previous, session);
+        }
+        let Ok(topic) = wire::user_topic(user) else {
+            return false;
+        };
+        let first = {
+            let mut users = lock(&self.users);
+            let list = users.entry(Arc::from(user)).or_default();
+            list.push(session.clone());
+            list.len() == 1
+        };
+        if first {
+            self.metrics.users.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bus.subscribe(&topic);
+        true
+    }
+
+    /// Unties `session` from its user, if any: it goes back to broadcasts only.
+    pub fn unsubscribe(&self, session: &Session) {
+        let previous = lock(&self.sessions)
+            .get_mut(&session.id())
+            .and_then(|e| e.user.take());
+        if let Some(previous) = previous {
+            self.detach(&previous, session);
+        }
+    }
+
+    fn detach(&self, user: &str, session: &Session) {
+        let last = {
+            let mut users = lock(&self.users);
+            match users.get_mut(user) {
+                Some(list) => {
+                    list.retain(|s| s.id() != session.id());
+                    let empty = list.is_empty();
+                    if empty {
+                        users.remove(user);
+                    }
+                    empty
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.metrics.users.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Ok(topic) = wire::user_topic(user) {
+            self.bus.unsubscribe(&topic);
+        }
+    }
+
+    /// Sends `message` to every session. `scratch` is reused between calls to avoid
+    /// allocating a list per broadcast.
+    pub fn broadcast(&self, message: &Message, scratch: &mut Vec<Session>) {
+        scratch.clear();
+        scratch.extend(lock(&self.sessions).values().map(|e| e.session.clone()));
+        self.send_all(message, scratch);
+    }
+
+    /// Sends `message` to every session of `user` on this server.
+    pub fn send_to_user(&self, user: &str, message: &Message, scratch: &mut Vec<Session>) {
+        scratch.clear();
+        if let Some(list) = lock(&self.users).get(user) {
+            scratch.extend(list.iter().cloned());
+        }
+        if scratch.is_empty() {
+            self.metrics
+                .bus_user_messages_unrouted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.send_all(message, scratch);
+    }
+
+    fn send_all(&self, message: &Message, sessions: &mut Vec<Session>) {
+        let mut delivered = 0;
+        for s in sessions.drain(..) {
+            match s.send(message.clone()) {
+                Ok(()) => delivered += 1,
+                Err(SendError::Full) => {
+                    self.metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(session = s.id(), "session too slow; closed");
+                }
+                Err(SendError::Closed) => {}
+            }
+        }
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    /// Closes every session with `code` (for example at shutdown).
+    pub fn close_all(&self, code: CloseCode) {
+        let all: Vec<Session> = lock(&self.sessions)
+            .values()
+            .map(|e| e.session.clone())
+            .collect();
+        for s in all {
+            s.close(code);
+        }
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{Bus, BusMode};
+
+    fn hub() -> (Hub, Bus) {
+        let (bus, control) =
+            Bus::open("inproc://hub-test-unused", BusMode::Bind, 1000, 1 << 20).unwrap();
+        (Hub::new(control, Arc::new(Metrics::default())), bus)
+    }
+
+    fn texts(s: &Session) -> Vec<String> {
+        s.drain().0.iter().map(|m| m.as_json().to_owned()).collect()
+    }
+
+    #[test]
+    fn broadcasts_reach_everyone_and_targeted_messages_only_their_user() {
+        let (hub, _bus) = hub();
+        let (a, b, c) = (
+            Session::new(Default::default()),
+            Session::new(Default::default()),
+            Session::new(Default::default()),
+        );
+        for s in [&a, &b, &c] {
+            hub.add(s);
+        }
+        assert!(hub.subscribe(&a, "1"));
+        assert!(hub.subscribe(&b, "10"));
+        let mut scratch = Vec::new();
+        hub.broadcast(&Message::json("\"all\""), &mut scratch);
+        hub.send_to_user("1", &Message::json("\"one\""), &mut scratch);
+        assert_eq!(texts(&a), ["\"all\"", "\"one\""]);
+        assert_eq!(texts(&b), ["\"all\""]);
+        assert_eq!(texts(&c), ["\"all\""]);
+    }
+
+    #[test]
+    fn resubscribing_moves_the_session_and_leaving_cleans_up() {
+        let (hub, _bus) = hub();
+        let a = Session::new(Default::default());
+        hub.add(&a);
+        hub.subscribe(&a, "1");
+        hub.subscribe(&a, "2");
+        let mut scratch = Vec::new();
+        hub.send_to_user("1", &Message::json("1"), &mut scratch);
+        hub.send_to_user("2", &Message::json("2"), &mut scratch);
+        assert_eq!(texts(&a), ["2"]);
+        hub.unsubscribe(&a);
+        hub.send_to_user("2", &Message::json("2"), &mut scratch);
+        assert!(texts(&a).is_empty());
+        hub.remove(&a);
+        assert_eq!(hub.session_count(), 0);
+        assert!(lock(&hub.users).is_empty());
+        assert_eq!(hub.metrics.users.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_slow_session_is_closed_without_touching_the_others() {
+        let (hub, _bus) = hub();
+        let limits = sockjs::QueueLimits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        };
+        let slow = Session::new(limits);
+        let fine = Session::new(Default::default());
+        hub.add(&slow);
+        hub.add(&fine);
+        let mut scratch = Vec::new();
+        for _ in 0..3 {
+            hub.broadcast(&Message::json("0"), &mut scratch);
+        }
+        assert_eq!(slow.drain(), (vec![], Some(CloseCode::SLOW)));
+        assert_eq!(texts(&fine).len(), 3);
+        assert_eq!(hub.metrics.slow_closed.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,122 @@
+//! Counters of one server, served as Prometheus text at `/metrics` when enabled.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Every counter and gauge of a server. All updates are relaxed atomics: cheap on hot paths.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    /// Sessions open now.
+    pub sessions: AtomicU64,
+    /// Users with at least one subscribed session now.
+    pub users: AtomicU64,
+    /// Bus messages received, valid or not.
+    pub bus_received: AtomicU64,
+    /// Broadcasts received from the bus.
+    pub bus_broadcasts: AtomicU64,
+    /// Targeted messages received from the bus.
+    pub bus_user_messages: AtomicU64,
+    /// Targeted messages for a user with no session here (routing should make this rare).
+    pub bus_user_messages_unrouted: AtomicU64,
+    /// Bus messages dropped as malformed or over the size limit.
+    pub bus_rejected: AtomicU64,
+    /// Messages queued to sessions.
+    pub deliveries: AtomicU64,
+    /// Sessions closed because their queue was full.
+    pub slow_closed: AtomicU64,
+    /// Successful subscribes.
+    pub subscribes: AtomicU64,
+    /// Refused subscribes (bad token, no secret, malformed request).
+    pub subscribes_refused: AtomicU64,
+    /// Client messages answered with an error.
+    pub client_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+            (
+                "pushnote_sessions",
+                "gauge",
+                "Sessions open now.",
+                &self.sessions,
+            ),
+            (
+                "pushnote_users",
+                "gauge",
+                "Users with a subscribed session here.",
+                &self.users,
+            ),
+            (
+                "pushnote_bus_messages_received_total",
+                "counter",
+                "Bus messages received.",
+                &self.bus_received,
+            ),
+            (
+                "pushnote_bus_broadcasts_total",
+                "counter",
+                "Broadcasts received from the bus.",
+                &self.bus_broadcasts,
+            ),
+            (
+                "pushnote_bus_user_messages_total",
+                "counter",
+                "Targeted messages received from the bus.",
+                &self.bus_user_messages,
+            ),
+            (
+                "pushnote_bus_user_messages_unrouted_total",
+                "counter",
+                "Targeted messages for a user with no session here.",
+                &self.bus_user_messages_unrouted,
+            ),
+            (
+                "pushnote_bus_messages_rejected_total",
+                "counter",
+                "Bus messages dropped as malformed or too large.",
+                &self.bus_rejected,
+            ),
+            (
+                "pushnote_deliveries_total",
+                "counter",
+                "Messages queued to sessions.",
+                &self.deliveries,
+            ),
+            (
+                "pushnote_sessions_closed_slow_total",
+                "counter",
+                "Sessions closed because their queue was full.",
+                &self.slow_closed,
+            ),
+            (
+                "pushnote_subscribes_total",
+                "counter",
+                "Successful subscribes.",
+                &self.subscribes,
+            ),
+            (
+                "pushnote_subscribes_refused_total",
+                "counter",
+                "Refused subscribes.",
+                &self.subscribes_refused,
+            ),
+            (
+                "pushnote_client_errors_total",
+                "counter",
+                "Client messages answered with an error.",
+                &self.client_errors,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}

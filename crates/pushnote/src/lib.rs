@@ -1,0 +1,38 @@
+//! pushnote's client crate and shared protocol.
+//!
+//! Apps use it to push notifications to browsers connected to pushnote-server:
+//!
+//! ```no_run
+//! use pushnote::{Publisher, Signer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Publisher::connect("tcp://127.0.0.1:8002")?;
+//! bus.notify_all(&serde_json::json!({"msg": "Hi all!"}))?;
+//! bus.notify(&serde_json::json!({"msg": "Hi you"}), ["42"])?;
+//!
+//! // The token a page hands to its browser, which subscribes with it.
+//! let signer = Signer::new(std::env::var("PUSHNOTE_SECRET")?)?;
+//! let token = signer.tokenize(42)?;
+//! # let _ = token; Ok(()) }
+//! ```
+//!
+//! How the files divide the work:
+//! - `wire.rs` — the bus format: topics and bodies (pure).
+//! - `token.rs` — tokens in Django's `TimestampSigner` format (pure).
+//! - `publisher.rs` — the ZeroMQ publisher apps call.
+//!
+//! Light by design: no async runtime is needed to publish.
+
+#![forbid(unsafe_code)]
+
+mod publisher;
+pub mod token;
+pub mod wire;
+
+pub use publisher::{PublishError, Publisher, PublisherBuilder};
+pub use token::{Signer, TokenError, DEFAULT_SALT};
+
+/// The forwarder's app-facing endpoint by default: where apps publish.
+pub const DEFAULT_PUBLISH_ENDPOINT: &str = "tcp://127.0.0.1:8002";
+/// The forwarder's server-facing endpoint by default: where servers subscribe.
+pub const DEFAULT_SUBSCRIBE_ENDPOINT: &str = "tcp://127.0.0.1:8001";

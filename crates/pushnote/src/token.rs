@@ -1,0 +1,321 @@
+//! Tokens: a page's proof of which user it is, minted by the app and checked by the server.
+//!
+//! The format is Django's `TimestampSigner`, so a Django app and this crate mint tokens each
+//! other accepts: `value:timestamp:signature`, where `value` is the user id, `timestamp` is the
+//! Unix time in seconds in base 62 (`0-9A-Za-z`), and `signature` is URL-safe base64 without
+//! padding of HMAC-SHA256 over `value:timestamp`, keyed with SHA-256(salt + "signer" + secret).
+//! In Django: `TimestampSigner(key=SECRET, salt=SALT).sign(user_id)`.
+//!
+//! Verification compares signatures in constant time, tries old secrets (key rotation), and
+//! reads nothing from a token whose signature is not valid.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::wire;
+
+/// The salt pushnote uses unless configured otherwise. Apps and servers must agree on it.
+pub const DEFAULT_SALT: &str = "pushnote";
+/// The separator between the parts of a token.
+const SEP: char = ':';
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Why a token was refused. A token that fails its signature check says nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not of the form `value:timestamp:signature`.
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not match under any configured secret and salt.
+    #[error("invalid token signature")]
+    BadSignature,
+    /// Signed correctly, but older than the maximum age.
+    #[error("token expired ({age_secs} s old, limit {max_age_secs} s)")]
+    Expired {
+        /// How old the token is.
+        age_secs: u64,
+        /// The limit it exceeded.
+        max_age_secs: u64,
+    },
+    /// Signed correctly, but the value is not a valid user id.
+    #[error("token holds an invalid user id")]
+    InvalidUserId,
+    /// A signer needs a non-empty secret.
+    #[error("the secret is empty")]
+    EmptySecret,
+}
+
+/// Mints and verifies tokens with one current secret, any number of old ones, and a salt.
+#[derive(Clone)]
+pub struct Signer {
+    /// Derived HMAC keys: the current secret's first, then the old ones'.
+    keys: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Signer")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+fn derive_key(salt: &str, secret: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(b"signer");
+    h.update(secret);
+    h.finalize().into()
+}
+
+impl Signer {
+    /// A signer with `secret` and the [`DEFAULT_SALT`].
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<Signer, TokenError> {
+        Signer::with_salt(secret, DEFAULT_SALT, std::iter::empty::<&[u8]>())
+    }
+
+    /// A signer with `secret`, `salt`, and old secrets still accepted while keys rotate.
+    pub fn with_salt<S: AsRef<[u8]>>(
+        secret: impl AsRef<[u8]>,
+        salt: &str,
+        old_secrets: impl IntoIterator<Item = S>,
+    ) -> Result<Signer, TokenError> {
+        let secret = secret.as_ref();
+        if secret.is_empty() {
+            return Err(TokenError::EmptySecret);
+        }
+        let mut keys = vec![derive_key(salt, secret)];
+        for old in old_secrets {
+            let old = old.as_ref();
+            if old.is_empty() {
+                return Err(TokenError::EmptySecret);
+            }
+            keys.push(derive_key(salt, old));
+        }
+        Ok(Signer { keys })
+    }
+
+    /// The token for `user`, stamped now. Fails only for an invalid user id.
+    pub fn tokenize(&self, user: impl std::fmt::Display) -> Result<String, TokenError> {
+        self.tokenize_at(&user.to_string(), unix_now())
+    }
+
+    /// The token for `user`, stamped at `timestamp` (Unix seconds).
+    pub fn tokenize_at(&self, user: &str, timestamp: u64) -> Result<String, TokenError> {
+        wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
+        let value = format!("{user}{SEP}{}", base62_encode(timestamp));
+        let signature = signature(&self.keys[0], &value);
+        Ok(format!("{value}{SEP}{signature}"))
+    }
+
+    /// Checks `token` and returns its user id. `max_age` of `None` accepts any age.
+    pub fn verify(&self, token: &str, max_age: Option<Duration>) -> Result<String, TokenError> {
+        self.verify_at(token, max_age, unix_now())
+    }
+
+    /// Checks `token` as of `now` (Unix seconds).
+    pub fn verify_at(
+        &self,
+        token: &str,
+        max_age: Option<Duration>,
+        now: u64,
+    ) -> Result<String, TokenError> {
+        let (value, sig) = token.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
+        let valid = self.keys.iter().any(|key| {
+            let expected = signature(key, value);
+            bool::from(expected.as_bytes().ct_eq(sig.as_bytes()))
+        });
+        if !valid {
+            return Err(TokenError::BadSignature);
+        }
+        // From here on the content is the signer's own.
+        let (user, ts) = value.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
+        let ts = base62_decode(ts).ok_or(TokenError::Malformed)?;
+        if let Some(max) = max_age {
+            let age = now.saturating_sub(ts);
+            if age > max.as_secs() {
+                return Err(TokenError::Expired {
+                    age_secs: age,
+                    max_age_secs: max.as_secs(),
+                });
+            }
+        }
+        wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
+        Ok(user.to_owned())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn signature(key: &[u8; 32], value: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any size");
+    mac.update(value.as_bytes());
+    base64_url_nopad(&mac.finalize().into_bytes())
+}
+
+/// Base 62 as Django writes it (`0` for zero).
+fn base62_encode(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(BASE62[(n % 62) as usize]);
+        n /= 62;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).expect("base 62 digits are ASCII")
+}
+
+fn base62_decode(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 11 {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |acc, b| {
+        let d = BASE62.iter().position(|&c| c == b)? as u64;
+        acc.checked_mul(62)?.checked_add(d)
+    })
+}
+
+fn base64_url_nopad(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn base62_matches_django() {
+        // django.utils.baseconv / signing.b62_encode
+        assert_eq!(base62_encode(0), "0");
+        assert_eq!(base62_encode(61), "z");
+        assert_eq!(base62_encode(62), "10");
+        assert_eq!(base62_encode(1_700_000_000), "1r31eq");
+        assert_eq!(base62_decode("1r31eq"), Some(1_700_000_000));
+        assert_eq!(base62_decode(""), None);
+        assert_eq!(base62_decode("-1"), None);
+        assert_eq!(base62_decode("zzzzzzzzzzz"), None, "overflow");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_url_alphabet_without_padding() {
+        assert_eq!(base64_url_nopad(b""), "");
+        assert_eq!(base64_url_nopad(b"f"), "Zg");
+        assert_eq!(base64_url_nopad(b"fo"), "Zm8");
+        assert_eq!(base64_url_nopad(b"foo"), "Zm9v");
+        assert_eq!(base64_url_nopad(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn a_token_verifies_with_its_secret_and_salt_only() {
+        let s = Signer::new("s3cret").unwrap();
+        let t = s.tokenize_at("42", NOW).unwrap();
+        // TimestampSigner(key="s3cret", salt="pushnote").sign("42") at that instant, in Django.
+        assert_eq!(t, "42:1r31eq:egqH_37soYTJMP9PS6Nui99-AAHApGie8p7ZkvIjd3M");
+        assert_eq!(s.verify_at(&t, None, NOW).unwrap(), "42");
+        let other_secret = Signer::new("other").unwrap();
+        assert_eq!(
+            other_secret.verify_at(&t, None, NOW),
+            Err(TokenError::BadSignature)
+        );
+        let other_salt = Signer::with_salt("s3cret", "else", [""; 0]).unwrap();
+        assert_eq!(
+            other_salt.verify_at(&t, None, NOW),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn tampering_anywhere_breaks_the_signature() {
+        let s = Signer::new("s3cret").unwrap();
+        let t = s.tokenize_at("4", NOW).unwrap();
+        let forged_user = t.replacen('4', "5", 1);
+        assert_eq!(
+            s.verify_at(&forged_user, None, NOW),
+            Err(TokenError::BadSignature)
+        );
+        let mut flipped = t.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(
+            s.verify_at(&flipped, None, NOW),
+            Err(TokenError::BadSignature)
+        );
+        for junk in ["", ":", "::", "42", "42:abc", "a:b:c:d"] {
+            assert!(s.verify_at(junk, None, NOW).is_err(), "{junk:?}");
+        }
+        assert_eq!(s.verify_at("", None, NOW), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn max_age_is_enforced() {
+        let s = Signer::new("k").unwrap();
+        let t = s.tokenize_at("1", NOW - 100).unwrap();
+        let hour = Some(Duration::from_secs(3600));
+        assert!(s.verify_at(&t, hour, NOW).is_ok());
+        assert_eq!(
+            s.verify_at(&t, Some(Duration::from_secs(99)), NOW),
+            Err(TokenError::Expired {
+                age_secs: 100,
+                max_age_secs: 99
+            })
+        );
+    }
+
+    #[test]
+    fn old_secrets_verify_during_rotation_but_never_sign() {
+        let old = Signer::new("old").unwrap();
+        let t = old.tokenize_at("9", NOW).unwrap();
+        let rotated = Signer::with_salt("new", DEFAULT_SALT, ["old"]).unwrap();
+        assert_eq!(rotated.verify_at(&t, None, NOW).unwrap(), "9");
+        let fresh = rotated.tokenize_at("9", NOW).unwrap();
+        assert_eq!(
+            old.verify_at(&fresh, None, NOW),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn user_ids_with_colons_survive() {
+        let s = Signer::new("k").unwrap();
+        let t = s.tokenize_at("org:7", NOW).unwrap();
+        assert_eq!(s.verify_at(&t, None, NOW).unwrap(), "org:7");
+        assert_eq!(s.tokenize_at("", NOW), Err(TokenError::InvalidUserId));
+        assert_eq!(s.tokenize_at("a\0", NOW), Err(TokenError::InvalidUserId));
+    }
+
+    #[test]
+    fn empty_secrets_are_refused() {
+        assert_eq!(Signer::new("").unwrap_err(), TokenError::EmptySecret);
+        assert_eq!(
+            Signer::with_salt("k", "s", [""]).unwrap_err(),
+            TokenError::EmptySecret
+        );
+    }
+}

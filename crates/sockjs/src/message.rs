@@ -1,0 +1,90 @@
+//! Messages a server sends to sessions, encoded once and shared by reference.
+//!
+//! A SockJS message is normally a string: the client's `onmessage` gets it as `e.data`. A server
+//! may also send an already-encoded JSON *value* (`a[{"k":1}]` rather than `a["{\"k\":1}"]`),
+//! which the stock client hands to the page as the parsed value. Either way the frame-ready
+//! encoding is computed once, when the message is made, and every session holds a reference.
+
+use std::sync::Arc;
+
+use crate::frame;
+
+/// A message for one or many sessions. Cloning is a reference-count increment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message(Arc<Encoded>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Encoded {
+    /// The JSON element that goes inside an `a[...]` frame, SockJS-escaped.
+    json: Box<str>,
+    /// What the raw WebSocket transport sends, where it differs from `json`.
+    raw: Option<Box<str>>,
+}
+
+impl Message {
+    /// A string message: the client receives exactly `text`.
+    pub fn text(text: &str) -> Message {
+        Message(Arc::new(Encoded {
+            json: frame::quote(text).into_boxed_str(),
+            raw: Some(text.into()),
+        }))
+    }
+
+    /// A JSON value message from valid JSON text (for example a `serde_json::value::RawValue`):
+    /// SockJS clients receive the value itself; raw WebSocket clients receive its JSON text.
+    /// Numbers and key order are kept as written; white space is removed.
+    pub fn json(json_text: &str) -> Message {
+        Message(Arc::new(Encoded {
+            json: frame::compact_json(json_text).into_boxed_str(),
+            raw: None,
+        }))
+    }
+
+    /// A JSON value message from any serializable value.
+    pub fn from_value<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Message> {
+        serde_json::to_string(value).map(|s| Message::json(&s))
+    }
+
+    /// The element of an `a[...]` frame that carries this message.
+    pub fn as_json(&self) -> &str {
+        &self.0.json
+    }
+
+    /// What the raw WebSocket transport sends for this message.
+    pub fn as_raw(&self) -> &str {
+        self.0.raw.as_deref().unwrap_or(&self.0.json)
+    }
+
+    /// The size this message takes in a session's queue, for its byte limit.
+    pub fn queued_len(&self) -> usize {
+        self.0.json.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_quoted_for_frames_and_raw_for_raw_websocket() {
+        let m = Message::text("he said \"hi\"\u{2028}");
+        assert_eq!(m.as_json(), r#""he said \"hi\"\u2028""#);
+        assert_eq!(m.as_raw(), "he said \"hi\"\u{2028}");
+    }
+
+    #[test]
+    fn json_values_stay_values() {
+        let m = Message::json("{ \"msg\": \"Hi all!\" }");
+        assert_eq!(m.as_json(), r#"{"msg":"Hi all!"}"#);
+        assert_eq!(m.as_raw(), r#"{"msg":"Hi all!"}"#);
+        let s = Message::from_value("just a string").unwrap();
+        assert_eq!(s.as_json(), r#""just a string""#);
+    }
+
+    #[test]
+    fn clones_share_one_encoding() {
+        let m = Message::json("[1,2,3]");
+        let c = m.clone();
+        assert!(std::ptr::eq(m.as_json(), c.as_json()));
+    }
+}

@@ -1,0 +1,266 @@
+//! A session: the application's handle on one client, whatever the transport.
+//!
+//! The application sends through [`Session::send`], which never blocks and never waits on the
+//! network: it puts a shared [`Message`] on the session's bounded queue and wakes the
+//! session's writer. The writer (the transport) takes everything queued since its last write
+//! and sends it as one frame, so a busy session makes few large writes. A queue that reaches
+//! its limit means the client is not reading: the session is closed with
+//! [`CloseCode::SLOW`](crate::CloseCode::SLOW) and the application is told, so one slow client
+//! never holds memory or time that belongs to the others.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::{CloseCode, Message};
+
+/// How much a session may have queued before it counts as too slow and is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Messages waiting to be written.
+    pub max_messages: usize,
+    /// Encoded bytes waiting to be written.
+    pub max_bytes: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_messages: 1_000,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why [`Session::send`] did not queue a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The session is closed or closing; nothing more is sent on it.
+    #[error("session closed")]
+    Closed,
+    /// The queue was full: the session is now being closed as too slow.
+    #[error("session queue full: closed as slow")]
+    Full,
+}
+
+/// A handle on one SockJS session. Cloning is cheap; all clones refer to the same session.
+#[derive(Clone)]
+pub struct Session(Arc<Inner>);
+
+struct Inner {
+    id: u64,
+    limits: QueueLimits,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Message>,
+    queued_bytes: usize,
+    closing: Option<CloseCode>,
+    closed: bool,
+}
+
+/// What a writer takes from the queue at once.
+pub(crate) enum Batch {
+    /// Messages to write, in order.
+    Messages,
+    /// The session is to be closed with this code, once what `Messages` returned is written.
+    Close(CloseCode),
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Session {
+    /// A new open session with an empty queue. Transports make these; tests of applications
+    /// can make them too and read what was sent with [`Session::drain`].
+    pub fn new(limits: QueueLimits) -> Session {
+        Session(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            limits,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// A number unique to this session within the process, for the application's maps.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent (every critical section
+        // is a few plain field updates), so a poisoned lock is still safe to use.
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `message` for the client. Never blocks. When the queue is over its limits the
+    /// session is closed with [`CloseCode::SLOW`] and the message is not queued.
+    pub fn send(&self, message: Message) -> Result<(), SendError> {
+        let mut st = self.state();
+        if st.closing.is_some() || st.closed {
+            return Err(SendError::Closed);
+        }
+        let len = message.queued_len();
+        if st.queue.len() >= self.0.limits.max_messages
+            || st.queued_bytes + len > self.0.limits.max_bytes
+        {
+            st.queue.clear();
+            st.queued_bytes = 0;
+            st.closing = Some(CloseCode::SLOW);
+            drop(st);
+            self.0.wake.notify_one();
+            return Err(SendError::Full);
+        }
+        let was_empty = st.queue.is_empty();
+        st.queued_bytes += len;
+        st.queue.push_back(message);
+        drop(st);
+        if was_empty {
+            self.0.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes the session with `code`: what is already queued is still written, then the close
+    /// frame. Later sends fail. Closing twice keeps the first code.
+    pub fn close(&self, code: CloseCode) {
+        let mut st = self.state();
+        if st.closing.is_none() && !st.closed {
+            st.closing = Some(code);
+            drop(st);
+            self.0.wake.notify_one();
+        }
+    }
+
+    /// Whether the session is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        let st = self.state();
+        st.closed || st.closing.is_some()
+    }
+
+    /// Takes what is queued without waiting, and the close code if the session is closing.
+    /// For tests of applications that use sessions without a transport.
+    pub fn drain(&self) -> (Vec<Message>, Option<CloseCode>) {
+        let mut out = Vec::new();
+        let close = match self.take(&mut out) {
+            Some(Batch::Close(code)) => Some(code),
+            _ => None,
+        };
+        (out, close)
+    }
+
+    fn take(&self, out: &mut Vec<Message>) -> Option<Batch> {
+        let mut st = self.state();
+        if !st.queue.is_empty() {
+            out.extend(st.queue.drain(..));
+            st.queued_bytes = 0;
+            return Some(Batch::Messages);
+        }
+        st.closing.map(Batch::Close)
+    }
+
+    /// Waits until there is something to write: queued messages (appended to `out`) or a close.
+    pub(crate) async fn next_batch(&self, out: &mut Vec<Message>) -> Batch {
+        loop {
+            if let Some(batch) = self.take(out) {
+                return batch;
+            }
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// Marks the session closed for good (the transport is gone). Returns true the first time,
+    /// so the application is told exactly once.
+    pub(crate) fn mark_closed(&self) -> bool {
+        let mut st = self.state();
+        let first = !st.closed;
+        st.closed = true;
+        st.queue.clear();
+        st.queued_bytes = 0;
+        first
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.0.id).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> QueueLimits {
+        QueueLimits {
+            max_messages: 3,
+            max_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn queued_messages_come_out_in_order() {
+        let s = Session::new(small());
+        s.send(Message::text("a")).unwrap();
+        s.send(Message::text("b")).unwrap();
+        let (msgs, close) = s.drain();
+        let texts: Vec<_> = msgs.iter().map(|m| m.as_raw().to_owned()).collect();
+        assert_eq!(texts, ["a", "b"]);
+        assert_eq!(close, None);
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_session_as_slow() {
+        let s = Session::new(small());
+        for _ in 0..3 {
+            s.send(Message::text("x")).unwrap();
+        }
+        assert_eq!(s.send(Message::text("x")), Err(SendError::Full));
+        assert_eq!(s.send(Message::text("x")), Err(SendError::Closed));
+        let (msgs, close) = s.drain();
+        assert!(msgs.is_empty());
+        assert_eq!(close, Some(CloseCode::SLOW));
+    }
+
+    #[test]
+    fn the_byte_limit_counts_encoded_bytes() {
+        let s = Session::new(small());
+        let big = Message::text(&"x".repeat(60));
+        s.send(big.clone()).unwrap();
+        assert_eq!(s.send(big), Err(SendError::Full));
+    }
+
+    #[test]
+    fn close_keeps_what_was_queued_and_the_first_code() {
+        let s = Session::new(small());
+        s.send(Message::text("last")).unwrap();
+        s.close(CloseCode::GOING_AWAY);
+        s.close(CloseCode::SLOW);
+        assert!(s.is_closed());
+        let (msgs, close) = s.drain();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(close, None, "the messages come first");
+        assert_eq!(s.drain().1, Some(CloseCode::GOING_AWAY));
+    }
+
+    #[tokio::test]
+    async fn next_batch_wakes_on_send_from_another_thread() {
+        let s = Session::new(QueueLimits::default());
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s2.send(Message::text("late")).unwrap();
+        });
+        let mut out = Vec::new();
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(5), s.next_batch(&mut out))
+            .await
+            .expect("woken");
+        assert!(matches!(batch, Batch::Messages));
+        assert_eq!(out[0].as_raw(), "late");
+        t.join().unwrap();
+    }
+}

@@ -1,1 +1,12 @@
+//! End-to-end tests: the real binaries on ephemeral loopback ports, real ZeroMQ, real SockJS
+//! over WebSocket, publishing through the real client crate (and through Python with pyzmq and
+//! Django where interoperability is the point).
 
+mod support;
+
+mod client_protocol;
+mod delivery;
+mod interop;
+mod lifecycle;
+mod routing;
+mod tokens;

@@ -194,7 +194,7 @@ mod tests {
         let all = BROADCAST_TOPIC.to_vec();
         let ok = br#"{"name":"notify_all","data":1}"#.to_vec();
         assert_eq!(
-            decode(&[all.clone()]).unwrap_err(),
+            decode(std::slice::from_ref(&all)).unwrap_err(),
             WireError::FrameCount(1)
         );
         assert_eq!(

@@ -1,0 +1,133 @@
+//! Starting, serving the demo, heartbeats, shutting down, refusing bad flags.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn sigterm_closes_every_session_with_going_away_and_exits() {
+    let fwd = forwarder();
+    let mut srv = server(&fwd, &[]);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(Client::connect(&srv).await);
+    }
+    srv.proc.terminate();
+    for c in &mut clients {
+        assert_eq!(
+            c.frame().await,
+            Frame::Close(3001, "Server shutting down".into())
+        );
+    }
+    let status = srv
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits in time");
+    assert!(status.success(), "{status:?}");
+
+    let mut fwd = fwd;
+    fwd.proc.terminate();
+    let status = fwd
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("forwarder exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn idle_sessions_get_heartbeats() {
+    let fwd = forwarder();
+    let srv = server(&fwd, &["--heartbeat", "1"]);
+    let mut c = Client::connect(&srv).await;
+    assert_eq!(c.frame().await, Frame::Heartbeat);
+}
+
+#[tokio::test]
+async fn the_demo_page_is_served_only_when_asked_for() {
+    let fwd = forwarder();
+    let plain = server(&fwd, &[]);
+    assert_eq!(http_get(&format!("{}/", plain.origin)).await.0, 404);
+    let demo = server(
+        &fwd,
+        &[
+            "--demo",
+            "--sockjs-url",
+            "/static/sockjs.min.js",
+            "-r",
+            "/push",
+        ],
+    );
+    let (status, body) = http_get(&format!("{}/", demo.origin)).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"<script src="/static/sockjs.min.js"></script>"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"var route = "/push";"#));
+    assert!(body.contains("emit(\"subscribe\""));
+}
+
+#[tokio::test]
+async fn greeting_and_info_answer_like_sockjs() {
+    let fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    assert_eq!(
+        http_get(&srv.url).await,
+        (200, "Welcome to SockJS!\n".into())
+    );
+    let (status, body) = http_get(&format!("{}/info", srv.url)).await;
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["websocket"], true);
+    assert_eq!(info["origins"], serde_json::json!(["*:*"]));
+    assert!(info["entropy"].is_u64());
+    assert_eq!(http_get(&format!("{}/metrics", srv.origin)).await.0, 200);
+    let no_metrics = spawn_server(
+        &mut server_cmd(&["-p", "0", "-a", "127.0.0.1", "-s", &fwd.publish]),
+        false,
+    );
+    assert_eq!(
+        http_get(&format!("{}/metrics", no_metrics.origin)).await.0,
+        404
+    );
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_reason() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--route", "/"], "--route"),
+        (&["--address", "not-an-ip", "-p", "0"], "--address"),
+        (&["-S", "-s", "tcp://127.0.0.1:notaport", "-p", "0"], "bus"),
+        (&["--port", "99999"], "99999"),
+    ];
+    for (args, needle) in cases {
+        let out = server_cmd(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let help = server_cmd(&["--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--port",
+        "--address",
+        "--route",
+        "--mq_socket",
+        "--single",
+        "--secret",
+        "--demo",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn the_forwarder_refuses_an_endpoint_in_use() {
+    let fwd = forwarder();
+    let out = std::process::Command::new(bin("pushnote-mq"))
+        .args(["--sub", &fwd.sub, "--pub", "tcp://127.0.0.1:*"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&fwd.sub));
+}

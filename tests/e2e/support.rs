@@ -1,0 +1,424 @@
+//! Spawning the real binaries on ephemeral ports, and a SockJS client over real WebSocket.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// The secret the servers of these tests sign with.
+pub const SECRET: &str = "e2e-test-secret";
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "pushnote-mq" => env!("CARGO_BIN_EXE_pushnote-mq").into(),
+        "pushnote-server" => env!("CARGO_BIN_EXE_pushnote-server").into(),
+        "pushnote" => env!("CARGO_BIN_EXE_pushnote").into(),
+        other => panic!("no binary {other}"),
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A spawned binary, killed when dropped; its stdout lines arrive on a channel.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a stdout line containing `marker` and returns what follows it.
+    pub fn value_after(&self, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with {marker:?} in time"));
+            if let Some((_, rest)) = line.split_once(marker) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -TERM");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A forwarder on free ports.
+pub struct Forwarder {
+    pub proc: Proc,
+    /// Where apps publish.
+    pub sub: String,
+    /// Where servers subscribe.
+    pub publish: String,
+}
+
+pub fn forwarder_with(args: &[&str]) -> Forwarder {
+    let proc = Proc::spawn(Command::new(bin("pushnote-mq")).args(args));
+    let line = proc.value_after("apps publish to");
+    let (sub, publish) = line
+        .split_once(", servers subscribe at ")
+        .expect("forwarder endpoints line");
+    Forwarder {
+        sub: sub.to_owned(),
+        publish: publish.to_owned(),
+        proc,
+    }
+}
+
+pub fn forwarder() -> Forwarder {
+    forwarder_with(&["--sub", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*"])
+}
+
+/// A server on a free port.
+pub struct Server {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT/ROUTE`
+    pub url: String,
+    /// `http://127.0.0.1:PORT`
+    pub origin: String,
+    /// In single mode, where apps publish.
+    pub bus: Option<String>,
+}
+
+pub fn server_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("pushnote-server"));
+    cmd.env_remove("PUSHNOTE_SECRET").args(args);
+    cmd
+}
+
+pub fn spawn_server(cmd: &mut Command, single: bool) -> Server {
+    let proc = Proc::spawn(cmd);
+    let bus = single.then(|| proc.value_after("apps publish to"));
+    let url = proc.value_after("listening on");
+    let origin = url[..url[7..].find('/').map(|i| i + 7).unwrap_or(url.len())].to_owned();
+    Server {
+        proc,
+        url,
+        origin,
+        bus,
+    }
+}
+
+/// A server connected to `forwarder`, with the test secret, metrics, and `extra` flags.
+pub fn server(forwarder: &Forwarder, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--port",
+        "0",
+        "--address",
+        "127.0.0.1",
+        "--mq_socket",
+        &forwarder.publish,
+        "--secret",
+        SECRET,
+        "--metrics",
+    ];
+    args.extend_from_slice(extra);
+    spawn_server(&mut server_cmd(&args), false)
+}
+
+impl Server {
+    pub async fn metric(&self, name: &str) -> u64 {
+        let body = http_get(&format!("{}/metrics", self.origin)).await.1;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+    }
+
+    /// Waits until metric `name` reaches `at_least`.
+    pub async fn wait_metric(&self, name: &str, at_least: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.metric(name).await;
+            if v >= at_least {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed at {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until metric `name` falls to `at_most`.
+    pub async fn wait_metric_at_most(&self, name: &str, at_most: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.metric(name).await;
+            if v <= at_most {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed at {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws{}/000/{}/websocket", &self.url[4..], rand_id())
+    }
+
+    pub fn raw_ws_url(&self) -> String {
+        format!("ws{}/websocket", &self.url[4..])
+    }
+}
+
+fn rand_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("s{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A minimal HTTP/1.1 GET over a plain socket: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut s = TcpStream::connect(host).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text[9..12].parse().expect("status");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// What a SockJS client receives.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Open,
+    Heartbeat,
+    Messages(Vec<Value>),
+    Close(u16, String),
+    /// The WebSocket closed (with its close code, if any).
+    Gone(Option<u16>),
+}
+
+/// A SockJS client over WebSocket, as the stock browser client speaks it.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pending: std::collections::VecDeque<Value>,
+}
+
+impl Client {
+    pub async fn connect(server: &Server) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("websocket connect");
+        let mut c = Client {
+            ws,
+            pending: Default::default(),
+        };
+        assert_eq!(c.frame().await, Frame::Open);
+        c
+    }
+
+    pub async fn send_raw(&mut self, payload: &str) {
+        self.ws
+            .send(WsMessage::Text(payload.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends one SockJS message holding `text`.
+    pub async fn send_text(&mut self, text: &str) {
+        let payload = serde_json::to_string(&[text]).unwrap();
+        self.send_raw(&payload).await;
+    }
+
+    pub async fn emit(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Subscribes with `token` and returns the server's reply, skipping the markers of
+    /// [`sync`] that may still be on their way.
+    pub async fn subscribe(&mut self, token: &str) -> Value {
+        self.emit(serde_json::json!({"name": "subscribe", "data": {"token": token}}))
+            .await;
+        loop {
+            let v = self.next().await;
+            if v.get("sync").is_none() {
+                return v;
+            }
+        }
+    }
+
+    pub async fn frame(&mut self) -> Frame {
+        let msg = tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("a frame in time");
+        let text = match msg {
+            None | Some(Err(_)) => return Frame::Gone(None),
+            Some(Ok(WsMessage::Close(c))) => return Frame::Gone(c.map(|c| c.code.into())),
+            Some(Ok(WsMessage::Text(t))) => t,
+            Some(Ok(other)) => panic!("unexpected websocket message {other:?}"),
+        };
+        match text.as_bytes().first() {
+            Some(b'o') => Frame::Open,
+            Some(b'h') => Frame::Heartbeat,
+            Some(b'a') => Frame::Messages(serde_json::from_str(&text[1..]).expect("a[] json")),
+            Some(b'c') => {
+                let v: (u16, String) = serde_json::from_str(&text[1..]).expect("c[] json");
+                Frame::Close(v.0, v.1)
+            }
+            _ => panic!("not a SockJS frame: {text:?}"),
+        }
+    }
+
+    /// The next message, skipping heartbeats. Panics on close.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.pending.pop_front() {
+                return v;
+            }
+            match self.frame().await {
+                Frame::Messages(m) => self.pending.extend(m),
+                Frame::Heartbeat => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts that no message arrives for `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        assert!(self.pending.is_empty(), "unexpected {:?}", self.pending);
+        if let Ok(f) = tokio::time::timeout(d, self.frame()).await {
+            assert_eq!(f, Frame::Heartbeat, "expected nothing");
+        }
+    }
+}
+
+/// A publisher of the client crate connected to `endpoint`.
+pub fn publisher(endpoint: &str) -> pushnote::Publisher {
+    pushnote::Publisher::connect(endpoint).expect("publisher")
+}
+
+pub fn signer() -> pushnote::Signer {
+    pushnote::Signer::new(SECRET).unwrap()
+}
+
+pub fn token(user: &str) -> String {
+    signer().tokenize(user).unwrap()
+}
+
+/// Publishes markers until `client` receives one: bus subscriptions travel to the forwarder in
+/// the background, so a message sent right after a server starts, or right after a subscribe,
+/// can precede them. `target` is `None` for broadcasts, or the user to send to.
+pub async fn sync(publisher: &pushnote::Publisher, client: &mut Client, target: Option<&str>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let id = rand_id();
+        let marker = serde_json::json!({"sync": id});
+        match target {
+            None => publisher.notify_all(&marker).unwrap(),
+            Some(user) => publisher.notify(&marker, [user]).unwrap(),
+        }
+        let wait = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                v = client.next() => {
+                    assert!(v.get("sync").is_some(), "unexpected {v}");
+                    if v["sync"] == id.as_str() {
+                        return;
+                    }
+                }
+                () = &mut wait => break,
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bus never connected"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod support;
 
 mod client_protocol;
 mod delivery;
+mod faults;
 mod interop;
 mod lifecycle;
 mod routing;

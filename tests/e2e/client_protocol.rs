@@ -6,11 +6,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn malformed_and_unknown_messages_get_error_replies_and_the_session_lives_on() {
-    let fwd = forwarder();
-    let srv = server(&fwd, &[]);
-    let bus = publisher(&fwd.sub);
-    let mut c = Client::connect(&srv).await;
-    sync(&bus, &mut c, None).await;
+    let (_fwd, srv, bus, mut c) = stack(&[]).await;
     let cases = [
         ("not json at all", "bad_message"),
         ("[1,2,3]", "bad_message"),

@@ -94,11 +94,7 @@ async fn single_mode_binds_the_bus_and_needs_no_forwarder() {
 
 #[tokio::test]
 async fn data_arrives_unchanged_as_a_json_value() {
-    let fwd = forwarder();
-    let srv = server(&fwd, &[]);
-    let bus = publisher(&fwd.sub);
-    let mut c = Client::connect(&srv).await;
-    sync(&bus, &mut c, None).await;
+    let (_fwd, _srv, bus, mut c) = stack(&[]).await;
     let values = [
         json!({"msg": "Hi all!", "n": 1.5, "nested": {"list": [true, null]}}),
         json!("é 中文 😀 \u{2028}\u{2029} \"quotes\" \\ </script><script>alert(1)</script>"),
@@ -119,11 +115,7 @@ async fn datetimes_arrive_as_iso_8601_strings() {
     struct Event {
         at: chrono::DateTime<chrono::Utc>,
     }
-    let fwd = forwarder();
-    let srv = server(&fwd, &[]);
-    let bus = publisher(&fwd.sub);
-    let mut c = Client::connect(&srv).await;
-    sync(&bus, &mut c, None).await;
+    let (_fwd, _srv, bus, mut c) = stack(&[]).await;
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:15:30.250Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
@@ -193,11 +185,7 @@ async fn a_cli_notify_with_nothing_listening_fails_clearly() {
 
 #[tokio::test]
 async fn raw_websocket_receives_json_text_and_subscribes_with_plain_text() {
-    let fwd = forwarder();
-    let srv = server(&fwd, &[]);
-    let bus = publisher(&fwd.sub);
-    let mut sockjs = Client::connect(&srv).await;
-    sync(&bus, &mut sockjs, None).await;
+    let (_fwd, srv, bus, mut sockjs) = stack(&[]).await;
     let (mut raw, _) = tokio_tungstenite::connect_async(srv.raw_ws_url())
         .await
         .unwrap();

@@ -32,11 +32,7 @@ async fn servers_and_apps_resume_by_themselves_when_the_forwarder_restarts() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_hurts_no_one_else() {
-    let fwd = forwarder();
-    let srv = server(&fwd, &["--queue-messages", "200"]);
-    let bus = publisher(&fwd.sub);
-    let mut reader = Client::connect(&srv).await;
-    sync(&bus, &mut reader, None).await;
+    let (_fwd, srv, bus, mut reader) = stack(&["--queue-messages", "200"]).await;
     // Connected, then never read again: its socket buffers fill, then its queue.
     let stalled = Client::connect(&srv).await;
     let payload = "x".repeat(8 * 1024);

@@ -8,11 +8,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn user_1_never_receives_what_was_sent_to_10_11_or_1_x() {
-    let fwd = forwarder();
-    let srv = server(&fwd, &[]);
-    let bus = publisher(&fwd.sub);
-    let mut c = Client::connect(&srv).await;
-    sync(&bus, &mut c, None).await;
+    let (_fwd, _srv, bus, mut c) = stack(&[]).await;
     c.subscribe(&token("1")).await;
     sync(&bus, &mut c, Some("1")).await;
     for other in ["10", "11", "1:x", "01", " 1"] {

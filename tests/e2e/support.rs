@@ -378,6 +378,17 @@ impl Client {
     }
 }
 
+/// A forwarder, a server connected to it (with `extra` flags), a publisher, and a client whose
+/// server's bus is known to be connected.
+pub async fn stack(extra: &[&str]) -> (Forwarder, Server, pushnote::Publisher, Client) {
+    let fwd = forwarder();
+    let srv = server(&fwd, extra);
+    let bus = publisher(&fwd.sub);
+    let mut client = Client::connect(&srv).await;
+    sync(&bus, &mut client, None).await;
+    (fwd, srv, bus, client)
+}
+
 /// A publisher of the client crate connected to `endpoint`.
 pub fn publisher(endpoint: &str) -> pushnote::Publisher {
     pushnote::Publisher::connect(endpoint).expect("publisher")

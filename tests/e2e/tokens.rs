@@ -137,11 +137,7 @@ async fn secrets_salt_and_max_age_come_from_the_environment_too() {
 
 #[tokio::test]
 async fn resubscribing_moves_the_session_and_unsubscribe_leaves() {
-    let fwd = forwarder();
-    let srv = server(&fwd, &[]);
-    let bus = publisher(&fwd.sub);
-    let mut c = Client::connect(&srv).await;
-    sync(&bus, &mut c, None).await;
+    let (_fwd, srv, bus, mut c) = stack(&[]).await;
     c.subscribe(&token("first")).await;
     c.subscribe(&token("second")).await;
     sync(&bus, &mut c, Some("second")).await;

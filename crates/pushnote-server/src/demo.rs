@@ -8,7 +8,8 @@ use warp::Filter;
 
 const PAGE: &str = include_str!("demo.html");
 
-/// The page with the SockJS client URL and the route filled in.
+/// The page with the SockJS client URL and the route filled in, each escaped for where it
+/// stands: an HTML attribute, or a JavaScript string inside a script element.
 pub fn page(sockjs_url: &str, route: &str) -> String {
     let attr = |s: &str| {
         s.replace('&', "&amp;")
@@ -16,8 +17,15 @@ pub fn page(sockjs_url: &str, route: &str) -> String {
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
-    PAGE.replace("{{SOCKJS_URL}}", &attr(sockjs_url))
-        .replace("{{ROUTE}}", &attr(route))
+    // A JSON string is a JavaScript string literal; `<` escaped keeps `</script>` out.
+    let js = |s: &str| {
+        serde_json::Value::from(s)
+            .to_string()
+            .replace('<', "\\u003c")
+    };
+    PAGE.replace("{{SOCKJS_URL_ATTR}}", &attr(sockjs_url))
+        .replace("{{SOCKJS_URL_JS}}", &js(sockjs_url))
+        .replace("{{ROUTE_JS}}", &js(route))
 }
 
 /// `GET /`: the page when `sockjs_url` is set (the demo is on), else not found.
@@ -38,4 +46,18 @@ pub fn route(sockjs_url: Option<String>, route: String) -> BoxedFilter<(Response
             }
         })
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_for_their_context() {
+        let html = page("/s.js?a=1&b=\"x\"", "/push</script><script>alert(1)//");
+        assert!(html.contains(r#"<script src="/s.js?a=1&amp;b=&quot;x&quot;"></script>"#));
+        assert!(html.contains(r#"var route = "/push\u003c/script>\u003cscript>alert(1)//";"#));
+        assert!(!html.contains("</script><script>alert"));
+        assert!(!html.contains("{{"));
+    }
 }

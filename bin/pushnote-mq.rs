@@ -45,11 +45,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!(
+    cli::say(format_args!(
         "pushnote-mq: apps publish to {}, servers subscribe at {}",
         forwarder.sub_endpoint(),
         forwarder.pub_endpoint()
-    );
+    ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

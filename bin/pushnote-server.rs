@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::FalseyValueParser;
 use clap::Parser;
 use pushnote::Signer;
 use pushnote_server::{cli, BusMode, Server, ServerConfig, TokenPolicy};
@@ -43,7 +44,7 @@ struct Args {
     mq_socket: Option<String>,
 
     /// Bind the bus and take apps' messages directly: no forwarder, one server.
-    #[arg(short = 'S', long, env = "PUSHNOTE_SINGLE")]
+    #[arg(short = 'S', long, env = "PUSHNOTE_SINGLE", value_parser = FalseyValueParser::new())]
     single: bool,
 
     /// The secret tokens are signed with (the app's secret). Without it, the server serves
@@ -90,7 +91,7 @@ struct Args {
     max_bus_message_bytes: usize,
 
     /// Serve a demo page at / that subscribes with a pasted token and shows notifications.
-    #[arg(long, env = "PUSHNOTE_DEMO")]
+    #[arg(long, env = "PUSHNOTE_DEMO", value_parser = FalseyValueParser::new())]
     demo: bool,
 
     /// Where the demo page loads the SockJS client from.
@@ -98,7 +99,7 @@ struct Args {
     sockjs_url: String,
 
     /// Serve Prometheus metrics at /metrics.
-    #[arg(long, env = "PUSHNOTE_METRICS")]
+    #[arg(long, env = "PUSHNOTE_METRICS", value_parser = FalseyValueParser::new())]
     metrics: bool,
 
     /// Seconds shutdown waits for sessions to take their close frames.
@@ -201,12 +202,22 @@ fn run(args: Args) -> Result<(), String> {
         let demo = config.demo_sockjs_url.is_some();
         let server = Server::new(config).map_err(|e| format!("cannot open the bus: {e}"))?;
         match mode {
-            BusMode::Bind => println!("pushnote-server: apps publish to {}", server.bus_endpoint()),
-            BusMode::Connect => println!("pushnote-server: bus at {}", server.bus_endpoint()),
+            BusMode::Bind => cli::say(format_args!(
+                "pushnote-server: apps publish to {}",
+                server.bus_endpoint()
+            )),
+            BusMode::Connect => cli::say(format_args!(
+                "pushnote-server: bus at {}",
+                server.bus_endpoint()
+            )),
         }
-        println!("pushnote-server: listening on http://{local}{route}");
+        cli::say(format_args!(
+            "pushnote-server: listening on http://{local}{route}"
+        ));
         if demo {
-            println!("pushnote-server: demo page at http://{local}/");
+            cli::say(format_args!(
+                "pushnote-server: demo page at http://{local}/"
+            ));
         }
         server
             .run(listener, cli::shutdown_signal())

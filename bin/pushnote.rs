@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pushnote::{Publisher, Signer};
+use pushnote_server::cli;
 
 /// Publishes notifications to pushnote-server and mints tokens for browsers.
 #[derive(Parser, Debug)]
@@ -123,7 +124,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Token { user, keys } => {
             let token = keys.signer()?.tokenize(&user).map_err(|e| e.to_string())?;
-            println!("{token}");
+            cli::say(format_args!("{token}"));
             Ok(())
         }
         Command::Verify {
@@ -136,7 +137,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .signer()?
                 .verify(&token, max_age)
                 .map_err(|e| e.to_string())?;
-            println!("{user}");
+            cli::say(format_args!("{user}"));
             Ok(())
         }
     }

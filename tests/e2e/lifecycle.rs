@@ -131,3 +131,17 @@ fn the_forwarder_refuses_an_endpoint_in_use() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&fwd.sub));
 }
+
+#[tokio::test]
+async fn switches_take_any_truthy_environment_value() {
+    let srv = spawn_server(
+        server_cmd(&["-p", "0", "-a", "127.0.0.1", "-s", "tcp://127.0.0.1:*"])
+            .env("PUSHNOTE_SINGLE", "1")
+            .env("PUSHNOTE_METRICS", "yes")
+            .env("PUSHNOTE_DEMO", "false"),
+        true,
+    );
+    assert!(srv.bus.is_some());
+    assert_eq!(http_get(&format!("{}/metrics", srv.origin)).await.0, 200);
+    assert_eq!(http_get(&format!("{}/", srv.origin)).await.0, 404);
+}

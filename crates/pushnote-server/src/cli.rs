@@ -33,3 +33,12 @@ pub async fn shutdown_signal() {
         let _ = interrupt.await;
     }
 }
+
+/// Prints one line on standard output, ignoring a closed stdout (a reader that went away must
+/// not bring the process down, as `println!` would).
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
+}

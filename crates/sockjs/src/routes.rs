@@ -154,6 +154,17 @@ mod tests {
         routes("/echo/svc", options, Arc::new(Echo))
     }
 
+    /// A framed WebSocket session on `f`, past its open frame.
+    async fn open_framed(f: BoxedFilter<(Resp,)>) -> warp::test::WsClient {
+        let mut ws = warp::test::ws()
+            .path("/echo/svc/000/abc/websocket")
+            .handshake(f)
+            .await
+            .expect("handshake");
+        assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "o");
+        ws
+    }
+
     #[tokio::test]
     async fn greeting_info_and_not_found() {
         let f = service(Options::default());
@@ -197,12 +208,7 @@ mod tests {
     #[tokio::test]
     async fn framed_websocket_echoes_in_frames_and_closes_with_a_frame() {
         let f = service(Options::default());
-        let mut ws = warp::test::ws()
-            .path("/echo/svc/000/abc/websocket")
-            .handshake(f)
-            .await
-            .expect("handshake");
-        assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "o");
+        let mut ws = open_framed(f).await;
         ws.send_text(r#"["a","\u2028"]"#).await;
         let echoed = ws.recv().await.unwrap();
         let echoed = echoed.to_str().unwrap().to_owned();
@@ -227,12 +233,7 @@ mod tests {
     #[tokio::test]
     async fn framed_websocket_drops_broken_json() {
         let f = service(Options::default());
-        let mut ws = warp::test::ws()
-            .path("/echo/svc/000/abc/websocket")
-            .handshake(f)
-            .await
-            .expect("handshake");
-        assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "o");
+        let mut ws = open_framed(f).await;
         ws.send_text("").await;
         ws.send_text("[]").await;
         ws.send_text(r#"["a"#).await;
@@ -265,12 +266,7 @@ mod tests {
             heartbeat_interval: std::time::Duration::from_millis(50),
             ..Options::default()
         };
-        let mut ws = warp::test::ws()
-            .path("/echo/svc/000/abc/websocket")
-            .handshake(service(options))
-            .await
-            .expect("handshake");
-        assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "o");
+        let mut ws = open_framed(service(options)).await;
         assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "h");
     }
 

@@ -30,6 +30,19 @@ fn push_escaped(out: &mut String, c: char) {
 /// Encodes `s` as a JSON string literal with the SockJS escaping.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    push_quoted(&mut out, s, false);
+    out
+}
+
+/// Appends `s` as a JavaScript string literal that is also safe inside an HTML `<script>`
+/// element: `<` and `>` are escaped too, so text such as `</script><script>` in a message can
+/// never end the element and run as script (the htmlfile and jsonp transports).
+pub fn push_script_string(out: &mut String, s: &str) {
+    push_quoted(out, s, true);
+}
+
+fn push_quoted(out: &mut String, s: &str, for_script: bool) {
+    out.reserve(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         match c {
@@ -38,12 +51,12 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => push_escaped(&mut out, c),
+            '<' | '>' if for_script => push_escaped(out, c),
+            c if needs_escape(c) => push_escaped(out, c),
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 /// Rewrites valid JSON text in the form SockJS frames need: no insignificant white space (so a
@@ -151,6 +164,16 @@ mod tests {
     }
 
     #[test]
+    fn script_strings_cannot_end_a_script_element() {
+        let mut out = String::new();
+        push_script_string(&mut out, r#"a["</script><script>x()</script>"]"#);
+        assert_eq!(
+            out,
+            r#""a[\"\u003c/script\u003e\u003cscript\u003ex()\u003c/script\u003e\"]""#
+        );
+    }
+
+    #[test]
     fn compact_json_strips_white_space_outside_strings_only() {
         let raw = "{ \"a\" : [1, 2.50, \"x y\"],\n\t\"b\":\"\u{2028}\\\"\u{2029}\" }";
         assert_eq!(
@@ -189,8 +212,12 @@ mod tests {
         #[test]
         fn quote_round_trips_through_json(s in any::<String>()) {
             let quoted = quote(&s);
-            prop_assert_eq!(serde_json::from_str::<String>(&quoted).unwrap(), s);
+            prop_assert_eq!(serde_json::from_str::<String>(&quoted).unwrap(), s.clone());
             prop_assert!(!quoted.chars().any(needs_escape));
+            let mut script = String::new();
+            push_script_string(&mut script, &s);
+            prop_assert!(!script.contains('<') && !script.contains('>'));
+            prop_assert_eq!(serde_json::from_str::<String>(&script).unwrap(), s);
         }
 
         #[test]

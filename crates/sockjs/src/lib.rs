@@ -9,9 +9,13 @@
 //! - `frame.rs` — frame encoding, the protocol's escaping, decoding client payloads (pure).
 //! - `message.rs` — messages encoded once and shared between sessions.
 //! - `session.rs` — a session's bounded queue and close state, independent of any transport.
+//! - `registry.rs` — the sessions of the HTTP transports, which outlive single requests:
+//!   one receiving request at a time, disconnect delay.
 //! - `close.rs` — every close code this crate sends.
-//! - `transport/` — one file per transport.
-//! - `http.rs` — the plain HTTP endpoints (greeting, `/info`) and their headers.
+//! - `origin.rs` — the allow-list of browser origins.
+//! - `transport/` — one file per transport, the HTTP ones behind one trait.
+//! - `http.rs` — the plain HTTP endpoints (greeting, `/info`, `/iframe.html`) and the headers
+//!   every response shares.
 //! - `routes.rs` — the route table.
 
 #![forbid(unsafe_code)]
@@ -20,14 +24,21 @@ mod close;
 pub mod frame;
 mod http;
 mod message;
+mod origin;
+mod registry;
 mod routes;
 mod session;
 mod transport;
 
 use std::time::Duration;
 
+/// The stock client that `/iframe.html` loads unless [`Options::sockjs_url`] says otherwise.
+pub const DEFAULT_SOCKJS_URL: &str =
+    "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js";
+
 pub use close::CloseCode;
 pub use message::Message;
+pub use origin::Origins;
 pub use routes::routes;
 pub use session::{QueueLimits, SendError, Session};
 
@@ -62,8 +73,25 @@ pub struct Options {
     pub queue: QueueLimits,
     /// How long one write to a client may take before the client counts as gone (default 10 s).
     pub write_timeout: Duration,
-    /// Whether `/info` tells clients that a JSESSIONID cookie is needed (sticky sessions).
+    /// Whether `/info` tells clients that a JSESSIONID cookie is needed, and session responses
+    /// set one: load balancers that route by that cookie keep a session on one server.
     pub cookie_needed: bool,
+    /// How long a session of an HTTP transport lives without a receiving request before it is
+    /// closed (default 5 s). Polling clients come back within it; vanished ones are reaped.
+    pub disconnect_delay: Duration,
+    /// How many bytes one streaming response (xhr-streaming, eventsource, htmlfile) carries
+    /// before the server ends it and the client opens the next (default 128 KiB), so browsers
+    /// do not keep ever-growing responses in memory.
+    pub response_limit: usize,
+    /// The largest request body the send endpoints (`xhr_send`, `jsonp_send`) read, in bytes
+    /// (default 256 KiB). Larger answers 413 and closes the session with
+    /// [`CloseCode::MESSAGE_TOO_BIG`].
+    pub max_request_bytes: usize,
+    /// The SockJS client script that `/iframe.html` loads for the iframe-based transports.
+    /// It must be the same version as the page's client.
+    pub sockjs_url: String,
+    /// Which browser origins may open sessions ([`Origins::any`] by default).
+    pub origins: Origins,
 }
 
 impl Default for Options {
@@ -75,6 +103,11 @@ impl Default for Options {
             queue: QueueLimits::default(),
             write_timeout: Duration::from_secs(10),
             cookie_needed: false,
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            max_request_bytes: 256 * 1024,
+            sockjs_url: DEFAULT_SOCKJS_URL.to_owned(),
+            origins: Origins::any(),
         }
     }
 }

@@ -4,18 +4,39 @@
 //! |---|---|---|
 //! | GET | `<prefix>`, `<prefix>/` | greeting |
 //! | GET, OPTIONS | `<prefix>/info` | transport information, CORS preflight |
-//! | GET (upgrade) | `<prefix>/<server>/<session>/websocket` | SockJS over WebSocket |
+//! | GET | `<prefix>/iframe.html`, `<prefix>/iframe-<version>.html` | the iframe transports' page |
 //! | GET (upgrade) | `<prefix>/websocket` | raw WebSocket, no SockJS framing |
+//! | GET (upgrade) | `<prefix>/<server>/<session>/websocket` | SockJS over WebSocket |
+//! | POST, OPTIONS | `<prefix>/<server>/<session>/xhr_streaming` | XHR streaming |
+//! | POST, OPTIONS | `<prefix>/<server>/<session>/xhr` | XHR polling |
+//! | POST, OPTIONS | `<prefix>/<server>/<session>/xhr_send` | what XHR clients send |
+//! | GET | `<prefix>/<server>/<session>/eventsource` | EventSource |
+//! | GET | `<prefix>/<server>/<session>/htmlfile?c=<callback>` | htmlfile |
+//! | GET | `<prefix>/<server>/<session>/jsonp?c=<callback>` | JSONP polling |
+//! | POST | `<prefix>/<server>/<session>/jsonp_send` | what JSONP clients send |
+//!
+//! `<server>` and `<session>` are any non-empty segments without a dot; the session is keyed
+//! by `<session>` alone. Anything else under the prefix is not found.
 
 use std::sync::Arc;
 
+use futures_util::Stream;
 use warp::filters::BoxedFilter;
-use warp::http::{Response, StatusCode};
+use warp::http::{header, HeaderMap, Method, Response, StatusCode};
+use warp::hyper::body::Buf;
 use warp::hyper::Body;
 use warp::{Filter, Reply};
 
-use crate::http;
+use crate::http::{self, Iframe};
+use crate::registry::Service;
+use crate::transport::eventsource::EventSource;
+use crate::transport::htmlfile::HtmlFile;
+use crate::transport::jsonp::Jsonp;
+use crate::transport::receive;
+use crate::transport::send::{self, SendFailure};
 use crate::transport::websocket::{self, Framing};
+use crate::transport::xhr::{XhrPolling, XhrStreaming};
+use crate::transport::{callback, CallbackError};
 use crate::{Handler, Options};
 
 type Resp = Response<Body>;
@@ -24,14 +45,16 @@ type Resp = Response<Body>;
 /// `handler` as its application. Requests outside the prefix are rejected (not found), so the
 /// filter combines with others through `or`.
 pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> BoxedFilter<(Resp,)> {
-    let options = Arc::new(options);
+    let iframe = Arc::new(Iframe::new(&options.sockjs_url));
+    let service = Service::new(options, handler);
+    let state = warp::any().map(move || service.clone());
     let base = prefix
         .split('/')
         .filter(|s| !s.is_empty())
         .fold(warp::any().boxed(), |f, segment| {
             f.and(warp::path(segment.to_owned())).boxed()
         });
-    let origin = warp::header::optional::<String>("origin");
+    let headers = warp::header::headers_cloned();
 
     let greeting = base
         .clone()
@@ -39,66 +62,109 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .and(warp::get())
         .map(http::greeting);
 
-    let info_options = options.clone();
     let info = base
         .clone()
         .and(warp::path("info"))
         .and(warp::path::end())
-        .and(warp::get())
-        .and(origin)
-        .map(move |origin: Option<String>| http::info(&info_options, origin.as_deref()));
-    let info_preflight = base
-        .clone()
-        .and(warp::path("info"))
-        .and(warp::path::end())
-        .and(warp::options())
-        .and(origin)
-        .and(warp::header::optional::<String>(
-            "access-control-request-headers",
-        ))
-        .map(|origin: Option<String>, headers: Option<String>| {
-            http::preflight("OPTIONS, GET", origin.as_deref(), headers.as_deref())
-        });
+        .and(warp::method())
+        .and(headers)
+        .and(state.clone())
+        .map(
+            |method: Method, headers: HeaderMap, service: Arc<Service<H>>| {
+                if !http::origin_allowed(&service.options, &headers) {
+                    return http::forbidden_origin();
+                }
+                match method {
+                    Method::GET => http::info(&service.options, &headers),
+                    Method::OPTIONS => http::preflight("OPTIONS, GET", &headers),
+                    _ => http::method_not_allowed("OPTIONS, GET"),
+                }
+            },
+        );
 
-    let ws_state = with_state(options.clone(), handler.clone());
+    let iframe_page = base
+        .clone()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and_then(|page: String| async move {
+            if http::is_iframe_page(&page) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::get())
+        .and(headers)
+        .map(move |headers: HeaderMap| iframe.respond(&headers));
+
     let raw_websocket = base
         .clone()
         .and(warp::path("websocket"))
         .and(warp::path::end())
-        .and(warp::get())
-        .and(warp::ws())
-        .and(ws_state.clone())
-        .map(move |ws, (options, handler)| upgrade(ws, Framing::Raw, options, handler));
+        .and(warp::method())
+        .and(headers)
+        .and(optional_ws())
+        .and(state.clone())
+        .map(|method, headers, ws, service| {
+            websocket_upgrade(Framing::Raw, method, &headers, ws, service)
+        });
 
-    let sockjs_websocket = base
-        .and(session_segment())
-        .and(session_segment())
+    let session_url = base.and(session_segment()).and(session_segment());
+
+    let sockjs_websocket = session_url
+        .clone()
         .and(warp::path("websocket"))
         .and(warp::path::end())
-        .and(warp::get())
-        .and(warp::ws())
-        .and(ws_state)
-        .map(move |_server, _session, ws, (options, handler)| {
-            upgrade(ws, Framing::SockJs, options, handler)
+        .and(warp::method())
+        .and(headers)
+        .and(optional_ws())
+        .and(state.clone())
+        .map(|_server, _session, method, headers, ws, service| {
+            websocket_upgrade(Framing::SockJs, method, &headers, ws, service)
         });
+
+    let http_transports = session_url
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::method())
+        .and(headers)
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::body::stream())
+        .and(state)
+        .and_then(
+            |_server: String,
+             session: String,
+             transport: String,
+             method: Method,
+             headers: HeaderMap,
+             query: String,
+             body,
+             service: Arc<Service<H>>| async move {
+                let request = Request {
+                    session,
+                    method,
+                    headers,
+                    query,
+                };
+                http_transport(service, &transport, request, body)
+                    .await
+                    .ok_or_else(warp::reject::not_found)
+            },
+        );
 
     greeting
         .or(info)
         .unify()
-        .or(info_preflight)
-        .unify()
         .or(raw_websocket)
+        .unify()
+        .or(iframe_page)
         .unify()
         .or(sockjs_websocket)
         .unify()
+        .or(http_transports)
+        .unify()
         .boxed()
-}
-
-fn with_state<H: Handler>(
-    options: Arc<Options>,
-    handler: Arc<H>,
-) -> impl Filter<Extract = ((Arc<Options>, Arc<H>),), Error = std::convert::Infallible> + Clone {
-    warp::any().map(move || (options.clone(), handler.clone()))
 }
 
 /// A `<server>` or `<session>` path segment: not empty, and without a dot.
@@ -112,24 +178,154 @@ fn session_segment() -> impl Filter<Extract = (String,), Error = warp::Rejection
     })
 }
 
-fn upgrade<H: Handler>(
-    ws: warp::ws::Ws,
+/// The WebSocket handshake if the request is one, so that other requests get the protocol's
+/// answers (405, 400) rather than a generic rejection.
+fn optional_ws(
+) -> impl Filter<Extract = (Option<warp::ws::Ws>,), Error = std::convert::Infallible> + Clone {
+    warp::ws().map(Some).or(warp::any().map(|| None)).unify()
+}
+
+fn websocket_upgrade<H: Handler>(
     framing: Framing,
-    options: Arc<Options>,
-    handler: Arc<H>,
+    method: Method,
+    headers: &HeaderMap,
+    ws: Option<warp::ws::Ws>,
+    service: Arc<Service<H>>,
 ) -> Resp {
-    if !options.websocket {
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        return r;
+    if !service.options.websocket {
+        return http::not_found();
     }
+    if method != Method::GET {
+        return http::method_not_allowed("GET");
+    }
+    if !http::origin_allowed(&service.options, headers) {
+        return http::forbidden_origin();
+    }
+    let Some(ws) = ws else {
+        return http::text(
+            StatusCode::BAD_REQUEST,
+            "Not a valid websocket request: \"Upgrade: websocket\" and \"Connection: Upgrade\" expected.\n",
+        );
+    };
     // The WebSocket library refuses larger messages before buffering them; the transport
     // turns that refusal into a close with MESSAGE_TOO_BIG.
-    let limit = options.max_message_bytes;
+    let limit = service.options.max_message_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| websocket::serve(socket, framing, options, handler))
+        .on_upgrade(move |socket| websocket::serve(socket, framing, service))
         .into_response()
+}
+
+/// A request to one of the HTTP transports' session URLs.
+struct Request {
+    session: String,
+    method: Method,
+    headers: HeaderMap,
+    query: String,
+}
+
+/// Serves an HTTP transport's URL; `None` when `transport` names none.
+async fn http_transport<H, S, B>(
+    service: Arc<Service<H>>,
+    transport: &str,
+    request: Request,
+    body: S,
+) -> Option<Resp>
+where
+    H: Handler,
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    use Method as M;
+    let known = matches!(
+        transport,
+        "xhr" | "xhr_streaming" | "xhr_send" | "eventsource" | "htmlfile" | "jsonp" | "jsonp_send"
+    );
+    if !known {
+        return None;
+    }
+    if !http::origin_allowed(&service.options, &request.headers) {
+        return Some(http::forbidden_origin());
+    }
+    let Request {
+        session: key,
+        method,
+        headers,
+        query,
+    } = request;
+    let method_was_post = method == M::POST;
+    let response = match (transport, method) {
+        ("xhr" | "xhr_streaming" | "xhr_send", M::OPTIONS) => {
+            http::preflight("OPTIONS, POST", &headers)
+        }
+        ("xhr", M::POST) => receive::respond(service.clone(), key, XhrPolling, &headers),
+        ("xhr_streaming", M::POST) => {
+            receive::respond(service.clone(), key, XhrStreaming, &headers)
+        }
+        ("eventsource", M::GET) => receive::respond(service.clone(), key, EventSource, &headers),
+        ("htmlfile", M::GET) => match callback(&query) {
+            Ok(callback) => receive::respond(service.clone(), key, HtmlFile { callback }, &headers),
+            Err(e) => callback_error(e),
+        },
+        ("jsonp", M::GET) => match callback(&query) {
+            Ok(callback) => receive::respond(service.clone(), key, Jsonp { callback }, &headers),
+            Err(e) => callback_error(e),
+        },
+        ("xhr_send", M::POST) => {
+            let body = send::read_body(body, service.options.max_request_bytes).await;
+            let result = send::deliver(&service, &key, body.as_deref().map_err(|e| *e));
+            let mut r = match result {
+                Ok(()) => {
+                    let mut r = http::text(StatusCode::NO_CONTENT, "");
+                    *r.body_mut() = Body::empty();
+                    r
+                }
+                Err(e) => send_error(e),
+            };
+            http::cors(r.headers_mut(), &headers);
+            r
+        }
+        ("jsonp_send", M::POST) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let body = send::read_body(body, service.options.max_request_bytes)
+                .await
+                .map(|b| send::jsonp_payload(content_type, &b));
+            match send::deliver(&service, &key, body.as_deref().map_err(|e| *e)) {
+                Ok(()) => http::text(StatusCode::OK, "ok"),
+                Err(e) => send_error(e),
+            }
+        }
+        ("xhr" | "xhr_streaming" | "xhr_send", _) => http::method_not_allowed("OPTIONS, POST"),
+        ("jsonp_send", _) => http::method_not_allowed("POST"),
+        _ => http::method_not_allowed("GET"),
+    };
+    let mut response = response;
+    if matches!(transport, "xhr_send" | "jsonp_send") && method_was_post {
+        let h = response.headers_mut();
+        http::no_cache(h);
+        http::session_cookie(h, &service.options, &headers);
+    }
+    Some(response)
+}
+
+fn callback_error(e: CallbackError) -> Resp {
+    let text = match e {
+        CallbackError::Missing => "\"callback\" parameter required",
+        CallbackError::Invalid => "invalid \"callback\" parameter",
+    };
+    http::text(StatusCode::INTERNAL_SERVER_ERROR, text)
+}
+
+fn send_error(e: SendFailure) -> Resp {
+    let status = match e {
+        SendFailure::NoSession => StatusCode::NOT_FOUND,
+        SendFailure::Empty | SendFailure::BrokenJson => StatusCode::INTERNAL_SERVER_ERROR,
+        SendFailure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        SendFailure::Incomplete => StatusCode::BAD_REQUEST,
+    };
+    http::text(status, e.to_string())
 }
 
 #[cfg(test)]

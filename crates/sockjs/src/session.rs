@@ -53,7 +53,10 @@ struct Inner {
     id: u64,
     limits: QueueLimits,
     state: Mutex<State>,
+    /// Wakes the writer: something was queued, or the session is closing.
     wake: Notify,
+    /// Wakes everyone waiting in [`Session::closing`].
+    closing_signal: Notify,
 }
 
 #[derive(Default)]
@@ -61,7 +64,10 @@ struct State {
     queue: VecDeque<Message>,
     queued_bytes: usize,
     closing: Option<CloseCode>,
+    /// The transport is done: the close frame is written, or the client is gone.
     closed: bool,
+    /// The application has been told the session closed.
+    told: bool,
 }
 
 /// What a writer takes from the queue at once.
@@ -83,6 +89,7 @@ impl Session {
             limits,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            closing_signal: Notify::new(),
         }))
     }
 
@@ -112,7 +119,7 @@ impl Session {
             st.queued_bytes = 0;
             st.closing = Some(CloseCode::SLOW);
             drop(st);
-            self.0.wake.notify_one();
+            self.signal_closing();
             return Err(SendError::Full);
         }
         let was_empty = st.queue.is_empty();
@@ -132,8 +139,18 @@ impl Session {
         if st.closing.is_none() && !st.closed {
             st.closing = Some(code);
             drop(st);
-            self.0.wake.notify_one();
+            self.signal_closing();
         }
+    }
+
+    fn signal_closing(&self) {
+        self.0.wake.notify_one();
+        self.0.closing_signal.notify_waiters();
+    }
+
+    /// The code the session is closing or closed with, if it was closed with one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.state().closing
     }
 
     /// Whether the session is closed or closing.
@@ -173,15 +190,38 @@ impl Session {
         }
     }
 
-    /// Marks the session closed for good (the transport is gone). Returns true the first time,
-    /// so the application is told exactly once.
+    /// Completes when the session is closing or closed.
+    pub(crate) async fn closing(&self) {
+        loop {
+            let signal = self.0.closing_signal.notified();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            signal.await;
+        }
+    }
+
+    /// Whether the transport is done with the session for good.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state().closed
+    }
+
+    /// Marks the session closed for good (the transport is gone). Returns true when the
+    /// application has yet to be told, so it is told exactly once.
     pub(crate) fn mark_closed(&self) -> bool {
         let mut st = self.state();
-        let first = !st.closed;
         st.closed = true;
         st.queue.clear();
         st.queued_bytes = 0;
-        first
+        !std::mem::replace(&mut st.told, true)
+    }
+
+    /// Records that the application is being told the session closed, while the transport
+    /// may still write what is queued. True the first time.
+    pub(crate) fn tell_app(&self) -> bool {
+        !std::mem::replace(&mut self.state().told, true)
     }
 }
 

@@ -13,8 +13,9 @@ use tokio::time::{sleep, timeout, Instant};
 use warp::ws::{Message as WsMessage, WebSocket};
 
 use crate::frame;
+use crate::registry::Service;
 use crate::session::Batch;
-use crate::{CloseCode, Handler, Message, Options, Session};
+use crate::{CloseCode, Handler, Message, Session};
 
 /// How the messages of a session are put on the WebSocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,12 +36,9 @@ enum End {
     Gone,
 }
 
-pub(crate) async fn serve<H: Handler>(
-    ws: WebSocket,
-    framing: Framing,
-    options: Arc<Options>,
-    handler: Arc<H>,
-) {
+pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: Arc<Service<H>>) {
+    let options = &service.options;
+    let handler = &service.handler;
     let session = Session::new(options.queue);
     let (mut tx, mut rx) = ws.split();
     let write_timeout = options.write_timeout;
@@ -110,21 +108,33 @@ pub(crate) async fn serve<H: Handler>(
     if session.mark_closed() {
         handler.on_close(&session);
     }
-    match end {
+    let code = match end {
         End::Close(code) => {
             if framing == Framing::SockJs {
                 let _ = write(&mut tx, frame::close(code.code, code.reason), write_timeout).await;
             }
-            let close = WsMessage::close_with(code.code, code.reason);
-            let _ = timeout(write_timeout, tx.send(close)).await;
+            code
         }
-        End::Drop(code) => {
-            let close = WsMessage::close_with(code.code, code.reason);
-            let _ = timeout(write_timeout, tx.send(close)).await;
-        }
-        End::Gone => {}
+        End::Drop(code) => code,
+        End::Gone => return,
+    };
+    let close = WsMessage::close_with(code.code, code.reason);
+    if let Ok(Ok(())) = timeout(write_timeout, tx.send(close)).await {
+        // The closing handshake: wait (briefly) for the client's close frame, so the client
+        // reads ours before the connection goes, instead of a reset.
+        let _ = timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(m)) = rx.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
+
+/// How long a closing server waits for the client to answer its close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// Hands what the client sent to the application. An error means the payload broke the
 /// protocol and the connection must close.

@@ -1,0 +1,305 @@
+//! The sessions of the HTTP transports.
+//!
+//! An HTTP session outlives the requests that carry it: a client receives on one request at
+//! a time (a poll, or a streaming response that ends at the response limit) and sends on
+//! others. The registry keys sessions by the id in the URL and enforces the protocol's rules:
+//! - one receiving request at a time; a second one is told
+//!   [`CloseCode::ANOTHER_CONNECTION`] and the first is left alone;
+//! - a session without a receiving request for the disconnect delay is closed and forgotten,
+//!   so clients that vanish are reaped;
+//! - a closed session answers every later request with its close frame until it is
+//!   forgotten, so the client learns why.
+//!
+//! WebSocket sessions live exactly as long as their connection and are not kept here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio::task::AbortHandle;
+use tokio::time::sleep;
+
+use crate::{CloseCode, Handler, Options, Session};
+
+/// One SockJS service: its options, its application and its HTTP sessions.
+pub(crate) struct Service<H> {
+    pub(crate) options: Options,
+    pub(crate) handler: Arc<H>,
+    sessions: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    session: Session,
+    /// A request is receiving on this session now.
+    receiving: bool,
+    /// Counts attaches, so a stale detach or expiry is recognised.
+    generation: u64,
+    /// The task that will close the session after the disconnect delay.
+    expiry: Option<AbortHandle>,
+}
+
+/// What a receiving request gets.
+pub(crate) enum Attach {
+    /// A new session: send the open frame first.
+    Opened(Session, Ticket),
+    /// An existing session, now receiving on this request.
+    Resumed(Session, Ticket),
+    /// Another request is receiving on this session.
+    Busy,
+    /// The session is closed: send its close frame and nothing else.
+    Closed(CloseCode),
+}
+
+/// Proof that a request is the session's receiver; given back in [`Service::detach`].
+pub(crate) struct Ticket {
+    key: String,
+    generation: u64,
+}
+
+/// What a sending request finds.
+pub(crate) enum Lookup {
+    Open(Session),
+    /// No such session, or it is closed.
+    Missing,
+}
+
+impl<H: Handler> Service<H> {
+    pub(crate) fn new(options: Options, handler: Arc<H>) -> Arc<Service<H>> {
+        Arc::new(Service {
+            options,
+            handler,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // Every critical section is a few map and field updates: a poisoned lock is consistent.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The number of HTTP sessions held, open or closed but not yet forgotten.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Makes the calling request the receiver of session `key`, opening it if it is new.
+    pub(crate) fn attach(&self, key: &str) -> Attach {
+        let mut sessions = self.sessions();
+        let opened = match sessions.get_mut(key) {
+            Some(entry) => {
+                if entry.session.is_finished() {
+                    let code = entry.session.close_code().unwrap_or(CloseCode::INTERRUPTED);
+                    return Attach::Closed(code);
+                }
+                if entry.receiving {
+                    return Attach::Busy;
+                }
+                entry.receiving = true;
+                entry.generation += 1;
+                if let Some(expiry) = entry.expiry.take() {
+                    expiry.abort();
+                }
+                let ticket = Ticket {
+                    key: key.to_owned(),
+                    generation: entry.generation,
+                };
+                return Attach::Resumed(entry.session.clone(), ticket);
+            }
+            None => {
+                let session = Session::new(self.options.queue);
+                sessions.insert(
+                    key.to_owned(),
+                    Entry {
+                        session: session.clone(),
+                        receiving: true,
+                        generation: 0,
+                        expiry: None,
+                    },
+                );
+                session
+            }
+        };
+        drop(sessions);
+        self.handler.on_open(&opened);
+        let ticket = Ticket {
+            key: key.to_owned(),
+            generation: 0,
+        };
+        Attach::Opened(opened, ticket)
+    }
+
+    /// The receiving request is over. `interrupted` means the client went away in the middle
+    /// of it: the session is closed with [`CloseCode::INTERRUPTED`]. The disconnect delay
+    /// starts either way.
+    pub(crate) fn detach(self: &Arc<Self>, ticket: Ticket, interrupted: bool) {
+        let mut sessions = self.sessions();
+        let Some(entry) = sessions.get_mut(&ticket.key) else {
+            return;
+        };
+        if entry.generation != ticket.generation {
+            return;
+        }
+        entry.receiving = false;
+        let session = entry.session.clone();
+        if interrupted {
+            session.close(CloseCode::INTERRUPTED);
+        }
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(expire_later(weak, ticket, session));
+        entry.expiry = Some(task.abort_handle());
+    }
+
+    /// The open session `key`, for a sending request.
+    pub(crate) fn lookup(&self, key: &str) -> Lookup {
+        match self.sessions().get(key) {
+            Some(entry) if !entry.session.is_closed() => Lookup::Open(entry.session.clone()),
+            _ => Lookup::Missing,
+        }
+    }
+
+    /// Closes and forgets the session if it is still without a receiver since `ticket`.
+    fn expire(&self, ticket: &Ticket) {
+        let mut sessions = self.sessions();
+        let stale = match sessions.get(&ticket.key) {
+            Some(entry) => entry.generation != ticket.generation || entry.receiving,
+            None => true,
+        };
+        if stale {
+            return;
+        }
+        let Some(entry) = sessions.remove(&ticket.key) else {
+            return;
+        };
+        drop(sessions);
+        if entry.session.mark_closed() {
+            self.handler.on_close(&entry.session);
+        }
+    }
+}
+
+/// Waits out the disconnect delay of a session without a receiver, telling the application at
+/// once if the session is closed meanwhile (what is queued waits for the client's next
+/// request), then forgets it. Aborted when a request receives on the session again.
+async fn expire_later<H: Handler>(service: Weak<Service<H>>, ticket: Ticket, session: Session) {
+    let Some(delay) = service.upgrade().map(|s| s.options.disconnect_delay) else {
+        return;
+    };
+    let expired = sleep(delay);
+    tokio::pin!(expired);
+    let mut told = false;
+    loop {
+        tokio::select! {
+            () = &mut expired => break,
+            () = session.closing(), if !told => {
+                told = true;
+                if session.tell_app() {
+                    if let Some(service) = service.upgrade() {
+                        service.handler.on_close(&session);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(service) = service.upgrade() {
+        service.expire(&ticket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Counting {
+        opened: AtomicUsize,
+        closed: AtomicUsize,
+    }
+
+    impl Handler for Counting {
+        fn on_open(&self, _: &Session) {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_message(&self, _: &Session, _: String) {}
+        fn on_close(&self, _: &Session) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn service() -> (Arc<Service<Counting>>, Arc<Counting>) {
+        let handler = Arc::new(Counting::default());
+        let options = Options {
+            disconnect_delay: Duration::from_secs(5),
+            ..Options::default()
+        };
+        (Service::new(options, handler.clone()), handler)
+    }
+
+    fn ticket(a: Attach) -> (Session, Ticket) {
+        match a {
+            Attach::Opened(s, t) | Attach::Resumed(s, t) => (s, t),
+            Attach::Busy => panic!("busy"),
+            Attach::Closed(c) => panic!("closed {c:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_receiver_at_a_time() {
+        let (svc, handler) = service();
+        let (_, t) = ticket(svc.attach("s"));
+        assert!(matches!(svc.attach("s"), Attach::Busy));
+        svc.detach(t, false);
+        assert!(matches!(svc.attach("s"), Attach::Resumed(..)));
+        assert_eq!(handler.opened.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_without_receiver_expires_after_the_disconnect_delay() {
+        let (svc, handler) = service();
+        let (_, t) = ticket(svc.attach("s"));
+        svc.detach(t, false);
+        sleep(Duration::from_millis(4900)).await;
+        let (_, t) = ticket(svc.attach("s"));
+        svc.detach(t, false);
+        sleep(Duration::from_millis(4900)).await;
+        assert_eq!(svc.len(), 1, "each receiver restarts the delay");
+        assert!(matches!(svc.lookup("s"), Lookup::Open(_)));
+        sleep(Duration::from_millis(200)).await;
+        assert_eq!(svc.len(), 0);
+        assert_eq!(handler.closed.load(Ordering::SeqCst), 1);
+        assert!(matches!(svc.lookup("s"), Lookup::Missing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_detached_session_tells_the_app_at_once_and_keeps_the_close_frame() {
+        let (svc, handler) = service();
+        let (session, t) = ticket(svc.attach("s"));
+        svc.detach(t, false);
+        session.close(CloseCode::GOING_AWAY);
+        sleep(Duration::from_millis(10)).await;
+        assert_eq!(handler.closed.load(Ordering::SeqCst), 1);
+        // The next request still gets the close frame from the queue, then it is finished.
+        let (s, t) = ticket(svc.attach("s"));
+        assert_eq!(s.drain().1, Some(CloseCode::GOING_AWAY));
+        assert!(!s.mark_closed(), "the app was told already");
+        svc.detach(t, false);
+        assert!(matches!(
+            svc.attach("s"),
+            Attach::Closed(CloseCode::GOING_AWAY)
+        ));
+        sleep(Duration::from_secs(6)).await;
+        assert_eq!(svc.len(), 0);
+        assert_eq!(handler.closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interrupted_receiver_closes_the_session() {
+        let (svc, handler) = service();
+        let (_, t) = ticket(svc.attach("s"));
+        svc.detach(t, true);
+        sleep(Duration::from_millis(10)).await;
+        assert_eq!(handler.closed.load(Ordering::SeqCst), 1);
+        assert!(matches!(svc.lookup("s"), Lookup::Missing));
+    }
+}

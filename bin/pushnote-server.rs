@@ -9,10 +9,6 @@ use clap::Parser;
 use pushnote::Signer;
 use pushnote_server::{cli, BusMode, Server, ServerConfig, TokenPolicy};
 
-/// The default URL of the SockJS client the demo page loads.
-const DEFAULT_SOCKJS_URL: &str =
-    "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js";
-
 /// Pushes notifications from the bus to browsers over SockJS.
 ///
 /// Browsers connect with the stock SockJS client at http://ADDRESS:PORT/ROUTE, receive every
@@ -70,13 +66,54 @@ struct Args {
     #[arg(long, env = "PUSHNOTE_TOKEN_MAX_AGE", default_value_t = 86_400)]
     token_max_age: u64,
 
-    /// Seconds without traffic after which a session is sent a heartbeat frame.
+    /// Seconds without traffic after which a session is sent a heartbeat frame. Keep it
+    /// below the idle timeout of every proxy between browsers and the server.
     #[arg(long, env = "PUSHNOTE_HEARTBEAT", default_value_t = 25)]
     heartbeat: u64,
+
+    /// Seconds a session of a polling or streaming HTTP transport survives without a
+    /// receiving request before it is closed (clients that vanished are reaped after this).
+    #[arg(long, env = "PUSHNOTE_DISCONNECT_DELAY", default_value_t = 5)]
+    disconnect_delay: u64,
+
+    /// Bytes one streaming response (xhr-streaming, eventsource, htmlfile) carries before the
+    /// server ends it and the client opens the next; bounds what browsers keep in memory.
+    #[arg(long, env = "PUSHNOTE_RESPONSE_LIMIT", default_value_t = 128 * 1024)]
+    response_limit: usize,
+
+    /// Tell clients a JSESSIONID cookie is needed and set it on session responses, for load
+    /// balancers that keep a session on one server by that cookie (sticky sessions).
+    #[arg(long, env = "PUSHNOTE_COOKIE_NEEDED", value_parser = FalseyValueParser::new())]
+    cookie_needed: bool,
+
+    /// Browser origins allowed to open sessions, comma-separated: * (any), null, or
+    /// scheme://host[:port], where host may be *.example.com and port *. Pages from other
+    /// origins get 403; same-origin requests and clients that send no Origin always pass.
+    #[arg(
+        long,
+        env = "PUSHNOTE_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    origins: Vec<String>,
+
+    /// Turn the WebSocket transports off, for networks whose proxies break WebSocket: clients
+    /// are told so by /info and use streaming or polling HTTP instead.
+    #[arg(
+        long,
+        env = "PUSHNOTE_DISABLE_WEBSOCKET",
+        value_parser = FalseyValueParser::new()
+    )]
+    disable_websocket: bool,
 
     /// The largest message a client may send, in bytes; larger closes the session (3009).
     #[arg(long, env = "PUSHNOTE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     max_message_bytes: usize,
+
+    /// The largest body the send endpoints (xhr_send, jsonp_send) read, in bytes; larger gets
+    /// 413 and closes the session (3009).
+    #[arg(long, env = "PUSHNOTE_MAX_REQUEST_BYTES", default_value_t = 256 * 1024)]
+    max_request_bytes: usize,
 
     /// Messages one session may have waiting before it is closed as too slow (3008).
     #[arg(long, env = "PUSHNOTE_QUEUE_MESSAGES", default_value_t = 1_000)]
@@ -94,8 +131,9 @@ struct Args {
     #[arg(long, env = "PUSHNOTE_DEMO", value_parser = FalseyValueParser::new())]
     demo: bool,
 
-    /// Where the demo page loads the SockJS client from.
-    #[arg(long, env = "PUSHNOTE_SOCKJS_URL", default_value = DEFAULT_SOCKJS_URL)]
+    /// The SockJS client script loaded by /iframe.html (the iframe transports) and the demo
+    /// page. Use the version your pages use; point it at your own copy to avoid the CDN.
+    #[arg(long, env = "PUSHNOTE_SOCKJS_URL", default_value = sockjs::DEFAULT_SOCKJS_URL)]
     sockjs_url: String,
 
     /// Serve Prometheus metrics at /metrics.
@@ -134,7 +172,18 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
     if args.heartbeat == 0 {
         return Err("--heartbeat must be at least 1 second".into());
     }
+    if args.disconnect_delay == 0 {
+        return Err("--disconnect-delay must be at least 1 second".into());
+    }
     config.sockjs.heartbeat_interval = Duration::from_secs(args.heartbeat);
+    config.sockjs.disconnect_delay = Duration::from_secs(args.disconnect_delay);
+    config.sockjs.response_limit = args.response_limit.max(1);
+    config.sockjs.cookie_needed = args.cookie_needed;
+    config.sockjs.websocket = !args.disable_websocket;
+    config.sockjs.origins =
+        sockjs::Origins::list(&args.origins).map_err(|e| format!("--origins: {e}"))?;
+    config.sockjs.sockjs_url = args.sockjs_url.clone();
+    config.sockjs.max_request_bytes = args.max_request_bytes.max(1);
     config.sockjs.max_message_bytes = args.max_message_bytes;
     config.sockjs.queue.max_messages = args.queue_messages.max(1);
     config.sockjs.queue.max_bytes = args.queue_bytes.max(1);

@@ -11,3 +11,4 @@ mod interop;
 mod lifecycle;
 mod routing;
 mod tokens;
+mod transports;

@@ -222,7 +222,7 @@ impl Server {
     }
 }
 
-fn rand_id() -> String {
+pub fn rand_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("s{}", N.fetch_add(1, Ordering::Relaxed))
@@ -230,12 +230,34 @@ fn rand_id() -> String {
 
 /// A minimal HTTP/1.1 GET over a plain socket: (status, body).
 pub async fn http_get(url: &str) -> (u16, String) {
+    let r = http("GET", url, &[], "").await;
+    (r.status, r.body)
+}
+
+/// A response read to its end.
+pub struct Reply {
+    pub status: u16,
+    /// The header lines, lowercased.
+    pub headers: String,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 request over a plain socket, on a connection of its own.
+pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let mut s = TcpStream::connect(host).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
@@ -244,20 +266,18 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .expect("read");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text[9..12].parse().expect("status");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_owned();
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(&body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers = head.to_ascii_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") {
+        dechunk(body)
     } else {
-        body
+        body.to_owned()
     };
-    (status, body)
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod browser;
 mod client_protocol;
 mod delivery;
 mod faults;

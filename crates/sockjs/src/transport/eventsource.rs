@@ -8,7 +8,8 @@ pub(crate) struct EventSource;
 
 impl HttpReceiver for EventSource {
     const STREAMING: bool = true;
-    const CORS: bool = false;
+    /// Browsers open a cross-origin EventSource in CORS mode.
+    const CORS: bool = true;
 
     fn content_type(&self) -> &'static str {
         // Exactly this: some browsers refuse the stream with a charset parameter.

@@ -18,8 +18,8 @@ pub(crate) trait HttpReceiver: Send + Sync + 'static {
     /// Whether one response carries frames until the response limit (streaming), or ends
     /// after one frame (polling).
     const STREAMING: bool;
-    /// Whether the response carries CORS headers (the XHR transports are read by scripts of
-    /// another origin; the others are loaded as documents, scripts or event streams).
+    /// Whether the response carries CORS headers: XHR and EventSource responses are read by
+    /// pages of another origin; htmlfile and jsonp load as a document and a script.
     const CORS: bool;
 
     /// The response's `Content-Type`.

@@ -1,0 +1,108 @@
+// Drives the stock SockJS client (sockjs-client 1.6.1) in headless Chromium for the
+// end-to-end tests, one page per session, over JSON lines:
+//   stdout  {"event":"static","origin":"http://127.0.0.1:PORT"}   the page's origin (and
+//           /sockjs.min.js, for servers' --sockjs-url), then per page:
+//           {"event":"open","id":ID,"transport":NAME}  {"event":"message","id":ID,"data":DATA}
+//           {"event":"close","id":ID,"code":N,"reason":S}  {"event":"console","id":ID,"text":S}
+//           {"event":"pageerror","id":ID,"text":S}  {"event":"error","text":S} (then exit 2)
+//   stdin   {"cmd":"open","id":ID,"url":SOCKJS_URL,"transport":NAME[,"sameOrigin":true]}
+//           {"cmd":"send","id":ID,"data":STRING}  {"cmd":"close","id":ID}  {"cmd":"quit"}
+// Pages are served from the bridge's origin, another than the SockJS server's; with
+// "sameOrigin" the page is served (by request interception) from the server's own origin, for
+// transports the client offers only to same-origin pages (htmlfile).
+// It exits on quit, on end of input, or after BRIDGE_TIMEOUT_MS (default 120 s, exit 3).
+'use strict';
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+const readline = require('readline');
+const { execFileSync } = require('child_process');
+const { chromium } = require('playwright-core');
+
+const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n');
+const fail = (text) => { emit({ event: 'error', text: String(text) }); process.exit(2); };
+
+const watchdog = setTimeout(() => { emit({ event: 'error', text: 'bridge timed out' }); process.exit(3); },
+  Number(process.env.BRIDGE_TIMEOUT_MS || 120000));
+
+const files = {
+  '/page.html': [path.join(__dirname, 'page.html'), 'text/html; charset=utf-8'],
+  '/sockjs.min.js': [require.resolve('sockjs-client/dist/sockjs.min.js'), 'application/javascript'],
+};
+
+function chromiumPath() {
+  if (process.env.CHROMIUM) return process.env.CHROMIUM;
+  for (const name of ['chromium', 'chromium-browser']) {
+    try { return execFileSync('which', [name]).toString().trim(); } catch (_) { /* next */ }
+  }
+  fail('no chromium found: install it (apt-get install chromium) or set CHROMIUM');
+}
+
+async function main() {
+  const server = http.createServer((req, res) => {
+    const file = files[req.url.split('?')[0]];
+    if (!file) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'Content-Type': file[1] });
+    fs.createReadStream(file[0]).pipe(res);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+
+  const browser = await chromium.launch({
+    executablePath: chromiumPath(),
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const pages = new Map();
+  emit({ event: 'static', origin });
+
+  async function open({ id, url, transport, sameOrigin }) {
+    const page = await browser.newPage();
+    pages.set(id, page);
+    page.on('console', (m) => emit({ event: 'console', id, text: m.text() }));
+    page.on('pageerror', (e) => emit({ event: 'pageerror', id, text: String(e) }));
+    await page.exposeFunction('report', (event) => emit({ ...event, id }));
+    let pageOrigin = origin;
+    if (sameOrigin) {
+      pageOrigin = new URL(url).origin;
+      for (const [name, [file, type]] of Object.entries(files)) {
+        await page.route(`${pageOrigin}/__bridge${name}`,
+          (route) => route.fulfill({ contentType: type, body: fs.readFileSync(file) }));
+      }
+      pageOrigin += '/__bridge';
+    }
+    await page.goto(`${pageOrigin}/page.html`);
+    await page.evaluate(([u, t]) => window.start(u, t), [url, transport]);
+  }
+
+  let chain = Promise.resolve();
+  let quitting = false;
+  const quit = async () => {
+    if (quitting) return;
+    quitting = true;
+    clearTimeout(watchdog);
+    await chain.catch(() => {});
+    await browser.close().catch(() => {});
+    server.close();
+    process.exit(0);
+  };
+  const input = readline.createInterface({ input: process.stdin });
+  input.on('line', (line) => {
+    if (!line.trim()) return;
+    let cmd;
+    try { cmd = JSON.parse(line); } catch (e) { fail(`bad command ${line}`); }
+    if (cmd.cmd === 'quit') { quit(); return; }
+    // Commands run one after another, so a send never overtakes the open before it.
+    chain = chain.then(async () => {
+      const page = pages.get(cmd.id);
+      if (cmd.cmd === 'open') await open(cmd);
+      else if (!page) fail(`no page ${cmd.id}`);
+      else if (cmd.cmd === 'send') await page.evaluate((d) => window.sock.send(d), cmd.data);
+      else if (cmd.cmd === 'close') await page.evaluate(() => window.sock.close());
+      else fail(`unknown command ${line}`);
+    }).catch(fail);
+  });
+  input.on('close', quit);
+}
+
+main().catch(fail);

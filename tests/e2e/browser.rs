@@ -1,0 +1,244 @@
+//! The stock SockJS client (sockjs-client 1.6.1) in headless Chromium, on every transport
+//! Chromium can use, against the real server: each page is on another origin than the server
+//! (except htmlfile's: the client offers that transport to same-origin pages only; cross-origin
+//! pages get it as iframe-htmlfile), opens on its forced transport, subscribes with a token, and receives broadcasts and its
+//! user's messages unchanged. `tests/browser/bridge.js` drives the browser; `scripts/test`
+//! installs it (npm) and Chromium.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const TRANSPORTS: [&str; 9] = [
+    "websocket",
+    "xhr-streaming",
+    "eventsource",
+    "iframe-eventsource",
+    "iframe-htmlfile",
+    "htmlfile",
+    "xhr-polling",
+    "iframe-xhr-polling",
+    "jsonp-polling",
+];
+
+/// Text that browsers, JSON and HTML each mangle in their own way; the script must never run.
+const TRICKY: &str = "é à ü 中文 日本語 \u{2028}\u{2029} 😀 \"double\" 'single' back\\slash \
+                      </script><script>console.log(\"PWNED\")</script> <!-- ]]>";
+
+struct Bridge {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Value>,
+    /// Every event so far, in order.
+    log: Vec<Value>,
+}
+
+impl Bridge {
+    fn start() -> (Bridge, String) {
+        let script = repo_path("tests/browser/bridge.js");
+        assert!(
+            repo_path("tests/browser/node_modules/playwright-core").exists(),
+            "browser tests need `npm ci` in tests/browser and Chromium; scripts/test installs both"
+        );
+        let mut child = Command::new("node")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node (Node.js) is needed for the browser tests");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut bridge = Bridge {
+            child,
+            stdin,
+            events,
+            log: Vec::new(),
+        };
+        let started = bridge.until(Duration::from_secs(30), |e| e["event"] == "static");
+        let origin = started["origin"].as_str().unwrap().to_owned();
+        (bridge, origin)
+    }
+
+    fn command(&mut self, cmd: Value) {
+        writeln!(self.stdin, "{cmd}").expect("bridge running");
+    }
+
+    /// Waits for the first event (from now on) that satisfies `pred`.
+    fn until(&mut self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = match self.events.recv_timeout(left) {
+                Ok(e) => e,
+                Err(_) => panic!("browser: timed out; events so far: {:#?}", self.log),
+            };
+            assert_ne!(event["event"], "error", "browser bridge failed: {event}");
+            self.log.push(event.clone());
+            if pred(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// Waits until every page has had an event (at any time so far) that satisfies `pred`.
+    fn until_each(&mut self, limit: Duration, pred: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.drain();
+            let seen: HashSet<&str> = self
+                .log
+                .iter()
+                .filter(|e| pred(e))
+                .filter_map(|e| e["id"].as_str())
+                .collect();
+            if TRANSPORTS.iter().all(|t| seen.contains(t)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "browser: timed out with only {seen:?}; events so far: {:#?}",
+                self.log
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Takes what has arrived without waiting.
+    fn drain(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.log.push(event);
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"cmd": "quit"}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn user(transport: &str) -> String {
+    format!("browser-{transport}")
+}
+
+#[test]
+fn the_stock_client_receives_on_every_transport_chromium_can_use() {
+    let (mut bridge, origin) = Bridge::start();
+    let fwd = forwarder();
+    let sockjs_url = format!("{origin}/sockjs.min.js");
+    let srv = server(&fwd, &["--sockjs-url", &sockjs_url]);
+    assert_ne!(srv.origin, origin, "the page is on another origin");
+    let bus = publisher(&fwd.sub);
+
+    for t in TRANSPORTS {
+        let same_origin = t == "htmlfile";
+        bridge.command(json!({
+            "cmd": "open", "id": t, "url": srv.url, "transport": t, "sameOrigin": same_origin
+        }));
+    }
+    let mut opened = HashSet::new();
+    while opened.len() < TRANSPORTS.len() {
+        let e = bridge.until(Duration::from_secs(60), |e| e["event"] == "open");
+        let id = e["id"].as_str().unwrap().to_owned();
+        assert_eq!(e["transport"], id.as_str(), "the page opened on another transport");
+        let subscribe = json!({"name": "subscribe", "data": {"token": token(&user(&id))}});
+        bridge.command(json!({"cmd": "send", "id": id, "data": subscribe.to_string()}));
+        opened.insert(id);
+    }
+    bridge.until_each(Duration::from_secs(30), |e| {
+        e["event"] == "message" && e["data"]["name"] == "pushnote:subscribed"
+    });
+
+    // Bus subscriptions reach the forwarder in the background: send markers to every user
+    // until each page has one.
+    let mut synced = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while synced.len() < TRANSPORTS.len() {
+        assert!(Instant::now() < deadline, "never synced: {synced:?}");
+        for t in TRANSPORTS {
+            bus.notify(&json!({"sync": t}), [user(t)]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        bridge.drain();
+        for e in &bridge.log {
+            if e["event"] == "message" && e["data"]["sync"].is_string() {
+                synced.insert(e["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+
+    let broadcast = json!({"text": TRICKY, "n": 1.5, "list": [null, true, {"k": "v"}]});
+    let big = json!({"big": "x".repeat(64 * 1024)});
+    bus.notify_all(&broadcast).unwrap();
+    bus.notify_all(&json!(TRICKY)).unwrap();
+    bus.notify_all(&big).unwrap();
+    for t in TRANSPORTS {
+        bus.notify(&json!({"for": user(t), "text": TRICKY}), [user(t)])
+            .unwrap();
+    }
+    bus.notify_all(&json!({"end": true})).unwrap();
+
+    bridge.until_each(Duration::from_secs(30), |e| {
+        e["event"] == "message" && e["data"]["end"] == true
+    });
+    // Give a script that should never run the time to run.
+    std::thread::sleep(Duration::from_millis(300));
+    bridge.drain();
+
+    let mut received: HashMap<String, Vec<Value>> = HashMap::new();
+    for e in &bridge.log {
+        let id = e["id"].as_str().unwrap_or_default().to_owned();
+        match e["event"].as_str() {
+            Some("message") if e["data"]["sync"].is_null() => {
+                received.entry(id).or_default().push(e["data"].clone())
+            }
+            Some("console") | Some("pageerror") => {
+                assert!(!e["text"].as_str().unwrap().contains("PWNED"), "{id}: {e}")
+            }
+            Some("close") => panic!("{id} closed: {e}"),
+            _ => {}
+        }
+    }
+    for t in TRANSPORTS {
+        let got = &received[t];
+        let expected = [
+            json!({"name": "pushnote:subscribed", "data": {"user": user(t)}}),
+            broadcast.clone(),
+            json!(TRICKY),
+            big.clone(),
+            json!({"for": user(t), "text": TRICKY}),
+            json!({"end": true}),
+        ];
+        assert_eq!(got.len(), expected.len(), "{t}: {got:?}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(g == e, "{t}: got {g:.200}, expected {e:.200}");
+        }
+    }
+}

@@ -167,7 +167,11 @@ fn the_stock_client_receives_on_every_transport_chromium_can_use() {
     while opened.len() < TRANSPORTS.len() {
         let e = bridge.until(Duration::from_secs(60), |e| e["event"] == "open");
         let id = e["id"].as_str().unwrap().to_owned();
-        assert_eq!(e["transport"], id.as_str(), "the page opened on another transport");
+        assert_eq!(
+            e["transport"],
+            id.as_str(),
+            "the page opened on another transport"
+        );
         let subscribe = json!({"name": "subscribe", "data": {"token": token(&user(&id))}});
         bridge.command(json!({"cmd": "send", "id": id, "data": subscribe.to_string()}));
         opened.insert(id);

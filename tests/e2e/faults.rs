@@ -18,6 +18,29 @@ async fn servers_and_apps_resume_by_themselves_when_the_forwarder_restarts() {
 
     fwd.proc.child.kill().unwrap(); // SIGKILL: no goodbye to anyone
     fwd.proc.child.wait().unwrap();
+
+    // While it is down, notify fails at once: no blocking, nothing buffered.
+    let deadline = Instant::now() + WAIT;
+    while bus.is_connected() {
+        assert!(Instant::now() < deadline, "the publisher never noticed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // None waits: a blocked call would take the publisher's ready timeout (2 s).
+    let mut slowest = Duration::ZERO;
+    for i in 0..1_000 {
+        let since = Instant::now();
+        let sent = bus.notify(&json!({"lost": i}), ["r"]);
+        slowest = slowest.max(since.elapsed());
+        assert!(
+            matches!(sent, Err(pushnote::PublishError::NotConnected(_))),
+            "{sent:?}"
+        );
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a refused send took {slowest:?}"
+    );
+
     let restarted = forwarder_with(&["--sub", &fwd.sub, "--pub", &fwd.publish]);
     let since = Instant::now();
     // The same publisher and the same server, neither restarted.

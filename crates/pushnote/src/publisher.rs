@@ -6,6 +6,15 @@
 //! XPUB socket sees subscriptions arrive: the first send waits for one, up to
 //! [`PublisherBuilder::ready_timeout`], and then sends. On drop, the socket lingers so that a
 //! process that notifies and exits still delivers.
+//!
+//! While the peer is gone (the forwarder was stopped or crashed), the socket also sees its
+//! subscriptions go: sends then fail at once with [`PublishError::NotConnected`] and nothing is
+//! buffered, so the application never blocks and decides itself what a lost notification
+//! means. ZeroMQ reconnects in the background; sends succeed again as soon as the restarted
+//! peer has subscribed. Messages sent in the instant between the peer's death and the
+//! socket's noticing it (a TCP reset, usually well under a millisecond) are lost without an
+//! error. While connected, up to the send high-water mark (100,000 messages by default) wait
+//! for a slow peer; past it, ZeroMQ drops new ones.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,8 +32,9 @@ pub enum PublishError {
     /// A recipient is not a valid user id.
     #[error(transparent)]
     UserId(#[from] WireError),
-    /// No forwarder or server has subscribed within the ready timeout: it is not running or
-    /// not reachable at the endpoint. Nothing was sent.
+    /// No forwarder or server is subscribed: it is not running or not reachable at the
+    /// endpoint (the first send waits up to the ready timeout for it). Nothing was sent or
+    /// buffered.
     #[error("no forwarder or server is connected at {0}")]
     NotConnected(String),
     /// ZeroMQ failed.
@@ -68,13 +78,17 @@ impl PublisherBuilder {
         let socket = ctx.socket(zmq::XPUB)?;
         socket.set_linger(i32::try_from(self.linger.as_millis()).unwrap_or(i32::MAX))?;
         socket.set_sndhwm(self.send_hwm)?;
+        // Queue only on live connections: when the peer goes, its pipe (and subscriptions)
+        // go with it, so the socket reports the loss instead of silently queueing for a peer
+        // that, once restarted, would drop the backlog before anyone subscribed to it.
+        socket.set_immediate(true)?;
         socket.connect(&self.endpoint)?;
         Ok(Publisher {
             endpoint: self.endpoint,
             ready_timeout: self.ready_timeout,
             inner: Mutex::new(Inner {
                 socket,
-                ready: false,
+                topics: 0,
                 waited: false,
             }),
             _ctx: ctx,
@@ -93,9 +107,11 @@ pub struct Publisher {
 
 struct Inner {
     socket: zmq::Socket,
-    /// A subscription has arrived: the peer is there.
-    ready: bool,
-    /// The full ready timeout has been spent once already; later sends do not wait again.
+    /// Topics the peer is subscribed to (ZeroMQ reports each topic's first subscription and
+    /// last unsubscription, also when the peer disconnects): above zero, the peer is there.
+    topics: usize,
+    /// A send has found the peer, or waited the full ready timeout for it: later sends do
+    /// not wait again.
     waited: bool,
 }
 
@@ -123,6 +139,15 @@ impl Publisher {
         }
     }
 
+    /// Whether a forwarder (or single-mode server) is subscribed now, as far as the socket
+    /// has seen. A send made while this is false fails with [`PublishError::NotConnected`].
+    pub fn is_connected(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // A socket error here leaves the count as it was; the next send reports the error.
+        let _ = inner.take_subscriptions();
+        inner.topics > 0
+    }
+
     /// Sends `data` to every connected session.
     pub fn notify_all<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), PublishError> {
         let body = wire::encode_body(Target::All, data)?;
@@ -148,7 +173,7 @@ impl Publisher {
     fn send(&self, messages: &[(Vec<u8>, &Vec<u8>)]) -> Result<(), PublishError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.take_subscriptions()?;
-        if !inner.ready {
+        if inner.topics == 0 {
             let wait = if inner.waited {
                 Duration::ZERO
             } else {
@@ -156,10 +181,13 @@ impl Publisher {
             };
             inner.wait_ready(wait)?;
             inner.waited = true;
-            if !inner.ready {
+            if inner.topics == 0 {
                 return Err(PublishError::NotConnected(self.endpoint.clone()));
             }
         }
+        // Only a fresh publisher waits: once the peer has been seen, a lost peer is reported
+        // at once.
+        inner.waited = true;
         for (topic, body) in messages {
             inner.socket.send(&topic[..], zmq::SNDMORE)?;
             inner.socket.send(&body[..], 0)?;
@@ -174,11 +202,11 @@ impl Inner {
     fn take_subscriptions(&mut self) -> Result<(), zmq::Error> {
         loop {
             match self.socket.recv_bytes(zmq::DONTWAIT) {
-                Ok(msg) => {
-                    if msg.first() == Some(&1) {
-                        self.ready = true;
-                    }
-                }
+                Ok(msg) => match msg.first() {
+                    Some(1) => self.topics += 1,
+                    Some(0) => self.topics = self.topics.saturating_sub(1),
+                    _ => {}
+                },
                 Err(zmq::Error::EAGAIN) => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -187,7 +215,7 @@ impl Inner {
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), zmq::Error> {
         let deadline = Instant::now() + timeout;
-        while !self.ready {
+        while self.topics == 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;

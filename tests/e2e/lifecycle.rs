@@ -35,11 +35,26 @@ async fn sigterm_closes_every_session_with_going_away_and_exits() {
 }
 
 #[tokio::test]
-async fn idle_sessions_get_heartbeats() {
+async fn idle_sessions_get_heartbeats_and_unresponsive_peers_are_reaped() {
     let fwd = forwarder();
     let srv = server(&fwd, &["--heartbeat", "1"]);
-    let mut c = Client::connect(&srv).await;
-    assert_eq!(c.frame().await, Frame::Heartbeat);
+    let mut alive = Client::connect(&srv).await;
+    // Connected, then silent: it never reads, so it never answers the server's pings, as a
+    // host that vanished without closing its connections.
+    let _vanished = Client::connect(&srv).await;
+    let (_raw_vanished, _) = tokio_tungstenite::connect_async(srv.raw_ws_url())
+        .await
+        .unwrap();
+    srv.wait_metric("pushnote_sessions", 3).await;
+    for _ in 0..3 {
+        assert_eq!(alive.frame().await, Frame::Heartbeat);
+    }
+    // Two heartbeats without an answer: reaped; the live one stays.
+    srv.wait_metric_at_most("pushnote_sessions", 1).await;
+    for _ in 0..2 {
+        assert_eq!(alive.frame().await, Frame::Heartbeat);
+    }
+    assert_eq!(srv.metric("pushnote_sessions").await, 1);
 }
 
 #[tokio::test]

@@ -354,14 +354,18 @@ impl Client {
     }
 
     pub async fn frame(&mut self) -> Frame {
-        let msg = tokio::time::timeout(WAIT, self.ws.next())
-            .await
-            .expect("a frame in time");
-        let text = match msg {
-            None | Some(Err(_)) => return Frame::Gone(None),
-            Some(Ok(WsMessage::Close(c))) => return Frame::Gone(c.map(|c| c.code.into())),
-            Some(Ok(WsMessage::Text(t))) => t,
-            Some(Ok(other)) => panic!("unexpected websocket message {other:?}"),
+        let text = loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                None | Some(Err(_)) => return Frame::Gone(None),
+                Some(Ok(WsMessage::Close(c))) => return Frame::Gone(c.map(|c| c.code.into())),
+                Some(Ok(WsMessage::Text(t))) => break t,
+                // The server's liveness pings; the library answers them while reading.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(other)) => panic!("unexpected websocket message {other:?}"),
+            }
         };
         match text.as_bytes().first() {
             Some(b'o') => Frame::Open,

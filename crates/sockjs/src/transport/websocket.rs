@@ -3,7 +3,10 @@
 //!
 //! One task per connection runs [`serve`]: it writes what the session's queue holds (all of it
 //! in one frame on the framed transport), reads what the client sends and hands each message to
-//! the application, and sends heartbeats on the framed transport when the session is idle.
+//! the application, and when the session is idle sends heartbeats: an `h` frame on the framed
+//! transport, and a WebSocket ping on both. Browsers answer pings by themselves, so a peer that
+//! has answered nothing since the previous heartbeat is gone (a dead host, a dropped network)
+//! and its session is reaped, instead of lingering until TCP gives up minutes later.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,8 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
 
     let heartbeat = sleep(options.heartbeat_interval);
     tokio::pin!(heartbeat);
+    // Whether the peer has sent anything (a message, a pong) since the last heartbeat.
+    let mut heard = true;
     let mut batch: Vec<Message> = Vec::new();
     let mut out = String::new();
 
@@ -84,6 +89,7 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
                     };
                 }
                 Some(Ok(m)) => {
+                    heard = true;
                     if m.is_close() {
                         break End::Gone;
                     }
@@ -96,8 +102,19 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
                     }
                 }
             },
-            () = &mut heartbeat, if framing == Framing::SockJs => {
-                if !write(&mut tx, frame::HEARTBEAT.to_owned(), write_timeout).await {
+            () = &mut heartbeat => {
+                if !std::mem::replace(&mut heard, false) {
+                    tracing::debug!(session = session.id(), "websocket peer unresponsive; reaped");
+                    break End::Gone;
+                }
+                let beat = async {
+                    if framing == Framing::SockJs {
+                        tx.feed(WsMessage::text(frame::HEARTBEAT)).await?;
+                    }
+                    tx.feed(WsMessage::ping(Vec::new())).await?;
+                    tx.flush().await
+                };
+                if !matches!(timeout(write_timeout, beat).await, Ok(Ok(()))) {
                     break End::Gone;
                 }
                 heartbeat.as_mut().reset(Instant::now() + options.heartbeat_interval);

@@ -123,6 +123,21 @@ struct Args {
     #[arg(long, env = "PUSHNOTE_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
     queue_bytes: usize,
 
+    /// Sessions this server holds at most; one more is closed at once with 3003 "Server full"
+    /// (clients reconnect, to another server behind a load balancer).
+    #[arg(long, env = "PUSHNOTE_MAX_SESSIONS", default_value_t = 100_000)]
+    max_sessions: usize,
+
+    /// Sessions one user may have subscribed on this server; one more subscribe is refused
+    /// with too_many_sessions and that session keeps broadcasts.
+    #[arg(long, env = "PUSHNOTE_MAX_SESSIONS_PER_USER", default_value_t = 100)]
+    max_sessions_per_user: usize,
+
+    /// Subscribe requests one session may make; one more is refused with too_many_attempts and
+    /// the session is closed with 3011 (token guessing costs a reconnect).
+    #[arg(long, env = "PUSHNOTE_MAX_SUBSCRIBE_ATTEMPTS", default_value_t = 32)]
+    max_subscribe_attempts: u32,
+
     /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
     #[arg(long, env = "PUSHNOTE_MAX_BUS_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     max_bus_message_bytes: usize,
@@ -188,6 +203,11 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
     config.sockjs.queue.max_messages = args.queue_messages.max(1);
     config.sockjs.queue.max_bytes = args.queue_bytes.max(1);
     config.max_bus_message_bytes = args.max_bus_message_bytes;
+    config.limits = pushnote_server::Limits {
+        max_sessions: args.max_sessions,
+        max_sessions_per_user: args.max_sessions_per_user,
+        max_subscribe_attempts: args.max_subscribe_attempts,
+    };
     config.demo_sockjs_url = args.demo.then(|| args.sockjs_url.clone());
     config.metrics = args.metrics;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);

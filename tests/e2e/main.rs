@@ -10,6 +10,7 @@ mod delivery;
 mod faults;
 mod interop;
 mod lifecycle;
+mod limits;
 mod routing;
 mod tokens;
 mod transports;

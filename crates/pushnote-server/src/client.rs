@@ -8,7 +8,7 @@ use std::time::Duration;
 use pushnote::{Signer, TokenError};
 use sockjs::Session;
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Subscribed};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Refusal, Request};
 
@@ -21,10 +21,34 @@ pub struct TokenPolicy {
     pub max_age: Option<Duration>,
 }
 
+/// How much one server, one user and one session may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open sessions on this server; one more is closed at once with 3003 "Server full".
+    pub max_sessions: usize,
+    /// Sessions of one user on this server; one more subscribe is refused
+    /// (`too_many_sessions`) and the session keeps broadcasts.
+    pub max_sessions_per_user: usize,
+    /// Subscribe requests of one session; one more is refused (`too_many_attempts`) and the
+    /// session is closed with 3011.
+    pub max_subscribe_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 100_000,
+            max_sessions_per_user: 100,
+            max_subscribe_attempts: 32,
+        }
+    }
+}
+
 /// The SockJS handler of pushnote-server.
 pub struct ClientHandler {
     hub: Arc<Hub>,
     tokens: Option<TokenPolicy>,
+    limits: Limits,
     metrics: Arc<Metrics>,
 }
 
@@ -37,10 +61,16 @@ set to the secret your app signs tokens with";
 impl ClientHandler {
     /// A handler registering sessions in `hub` and checking tokens with `tokens` (none: every
     /// subscribe is refused with `no_secret`).
-    pub fn new(hub: Arc<Hub>, tokens: Option<TokenPolicy>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        tokens: Option<TokenPolicy>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ClientHandler {
             hub,
             tokens,
+            limits,
             metrics,
         }
     }
@@ -64,15 +94,45 @@ impl ClientHandler {
             })
     }
 
+    fn refused(&self) {
+        self.metrics
+            .subscribes_refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     fn handle(&self, session: &Session, request: Request) -> Result<sockjs::Message, Refusal> {
         match request {
             Request::Subscribe { token } => {
-                let user = self.verify(&token).inspect_err(|_| {
-                    self.metrics
-                        .subscribes_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                })?;
-                self.hub.subscribe(session, &user);
+                let attempts = self.hub.count_attempt(session);
+                if attempts > self.limits.max_subscribe_attempts {
+                    self.refused();
+                    // on_message closes the session once this refusal is queued.
+                    return Err(Refusal::new(
+                        ErrorCode::TooManyAttempts,
+                        format!(
+                            "more than {} subscribe requests on one session: closing it",
+                            self.limits.max_subscribe_attempts
+                        ),
+                    ));
+                }
+                let user = self.verify(&token).inspect_err(|_| self.refused())?;
+                match self
+                    .hub
+                    .subscribe(session, &user, self.limits.max_sessions_per_user)
+                {
+                    Subscribed::Yes => {}
+                    Subscribed::UserFull => {
+                        self.refused();
+                        return Err(Refusal::new(
+                            ErrorCode::TooManySessions,
+                            format!(
+                                "this user already has {} sessions on this server: close one first",
+                                self.limits.max_sessions_per_user
+                            ),
+                        ));
+                    }
+                    Subscribed::Gone => return Err(Refusal::new(ErrorCode::BadRequest, "closed")),
+                }
                 self.metrics.subscribes.fetch_add(1, Ordering::Relaxed);
                 Ok(protocol::subscribed(&user))
             }
@@ -86,11 +146,21 @@ impl ClientHandler {
 
 impl sockjs::Handler for ClientHandler {
     fn on_open(&self, session: &Session) {
-        self.hub.add(session);
+        if !self.hub.add(session, self.limits.max_sessions) {
+            self.metrics
+                .sessions_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                max_sessions = self.limits.max_sessions,
+                "server full; new session closed"
+            );
+            session.close(protocol::SERVER_FULL);
+        }
     }
 
     fn on_message(&self, session: &Session, message: String) {
         let reply = protocol::parse(&message).and_then(|r| self.handle(session, r));
+        let close = matches!(&reply, Err(r) if r.code == ErrorCode::TooManyAttempts);
         let reply = reply.unwrap_or_else(|refusal| {
             self.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
@@ -102,6 +172,9 @@ impl sockjs::Handler for ClientHandler {
         });
         // A full queue closes the session; nothing else to do here.
         let _ = session.send(reply);
+        if close {
+            session.close(protocol::TOO_MANY_ATTEMPTS);
+        }
     }
 
     fn on_close(&self, session: &Session) {

@@ -27,6 +27,19 @@ pub struct Hub {
 struct Entry {
     session: Session,
     user: Option<Arc<str>>,
+    /// Subscribe requests this session has made.
+    attempts: u32,
+}
+
+/// What [`Hub::subscribe`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// The session receives the user's messages now.
+    Yes,
+    /// The user already has the maximum number of sessions here; nothing changed.
+    UserFull,
+    /// The session has closed meanwhile.
+    Gone,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,16 +58,33 @@ impl Hub {
         }
     }
 
-    /// Registers a new session; it receives broadcasts from now on.
-    pub fn add(&self, session: &Session) {
-        lock(&self.sessions).insert(
-            session.id(),
-            Entry {
-                session: session.clone(),
-                user: None,
-            },
-        );
+    /// Registers a new session, unless `max_sessions` are open already; it receives
+    /// broadcasts from now on. False (and nothing registered) when the server is full.
+    pub fn add(&self, session: &Session, max_sessions: usize) -> bool {
+        {
+            let mut sessions = lock(&self.sessions);
+            if sessions.len() >= max_sessions {
+                return false;
+            }
+            sessions.insert(
+                session.id(),
+                Entry {
+                    session: session.clone(),
+                    user: None,
+                    attempts: 0,
+                },
+            );
+        }
         self.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Counts a subscribe request of `session` and returns how many it has made.
+    pub fn count_attempt(&self, session: &Session) -> u32 {
+        lock(&self.sessions).get_mut(&session.id()).map_or(0, |e| {
+            e.attempts = e.attempts.saturating_add(1);
+            e.attempts
+        })
     }
 
     /// Removes a session that has closed.
@@ -68,36 +98,53 @@ impl Hub {
         }
     }
 
-    /// Ties `session` to `user`: from now on it also receives the user's messages. A session
-    /// already tied to another user leaves that user first. False if the session is gone.
-    pub fn subscribe(&self, session: &Session, user: &str) -> bool {
-        let previous = {
-            let mut sessions = lock(&self.sessions);
-            let Some(entry) = sessions.get_mut(&session.id()) else {
-                return false;
-            };
-            if entry.user.as_deref() == Some(user) {
-                return true;
-            }
-            entry.user.replace(Arc::from(user))
-        };
-        if let Some(previous) = previous {
-            self.detach(&previous, session);
-        }
+    /// Ties `session` to `user`: from now on it also receives the user's messages, unless the
+    /// user has `max_per_user` sessions here already. A session already tied to another user
+    /// leaves that user first.
+    pub fn subscribe(&self, session: &Session, user: &str, max_per_user: usize) -> Subscribed {
         let Ok(topic) = wire::user_topic(user) else {
-            return false;
+            return Subscribed::Gone;
         };
+        match lock(&self.sessions).get(&session.id()) {
+            None => return Subscribed::Gone,
+            Some(entry) if entry.user.as_deref() == Some(user) => return Subscribed::Yes,
+            Some(_) => {}
+        }
+        // Take the user's slot first, under the one lock that counts them.
         let first = {
             let mut users = lock(&self.users);
             let list = users.entry(Arc::from(user)).or_default();
+            if list.len() >= max_per_user {
+                if list.is_empty() {
+                    users.remove(user);
+                }
+                return Subscribed::UserFull;
+            }
             list.push(session.clone());
             list.len() == 1
+        };
+        let previous = match lock(&self.sessions).get_mut(&session.id()) {
+            Some(entry) => entry.user.replace(Arc::from(user)),
+            None => {
+                // Closed meanwhile: give the slot back (the bus was not subscribed yet).
+                let mut users = lock(&self.users);
+                if let Some(list) = users.get_mut(user) {
+                    list.retain(|s| s.id() != session.id());
+                    if list.is_empty() {
+                        users.remove(user);
+                    }
+                }
+                return Subscribed::Gone;
+            }
         };
         if first {
             self.metrics.users.fetch_add(1, Ordering::Relaxed);
         }
         self.bus.subscribe(&topic);
-        true
+        if let Some(previous) = previous {
+            self.detach(&previous, session);
+        }
+        Subscribed::Yes
     }
 
     /// Unties `session` from its user, if any: it goes back to broadcasts only.
@@ -213,10 +260,10 @@ mod tests {
             Session::new(Default::default()),
         );
         for s in [&a, &b, &c] {
-            hub.add(s);
+            assert!(hub.add(s, usize::MAX));
         }
-        assert!(hub.subscribe(&a, "1"));
-        assert!(hub.subscribe(&b, "10"));
+        assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
+        assert_eq!(hub.subscribe(&b, "10", usize::MAX), Subscribed::Yes);
         let mut scratch = Vec::new();
         hub.broadcast(&Message::json("\"all\""), &mut scratch);
         hub.send_to_user("1", &Message::json("\"one\""), &mut scratch);
@@ -229,9 +276,9 @@ mod tests {
     fn resubscribing_moves_the_session_and_leaving_cleans_up() {
         let (hub, _bus) = hub();
         let a = Session::new(Default::default());
-        hub.add(&a);
-        hub.subscribe(&a, "1");
-        hub.subscribe(&a, "2");
+        assert!(hub.add(&a, usize::MAX));
+        assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
+        assert_eq!(hub.subscribe(&a, "2", usize::MAX), Subscribed::Yes);
         let mut scratch = Vec::new();
         hub.send_to_user("1", &Message::json("1"), &mut scratch);
         hub.send_to_user("2", &Message::json("2"), &mut scratch);
@@ -254,8 +301,8 @@ mod tests {
         };
         let slow = Session::new(limits);
         let fine = Session::new(Default::default());
-        hub.add(&slow);
-        hub.add(&fine);
+        assert!(hub.add(&slow, usize::MAX));
+        assert!(hub.add(&fine, usize::MAX));
         let mut scratch = Vec::new();
         for _ in 0..3 {
             hub.broadcast(&Message::json("0"), &mut scratch);
@@ -263,5 +310,31 @@ mod tests {
         assert_eq!(slow.drain(), (vec![], Some(CloseCode::SLOW)));
         assert_eq!(texts(&fine).len(), 3);
         assert_eq!(hub.metrics.slow_closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn limits_on_sessions_and_sessions_per_user() {
+        let (hub, _bus) = hub();
+        let sessions: Vec<Session> = (0..3).map(|_| Session::new(Default::default())).collect();
+        assert!(hub.add(&sessions[0], 2));
+        assert!(hub.add(&sessions[1], 2));
+        assert!(!hub.add(&sessions[2], 2), "the server is full");
+        assert_eq!(hub.session_count(), 2);
+        assert_eq!(hub.subscribe(&sessions[0], "u", 1), Subscribed::Yes);
+        assert_eq!(hub.subscribe(&sessions[1], "u", 1), Subscribed::UserFull);
+        assert_eq!(
+            hub.subscribe(&sessions[0], "u", 1),
+            Subscribed::Yes,
+            "already there"
+        );
+        assert_eq!(hub.subscribe(&sessions[2], "v", 1), Subscribed::Gone);
+        hub.remove(&sessions[0]);
+        assert_eq!(
+            hub.subscribe(&sessions[1], "u", 1),
+            Subscribed::Yes,
+            "a slot freed"
+        );
+        assert_eq!(hub.count_attempt(&sessions[1]), 1);
+        assert_eq!(hub.count_attempt(&sessions[1]), 2);
     }
 }

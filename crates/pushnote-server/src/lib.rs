@@ -27,6 +27,6 @@ pub mod protocol;
 pub mod server;
 
 pub use bus::BusMode;
-pub use client::TokenPolicy;
+pub use client::{Limits, TokenPolicy};
 pub use forwarder::{Forwarder, ForwarderConfig};
 pub use server::{Server, ServerConfig};

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Sessions closed because their queue was full.
     pub slow_closed: AtomicU64,
+    /// Sessions closed at once because the server was full.
+    pub sessions_refused: AtomicU64,
     /// Successful subscribes.
     pub subscribes: AtomicU64,
     /// Refused subscribes (bad token, no secret, malformed request).
@@ -35,7 +37,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
             (
                 "pushnote_sessions",
                 "gauge",
@@ -89,6 +91,12 @@ impl Metrics {
                 "counter",
                 "Sessions closed because their queue was full.",
                 &self.slow_closed,
+            ),
+            (
+                "pushnote_sessions_refused_full_total",
+                "counter",
+                "Sessions closed at once because the server held --max-sessions.",
+                &self.sessions_refused,
             ),
             (
                 "pushnote_subscribes_total",

@@ -39,6 +39,10 @@ pub enum ErrorCode {
     InvalidToken,
     /// The token is genuine but older than the server's maximum age.
     TokenExpired,
+    /// The token's user already has the most sessions this server allows per user.
+    TooManySessions,
+    /// The session made more subscribe requests than the server allows; it is closed.
+    TooManyAttempts,
 }
 
 impl ErrorCode {
@@ -51,9 +55,23 @@ impl ErrorCode {
             ErrorCode::NoSecret => "no_secret",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TooManySessions => "too_many_sessions",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
         }
     }
 }
+
+/// The close code of a session opened while the server holds its maximum of sessions.
+pub const SERVER_FULL: sockjs::CloseCode = sockjs::CloseCode {
+    code: 3003,
+    reason: "Server full",
+};
+
+/// The close code of a session that made more subscribe requests than allowed.
+pub const TOO_MANY_ATTEMPTS: sockjs::CloseCode = sockjs::CloseCode {
+    code: 3011,
+    reason: "Too many subscribe attempts",
+};
 
 /// A refused client message: the code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]

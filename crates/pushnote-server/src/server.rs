@@ -12,7 +12,7 @@ use warp::hyper::Body;
 use warp::Filter;
 
 use crate::bus::{Bus, BusControl, BusError, BusMode};
-use crate::client::{ClientHandler, TokenPolicy};
+use crate::client::{ClientHandler, Limits, TokenPolicy};
 use crate::demo;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub max_bus_message_bytes: usize,
     /// How tokens are checked; `None` serves broadcasts only.
     pub tokens: Option<TokenPolicy>,
+    /// Sessions per server and per user, subscribe requests per session.
+    pub limits: Limits,
     /// SockJS settings: heartbeats, limits, queues.
     pub sockjs: sockjs::Options,
     /// Serve the demo page at `/`, loading the SockJS client from this URL.
@@ -52,6 +54,7 @@ impl ServerConfig {
             bus_high_water_mark: 100_000,
             max_bus_message_bytes: 1024 * 1024,
             tokens: None,
+            limits: Limits::default(),
             sockjs: sockjs::Options::default(),
             demo_sockjs_url: None,
             metrics: false,
@@ -118,6 +121,7 @@ impl Server {
         let handler = Arc::new(ClientHandler::new(
             hub.clone(),
             config.tokens.clone(),
+            config.limits,
             metrics.clone(),
         ));
 

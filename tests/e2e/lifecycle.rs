@@ -5,33 +5,88 @@ use std::time::Duration;
 use crate::support::*;
 
 #[tokio::test]
-async fn sigterm_closes_every_session_with_going_away_and_exits() {
+async fn sigterm_and_sigint_close_every_session_with_going_away_and_exit() {
+    for signal in ["TERM", "INT"] {
+        let fwd = forwarder();
+        let mut srv = server(&fwd, &["--shutdown-grace", "3"]);
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(Client::connect(&srv).await);
+        }
+        // A streaming HTTP session, receiving when the signal comes.
+        let session = format!("{}/000/{}", srv.url, rand_id());
+        let streaming = tokio::spawn(async move {
+            http("POST", &format!("{session}/xhr_streaming"), &[], "").await
+        });
+        srv.wait_metric("pushnote_sessions", 4).await;
+        srv.proc.signal(signal);
+        for c in &mut clients {
+            assert_eq!(
+                c.frame().await,
+                Frame::Close(3001, "Server shutting down".into())
+            );
+        }
+        let streamed = streaming.await.unwrap();
+        assert!(
+            streamed
+                .body
+                .ends_with("o\nc[3001,\"Server shutting down\"]\n"),
+            "{}",
+            streamed.body
+        );
+        let status = srv
+            .proc
+            .wait_exit(Duration::from_secs(10))
+            .expect("exits in time");
+        assert!(status.success(), "SIG{signal}: {status:?}");
+
+        let mut fwd = fwd;
+        fwd.proc.signal(signal);
+        let status = fwd
+            .proc
+            .wait_exit(Duration::from_secs(10))
+            .expect("forwarder exits");
+        assert!(status.success(), "SIG{signal}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn clients_reconnect_to_a_restarted_server() {
     let fwd = forwarder();
     let mut srv = server(&fwd, &[]);
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        clients.push(Client::connect(&srv).await);
-    }
+    let bus = publisher(&fwd.sub);
+    let mut c = Client::connect(&srv).await;
+    c.subscribe(&token("back")).await;
+    sync(&bus, &mut c, Some("back")).await;
+    let port = srv.origin.rsplit(':').next().unwrap().to_owned();
     srv.proc.terminate();
-    for c in &mut clients {
-        assert_eq!(
-            c.frame().await,
-            Frame::Close(3001, "Server shutting down".into())
-        );
-    }
-    let status = srv
-        .proc
-        .wait_exit(Duration::from_secs(10))
-        .expect("exits in time");
-    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        c.frame().await,
+        Frame::Close(3001, "Server shutting down".into())
+    );
+    srv.proc.wait_exit(Duration::from_secs(10)).expect("exits");
 
-    let mut fwd = fwd;
-    fwd.proc.terminate();
-    let status = fwd
-        .proc
-        .wait_exit(Duration::from_secs(10))
-        .expect("forwarder exits");
-    assert!(status.success(), "{status:?}");
+    // What a page does on 3001: open a new session (same URL) and subscribe again.
+    let restarted = spawn_server(
+        &mut server_cmd(&[
+            "--port",
+            &port,
+            "--address",
+            "127.0.0.1",
+            "--mq_socket",
+            &fwd.publish,
+            "--secret",
+            SECRET,
+        ]),
+        false,
+    );
+    assert_eq!(restarted.origin, srv.origin);
+    let mut again = Client::connect(&restarted).await;
+    assert_eq!(
+        again.subscribe(&token("back")).await["name"],
+        "pushnote:subscribed"
+    );
+    sync(&bus, &mut again, Some("back")).await;
 }
 
 #[tokio::test]

@@ -73,9 +73,16 @@ impl Proc {
     }
 
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (TERM, INT, …).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -TERM");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{name}");
     }
 
     /// Waits for the process to exit, up to `limit`.

@@ -155,6 +155,11 @@ struct Args {
     #[arg(long, env = "PUSHNOTE_METRICS", value_parser = FalseyValueParser::new())]
     metrics: bool,
 
+    /// Seconds a client may take to send a request's headers; slower connections (slow-loris
+    /// attacks, dead clients) are closed.
+    #[arg(long, env = "PUSHNOTE_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+
     /// Seconds shutdown waits for sessions to take their close frames.
     #[arg(long, env = "PUSHNOTE_SHUTDOWN_GRACE", default_value_t = 5)]
     shutdown_grace: u64,
@@ -211,6 +216,10 @@ fn config(args: &Args) -> Result<ServerConfig, String> {
     config.demo_sockjs_url = args.demo.then(|| args.sockjs_url.clone());
     config.metrics = args.metrics;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    if args.header_timeout == 0 {
+        return Err("--header-timeout must be at least 1 second".into());
+    }
+    config.header_timeout = Duration::from_secs(args.header_timeout);
     Ok(config)
 }
 

@@ -97,3 +97,24 @@ async fn bad_bus_messages_are_dropped_and_counted() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn slow_and_silent_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fwd = forwarder();
+    let srv = server(&fwd, &["--header-timeout", "1"]);
+    let addr = srv.origin.trim_start_matches("http://").to_owned();
+    let mut trickling = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickling
+        .write_all(b"GET /sockjs/info HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    for (name, conn) in [("trickling", &mut trickling), ("silent", &mut silent)] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(WAIT, conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the {name} connection was left open");
+    }
+    // The server still serves everyone else.
+    assert_eq!(http_get(&format!("{}/info", srv.url)).await.0, 200);
+}

@@ -5,9 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use std::convert::Infallible;
+
+use futures_util::Stream;
+use tokio::net::{TcpListener, TcpStream};
 use warp::http::{header, HeaderValue, Response};
+use warp::hyper::server::{accept, Server as HyperServer};
+use warp::hyper::service::make_service_fn;
 use warp::hyper::Body;
 use warp::Filter;
 
@@ -42,6 +46,9 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// How long shutdown waits for sessions to take their close frames.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (slow-loris clients hold connections open by trickling headers).
+    pub header_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -59,6 +66,7 @@ impl ServerConfig {
             demo_sockjs_url: None,
             metrics: false,
             shutdown_grace: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -144,13 +152,22 @@ impl Server {
         let routes = sockjs.or(metrics_route).unify().or(demo_route).unify();
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = warp::serve(routes).serve_incoming_with_graceful_shutdown(
-            TcpListenerStream::new(listener),
-            async move {
+        let service = warp::service(routes);
+        let make_service = make_service_fn(move |_| {
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service) }
+        });
+        let serving = HyperServer::builder(accept::from_stream(connections(listener)))
+            .http1_header_read_timeout(config.header_timeout)
+            .serve(make_service)
+            .with_graceful_shutdown(async move {
                 let _ = stop_rx.await;
-            },
-        );
-        let serving = tokio::spawn(serving);
+            });
+        let serving = tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
 
         shutdown.await;
         tracing::info!(sessions = hub.session_count(), "shutting down");
@@ -174,6 +191,26 @@ impl Server {
             .ok();
         Ok(())
     }
+}
+
+/// The connections `listener` accepts. A failed accept (out of descriptors, say) is logged
+/// and retried after a pause instead of ending the server, and every connection gets
+/// `TCP_NODELAY`, so small frames leave at once.
+fn connections(listener: TcpListener) -> impl Stream<Item = Result<TcpStream, Infallible>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), listener));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
 }
 
 fn metrics_response(body: String) -> Response<Body> {

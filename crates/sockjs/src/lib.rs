@@ -71,7 +71,8 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// How much one session may have queued before it is closed as slow.
     pub queue: QueueLimits,
-    /// How long one write to a client may take before the client counts as gone (default 10 s).
+    /// How long one write to a client, or the upload of one request body, may take before the
+    /// client counts as gone (default 10 s).
     pub write_timeout: Duration,
     /// Whether `/info` tells clients that a JSESSIONID cookie is needed, and session responses
     /// set one: load balancers that route by that cookie keep a session on one server.

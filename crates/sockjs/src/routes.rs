@@ -272,7 +272,7 @@ where
             Err(e) => callback_error(e),
         },
         ("xhr_send", M::POST) => {
-            let body = send::read_body(body, service.options.max_request_bytes).await;
+            let body = send::read_body(body, &service.options).await;
             let result = send::deliver(&service, &key, body.as_deref().map_err(|e| *e));
             let mut r = match result {
                 Ok(()) => {
@@ -289,7 +289,7 @@ where
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
-            let body = send::read_body(body, service.options.max_request_bytes)
+            let body = send::read_body(body, &service.options)
                 .await
                 .map(|b| send::jsonp_payload(content_type, &b));
             match send::deliver(&service, &key, body.as_deref().map_err(|e| *e)) {
@@ -324,6 +324,7 @@ fn send_error(e: SendFailure) -> Resp {
         SendFailure::Empty | SendFailure::BrokenJson => StatusCode::INTERNAL_SERVER_ERROR,
         SendFailure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         SendFailure::Incomplete => StatusCode::BAD_REQUEST,
+        SendFailure::TooSlow => StatusCode::REQUEST_TIMEOUT,
     };
     http::text(status, e.to_string())
 }

@@ -619,3 +619,26 @@ async fn oversized_sends_are_refused_and_close_the_session() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_trickled_send_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = serve(Options {
+        write_timeout: Duration::from_millis(300),
+        ..Options::default()
+    });
+    let url = format!("/custom/000/{}", sid());
+    assert_eq!(
+        post(addr, &format!("{url}/xhr"), b"").await.text().await,
+        "o\n"
+    );
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST {url}/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[\"");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 12];
+    tokio::time::timeout(support::READ, conn.read_exact(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 408");
+}

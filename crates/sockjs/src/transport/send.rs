@@ -9,7 +9,7 @@ use warp::hyper::body::Buf;
 
 use crate::frame;
 use crate::registry::{Lookup, Service};
-use crate::{CloseCode, Handler};
+use crate::{CloseCode, Handler, Options};
 
 /// Why a send request was refused. Each maps to the status and text the protocol gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,10 +29,27 @@ pub(crate) enum SendFailure {
     /// The client stopped sending the body.
     #[error("Request body incomplete.")]
     Incomplete,
+    /// The body did not arrive in time.
+    #[error("Request body too slow.")]
+    TooSlow,
 }
 
-/// Reads a request body, refusing it once it passes `limit` bytes.
-pub(crate) async fn read_body<S, B>(body: S, limit: usize) -> Result<Vec<u8>, SendFailure>
+/// Reads a request body, refusing it once it passes `max_request_bytes`, or when it has not
+/// all arrived within `write_timeout` (a client trickling a body holds a connection).
+pub(crate) async fn read_body<S, B>(body: S, options: &Options) -> Result<Vec<u8>, SendFailure>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    tokio::time::timeout(
+        options.write_timeout,
+        read_limited(body, options.max_request_bytes),
+    )
+    .await
+    .unwrap_or(Err(SendFailure::TooSlow))
+}
+
+async fn read_limited<S, B>(body: S, limit: usize) -> Result<Vec<u8>, SendFailure>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -130,10 +147,10 @@ mod tests {
                 .take(1_000_000),
         );
         assert_eq!(
-            read_body(chunks, 10 * 1024).await,
+            read_limited(chunks, 10 * 1024).await,
             Err(SendFailure::TooLarge)
         );
         let small = futures_util::stream::iter([Ok(warp::hyper::body::Bytes::from_static(b"[]"))]);
-        assert_eq!(read_body(small, 10).await.unwrap(), b"[]");
+        assert_eq!(read_limited(small, 10).await.unwrap(), b"[]");
     }
 }

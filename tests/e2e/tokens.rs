@@ -153,3 +153,48 @@ async fn resubscribing_moves_the_session_and_unsubscribe_leaves() {
     c.expect_silence(Duration::from_millis(300)).await;
     assert_eq!(srv.metric("pushnote_users").await, 0);
 }
+
+#[tokio::test]
+async fn tokens_and_secrets_never_reach_the_logs() {
+    let fwd = forwarder();
+    let log = std::env::temp_dir().join(format!("pushnote-log-{}.txt", rand_id()));
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env_remove("PUSHNOTE_SECRET").args([
+        "-c",
+        &format!("exec \"$0\" \"$@\" 2>{}", log.display()),
+        bin("pushnote-server").to_str().unwrap(),
+        "--port",
+        "0",
+        "--address",
+        "127.0.0.1",
+        "--mq_socket",
+        &fwd.publish,
+        "--secret",
+        SECRET,
+        "--token-max-age",
+        "60",
+        "--log",
+        "trace",
+    ]);
+    let mut srv = spawn_server(&mut cmd, false);
+    let good = token("logged");
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    let old = signer()
+        .tokenize_at("logged", chrono::Utc::now().timestamp() as u64 - 3600)
+        .unwrap();
+    let mut c = Client::connect(&srv).await;
+    for t in [&forged, &old, &good] {
+        c.subscribe(t).await;
+    }
+    srv.proc.terminate();
+    srv.proc.wait_exit(WAIT).expect("exits");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("client request refused"),
+        "the log is empty:\n{text}"
+    );
+    for secret in [good.as_str(), &forged, &old, SECRET] {
+        assert!(!text.contains(secret), "{secret} is in the log");
+    }
+}

@@ -1,8 +1,21 @@
 //! What the binaries share: logging set-up and the shutdown signal.
 
+/// Libraries whose debug and trace logs would carry message contents.
+const QUIET_LIBRARIES: [&str; 4] = ["tungstenite", "tokio_tungstenite", "hyper", "warp"];
+
 /// Logs to standard error, filtered by `filter` (`info`, `debug`, `pushnote_server=debug`, …).
 pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // The WebSocket and HTTP libraries log whole frames and headers at debug and trace, and
+    // frames carry tokens: they stay at info unless the filter names them.
+    let mut directives = String::new();
+    for library in QUIET_LIBRARIES {
+        if !filter.contains(library) {
+            directives.push_str(library);
+            directives.push_str("=info,");
+        }
+    }
+    directives.push_str(filter);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

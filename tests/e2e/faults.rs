@@ -73,3 +73,97 @@ async fn a_client_that_stops_reading_is_closed_and_hurts_no_one_else() {
     assert_eq!(srv.metric("pushnote_sessions_closed_slow_total").await, 1);
     drop(stalled);
 }
+
+/// The server's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
+    const SESSIONS: usize = 1_000;
+    const MESSAGES: u64 = 200;
+    let (_fwd, srv, bus, first) =
+        stack(&["--queue-messages", "30", "--queue-bytes", "65536"]).await;
+    let mut readers = vec![first];
+    for _ in 1..SESSIONS {
+        readers.push(Client::connect(&srv).await);
+    }
+    // The stalled one: a tiny receive buffer, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let addr = srv.origin.trim_start_matches("http://").parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut stalled, _) = tokio_tungstenite::client_async(srv.ws_url(), stream)
+        .await
+        .unwrap();
+    // It subscribes, so that its own traffic (large targeted messages) can fill its buffers
+    // quickly; the others get only the small broadcasts.
+    let subscribe = json!({"name": "subscribe", "data": {"token": token("stalled")}});
+    let frame = serde_json::to_string(&[subscribe.to_string()]).unwrap();
+    futures_util::SinkExt::send(&mut stalled, frame.into())
+        .await
+        .unwrap();
+    srv.wait_metric("pushnote_users", 1).await;
+    srv.wait_metric("pushnote_sessions", SESSIONS as u64 + 1)
+        .await;
+    let rss_before = rss_kib(srv.proc.child.id());
+
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(MESSAGES as usize);
+                for expected in 0..MESSAGES {
+                    let v = c.next().await;
+                    assert_eq!(v["n"], expected, "lost or reordered");
+                    latencies.push(now_us().saturating_sub(v["t"].as_u64().unwrap()));
+                }
+                latencies
+            })
+        })
+        .collect();
+    // A steady 50 broadcasts/s, each 512 bytes of padding, and 64 KiB for the stalled one.
+    let pad = "x".repeat(512);
+    let big = "y".repeat(64 * 1024);
+    let publishing = std::thread::spawn(move || {
+        for n in 0..MESSAGES {
+            bus.notify_all(&json!({"n": n, "t": now_us(), "pad": pad}))
+                .unwrap();
+            bus.notify(&json!({"big": big}), ["stalled"]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bus
+    });
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("every reader got every message in order"));
+    }
+    let _bus = publishing.join().unwrap();
+    drop(stalled);
+    latencies.sort_unstable();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let max = *latencies.last().unwrap();
+    eprintln!("1,000 sessions, one stalled: p99 {p99} µs, max {max} µs");
+    // A reader held up by the stalled one would wait for its write timeout (10 s).
+    assert!(p99 < 1_000_000, "p99 latency {p99} µs");
+    assert_eq!(srv.metric("pushnote_sessions_closed_slow_total").await, 1);
+    let rss_after = rss_kib(srv.proc.child.id());
+    eprintln!("server RSS: {rss_before} KiB before, {rss_after} KiB after");
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} to {rss_after} KiB"
+    );
+}

@@ -157,8 +157,10 @@ async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
     let p99 = latencies[latencies.len() * 99 / 100];
     let max = *latencies.last().unwrap();
     eprintln!("1,000 sessions, one stalled: p99 {p99} µs, max {max} µs");
-    // A reader held up by the stalled one would wait for its write timeout (10 s).
-    assert!(p99 < 1_000_000, "p99 latency {p99} µs");
+    // Latency here is mostly the test's own thousand readers sharing the machine with the
+    // server (a few hundred ms in a debug build under parallel tests). A hub held up by the
+    // stalled session would instead hold every reader for the write timeout (10 s).
+    assert!(p99 < 5_000_000, "p99 latency {p99} µs");
     assert_eq!(srv.metric("pushnote_sessions_closed_slow_total").await, 1);
     let rss_after = rss_kib(srv.proc.child.id());
     eprintln!("server RSS: {rss_before} KiB before, {rss_after} KiB after");

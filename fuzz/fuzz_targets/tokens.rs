@@ -1,0 +1,25 @@
+//! Tokens from anyone: verification never panics, and nothing verifies that the signer did not
+//! make (the fuzzer cannot forge an HMAC, so an accepted input is a bug). And what the signer
+//! makes, for any user id and timestamp it accepts, verifies back to that user.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushnote::Signer;
+
+fuzz_target!(|data: &[u8]| {
+    let signer = Signer::new("fuzzing-secret").unwrap();
+    if let Ok(token) = std::str::from_utf8(data) {
+        if let Ok(user) = signer.verify_at(token, None, 1_700_000_000) {
+            panic!("accepted a token for {user:?} that the signer never made: {token:?}");
+        }
+    }
+    if data.len() >= 8 {
+        let (ts, user) = data.split_at(8);
+        let ts = u64::from_le_bytes(ts.try_into().unwrap());
+        if let Ok(user) = std::str::from_utf8(user) {
+            if let Ok(token) = signer.tokenize_at(user, ts) {
+                assert_eq!(signer.verify_at(&token, None, ts).unwrap(), user);
+            }
+        }
+    }
+});

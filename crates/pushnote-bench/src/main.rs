@@ -1,0 +1,384 @@
+//! pushnote-bench: load for a SockJS push server, measured from the client side.
+//!
+//! `soak` holds many subscribed WebSocket sessions for a long time while broadcasts and
+//! targeted messages flow and other sessions connect and leave, then reports, for the sessions
+//! that stayed, every message lost, duplicated or reordered, and the server's memory over time.
+//!
+//! How the files divide the work: `session.rs` is one client session; `track.rs` counts what
+//! sessions receive (pure); this file is the command line and the run.
+
+mod session;
+mod track;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rand::Rng;
+use tokio::sync::{watch, Semaphore};
+
+use session::{now_micros, source, Report, Session, Shared};
+use track::{delta, quantile};
+
+#[derive(Parser)]
+#[command(
+    name = "pushnote-bench",
+    version,
+    about = "Load, soak and benchmarks for SockJS push servers"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Many sessions for a long time, with broadcasts, targeted messages and churn; reports
+    /// loss, duplication and reordering for the sessions that stayed, and server RSS.
+    Soak(Soak),
+}
+
+#[derive(clap::Args)]
+struct Soak {
+    /// The server's SockJS URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/sockjs")]
+    url: String,
+    /// Where to publish (the forwarder's app side, or a --single server).
+    #[arg(long, default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
+    bus: String,
+    /// The secret tokens are signed with (the server's --secret).
+    #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
+    secret: String,
+    /// Sessions that stay connected the whole run (the ones checked for loss).
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Users the staying sessions subscribe as (session i is user i mod USERS).
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Seconds of load after the rate probe.
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Seconds of the rate probe, which publishes broadcasts as fast as the slowest session
+    /// takes them to find the maximum rate.
+    #[arg(long, default_value_t = 15)]
+    probe: u64,
+    /// Broadcasts per second; default: a quarter of the probed maximum.
+    #[arg(long)]
+    broadcast_rate: Option<f64>,
+    /// Targeted messages per second, each to one random user; default: as many deliveries as
+    /// the broadcasts make, so the total is half the probed maximum.
+    #[arg(long)]
+    targeted_rate: Option<f64>,
+    /// Extra sessions connecting per second, each staying 1 to 10 s, then leaving.
+    #[arg(long, default_value_t = 50)]
+    churn: u32,
+    /// The server's process id, for its memory (VmRSS from /proc).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 10)]
+    every: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.command {
+        Command::Soak(soak) => runtime.block_on(run_soak(soak)),
+    }
+}
+
+fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `http://host:port/route` → the server's address and the WebSocket URL of a new session.
+fn endpoints(url: &str) -> anyhow::Result<(SocketAddr, impl Fn(usize) -> String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?;
+    let (host, route) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host.parse().context("--url needs an IP address and port")?;
+    let base = format!("ws://{host}{}", route.trim_end_matches('/'));
+    Ok((addr, move |i| {
+        format!(
+            "{base}/{}/s{i}x{}/websocket",
+            i % 1000,
+            rand::random::<u32>()
+        )
+    }))
+}
+
+async fn run_soak(args: Soak) -> anyhow::Result<()> {
+    let (server, ws_url) = endpoints(&args.url)?;
+    let signer = pushnote::Signer::new(&args.secret)?;
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let rss_start = rss_kib(args.pid);
+
+    // 1. The sessions that stay, subscribed, 200 handshakes at a time.
+    eprintln!("connecting {} sessions…", args.sessions);
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(200));
+    let mut opening = Vec::with_capacity(args.sessions);
+    for i in 0..args.sessions {
+        let url = ws_url(i);
+        let token = signer.tokenize(format!("u{}", i % args.users))?;
+        let gate = gate.clone();
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            Session::open(server, &url, source(i), Some(&token)).await
+        }));
+    }
+    let mut sessions = Vec::with_capacity(args.sessions);
+    for o in opening {
+        sessions.push(o.await?.context("a staying session failed to open")?);
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "connected and subscribed {} sessions in {connect_secs:.1} s ({:.0}/s)",
+        args.sessions,
+        args.sessions as f64 / connect_secs
+    );
+    let rss_idle = rss_kib(args.pid);
+    let marks: Arc<Vec<Arc<AtomicU64>>> = Arc::new(
+        (0..args.sessions)
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect(),
+    );
+    let readers: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| tokio::spawn(s.run(shared.clone(), Some(marks[i].clone()), stop_rx.clone())))
+        .collect();
+
+    // 2. The publisher, on its own thread (ZeroMQ sockets block).
+    let bus = Arc::new(pushnote::Publisher::connect(&args.bus)?);
+    let users = args.users;
+    let per_user = (args.sessions / users.max(1)).max(1) as f64;
+    let mut sent_b = 0u64;
+    let mut sent_u = vec![0u64; users];
+
+    // 3. The probe: broadcasts as fast as the slowest staying session takes them.
+    let (broadcast_rate, targeted_rate) = match (args.broadcast_rate, args.targeted_rate) {
+        (Some(b), Some(t)) => (b, t),
+        (b, t) => {
+            let probe = Duration::from_secs(args.probe);
+            let window = 32;
+            let since = Instant::now();
+            let bus2 = bus.clone();
+            let marks2 = marks.clone();
+            let sent = tokio::task::spawn_blocking(move || {
+                let mut sent = 0u64;
+                while since.elapsed() < probe {
+                    let slowest = marks2.iter().map(|m| m.load(Ordering::Relaxed)).min();
+                    if sent >= slowest.unwrap_or(0) + window {
+                        std::thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                    let msg = serde_json::json!({"b": sent, "t": now_micros()});
+                    if bus2.notify_all(&msg).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+            .await?;
+            sent_b = sent;
+            let max = sent as f64 / since.elapsed().as_secs_f64();
+            eprintln!(
+                "probe: {max:.0} broadcasts/s to {} sessions = {:.0} deliveries/s without loss",
+                args.sessions,
+                max * args.sessions as f64
+            );
+            let b = b.unwrap_or(max / 4.0);
+            let t = t.unwrap_or(b * args.sessions as f64 / per_user);
+            (b, t)
+        }
+    };
+    eprintln!(
+        "soak: {broadcast_rate:.1} broadcasts/s and {targeted_rate:.1} targeted/s for {} s, \
+         {} sessions connecting per second beside",
+        args.duration, args.churn
+    );
+
+    // 4. Churn: sessions that come and go, not checked for loss.
+    let churn_stop = stop_rx.clone();
+    let churn_shared = shared.clone();
+    let churn_signer = signer.clone();
+    let churn_rate = args.churn;
+    let churn = tokio::spawn(async move {
+        if churn_rate == 0 {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(churn_rate)));
+        let mut n = 1_000_000usize;
+        while !*churn_stop.borrow() {
+            tick.tick().await;
+            n += 1;
+            let url = ws_url(n);
+            let user = format!("u{}", rand::thread_rng().gen_range(0..users));
+            let Ok(token) = churn_signer.tokenize(user) else {
+                continue;
+            };
+            let shared = churn_shared.clone();
+            let stop = churn_stop.clone();
+            tokio::spawn(async move {
+                let stay = Duration::from_millis(rand::thread_rng().gen_range(1_000..10_000));
+                if let Ok(s) = Session::open(server, &url, source(n), Some(&token)).await {
+                    shared.connects.fetch_add(1, Ordering::Relaxed);
+                    let (leave_tx, leave_rx) = watch::channel(false);
+                    let reading = tokio::spawn(s.run(shared, None, leave_rx));
+                    let mut stop = stop;
+                    tokio::select! {
+                        () = tokio::time::sleep(stay) => {}
+                        _ = stop.changed() => {}
+                    }
+                    let _ = leave_tx.send(true);
+                    let _ = reading.await;
+                }
+            });
+        }
+    });
+
+    // 5. The load, at fixed rates, with progress lines.
+    let duration = Duration::from_secs(args.duration);
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let bus2 = bus.clone();
+    let publisher = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut refused = 0u64;
+        let mut b_due = 0f64;
+        let mut t_due = 0f64;
+        let mut rng = rand::thread_rng();
+        let mut last = Instant::now();
+        while start.elapsed() < duration {
+            let now = Instant::now();
+            let dt = now.duration_since(last).as_secs_f64();
+            last = now;
+            b_due += dt * broadcast_rate;
+            t_due += dt * targeted_rate;
+            while b_due >= 1.0 {
+                b_due -= 1.0;
+                match bus2.notify_all(&serde_json::json!({"b": sent_b, "t": now_micros()})) {
+                    Ok(()) => sent_b += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            while t_due >= 1.0 {
+                t_due -= 1.0;
+                let u = rng.gen_range(0..users);
+                let msg = serde_json::json!({"u": u, "s": sent_u[u], "t": now_micros()});
+                match bus2.notify(&msg, [format!("u{u}")]) {
+                    Ok(()) => sent_u[u] += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = sent_tx.send((sent_b, sent_u, refused));
+    });
+    let run_start = Instant::now();
+    let mut rss_series = Vec::new();
+    let mut last_hist = shared.latency.snapshot();
+    let mut last_deliveries = shared.deliveries.load(Ordering::Relaxed);
+    let mut last_at = Instant::now();
+    while run_start.elapsed() < duration {
+        tokio::time::sleep(
+            Duration::from_secs(args.every)
+                .min(duration.saturating_sub(run_start.elapsed()) + Duration::from_millis(10)),
+        )
+        .await;
+        let hist = shared.latency.snapshot();
+        let d = delta(&hist, &last_hist);
+        let deliveries = shared.deliveries.load(Ordering::Relaxed);
+        let rate = (deliveries - last_deliveries) as f64 / last_at.elapsed().as_secs_f64();
+        let rss = rss_kib(args.pid);
+        let t = run_start.elapsed().as_secs();
+        rss_series.push((t, rss));
+        eprintln!(
+            "t={t:>4}s  deliveries/s={rate:>9.0}  p50={:>6} µs  p99={:>7} µs  rss={} KiB  churn connects={}  server closes={}",
+            quantile(&d, 0.5).unwrap_or(0),
+            quantile(&d, 0.99).unwrap_or(0),
+            rss.map_or("-".into(), |r| r.to_string()),
+            shared.connects.load(Ordering::Relaxed),
+            shared.closed_by_server.load(Ordering::Relaxed),
+        );
+        last_hist = hist;
+        last_deliveries = deliveries;
+        last_at = Instant::now();
+    }
+    let _ = publisher.join();
+    let (sent_b, sent_u, refused) = sent_rx.recv()?;
+
+    // 6. Let what is in flight arrive, stop everyone, count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop_tx.send(true);
+    let _ = churn.await;
+    let mut lost = 0u64;
+    let mut duplicated = 0u64;
+    let mut reordered = 0u64;
+    let mut ended = 0usize;
+    for (i, r) in readers.into_iter().enumerate() {
+        let r: Report = r.await?;
+        if let Some(why) = &r.ended {
+            ended += 1;
+            if ended <= 3 {
+                eprintln!("staying session {i} ended early: {why}");
+            }
+        }
+        lost += r.broadcasts.lost(sent_b) + r.targeted.lost(sent_u[i % users]);
+        duplicated += r.broadcasts.duplicated + r.targeted.duplicated;
+        reordered += r.broadcasts.reordered + r.targeted.reordered;
+    }
+    let all = shared.latency.snapshot();
+    let warm = rss_series
+        .iter()
+        .find(|(t, _)| *t >= 60)
+        .and_then(|(_, r)| *r);
+    let end = rss_series.last().and_then(|(_, r)| *r);
+    let summary = serde_json::json!({
+        "mode": "soak",
+        "sessions": args.sessions,
+        "users": args.users,
+        "duration_s": args.duration,
+        "broadcast_rate": broadcast_rate,
+        "targeted_rate": targeted_rate,
+        "broadcasts_sent": sent_b,
+        "targeted_sent": sent_u.iter().sum::<u64>(),
+        "publish_refused": refused,
+        "connects_per_s": args.sessions as f64 / connect_secs,
+        "churn_connects": shared.connects.load(Ordering::Relaxed),
+        "staying_sessions_ended": ended,
+        "lost": lost,
+        "duplicated": duplicated,
+        "reordered": reordered,
+        "latency_p50_us": quantile(&all, 0.5),
+        "latency_p99_us": quantile(&all, 0.99),
+        "rss_start_kib": rss_start,
+        "rss_idle_kib": rss_idle,
+        "rss_after_warmup_kib": warm,
+        "rss_end_kib": end,
+        "rss_series_kib": rss_series.iter().map(|(t, r)| serde_json::json!([t, r])).collect::<Vec<_>>(),
+    });
+    println!("{summary}");
+    eprintln!(
+        "\nsoak over: {} staying sessions; lost {lost}, duplicated {duplicated}, reordered {reordered}; \
+         {ended} ended early; server RSS {} KiB idle, {} KiB after warm-up, {} KiB at the end",
+        args.sessions,
+        rss_idle.map_or("-".into(), |r| r.to_string()),
+        warm.map_or("-".into(), |r| r.to_string()),
+        end.map_or("-".into(), |r| r.to_string()),
+    );
+    let clean = lost == 0 && duplicated == 0 && reordered == 0 && ended == 0 && refused == 0;
+    std::process::exit(if clean { 0 } else { 1 });
+}

@@ -1,0 +1,166 @@
+//! One SockJS client session over WebSocket: connect from a chosen loopback source address,
+//! subscribe with a token, and record every message until told to stop.
+//!
+//! Messages the load publishes are JSON objects: broadcasts `{"b": SEQ, "t": MICROS}`, targeted
+//! ones `{"u": USER, "s": SEQ, "t": MICROS}`, where `t` is when they were published.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::TcpSocket;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::track::{Histogram, Stream};
+
+/// Counters every session adds to.
+#[derive(Default)]
+pub struct Shared {
+    pub deliveries: AtomicU64,
+    pub latency: Histogram,
+    pub connects: AtomicU64,
+    pub closed_by_server: AtomicU64,
+}
+
+/// What a session saw, returned when it stops.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub broadcasts: Stream,
+    pub targeted: Stream,
+    /// The server closed the session (code), or the connection failed.
+    pub ended: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Msg {
+    b: Option<u64>,
+    s: Option<u64>,
+    t: Option<u64>,
+    name: Option<String>,
+}
+
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The `i`th loopback source address: spreading connections over 127.0.0.x keeps each
+/// source address far from its ephemeral-port limit.
+pub fn source(i: usize) -> SocketAddr {
+    let host = 1 + (i % 250) as u8;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)
+}
+
+/// Opens a session on `ws_url` (a SockJS `…/<server>/<session>/websocket` URL) at `server`.
+/// With a token it subscribes and waits for the reply. `last_broadcast` is set to one past the
+/// highest broadcast sequence received, for the publisher's flow control.
+pub struct Session {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl Session {
+    pub async fn open(
+        server: SocketAddr,
+        ws_url: &str,
+        src: SocketAddr,
+        token: Option<&str>,
+    ) -> anyhow::Result<Session> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(src)?;
+        let stream = socket.connect(server).await?;
+        stream.set_nodelay(true)?;
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_url, stream).await?;
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(t))) if t == "o" => {}
+            other => anyhow::bail!("expected the open frame, got {other:?}"),
+        }
+        if let Some(token) = token {
+            let request = serde_json::json!({"name": "subscribe", "data": {"token": token}});
+            let frame = serde_json::to_string(&[request.to_string()])?;
+            ws.send(WsMessage::Text(frame)).await?;
+            loop {
+                match ws.next().await {
+                    Some(Ok(WsMessage::Text(t))) if t.starts_with('a') => {
+                        let msgs: Vec<Msg> = serde_json::from_str(&t[1..])?;
+                        match msgs.first().and_then(|m| m.name.as_deref()) {
+                            Some("pushnote:subscribed") => break,
+                            Some(other) => anyhow::bail!("subscribe refused: {other} {t}"),
+                            None => {}
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    other => anyhow::bail!("closed while subscribing: {other:?}"),
+                }
+            }
+        }
+        Ok(Session { ws })
+    }
+
+    /// Reads until `stop` turns true, recording what arrives.
+    pub async fn run(
+        mut self,
+        shared: Arc<Shared>,
+        last_broadcast: Option<Arc<AtomicU64>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Report {
+        let mut report = Report::default();
+        loop {
+            let next = tokio::select! {
+                m = self.ws.next() => m,
+                _ = stop.changed() => break,
+            };
+            let text = match next {
+                Some(Ok(WsMessage::Text(t))) => t,
+                Some(Ok(WsMessage::Close(c))) => {
+                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    report.ended = Some(format!("closed: {c:?}"));
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    report.ended = Some(format!("error: {e}"));
+                    break;
+                }
+                None => {
+                    report.ended = Some("connection ended".into());
+                    break;
+                }
+            };
+            match text.as_bytes().first() {
+                Some(b'a') => {}
+                Some(b'c') => {
+                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    report.ended = Some(text.clone());
+                    break;
+                }
+                _ => continue,
+            }
+            let Ok(msgs) = serde_json::from_str::<Vec<Msg>>(&text[1..]) else {
+                report.ended = Some(format!("unreadable frame {text:.80}"));
+                break;
+            };
+            let now = now_micros();
+            for m in msgs {
+                if let Some(t) = m.t {
+                    shared.latency.record(now.saturating_sub(t));
+                    shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(b) = m.b {
+                    report.broadcasts.record(b);
+                    if let Some(last) = &last_broadcast {
+                        last.fetch_max(b + 1, Ordering::Relaxed);
+                    }
+                } else if let Some(s) = m.s {
+                    report.targeted.record(s);
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+        report
+    }
+}

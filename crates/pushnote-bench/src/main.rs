@@ -168,6 +168,10 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
     let mut sent_b = 0u64;
     let mut sent_u = vec![0u64; users];
 
+    // Subscriptions reach the forwarder a moment after the server's reply: a message for a
+    // user published before that is not routed to this server. Let them settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // 3. The probe: broadcasts as fast as the slowest staying session takes them.
     let (broadcast_rate, targeted_rate) = match (args.broadcast_rate, args.targeted_rate) {
         (Some(b), Some(t)) => (b, t),

@@ -62,3 +62,16 @@ async fn an_oversized_client_message_closes_the_session_with_3009() {
     let mut fine = Client::connect(&srv).await;
     sync(&bus, &mut fine, None).await;
 }
+
+#[tokio::test]
+async fn invalid_utf8_ends_only_that_connection() {
+    let (_fwd, srv, bus, mut bystander) = stack(&[]).await;
+    let mut sender = Client::connect(&srv).await;
+    sender.send_text_bytes(b"[\"\xff\xfe\"]".to_vec()).await;
+    assert!(
+        matches!(sender.frame().await, Frame::Gone(_)),
+        "the connection is closed"
+    );
+    srv.wait_metric_at_most("pushnote_sessions", 1).await;
+    sync(&bus, &mut bystander, None).await;
+}

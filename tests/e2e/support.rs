@@ -337,6 +337,14 @@ impl Client {
             .expect("send");
     }
 
+    /// Sends a WebSocket text frame whose payload is `bytes`, valid UTF-8 or not.
+    pub async fn send_text_bytes(&mut self, bytes: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+        let frame = WsFrame::message(bytes, OpCode::Data(Data::Text), true);
+        self.ws.send(WsMessage::Frame(frame)).await.expect("send");
+    }
+
     /// Sends one SockJS message holding `text`.
     pub async fn send_text(&mut self, text: &str) {
         let payload = serde_json::to_string(&[text]).unwrap();

@@ -75,6 +75,9 @@ struct Soak {
     /// Extra sessions connecting per second, each staying 1 to 10 s, then leaving.
     #[arg(long, default_value_t = 50)]
     churn: u32,
+    /// The churning sessions do not subscribe (broadcasts only).
+    #[arg(long)]
+    churn_anonymous: bool,
     /// The server's process id, for its memory (VmRSS from /proc).
     #[arg(long)]
     pid: Option<u32>,
@@ -220,6 +223,7 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
     let churn_shared = shared.clone();
     let churn_signer = signer.clone();
     let churn_rate = args.churn;
+    let churn_anonymous = args.churn_anonymous;
     let churn = tokio::spawn(async move {
         if churn_rate == 0 {
             return;
@@ -238,7 +242,8 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
             let stop = churn_stop.clone();
             tokio::spawn(async move {
                 let stay = Duration::from_millis(rand::thread_rng().gen_range(1_000..10_000));
-                if let Ok(s) = Session::open(server, &url, source(n), Some(&token)).await {
+                let token = (!churn_anonymous).then_some(token);
+                if let Ok(s) = Session::open(server, &url, source(n), token.as_deref()).await {
                     shared.connects.fetch_add(1, Ordering::Relaxed);
                     let (leave_tx, leave_rx) = watch::channel(false);
                     let reading = tokio::spawn(s.run(shared, None, leave_rx));

@@ -3,8 +3,9 @@
 //! Broadcasts go to every session; a targeted message is a hash lookup (user → sessions), never
 //! a scan. Locks are held only to copy session handles out; sending happens after, and a send
 //! never waits (it queues a shared message on the session's bounded queue). The hub keeps the
-//! bus subscribed to exactly the users that have a session here, so the forwarder sends a
-//! user's messages only to the servers that hold that user.
+//! bus subscribed to exactly the users that have a session here (one subscription per user,
+//! made when its first session subscribes and dropped when its last leaves), so the forwarder
+//! sends a user's messages only to the servers that hold that user.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -121,17 +122,24 @@ impl Hub {
                 return Subscribed::UserFull;
             }
             list.push(session.clone());
-            list.len() == 1
+            let first = list.len() == 1;
+            if first {
+                // Under the lock, so subscribe and unsubscribe reach the bus in the order the
+                // user's first session came and last one went.
+                self.bus.subscribe(&topic);
+            }
+            first
         };
         let previous = match lock(&self.sessions).get_mut(&session.id()) {
             Some(entry) => entry.user.replace(Arc::from(user)),
             None => {
-                // Closed meanwhile: give the slot back (the bus was not subscribed yet).
+                // Closed meanwhile: give the slot back.
                 let mut users = lock(&self.users);
                 if let Some(list) = users.get_mut(user) {
                     list.retain(|s| s.id() != session.id());
                     if list.is_empty() {
                         users.remove(user);
+                        self.bus.unsubscribe(&topic);
                     }
                 }
                 return Subscribed::Gone;
@@ -140,7 +148,6 @@ impl Hub {
         if first {
             self.metrics.users.fetch_add(1, Ordering::Relaxed);
         }
-        self.bus.subscribe(&topic);
         if let Some(previous) = previous {
             self.detach(&previous, session);
         }
@@ -166,6 +173,9 @@ impl Hub {
                     let empty = list.is_empty();
                     if empty {
                         users.remove(user);
+                        if let Ok(topic) = wire::user_topic(user) {
+                            self.bus.unsubscribe(&topic);
+                        }
                     }
                     empty
                 }
@@ -174,9 +184,6 @@ impl Hub {
         };
         if last {
             self.metrics.users.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Ok(topic) = wire::user_topic(user) {
-            self.bus.unsubscribe(&topic);
         }
     }
 

@@ -3,9 +3,9 @@
 //! ZeroMQ sockets are not thread-safe and block, so the SUB socket lives on a thread of its
 //! own. The hub tells that thread which topics to subscribe to through [`BusControl`], which
 //! writes one-line commands into an in-process ZeroMQ pair: the thread waits on both sockets at
-//! once, so a subscription takes effect without polling delays. Subscriptions are counted by
-//! ZeroMQ itself: the hub subscribes once per session of a user and unsubscribes once per
-//! session that leaves, and the topic goes upstream only while its count is above zero.
+//! once, so a subscription takes effect without polling delays. The hub subscribes a user's
+//! topic when the user's first session here subscribes and unsubscribes it when the last one
+//! leaves, so each subscription message upstream means a user arrived or left this server.
 //!
 //! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.

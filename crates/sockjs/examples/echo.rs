@@ -8,28 +8,8 @@
 //! The suite is sockjs-protocol.py from github.com/sockjs/sockjs-protocol; run it against
 //! `http://127.0.0.1:PORT`.
 
-use std::sync::Arc;
-
-use sockjs::{CloseCode, Handler, Message, Options, Session};
-use warp::Filter;
-
-struct Echo;
-
-impl Handler for Echo {
-    fn on_message(&self, session: &Session, message: String) {
-        let _ = session.send(Message::text(&message));
-    }
-}
-
-struct Close;
-
-impl Handler for Close {
-    fn on_open(&self, session: &Session) {
-        session.close(CloseCode::NORMAL);
-    }
-
-    fn on_message(&self, _: &Session, _: String) {}
-}
+#[path = "../tests/support/suite.rs"]
+mod suite;
 
 #[tokio::main]
 async fn main() {
@@ -41,42 +21,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let base = Options {
-        sockjs_url: "http://127.0.0.1/sockjs.min.js".into(),
-        ..Options::default()
-    };
-    let echo = sockjs::routes(
-        "/echo",
-        Options {
-            response_limit: 4096,
-            ..base.clone()
-        },
-        Arc::new(Echo),
-    );
-    let close = sockjs::routes("/close", base.clone(), Arc::new(Close));
-    let disabled = sockjs::routes(
-        "/disabled_websocket_echo",
-        Options {
-            websocket: false,
-            ..base.clone()
-        },
-        Arc::new(Echo),
-    );
-    let cookie = sockjs::routes(
-        "/cookie_needed_echo",
-        Options {
-            cookie_needed: true,
-            ..base
-        },
-        Arc::new(Echo),
-    );
-    let routes = echo
-        .or(close)
-        .unify()
-        .or(disabled)
-        .unify()
-        .or(cookie)
-        .unify();
+    let routes = suite::routes();
     let (addr, server) = warp::serve(routes).bind_ephemeral(([127, 0, 0, 1], port));
     println!("echo: listening on http://{addr}");
     server.await;

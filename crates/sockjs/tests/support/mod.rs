@@ -4,11 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod suite;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockjs::{CloseCode, Handler, Message, Options, Session};
+use sockjs::Options;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use warp::Filter;
@@ -16,65 +18,11 @@ use warp::Filter;
 /// Every read in these tests is bounded: a hang is a failure, not a stuck run.
 pub const READ: Duration = Duration::from_secs(5);
 
-pub struct Echo;
-
-impl Handler for Echo {
-    fn on_message(&self, session: &Session, message: String) {
-        let _ = session.send(Message::text(&message));
-    }
-}
-
-pub struct Close;
-
-impl Handler for Close {
-    fn on_open(&self, session: &Session) {
-        session.close(CloseCode::NORMAL);
-    }
-    fn on_message(&self, _: &Session, _: String) {}
-}
-
-/// Serves `/echo` (response limit 4096), `/close`, `/disabled_websocket_echo`,
-/// `/cookie_needed_echo` and `/custom` (echo with `custom`'s options) on 127.0.0.1:0.
+/// Serves the protocol suite's services (`suite.rs`) and `/custom` (echo with `custom`'s
+/// options) on 127.0.0.1:0.
 pub fn serve(custom: Options) -> SocketAddr {
-    let base = Options {
-        sockjs_url: "http://127.0.0.1/sockjs.min.js".into(),
-        ..Options::default()
-    };
-    let echo = sockjs::routes(
-        "/echo",
-        Options {
-            response_limit: 4096,
-            ..base.clone()
-        },
-        Arc::new(Echo),
-    );
-    let close = sockjs::routes("/close", base.clone(), Arc::new(Close));
-    let disabled = sockjs::routes(
-        "/disabled_websocket_echo",
-        Options {
-            websocket: false,
-            ..base.clone()
-        },
-        Arc::new(Echo),
-    );
-    let cookie = sockjs::routes(
-        "/cookie_needed_echo",
-        Options {
-            cookie_needed: true,
-            ..base
-        },
-        Arc::new(Echo),
-    );
-    let custom = sockjs::routes("/custom", custom, Arc::new(Echo));
-    let routes = echo
-        .or(close)
-        .unify()
-        .or(disabled)
-        .unify()
-        .or(cookie)
-        .unify()
-        .or(custom)
-        .unify();
+    let custom = sockjs::routes("/custom", custom, Arc::new(suite::Echo));
+    let routes = suite::routes().or(custom).unify();
     let (addr, server) = warp::serve(routes).bind_ephemeral(([127, 0, 0, 1], 0));
     tokio::spawn(server);
     addr

@@ -67,19 +67,7 @@ async fn clients_reconnect_to_a_restarted_server() {
     srv.proc.wait_exit(Duration::from_secs(10)).expect("exits");
 
     // What a page does on 3001: open a new session (same URL) and subscribe again.
-    let restarted = spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            &port,
-            "--address",
-            "127.0.0.1",
-            "--mq_socket",
-            &fwd.publish,
-            "--secret",
-            SECRET,
-        ]),
-        false,
-    );
+    let restarted = spawn_server(&mut server_cmd(&server_args(&fwd, &port)), false);
     assert_eq!(restarted.origin, srv.origin);
     let mut again = Client::connect(&restarted).await;
     assert_eq!(

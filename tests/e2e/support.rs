@@ -165,9 +165,17 @@ pub fn spawn_server(cmd: &mut Command, single: bool) -> Server {
 
 /// A server connected to `forwarder`, with the test secret, metrics, and `extra` flags.
 pub fn server(forwarder: &Forwarder, extra: &[&str]) -> Server {
-    let mut args = vec![
+    let mut args = server_args(forwarder, "0");
+    args.extend_from_slice(extra);
+    spawn_server(&mut server_cmd(&args), false)
+}
+
+/// The flags of a test server on `port`, on loopback, connected to `forwarder`, with the
+/// test secret and metrics.
+pub fn server_args<'a>(forwarder: &'a Forwarder, port: &'a str) -> Vec<&'a str> {
+    vec![
         "--port",
-        "0",
+        port,
         "--address",
         "127.0.0.1",
         "--mq_socket",
@@ -175,9 +183,7 @@ pub fn server(forwarder: &Forwarder, extra: &[&str]) -> Server {
         "--secret",
         SECRET,
         "--metrics",
-    ];
-    args.extend_from_slice(extra);
-    spawn_server(&mut server_cmd(&args), false)
+    ]
 }
 
 impl Server {

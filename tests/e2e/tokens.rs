@@ -157,25 +157,18 @@ async fn resubscribing_moves_the_session_and_unsubscribe_leaves() {
 #[tokio::test]
 async fn tokens_and_secrets_never_reach_the_logs() {
     let fwd = forwarder();
-    let log = std::env::temp_dir().join(format!("pushnote-log-{}.txt", rand_id()));
+    let log = std::env::temp_dir().join(format!(
+        "pushnote-log-{}-{}.txt",
+        std::process::id(),
+        rand_id()
+    ));
+    let redirect = format!("exec \"$0\" \"$@\" 2>{}", log.display());
+    let server = bin("pushnote-server");
+    let mut args = vec!["-c", &redirect, server.to_str().unwrap()];
+    args.extend(server_args(&fwd, "0"));
+    args.extend(["--token-max-age", "60", "--log", "trace"]);
     let mut cmd = std::process::Command::new("sh");
-    cmd.env_remove("PUSHNOTE_SECRET").args([
-        "-c",
-        &format!("exec \"$0\" \"$@\" 2>{}", log.display()),
-        bin("pushnote-server").to_str().unwrap(),
-        "--port",
-        "0",
-        "--address",
-        "127.0.0.1",
-        "--mq_socket",
-        &fwd.publish,
-        "--secret",
-        SECRET,
-        "--token-max-age",
-        "60",
-        "--log",
-        "trace",
-    ]);
+    cmd.env_remove("PUSHNOTE_SECRET").args(&args);
     let mut srv = spawn_server(&mut cmd, false);
     let good = token("logged");
     let forged = format!("{}x", &good[..good.len() - 1]);

@@ -4,6 +4,7 @@
 use std::hash::{Hash, Hasher};
 
 use warp::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use warp::hyper::body::Bytes;
 use warp::hyper::Body;
 
 use crate::Options;
@@ -94,7 +95,8 @@ pub(crate) fn preflight(methods: &'static str, request: &HeaderMap) -> Response<
 /// The page `/iframe.html` (and `/iframe-<version>.html`): the iframe transports load it from
 /// the server's origin, and it runs the SockJS client from `sockjs_url` inside it.
 pub(crate) struct Iframe {
-    body: String,
+    /// Shared by every response: each one takes a reference, not a copy.
+    body: Bytes,
     etag: HeaderValue,
 }
 
@@ -124,7 +126,10 @@ impl Iframe {
         body.hash(&mut hasher);
         let etag = HeaderValue::from_str(&format!("\"{:016x}\"", hasher.finish()))
             .expect("hex digits in quotes are a valid header value");
-        Iframe { body, etag }
+        Iframe {
+            body: Bytes::from(body),
+            etag,
+        }
     }
 
     pub(crate) fn respond(&self, request: &HeaderMap) -> Response<Body> {

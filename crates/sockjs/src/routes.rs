@@ -253,7 +253,6 @@ where
         headers,
         query,
     } = request;
-    let method_was_post = method == M::POST;
     let response = match (transport, method) {
         ("xhr" | "xhr_streaming" | "xhr_send", M::OPTIONS) => {
             http::preflight("OPTIONS, POST", &headers)
@@ -275,15 +274,11 @@ where
             let body = send::read_body(body, &service.options).await;
             let result = send::deliver(&service, &key, body.as_deref().map_err(|e| *e));
             let mut r = match result {
-                Ok(()) => {
-                    let mut r = http::text(StatusCode::NO_CONTENT, "");
-                    *r.body_mut() = Body::empty();
-                    r
-                }
+                Ok(()) => http::text(StatusCode::NO_CONTENT, ""),
                 Err(e) => send_error(e),
             };
             http::cors(r.headers_mut(), &headers);
-            r
+            sent(r, &service.options, &headers)
         }
         ("jsonp_send", M::POST) => {
             let content_type = headers
@@ -292,22 +287,25 @@ where
             let body = send::read_body(body, &service.options)
                 .await
                 .map(|b| send::jsonp_payload(content_type, &b));
-            match send::deliver(&service, &key, body.as_deref().map_err(|e| *e)) {
+            let r = match send::deliver(&service, &key, body.as_deref().map_err(|e| *e)) {
                 Ok(()) => http::text(StatusCode::OK, "ok"),
                 Err(e) => send_error(e),
-            }
+            };
+            sent(r, &service.options, &headers)
         }
         ("xhr" | "xhr_streaming" | "xhr_send", _) => http::method_not_allowed("OPTIONS, POST"),
         ("jsonp_send", _) => http::method_not_allowed("POST"),
         _ => http::method_not_allowed("GET"),
     };
-    let mut response = response;
-    if matches!(transport, "xhr_send" | "jsonp_send") && method_was_post {
-        let h = response.headers_mut();
-        http::no_cache(h);
-        http::session_cookie(h, &service.options, &headers);
-    }
     Some(response)
+}
+
+/// The answer to a send request, never cached, with the session cookie when needed.
+fn sent(mut response: Resp, options: &Options, request: &HeaderMap) -> Resp {
+    let h = response.headers_mut();
+    http::no_cache(h);
+    http::session_cookie(h, options, request);
+    response
 }
 
 fn callback_error(e: CallbackError) -> Resp {

@@ -52,7 +52,6 @@ pub(crate) fn respond<H: Handler, T: HttpReceiver>(
         key,
         transport,
         stage: Stage::Prelude,
-        session: None,
         ticket: None,
         sent: 0,
         batch: Vec::new(),
@@ -68,7 +67,8 @@ pub(crate) fn respond<H: Handler, T: HttpReceiver>(
 enum Stage {
     Prelude,
     Attach,
-    Frames,
+    /// Receiving on this session.
+    Frames(Session),
     /// The last frame is out: detach and end the response.
     Finish,
     Done,
@@ -79,7 +79,6 @@ struct Receiver<H: Handler, T> {
     key: String,
     transport: T,
     stage: Stage,
-    session: Option<Session>,
     /// Held while this request is the session's receiver.
     ticket: Option<Ticket>,
     /// Frame bytes sent on this response, for the response limit.
@@ -107,22 +106,23 @@ impl<H: Handler, T: HttpReceiver> Receiver<H, T> {
                         return Some(self.close_frame(code));
                     }
                     Attach::Opened(session, ticket) => {
-                        self.session = Some(session);
                         self.ticket = Some(ticket);
                         self.stage = if T::STREAMING {
-                            Stage::Frames
+                            Stage::Frames(session)
                         } else {
                             Stage::Finish
                         };
                         return Some(self.frame(frame::OPEN));
                     }
                     Attach::Resumed(session, ticket) => {
-                        self.session = Some(session);
                         self.ticket = Some(ticket);
-                        self.stage = Stage::Frames;
+                        self.stage = Stage::Frames(session);
                     }
                 },
-                Stage::Frames => return Some(self.next_frame().await),
+                Stage::Frames(ref session) => {
+                    let session = session.clone();
+                    return Some(self.next_frame(&session).await);
+                }
                 Stage::Finish => {
                     self.stage = Stage::Done;
                     if let Some(ticket) = self.ticket.take() {
@@ -136,11 +136,7 @@ impl<H: Handler, T: HttpReceiver> Receiver<H, T> {
     }
 
     /// Waits for the session's next frame: messages, its close, or a heartbeat.
-    async fn next_frame(&mut self) -> Bytes {
-        let Some(session) = self.session.clone() else {
-            self.stage = Stage::Finish;
-            return self.close_frame(CloseCode::INTERRUPTED);
-        };
+    async fn next_frame(&mut self, session: &Session) -> Bytes {
         let heartbeat = self.service.options.heartbeat_interval;
         let next = tokio::select! {
             batch = session.next_batch(&mut self.batch) => Some(batch),
@@ -157,7 +153,7 @@ impl<H: Handler, T: HttpReceiver> Receiver<H, T> {
                 self.stage = Stage::Finish;
                 let chunk = self.close_frame(code);
                 if session.mark_closed() {
-                    self.service.handler.on_close(&session);
+                    self.service.handler.on_close(session);
                 }
                 return chunk;
             }

@@ -56,14 +56,14 @@ pub fn source(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)
 }
 
-/// Opens a session on `ws_url` (a SockJS `…/<server>/<session>/websocket` URL) at `server`.
-/// With a token it subscribes and waits for the reply. `last_broadcast` is set to one past the
-/// highest broadcast sequence received, for the publisher's flow control.
+/// An open SockJS session over WebSocket.
 pub struct Session {
     pub ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
 }
 
 impl Session {
+    /// Opens a session on `ws_url` (a SockJS `…/<server>/<session>/websocket` URL) at
+    /// `server`, from source address `src`. With a token it subscribes and waits for the reply.
     pub async fn open(
         server: SocketAddr,
         ws_url: &str,
@@ -101,7 +101,8 @@ impl Session {
         Ok(Session { ws })
     }
 
-    /// Reads until `stop` turns true, recording what arrives.
+    /// Reads until `stop` turns true, recording what arrives. `last_broadcast` is raised to one
+    /// past the highest broadcast sequence received, for the publisher's flow control.
     pub async fn run(
         mut self,
         shared: Arc<Shared>,

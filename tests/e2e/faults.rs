@@ -94,7 +94,7 @@ fn now_us() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
     const SESSIONS: usize = 1_000;
-    const MESSAGES: u64 = 200;
+    const MESSAGES: u64 = 100;
     let (_fwd, srv, bus, first) =
         stack(&["--queue-messages", "30", "--queue-bytes", "65536"]).await;
     let mut readers = vec![first];
@@ -135,15 +135,17 @@ async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
             })
         })
         .collect();
-    // A steady 50 broadcasts/s, each 512 bytes of padding, and 64 KiB for the stalled one.
-    let pad = "x".repeat(512);
+    // A steady 25 broadcasts/s, each with 64 bytes of padding, and 64 KiB for the stalled
+    // one. The load is kept light on purpose: the latency measured here includes the test's
+    // own thousand readers, and a busy machine must not turn it into a queue.
+    let pad = "x".repeat(64);
     let big = "y".repeat(64 * 1024);
     let publishing = std::thread::spawn(move || {
         for n in 0..MESSAGES {
             bus.notify_all(&json!({"n": n, "t": now_us(), "pad": pad}))
                 .unwrap();
             bus.notify(&json!({"big": big}), ["stalled"]).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(40));
         }
         bus
     });

@@ -4,9 +4,16 @@
 //! targeted messages flow and other sessions connect and leave, then reports, for the sessions
 //! that stayed, every message lost, duplicated or reordered, and the server's memory over time.
 //!
+//! `fanout` opens N sessions against any SockJS server and broadcasts to them at a fixed rate or
+//! as fast as the slowest takes them: connects/s, RSS per idle session, deliveries/s, latency,
+//! loss (`fanout.rs`).
+//!
 //! How the files divide the work: `session.rs` is one client session; `track.rs` counts what
-//! sessions receive (pure); this file is the command line and the run.
+//! sessions receive and `scan.rs` reads the load's messages out of frames (both pure); this
+//! file is the command line and the soak.
 
+mod fanout;
+mod scan;
 mod session;
 mod track;
 
@@ -39,6 +46,10 @@ enum Command {
     /// Many sessions for a long time, with broadcasts, targeted messages and churn; reports
     /// loss, duplication and reordering for the sessions that stayed, and server RSS.
     Soak(Soak),
+    /// N sessions and broadcasts to all of them, at a fixed rate or as fast as the slowest
+    /// takes them; reports connects/s, RSS per idle session, deliveries/s, latency and loss.
+    /// Works against pushnote-server and other SockJS servers (--bus-format original).
+    Fanout(fanout::Fanout),
 }
 
 #[derive(clap::Args)]
@@ -93,10 +104,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match args.command {
         Command::Soak(soak) => runtime.block_on(run_soak(soak)),
+        Command::Fanout(f) => runtime.block_on(fanout::run(f)),
     }
 }
 
-fn rss_kib(pid: Option<u32>) -> Option<u64> {
+pub(crate) fn rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     status
         .lines()
@@ -105,7 +117,7 @@ fn rss_kib(pid: Option<u32>) -> Option<u64> {
 }
 
 /// `http://host:port/route` → the server's address and the WebSocket URL of a new session.
-fn endpoints(url: &str) -> anyhow::Result<(SocketAddr, impl Fn(usize) -> String)> {
+pub(crate) fn endpoints(url: &str) -> anyhow::Result<(SocketAddr, impl Fn(usize) -> String)> {
     let rest = url
         .strip_prefix("http://")
         .context("--url must start with http://")?;
@@ -243,18 +255,21 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let stay = Duration::from_millis(rand::thread_rng().gen_range(1_000..10_000));
                 let token = (!churn_anonymous).then_some(token);
-                if let Ok(s) = Session::open(server, &url, source(n), token.as_deref()).await {
-                    shared.connects.fetch_add(1, Ordering::Relaxed);
-                    let (leave_tx, leave_rx) = watch::channel(false);
-                    let reading = tokio::spawn(s.run(shared, None, leave_rx));
-                    let mut stop = stop;
-                    tokio::select! {
-                        () = tokio::time::sleep(stay) => {}
-                        _ = stop.changed() => {}
-                    }
-                    let _ = leave_tx.send(true);
-                    let _ = reading.await;
+                let Ok(s) = Session::open(server, &url, source(n), token.as_deref()).await else {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                shared.connects.fetch_add(1, Ordering::Relaxed);
+                let (leave_tx, leave_rx) = watch::channel(false);
+                let reading = tokio::spawn(s.run(shared.clone(), None, leave_rx));
+                let mut stop = stop;
+                tokio::select! {
+                    () = tokio::time::sleep(stay) => {}
+                    _ = stop.changed() => {}
                 }
+                let _ = leave_tx.send(true);
+                let _ = reading.await;
+                shared.leaves.fetch_add(1, Ordering::Relaxed);
             });
         }
     });
@@ -315,11 +330,13 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         let t = run_start.elapsed().as_secs();
         rss_series.push((t, rss));
         eprintln!(
-            "t={t:>4}s  deliveries/s={rate:>9.0}  p50={:>6} µs  p99={:>7} µs  rss={} KiB  churn connects={}  server closes={}",
+            "t={t:>4}s  deliveries/s={rate:>9.0}  p50={:>6} µs  p99={:>7} µs  rss={} KiB  churn connects={} open={} failed={}  server closes={}",
             quantile(&d, 0.5).unwrap_or(0),
             quantile(&d, 0.99).unwrap_or(0),
             rss.map_or("-".into(), |r| r.to_string()),
             shared.connects.load(Ordering::Relaxed),
+            shared.connects.load(Ordering::Relaxed) - shared.leaves.load(Ordering::Relaxed),
+            shared.failed.load(Ordering::Relaxed),
             shared.closed_by_server.load(Ordering::Relaxed),
         );
         last_hist = hist;
@@ -367,6 +384,7 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         "publish_refused": refused,
         "connects_per_s": args.sessions as f64 / connect_secs,
         "churn_connects": shared.connects.load(Ordering::Relaxed),
+        "churn_failed": shared.failed.load(Ordering::Relaxed),
         "staying_sessions_ended": ended,
         "lost": lost,
         "duplicated": duplicated,

@@ -15,6 +15,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::scan;
 use crate::track::{Histogram, Stream};
 
 /// Counters every session adds to.
@@ -23,6 +24,10 @@ pub struct Shared {
     pub deliveries: AtomicU64,
     pub latency: Histogram,
     pub connects: AtomicU64,
+    /// Churning sessions that have left again (connects − leaves are open now).
+    pub leaves: AtomicU64,
+    /// Churning sessions that failed to connect or subscribe.
+    pub failed: AtomicU64,
     pub closed_by_server: AtomicU64,
 }
 
@@ -56,6 +61,31 @@ pub fn source(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0)
 }
 
+/// How long a session waits for the reply to its subscribe request.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
+
+/// Reads until the reply to a subscribe request. Under load the reply may share a frame with
+/// broadcasts, in any position, so every message of each frame is looked at; the broadcasts
+/// around it are not recorded (sessions checked for loss subscribe before the load starts).
+async fn subscribed(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> anyhow::Result<()> {
+    loop {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(t))) if t.starts_with('a') => {
+                let msgs: Vec<Msg> = serde_json::from_str(&t[1..])?;
+                match msgs.iter().find_map(|m| m.name.as_deref()) {
+                    Some("pushnote:subscribed") => return Ok(()),
+                    Some(other) => anyhow::bail!("subscribe refused: {other} {t:.200}"),
+                    None => {}
+                }
+            }
+            Some(Ok(_)) => {}
+            other => anyhow::bail!("closed while subscribing: {other:?}"),
+        }
+    }
+}
+
 /// An open SockJS session over WebSocket.
 pub struct Session {
     pub ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
@@ -83,20 +113,9 @@ impl Session {
             let request = serde_json::json!({"name": "subscribe", "data": {"token": token}});
             let frame = serde_json::to_string(&[request.to_string()])?;
             ws.send(WsMessage::Text(frame)).await?;
-            loop {
-                match ws.next().await {
-                    Some(Ok(WsMessage::Text(t))) if t.starts_with('a') => {
-                        let msgs: Vec<Msg> = serde_json::from_str(&t[1..])?;
-                        match msgs.first().and_then(|m| m.name.as_deref()) {
-                            Some("pushnote:subscribed") => break,
-                            Some(other) => anyhow::bail!("subscribe refused: {other} {t}"),
-                            None => {}
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    other => anyhow::bail!("closed while subscribing: {other:?}"),
-                }
-            }
+            tokio::time::timeout(SUBSCRIBE_WAIT, subscribed(&mut ws))
+                .await
+                .map_err(|_| anyhow::anyhow!("no subscribe reply within {SUBSCRIBE_WAIT:?}"))??;
         }
         Ok(Session { ws })
     }
@@ -160,6 +179,54 @@ impl Session {
                     report.targeted.record(s);
                 }
             }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+        report
+    }
+
+    /// Reads until `stop` turns true, counting the `fanout` load's broadcasts with a scan
+    /// instead of a JSON parser (see `scan.rs`); `received(seq)` is called for each one.
+    pub async fn count(
+        mut self,
+        shared: Arc<Shared>,
+        received: impl Fn(u64),
+        mut stop: watch::Receiver<bool>,
+    ) -> Report {
+        let mut report = Report::default();
+        loop {
+            let next = tokio::select! {
+                m = self.ws.next() => m,
+                _ = stop.changed() => break,
+            };
+            let text = match next {
+                Some(Ok(WsMessage::Text(t))) => t,
+                Some(Ok(WsMessage::Close(c))) => {
+                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    report.ended = Some(format!("closed: {c:?}"));
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    report.ended = Some(format!("error: {e}"));
+                    break;
+                }
+                None => {
+                    report.ended = Some("connection ended".into());
+                    break;
+                }
+            };
+            if text.starts_with('c') {
+                shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                report.ended = Some(text);
+                break;
+            }
+            let now = now_micros();
+            let n = scan::messages(text.as_bytes(), |seq, t| {
+                shared.latency.record(now.saturating_sub(t));
+                report.broadcasts.record(seq);
+                received(seq);
+            });
+            shared.deliveries.fetch_add(n as u64, Ordering::Relaxed);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
         report

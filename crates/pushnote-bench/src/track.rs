@@ -52,6 +52,7 @@ impl Stream {
 /// every session at once.
 pub struct Histogram {
     buckets: Vec<AtomicU64>,
+    max: AtomicU64,
 }
 
 const SUB: f64 = 4.0;
@@ -60,18 +61,25 @@ impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             buckets: (0..160).map(|_| AtomicU64::new(0)).collect(),
+            max: AtomicU64::new(0),
         }
     }
 }
 
 impl Histogram {
     pub fn record(&self, micros: u64) {
+        self.max.fetch_max(micros, Ordering::Relaxed);
         let i = if micros == 0 {
             0
         } else {
             ((micros as f64).log2() * SUB) as usize + 1
         };
         self.buckets[i.min(self.buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The highest latency recorded, exactly.
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
     }
 
     /// A copy of the counts, for quantiles over an interval (subtract two snapshots).
@@ -138,5 +146,6 @@ mod tests {
         assert!((500..=600).contains(&p50), "{p50}");
         assert!((990..=1200).contains(&p99), "{p99}");
         assert_eq!(quantile(&[0; 4], 0.5), None);
+        assert_eq!(h.max(), 1000);
     }
 }

@@ -1,0 +1,325 @@
+//! `fanout`: N WebSocket sessions, and broadcasts to all of them, at a fixed rate or as fast as
+//! the slowest session takes them. Works against any SockJS server that publishes what its bus
+//! receives: pushnote-server (through the client crate) or the peers (the original pushnote bus
+//! format). Reports session connects/s, the server's RSS per idle session, deliveries/s,
+//! latency quantiles from the timestamps inside the messages, and every message lost,
+//! duplicated or reordered.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{watch, Semaphore};
+
+use crate::session::{now_micros, source, Session, Shared};
+use crate::track::quantile;
+use crate::{endpoints, rss_kib};
+
+/// How the load publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusFormat {
+    /// pushnote's `[topic, body]` through the client crate (pushnote-mq's app side, or a
+    /// `--single` pushnote-server).
+    Pushnote,
+    /// The original pushnote's one JSON frame `{"name":"notify_all","data":…}` from a PUB
+    /// socket that connects (the peers of ../shared/peers, or pushnote-mq feeding one).
+    Original,
+}
+
+#[derive(clap::Args)]
+pub struct Fanout {
+    /// The server's SockJS URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/sockjs")]
+    url: String,
+    /// Where to publish.
+    #[arg(long, default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
+    bus: String,
+    /// The bus message format the server understands.
+    #[arg(long, value_enum, default_value_t = BusFormat::Pushnote)]
+    bus_format: BusFormat,
+    /// WebSocket sessions to open (at most about 19,500 per load process: the descriptor
+    /// limit).
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Broadcasts per second. Without it, broadcasts go out as fast as the slowest session
+    /// takes them, at most --window ahead of it: the maximum rate without loss.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Broadcasts in flight ahead of the slowest session, without --rate.
+    #[arg(long, default_value_t = 32)]
+    window: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Handshakes in progress at once while connecting.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Seconds the sessions stay idle before the load (the idle RSS is read at the end).
+    #[arg(long, default_value_t = 2)]
+    settle: u64,
+    /// The server's process id, for its memory (VmRSS from /proc).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// A name for this run in the JSON line (for example the server's).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// How long the load waits, after publishing, for a server still delivering.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What every reader shares with the publisher: one past the highest broadcast each session
+/// has received, for the flow control of the maximum-rate mode.
+type Marks = Arc<Vec<AtomicU64>>;
+
+pub async fn run(args: Fanout) -> anyhow::Result<()> {
+    let (server, ws_url) = endpoints(&args.url)?;
+    let shared = Arc::new(Shared::default());
+    let rss_start = rss_kib(args.pid);
+
+    // 1. Connect, `concurrency` handshakes at a time.
+    eprintln!("connecting {} sessions…", args.sessions);
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut opening = Vec::with_capacity(args.sessions);
+    for i in 0..args.sessions {
+        let url = ws_url(i);
+        let gate = gate.clone();
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            Session::open(server, &url, source(i), None).await
+        }));
+    }
+    let mut sessions = Vec::with_capacity(args.sessions);
+    for (i, o) in opening.into_iter().enumerate() {
+        sessions.push(
+            o.await?
+                .with_context(|| format!("session {i} failed to open"))?,
+        );
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let connects_per_s = args.sessions as f64 / connect_secs;
+    eprintln!(
+        "connected {} sessions in {connect_secs:.2} s ({connects_per_s:.0}/s)",
+        args.sessions
+    );
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let rss_idle = rss_kib(args.pid);
+    let per_session = rss_start
+        .zip(rss_idle)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / args.sessions.max(1) as f64);
+
+    // 2. Readers.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let marks: Marks = Arc::new((0..args.sessions).map(|_| AtomicU64::new(0)).collect());
+    let readers: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (shared, marks, stop) = (shared.clone(), marks.clone(), stop_rx.clone());
+            tokio::spawn(s.count(
+                shared,
+                move |seq| {
+                    marks[i].fetch_max(seq + 1, Ordering::Relaxed);
+                },
+                stop,
+            ))
+        })
+        .collect();
+
+    // 3. The publisher, on a thread of its own (ZeroMQ sockets block).
+    let publish = Publish::connect(args.bus_format, &args.bus)?;
+    let duration = Duration::from_secs(args.duration);
+    let (rate, window) = (args.rate, args.window);
+    let marks2 = marks.clone();
+    let publisher = std::thread::spawn(move || publish.load(rate, window, duration, &marks2));
+
+    let load_start = Instant::now();
+    let mut last = shared.deliveries.load(Ordering::Relaxed);
+    let mut last_at = Instant::now();
+    let mut rss_load = None;
+    while load_start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1).min(duration)).await;
+        let now = shared.deliveries.load(Ordering::Relaxed);
+        let rate = (now - last) as f64 / last_at.elapsed().as_secs_f64();
+        rss_load = rss_kib(args.pid).or(rss_load);
+        eprintln!(
+            "t={:>3}s  deliveries/s={rate:>9.0}  rss={} KiB",
+            load_start.elapsed().as_secs(),
+            rss_load.map_or("-".into(), |r| r.to_string())
+        );
+        (last, last_at) = (now, Instant::now());
+    }
+    let (sent, refused) = publisher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the publisher thread panicked"))??;
+    let publish_secs = load_start.elapsed().as_secs_f64();
+
+    // 4. Let what is in flight arrive: as long as deliveries keep coming (a slow server can be
+    // many seconds behind), until 5 s pass without one or DRAIN_LIMIT in all; what has not
+    // arrived by then counts as lost. Then stop and count.
+    let mut progress = (shared.deliveries.load(Ordering::Relaxed), Instant::now());
+    let drain = Instant::now();
+    while marks.iter().any(|m| m.load(Ordering::Relaxed) < sent)
+        && progress.1.elapsed() < Duration::from_secs(5)
+        && drain.elapsed() < DRAIN_LIMIT
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = shared.deliveries.load(Ordering::Relaxed);
+        if now != progress.0 {
+            progress = (now, Instant::now());
+        }
+    }
+    // The rate counts until the last delivery: a server still delivering after the load
+    // stopped is that much slower than the publishing rate.
+    let load_secs = progress
+        .1
+        .duration_since(load_start)
+        .as_secs_f64()
+        .max(publish_secs);
+    let _ = stop_tx.send(true);
+    let (mut lost, mut duplicated, mut reordered, mut ended) = (0, 0, 0, 0);
+    for r in readers {
+        let r = r.await?;
+        lost += r.broadcasts.lost(sent);
+        duplicated += r.broadcasts.duplicated;
+        reordered += r.broadcasts.reordered;
+        ended += usize::from(r.ended.is_some());
+    }
+    let delivered = shared.deliveries.load(Ordering::Relaxed);
+    let hist = shared.latency.snapshot();
+    // Quantiles are bucket upper bounds (within 19 %); never above the exact maximum.
+    let q = |p| quantile(&hist, p).map(|v| v.min(shared.latency.max()));
+    let summary = serde_json::json!({
+        "mode": "fanout",
+        "label": args.label,
+        "sessions": args.sessions,
+        "rate": args.rate,
+        "duration_s": publish_secs,
+        "delivering_s": load_secs,
+        "connects_per_s": connects_per_s,
+        "broadcasts_sent": sent,
+        "publish_refused": refused,
+        "deliveries": delivered,
+        "deliveries_per_s": delivered as f64 / load_secs,
+        "latency_p50_us": q(0.5),
+        "latency_p90_us": q(0.9),
+        "latency_p99_us": q(0.99),
+        "latency_max_us": shared.latency.max(),
+        "lost": lost,
+        "duplicated": duplicated,
+        "reordered": reordered,
+        "sessions_ended": ended,
+        "rss_start_kib": rss_start,
+        "rss_idle_kib": rss_idle,
+        "rss_per_idle_session_kib": per_session,
+        "rss_load_kib": rss_load,
+    });
+    println!("{summary}");
+    eprintln!(
+        "fanout {}: {} sessions, {sent} broadcasts in {publish_secs:.1} s, delivered in {load_secs:.1} s = {:.0} deliveries/s; \
+         latency p50 {} / p90 {} / p99 {} / max {} µs; lost {lost}, duplicated {duplicated}, \
+         reordered {reordered}; {connects_per_s:.0} connects/s; RSS {} KiB per idle session",
+        args.label,
+        args.sessions,
+        delivered as f64 / load_secs,
+        fmt(q(0.5)),
+        fmt(q(0.9)),
+        fmt(q(0.99)),
+        shared.latency.max(),
+        per_session.map_or("-".into(), |k| format!("{k:.2}")),
+    );
+    if lost + duplicated + reordered > 0 || ended > 0 || refused > 0 {
+        anyhow::bail!("not clean: {lost} lost, {duplicated} duplicated, {reordered} reordered, {ended} sessions ended, {refused} publishes refused");
+    }
+    Ok(())
+}
+
+fn fmt(v: Option<u64>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
+}
+
+/// A publisher in one of the two bus formats.
+enum Publish {
+    Pushnote(pushnote::Publisher),
+    Original {
+        socket: zmq::Socket,
+        _ctx: zmq::Context,
+    },
+}
+
+impl Publish {
+    fn connect(format: BusFormat, endpoint: &str) -> anyhow::Result<Publish> {
+        Ok(match format {
+            BusFormat::Pushnote => Publish::Pushnote(pushnote::Publisher::connect(endpoint)?),
+            BusFormat::Original => {
+                let ctx = zmq::Context::new();
+                let socket = ctx.socket(zmq::PUB)?;
+                socket.set_sndhwm(0)?;
+                socket.connect(endpoint)?;
+                // A PUB socket drops what it sends before the connection is up.
+                std::thread::sleep(Duration::from_secs(1));
+                Publish::Original { socket, _ctx: ctx }
+            }
+        })
+    }
+
+    /// Sends broadcast `seq`; false when refused.
+    fn send(&self, seq: u64) -> bool {
+        let t = now_micros();
+        match self {
+            Publish::Pushnote(p) => p.notify_all(&serde_json::json!({"b": seq, "t": t})).is_ok(),
+            Publish::Original { socket, .. } => {
+                let body = format!(r#"{{"name":"notify_all","data":{{"b":{seq},"t":{t}}}}}"#);
+                socket.send(body.as_bytes(), 0).is_ok()
+            }
+        }
+    }
+
+    /// Publishes for `duration`, at `rate` per second or (without one) at most `window` ahead
+    /// of the slowest session; returns (sent, refused).
+    fn load(
+        self,
+        rate: Option<f64>,
+        window: u64,
+        duration: Duration,
+        marks: &[AtomicU64],
+    ) -> anyhow::Result<(u64, u64)> {
+        let start = Instant::now();
+        let (mut sent, mut refused) = (0u64, 0u64);
+        let mut due = 0f64;
+        let mut last = start;
+        while start.elapsed() < duration {
+            match rate {
+                Some(rate) => {
+                    let now = Instant::now();
+                    due += now.duration_since(last).as_secs_f64() * rate;
+                    last = now;
+                    while due >= 1.0 {
+                        due -= 1.0;
+                        if self.send(sent) {
+                            sent += 1;
+                        } else {
+                            refused += 1;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                None => {
+                    let slowest = marks.iter().map(|m| m.load(Ordering::Relaxed)).min();
+                    if sent >= slowest.unwrap_or(0) + window {
+                        std::thread::sleep(Duration::from_micros(100));
+                        continue;
+                    }
+                    if self.send(sent) {
+                        sent += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        Ok((sent, refused))
+    }
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Runs the same benchmark scenarios against several SockJS push servers, in one run, with the
+server pinned to one core and the load (pushnote-bench) to the other.
+
+Each server is given as NAME:FORMAT=COMMAND, where FORMAT is the bus format it reads
+(`pushnote` or `original`, see `pushnote-bench fanout --help`) and COMMAND starts it in the
+foreground with {port} and {bus} in place of its HTTP port and the ZeroMQ endpoint it binds
+its SUB socket at. The script starts the server afresh for each scenario, waits for its port,
+runs `pushnote-bench fanout` against it, stops it, and appends one JSON line per run to
+--out (default bench-results.jsonl), then prints a table.
+
+    scripts/compare.py \\
+      'pushnote:pushnote=target/release/pushnote-server --single --port {port} --address 127.0.0.1 --mq_socket {bus} --log warn' \\
+      'node:original=../shared/peers/start.sh node {port} {bus}'
+
+Scenarios (--scenarios, comma-separated, default all):
+  max    --sessions sessions, broadcasts as fast as the slowest session takes them
+  1m     --sessions sessions, a fixed 1,000,000 deliveries/s (latency at that rate)
+  light  --sessions sessions, 1 broadcast per second for 20 s (latency at light load)
+  idle   --idle-sessions sessions, idle: RSS per session, and connects/s
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(HERE, "..", "target", "release", "pushnote-bench")
+
+
+def wait_port(port, proc, limit=30.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {limit} s")
+
+
+def scenario_args(name, a):
+    if name == "max":
+        return ["--sessions", str(a.sessions), "--duration", str(a.duration)]
+    if name == "1m":
+        return ["--sessions", str(a.sessions), "--rate", str(1_000_000 / a.sessions),
+                "--duration", str(a.duration)]
+    if name == "light":
+        return ["--sessions", str(a.sessions), "--rate", "1", "--duration", "20"]
+    if name == "idle":
+        return ["--sessions", str(a.idle_sessions), "--rate", "1", "--duration", "2",
+                "--settle", "3"]
+    raise SystemExit(f"unknown scenario {name}")
+
+
+def run_one(server, scenario, a, port, bus):
+    name, fmt, command = server
+    cmd = command.replace("{port}", str(port)).replace("{bus}", bus)
+    env = dict(os.environ)
+    srv = subprocess.Popen(["taskset", "-c", a.server_cpu, "bash", "-c", "exec " + cmd],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        wait_port(port, srv)
+        time.sleep(0.5)
+        bench = ["taskset", "-c", a.load_cpu, a.bench, "fanout",
+                 "--url", f"http://127.0.0.1:{port}/sockjs", "--bus", bus,
+                 "--bus-format", fmt, "--pid", str(srv.pid), "--label", name]
+        bench += scenario_args(scenario, a)
+        print(f"== {name} / {scenario}: {' '.join(shlex.quote(b) for b in bench)}",
+              file=sys.stderr, flush=True)
+        out = subprocess.run(bench, stdout=subprocess.PIPE, text=True, timeout=600)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+        result = json.loads(line) if line else {"label": name, "error": "no result"}
+        result["scenario"] = scenario
+        result["exit"] = out.returncode
+        return result
+    finally:
+        try:
+            os.killpg(srv.pid, signal.SIGTERM)
+            srv.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(srv.pid, signal.SIGKILL)
+            srv.wait()
+        time.sleep(1)
+
+
+def fmt_num(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        v = round(v, 2) if v < 100 else round(v)
+    return f"{v:,}{unit}"
+
+
+def table(results):
+    names = list(dict.fromkeys(r["label"] for r in results))
+    def get(name, scenario, key, scale=1.0):
+        for r in results:
+            if r["label"] == name and r["scenario"] == scenario and key in r:
+                v = r[key]
+                return None if v is None else v * scale
+        return None
+    rows = [
+        ("max deliveries/s (fan-out)", "max", "deliveries_per_s", 1.0),
+        ("p99 ms at max rate", "max", "latency_p99_us", 0.001),
+        ("deliveries/s at a fixed 1 M/s", "1m", "deliveries_per_s", 1.0),
+        ("p99 ms at a fixed 1 M/s", "1m", "latency_p99_us", 0.001),
+        ("p99 ms, 1 msg/s (light load)", "light", "latency_p99_us", 0.001),
+        ("RSS KiB per idle session", "idle", "rss_per_idle_session_kib", 1.0),
+        ("session connects/s", "idle", "connects_per_s", 1.0),
+        ("lost+dup+reordered (max)", "max", "lost", 1.0),
+        ("lost+dup+reordered (1 M/s)", "1m", "lost", 1.0),
+    ]
+    head = "| figure | " + " | ".join(names) + " |"
+    lines = [head, "|---|" + "---|" * len(names)]
+    for label, scen, key, scale in rows:
+        cells = []
+        for n in names:
+            v = get(n, scen, key, scale)
+            if key == "lost":
+                extra = [get(n, scen, k) for k in ("duplicated", "reordered")]
+                v = None if v is None else int(v + sum(x or 0 for x in extra))
+            cells.append(fmt_num(v))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("servers", nargs="+", help="NAME:FORMAT=COMMAND with {port} and {bus}")
+    p.add_argument("--scenarios", default="max,1m,light,idle")
+    p.add_argument("--sessions", type=int, default=10_000)
+    p.add_argument("--idle-sessions", type=int, default=19_500)
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--server-cpu", default="0")
+    p.add_argument("--load-cpu", default="1")
+    p.add_argument("--port", type=int, default=18600)
+    p.add_argument("--bench", default=BENCH)
+    p.add_argument("--out", default="bench-results.jsonl")
+    a = p.parse_args()
+    servers = []
+    for s in a.servers:
+        head, _, command = s.partition("=")
+        name, _, fmt = head.partition(":")
+        if not command or fmt not in ("pushnote", "original"):
+            raise SystemExit(f"expected NAME:pushnote=COMMAND or NAME:original=COMMAND: {s}")
+        servers.append((name, fmt, command))
+    results = []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for i, scenario in enumerate(a.scenarios.split(",")):
+        for j, server in enumerate(servers):
+            port = a.port + 10 * i + j
+            bus = f"tcp://127.0.0.1:{port + 1000}"
+            r = run_one(server, scenario, a, port, bus)
+            r["run"] = stamp
+            results.append(r)
+            with open(a.out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -53,6 +53,33 @@ async fn servers_and_apps_resume_by_themselves_when_the_forwarder_restarts() {
     drop(restarted);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_users_messages_resume_after_a_forwarder_restart_not_just_the_first_thousand() {
+    // ZeroMQ re-sends a server's subscriptions (one per user) when it reconnects, and drops
+    // those past its send high-water mark (1,000 by default) without a word.
+    const USERS: usize = 1_500;
+    let mut fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    let bus = publisher(&fwd.sub);
+    let mut clients = Vec::with_capacity(USERS);
+    for i in 0..USERS {
+        let mut c = Client::connect(&srv).await;
+        c.subscribe(&token(&format!("m{i}"))).await;
+        clients.push(c);
+    }
+    srv.wait_metric("pushnote_users", USERS as u64).await;
+
+    fwd.proc.child.kill().unwrap();
+    fwd.proc.child.wait().unwrap();
+    let restarted = forwarder_with(&["--sub", &fwd.sub, "--pub", &fwd.publish]);
+    sync(&bus, &mut clients[0], None).await;
+    // Each user's messages arrive again (sync retries until one does, and fails after a while).
+    for (i, c) in clients.iter_mut().enumerate() {
+        sync(&bus, c, Some(&format!("m{i}"))).await;
+    }
+    drop(restarted);
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_hurts_no_one_else() {
     let (_fwd, srv, bus, mut reader) = stack(&["--queue-messages", "200"]).await;

@@ -116,6 +116,11 @@ impl Bus {
         let ctx = zmq::Context::new();
         let sub = ctx.socket(zmq::SUB).map_err(err)?;
         sub.set_rcvhwm(receive_hwm).map_err(err)?;
+        // What a SUB socket sends are its subscriptions, one per user here, and it re-sends all
+        // of them on every new connection (a restarted forwarder, an app connecting in single
+        // mode). ZeroMQ drops those beyond the send high-water mark without a word, and the
+        // users past the first thousand would silently stop receiving: no limit.
+        sub.set_sndhwm(0).map_err(err)?;
         sub.set_linger(0).map_err(err)?;
         // Reconnect quickly after the forwarder restarts, backing off to one second.
         sub.set_reconnect_ivl(100).map_err(err)?;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Draws the benchmark chart (an SVG, no dependencies) from the JSON lines scripts/compare.py
-writes: one panel per figure, one bar per server, from the newest run in the file.
+writes: one panel per figure, one bar per server, from the newest result of each server in each scenario.
 
     scripts/chart.py bench-results.jsonl > docs/benchmarks.svg
 """
@@ -13,6 +13,7 @@ PANELS = [
     ("light", "latency_p99_us", 1e-3, "p99 latency at 1 msg/s", "ms (less is better)"),
     ("idle", "rss_per_idle_session_kib", 1.0, "memory per idle session", "KiB (less is better)"),
     ("idle", "connects_per_s", 1e-3, "session connects", "thousand/s (more is better)"),
+    ("t19k", "latency_p99_us", 1.0, "p99 to 1 of 19,500 users", "µs (less is better)"),
 ]
 COLORS = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#718096", "#d53f8c"]
 W, H, PAD, TOP = 300, 260, 40, 50
@@ -23,9 +24,14 @@ def esc(s):
 
 
 def main():
-    rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+    # The newest result of each server in each scenario (later lines win).
+    latest = {}
+    for line in open(sys.argv[1]):
+        if line.strip():
+            r = json.loads(line)
+            latest[(r["label"], r["scenario"])] = r
+    rows = list(latest.values())
     newest = max(r.get("run", "") for r in rows)
-    rows = [r for r in rows if r.get("run", "") == newest]
     names = list(dict.fromkeys(r["label"] for r in rows))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(PANELS)}" height="{H + 40}" '
            'font-family="sans-serif" font-size="11">',

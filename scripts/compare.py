@@ -18,6 +18,9 @@ Scenarios (--scenarios, comma-separated, default all):
   1m     --sessions sessions, a fixed 1,000,000 deliveries/s (latency at that rate)
   light  --sessions sessions, 1 broadcast per second for 20 s (latency at light load)
   idle   --idle-sessions sessions, idle: RSS per session, and connects/s
+  t1k    1,000 sessions of one user each, 1,000 messages/s each to one random user
+  t19k   the same with --idle-sessions sessions (targeted latency at N = 19,500)
+Servers named in --no-targeted (default floor-raw, which has no users) skip t1k and t19k.
 """
 
 import argparse
@@ -58,6 +61,9 @@ def scenario_args(name, a):
     if name == "idle":
         return ["--sessions", str(a.idle_sessions), "--rate", "1", "--duration", "2",
                 "--settle", "3"]
+    if name in ("t1k", "t19k"):
+        n = 1000 if name == "t1k" else a.idle_sessions
+        return ["--sessions", str(n), "--targeted", "--rate", "1000", "--duration", "10"]
     raise SystemExit(f"unknown scenario {name}")
 
 
@@ -65,6 +71,7 @@ def run_one(server, scenario, a, port, bus):
     name, fmt, command = server
     cmd = command.replace("{port}", str(port)).replace("{bus}", bus)
     env = dict(os.environ)
+    env.setdefault("PUSHNOTE_SECRET", "compare-" + os.urandom(8).hex())
     srv = subprocess.Popen(["taskset", "-c", a.server_cpu, "bash", "-c", "exec " + cmd],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
@@ -77,7 +84,7 @@ def run_one(server, scenario, a, port, bus):
         bench += scenario_args(scenario, a)
         print(f"== {name} / {scenario}: {' '.join(shlex.quote(b) for b in bench)}",
               file=sys.stderr, flush=True)
-        out = subprocess.run(bench, stdout=subprocess.PIPE, text=True, timeout=600)
+        out = subprocess.run(bench, stdout=subprocess.PIPE, text=True, timeout=600, env=env)
         line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
         result = json.loads(line) if line else {"label": name, "error": "no result"}
         result["scenario"] = scenario
@@ -104,7 +111,7 @@ def fmt_num(v, unit=""):
 def table(results):
     names = list(dict.fromkeys(r["label"] for r in results))
     def get(name, scenario, key, scale=1.0):
-        for r in results:
+        for r in reversed(results):
             if r["label"] == name and r["scenario"] == scenario and key in r:
                 v = r[key]
                 return None if v is None else v * scale
@@ -117,8 +124,11 @@ def table(results):
         ("p99 ms, 1 msg/s (light load)", "light", "latency_p99_us", 0.001),
         ("RSS KiB per idle session", "idle", "rss_per_idle_session_kib", 1.0),
         ("session connects/s", "idle", "connects_per_s", 1.0),
+        ("targeted p99 ms, N = 1,000", "t1k", "latency_p99_us", 0.001),
+        ("targeted p99 ms, N = 19,500", "t19k", "latency_p99_us", 0.001),
         ("lost+dup+reordered (max)", "max", "lost", 1.0),
         ("lost+dup+reordered (1 M/s)", "1m", "lost", 1.0),
+        ("lost+dup+reordered (targeted)", "t19k", "lost", 1.0),
     ]
     head = "| figure | " + " | ".join(names) + " |"
     lines = [head, "|---|" + "---|" * len(names)]
@@ -137,8 +147,10 @@ def table(results):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("servers", nargs="+", help="NAME:FORMAT=COMMAND with {port} and {bus}")
-    p.add_argument("--scenarios", default="max,1m,light,idle")
+    p.add_argument("servers", nargs="*", help="NAME:FORMAT=COMMAND with {port} and {bus}")
+    p.add_argument("--scenarios", default="max,1m,light,idle,t1k,t19k")
+    p.add_argument("--no-targeted", default="floor-raw")
+    p.add_argument("--table", metavar="JSONL", help="only print the table of a results file")
     p.add_argument("--sessions", type=int, default=10_000)
     p.add_argument("--idle-sessions", type=int, default=19_500)
     p.add_argument("--duration", type=int, default=10)
@@ -148,6 +160,9 @@ def main():
     p.add_argument("--bench", default=BENCH)
     p.add_argument("--out", default="bench-results.jsonl")
     a = p.parse_args()
+    if a.table:
+        print(table([json.loads(l) for l in open(a.table) if l.strip()]))
+        return
     servers = []
     for s in a.servers:
         head, _, command = s.partition("=")
@@ -159,6 +174,8 @@ def main():
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     for i, scenario in enumerate(a.scenarios.split(",")):
         for j, server in enumerate(servers):
+            if scenario.startswith("t") and server[0] in a.no_targeted.split(","):
+                continue
             port = a.port + 10 * i + j
             bus = f"tcp://127.0.0.1:{port + 1000}"
             r = run_one(server, scenario, a, port, bus)

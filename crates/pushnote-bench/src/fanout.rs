@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 
 use crate::session::{now_micros, source, Session, Shared};
@@ -61,6 +62,15 @@ pub struct Fanout {
     /// The server's process id, for its memory (VmRSS from /proc).
     #[arg(long)]
     pid: Option<u32>,
+    /// Targeted messages instead of broadcasts: session i subscribes as user `u<i>`, and each
+    /// message goes to one user picked at random (needs --rate). The latency is then that of a
+    /// notification to one user among --sessions.
+    #[arg(long, requires = "rate")]
+    targeted: bool,
+    /// The secret pushnote tokens are signed with (the server's --secret), for --targeted with
+    /// --bus-format pushnote; the original format's tokens are the user names themselves.
+    #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
     /// A name for this run in the JSON line (for example the server's).
     #[arg(long, default_value = "")]
     label: String,
@@ -82,13 +92,30 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     eprintln!("connecting {} sessions…", args.sessions);
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let signer = match (&args.secret, args.targeted, args.bus_format) {
+        (Some(secret), true, BusFormat::Pushnote) => Some(pushnote::Signer::new(secret)?),
+        (None, true, BusFormat::Pushnote) => {
+            anyhow::bail!("--targeted needs --secret (or PUSHNOTE_SECRET) to sign tokens")
+        }
+        _ => None,
+    };
     let mut opening = Vec::with_capacity(args.sessions);
     for i in 0..args.sessions {
         let url = ws_url(i);
         let gate = gate.clone();
+        // pushnote tokens are signed and answered; the original protocol's are the user names.
+        let (signed, plain) = match (&signer, args.targeted) {
+            (Some(signer), _) => (Some(signer.tokenize(format!("u{i}"))?), None),
+            (None, true) => (None, Some(format!("u{i}"))),
+            (None, false) => (None, None),
+        };
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
-            Session::open(server, &url, source(i), None).await
+            let mut s = Session::open(server, &url, source(i), signed.as_deref()).await?;
+            if let Some(token) = plain {
+                s.send_subscribe(&token).await?;
+            }
+            anyhow::Ok(s)
         }));
     }
     let mut sessions = Vec::with_capacity(args.sessions);
@@ -104,7 +131,9 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         "connected {} sessions in {connect_secs:.2} s ({connects_per_s:.0}/s)",
         args.sessions
     );
-    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    // Subscriptions reach the forwarder a moment after the server's reply (PROTOCOL.md §6).
+    let settle = Duration::from_secs(args.settle.max(u64::from(args.targeted)));
+    tokio::time::sleep(settle).await;
     let rss_idle = rss_kib(args.pid);
     let per_session = rss_start
         .zip(rss_idle)
@@ -130,10 +159,18 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
 
     // 3. The publisher, on a thread of its own (ZeroMQ sockets block).
     let publish = Publish::connect(args.bus_format, &args.bus)?;
+    if args.targeted {
+        // A new publisher learns the servers' subscriptions (one per user) as they arrive, and
+        // ZeroMQ takes them in only while the socket is used; until then it drops messages to
+        // the users it has not heard of. Use it for 2 s with messages to nobody.
+        publish.warm_up(Duration::from_secs(2));
+    }
     let duration = Duration::from_secs(args.duration);
     let (rate, window) = (args.rate, args.window);
+    let users = args.targeted.then_some(args.sessions);
     let marks2 = marks.clone();
-    let publisher = std::thread::spawn(move || publish.load(rate, window, duration, &marks2));
+    let publisher =
+        std::thread::spawn(move || publish.load(rate, window, users, duration, &marks2));
 
     let load_start = Instant::now();
     let mut last = shared.deliveries.load(Ordering::Relaxed);
@@ -151,9 +188,15 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         );
         (last, last_at) = (now, Instant::now());
     }
-    let (sent, refused) = publisher
+    let Sent {
+        total: sent,
+        refused,
+        per_user,
+    } = publisher
         .join()
         .map_err(|_| anyhow::anyhow!("the publisher thread panicked"))??;
+    // What session i should receive: every broadcast, or every message to its user.
+    let expected = |i: usize| per_user.as_ref().map_or(sent, |p| p[i]);
     let publish_secs = load_start.elapsed().as_secs_f64();
 
     // 4. Let what is in flight arrive: as long as deliveries keep coming (a slow server can be
@@ -161,7 +204,10 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     // arrived by then counts as lost. Then stop and count.
     let mut progress = (shared.deliveries.load(Ordering::Relaxed), Instant::now());
     let drain = Instant::now();
-    while marks.iter().any(|m| m.load(Ordering::Relaxed) < sent)
+    while marks
+        .iter()
+        .enumerate()
+        .any(|(i, m)| m.load(Ordering::Relaxed) < expected(i))
         && progress.1.elapsed() < Duration::from_secs(5)
         && drain.elapsed() < DRAIN_LIMIT
     {
@@ -180,9 +226,9 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .max(publish_secs);
     let _ = stop_tx.send(true);
     let (mut lost, mut duplicated, mut reordered, mut ended) = (0, 0, 0, 0);
-    for r in readers {
+    for (i, r) in readers.into_iter().enumerate() {
         let r = r.await?;
-        lost += r.broadcasts.lost(sent);
+        lost += r.broadcasts.lost(expected(i));
         duplicated += r.broadcasts.duplicated;
         reordered += r.broadcasts.reordered;
         ended += usize::from(r.ended.is_some());
@@ -192,14 +238,14 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     // Quantiles are bucket upper bounds (within 19 %); never above the exact maximum.
     let q = |p| quantile(&hist, p).map(|v| v.min(shared.latency.max()));
     let summary = serde_json::json!({
-        "mode": "fanout",
+        "mode": if args.targeted { "targeted" } else { "fanout" },
         "label": args.label,
         "sessions": args.sessions,
         "rate": args.rate,
         "duration_s": publish_secs,
         "delivering_s": load_secs,
         "connects_per_s": connects_per_s,
-        "broadcasts_sent": sent,
+        "messages_sent": sent,
         "publish_refused": refused,
         "deliveries": delivered,
         "deliveries_per_s": delivered as f64 / load_secs,
@@ -218,7 +264,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     });
     println!("{summary}");
     eprintln!(
-        "fanout {}: {} sessions, {sent} broadcasts in {publish_secs:.1} s, delivered in {load_secs:.1} s = {:.0} deliveries/s; \
+        "fanout {}: {} sessions, {sent} messages in {publish_secs:.1} s, delivered in {load_secs:.1} s = {:.0} deliveries/s; \
          latency p50 {} / p90 {} / p99 {} / max {} µs; lost {lost}, duplicated {duplicated}, \
          reordered {reordered}; {connects_per_s:.0} connects/s; RSS {} KiB per idle session",
         args.label,
@@ -265,29 +311,71 @@ impl Publish {
         })
     }
 
-    /// Sends broadcast `seq`; false when refused.
-    fn send(&self, seq: u64) -> bool {
+    /// Publishes to a user no session has, for `time`, so the socket takes in what the
+    /// servers send it (their subscriptions).
+    fn warm_up(&self, time: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < time {
+            if let Publish::Pushnote(p) = self {
+                let _ = p.notify(&serde_json::json!(null), ["pushnote-bench-nobody"]);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends message `seq` to everyone, or to user `u<user>`; false when refused.
+    fn send(&self, seq: u64, user: Option<usize>) -> bool {
         let t = now_micros();
-        match self {
-            Publish::Pushnote(p) => p.notify_all(&serde_json::json!({"b": seq, "t": t})).is_ok(),
-            Publish::Original { socket, .. } => {
+        match (self, user) {
+            (Publish::Pushnote(p), None) => {
+                p.notify_all(&serde_json::json!({"b": seq, "t": t})).is_ok()
+            }
+            (Publish::Pushnote(p), Some(u)) => p
+                .notify(&serde_json::json!({"b": seq, "t": t}), [format!("u{u}")])
+                .is_ok(),
+            (Publish::Original { socket, .. }, None) => {
                 let body = format!(r#"{{"name":"notify_all","data":{{"b":{seq},"t":{t}}}}}"#);
+                socket.send(body.as_bytes(), 0).is_ok()
+            }
+            (Publish::Original { socket, .. }, Some(u)) => {
+                let body = format!(
+                    r#"{{"name":"notify","data":{{"b":{seq},"t":{t}}},"recipients":["u{u}"]}}"#
+                );
                 socket.send(body.as_bytes(), 0).is_ok()
             }
         }
     }
 
     /// Publishes for `duration`, at `rate` per second or (without one) at most `window` ahead
-    /// of the slowest session; returns (sent, refused).
+    /// of the slowest session: broadcasts, or with `users` messages to one random user each.
     fn load(
         self,
         rate: Option<f64>,
         window: u64,
+        users: Option<usize>,
         duration: Duration,
         marks: &[AtomicU64],
-    ) -> anyhow::Result<(u64, u64)> {
+    ) -> anyhow::Result<Sent> {
         let start = Instant::now();
         let (mut sent, mut refused) = (0u64, 0u64);
+        let mut per_user = users.map(|n| vec![0u64; n]);
+        let mut rng = rand::thread_rng();
+        let mut send_one = |sent: &mut u64, refused: &mut u64| {
+            let ok = match &mut per_user {
+                None => self.send(*sent, None),
+                Some(per_user) => {
+                    let u = rng.gen_range(0..per_user.len());
+                    let ok = self.send(per_user[u], Some(u));
+                    per_user[u] += u64::from(ok);
+                    ok
+                }
+            };
+            if ok {
+                *sent += 1;
+            } else {
+                *refused += 1;
+            }
+        };
         let mut due = 0f64;
         let mut last = start;
         while start.elapsed() < duration {
@@ -298,11 +386,7 @@ impl Publish {
                     last = now;
                     while due >= 1.0 {
                         due -= 1.0;
-                        if self.send(sent) {
-                            sent += 1;
-                        } else {
-                            refused += 1;
-                        }
+                        send_one(&mut sent, &mut refused);
                     }
                     std::thread::sleep(Duration::from_micros(500));
                 }
@@ -312,14 +396,22 @@ impl Publish {
                         std::thread::sleep(Duration::from_micros(100));
                         continue;
                     }
-                    if self.send(sent) {
-                        sent += 1;
-                    } else {
-                        refused += 1;
-                    }
+                    send_one(&mut sent, &mut refused);
                 }
             }
         }
-        Ok((sent, refused))
+        Ok(Sent {
+            total: sent,
+            refused,
+            per_user,
+        })
     }
+}
+
+/// What the publisher sent.
+struct Sent {
+    total: u64,
+    refused: u64,
+    /// With targeted messages, how many went to each user.
+    per_user: Option<Vec<u64>>,
 }

@@ -184,6 +184,15 @@ impl Session {
         report
     }
 
+    /// Sends a subscribe request with `token` without waiting for a reply (servers of the
+    /// original protocol send none).
+    pub async fn send_subscribe(&mut self, token: &str) -> anyhow::Result<()> {
+        let request = serde_json::json!({"name": "subscribe", "data": {"token": token}});
+        let frame = serde_json::to_string(&[request.to_string()])?;
+        self.ws.send(WsMessage::Text(frame)).await?;
+        Ok(())
+    }
+
     /// Reads until `stop` turns true, counting the `fanout` load's broadcasts with a scan
     /// instead of a JSON parser (see `scan.rs`); `received(seq)` is called for each one.
     pub async fn count(

@@ -8,11 +8,15 @@
 //! as fast as the slowest takes them: connects/s, RSS per idle session, deliveries/s, latency,
 //! loss (`fanout.rs`).
 //!
+//! `forwarder` measures pushnote-mq alone: messages/s from an app to a server, and loss
+//! (`forwarder.rs`).
+//!
 //! How the files divide the work: `session.rs` is one client session; `track.rs` counts what
 //! sessions receive and `scan.rs` reads the load's messages out of frames (both pure); this
 //! file is the command line and the soak.
 
 mod fanout;
+mod forwarder;
 mod scan;
 mod session;
 mod track;
@@ -50,6 +54,9 @@ enum Command {
     /// takes them; reports connects/s, RSS per idle session, deliveries/s, latency and loss.
     /// Works against pushnote-server and other SockJS servers (--bus-format original).
     Fanout(fanout::Fanout),
+    /// Messages through pushnote-mq as fast as it moves them, from a PUB playing the app to a
+    /// SUB playing a server; reports messages/s and every message lost.
+    Forwarder(forwarder::ForwarderBench),
 }
 
 #[derive(clap::Args)]
@@ -105,6 +112,7 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Command::Soak(soak) => runtime.block_on(run_soak(soak)),
         Command::Fanout(f) => runtime.block_on(fanout::run(f)),
+        Command::Forwarder(f) => forwarder::run(f),
     }
 }
 

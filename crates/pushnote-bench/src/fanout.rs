@@ -71,6 +71,10 @@ pub struct Fanout {
     /// --bus-format pushnote; the original format's tokens are the user names themselves.
     #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// The one-letter key of this load's sequence numbers. Loads sharing servers (one per
+    /// server of a scale-out run) each take their own and count only their own messages.
+    #[arg(long, default_value_t = 'b', value_parser = stream_key)]
+    stream: char,
     /// A name for this run in the JSON line (for example the server's).
     #[arg(long, default_value = "")]
     label: String,
@@ -140,6 +144,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .map(|(a, b)| b.saturating_sub(a) as f64 / args.sessions.max(1) as f64);
 
     // 2. Readers.
+    let stream = args.stream as u8;
     let (stop_tx, stop_rx) = watch::channel(false);
     let marks: Marks = Arc::new((0..args.sessions).map(|_| AtomicU64::new(0)).collect());
     let readers: Vec<_> = sessions
@@ -148,6 +153,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .map(|(i, s)| {
             let (shared, marks, stop) = (shared.clone(), marks.clone(), stop_rx.clone());
             tokio::spawn(s.count(
+                stream,
                 shared,
                 move |seq| {
                     marks[i].fetch_max(seq + 1, Ordering::Relaxed);
@@ -158,7 +164,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .collect();
 
     // 3. The publisher, on a thread of its own (ZeroMQ sockets block).
-    let publish = Publish::connect(args.bus_format, &args.bus)?;
+    let publish = Publish::connect(args.bus_format, &args.bus, args.stream)?;
     if args.targeted {
         // A new publisher learns the servers' subscriptions (one per user) as they arrive, and
         // ZeroMQ takes them in only while the socket is used; until then it drops messages to
@@ -288,17 +294,20 @@ fn fmt(v: Option<u64>) -> String {
 
 /// A publisher in one of the two bus formats.
 enum Publish {
-    Pushnote(pushnote::Publisher),
+    Pushnote(pushnote::Publisher, char),
     Original {
         socket: zmq::Socket,
         _ctx: zmq::Context,
+        stream: char,
     },
 }
 
 impl Publish {
-    fn connect(format: BusFormat, endpoint: &str) -> anyhow::Result<Publish> {
+    fn connect(format: BusFormat, endpoint: &str, stream: char) -> anyhow::Result<Publish> {
         Ok(match format {
-            BusFormat::Pushnote => Publish::Pushnote(pushnote::Publisher::connect(endpoint)?),
+            BusFormat::Pushnote => {
+                Publish::Pushnote(pushnote::Publisher::connect(endpoint)?, stream)
+            }
             BusFormat::Original => {
                 let ctx = zmq::Context::new();
                 let socket = ctx.socket(zmq::PUB)?;
@@ -306,7 +315,11 @@ impl Publish {
                 socket.connect(endpoint)?;
                 // A PUB socket drops what it sends before the connection is up.
                 std::thread::sleep(Duration::from_secs(1));
-                Publish::Original { socket, _ctx: ctx }
+                Publish::Original {
+                    socket,
+                    _ctx: ctx,
+                    stream,
+                }
             }
         })
     }
@@ -316,7 +329,7 @@ impl Publish {
     fn warm_up(&self, time: Duration) {
         let start = Instant::now();
         while start.elapsed() < time {
-            if let Publish::Pushnote(p) = self {
+            if let Publish::Pushnote(p, _) = self {
                 let _ = p.notify(&serde_json::json!(null), ["pushnote-bench-nobody"]);
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -327,19 +340,23 @@ impl Publish {
     fn send(&self, seq: u64, user: Option<usize>) -> bool {
         let t = now_micros();
         match (self, user) {
-            (Publish::Pushnote(p), None) => {
-                p.notify_all(&serde_json::json!({"b": seq, "t": t})).is_ok()
-            }
-            (Publish::Pushnote(p), Some(u)) => p
-                .notify(&serde_json::json!({"b": seq, "t": t}), [format!("u{u}")])
+            (Publish::Pushnote(p, k), None) => p
+                .notify_all(&serde_json::json!({k.to_string(): seq, "t": t}))
                 .is_ok(),
-            (Publish::Original { socket, .. }, None) => {
-                let body = format!(r#"{{"name":"notify_all","data":{{"b":{seq},"t":{t}}}}}"#);
+            (Publish::Pushnote(p, k), Some(u)) => p
+                .notify(
+                    &serde_json::json!({k.to_string(): seq, "t": t}),
+                    [format!("u{u}")],
+                )
+                .is_ok(),
+            (Publish::Original { socket, stream, .. }, None) => {
+                let body =
+                    format!(r#"{{"name":"notify_all","data":{{"{stream}":{seq},"t":{t}}}}}"#);
                 socket.send(body.as_bytes(), 0).is_ok()
             }
-            (Publish::Original { socket, .. }, Some(u)) => {
+            (Publish::Original { socket, stream, .. }, Some(u)) => {
                 let body = format!(
-                    r#"{{"name":"notify","data":{{"b":{seq},"t":{t}}},"recipients":["u{u}"]}}"#
+                    r#"{{"name":"notify","data":{{"{stream}":{seq},"t":{t}}},"recipients":["u{u}"]}}"#
                 );
                 socket.send(body.as_bytes(), 0).is_ok()
             }
@@ -414,4 +431,12 @@ struct Sent {
     refused: u64,
     /// With targeted messages, how many went to each user.
     per_user: Option<Vec<u64>>,
+}
+
+/// A stream key: one ASCII letter other than `t` (the timestamp's).
+fn stream_key(s: &str) -> Result<char, String> {
+    match s.as_bytes() {
+        [c] if c.is_ascii_alphabetic() && *c != b't' => Ok(*c as char),
+        _ => Err("one ASCII letter other than t".into()),
+    }
 }

@@ -6,11 +6,13 @@
 //! carries many messages, and decoding each one with serde would make the load generator the
 //! bottleneck; this scan finds the two numbers of each message in one pass over the bytes.
 
-/// Calls `f(seq, micros)` for every bench message in `frame`; returns how many there were.
-pub fn messages(frame: &[u8], mut f: impl FnMut(u64, u64)) -> usize {
+/// Calls `f(seq, micros)` for every bench message in `frame` whose sequence number is under
+/// the one-letter key `stream` (`b` unless several loads share the servers); returns how many
+/// there were.
+pub fn messages(frame: &[u8], stream: u8, mut f: impl FnMut(u64, u64)) -> usize {
     let mut at = 0;
     let mut count = 0;
-    while let Some(b) = key(frame, at, b'b') {
+    while let Some(b) = key(frame, at, stream) {
         let (seq, end) = number(frame, b);
         let Some(t) = key(frame, end, b't') else {
             break;
@@ -64,7 +66,7 @@ mod tests {
 
     fn all(frame: &str) -> Vec<(u64, u64)> {
         let mut v = Vec::new();
-        let n = messages(frame.as_bytes(), |b, t| v.push((b, t)));
+        let n = messages(frame.as_bytes(), b'b', |b, t| v.push((b, t)));
         assert_eq!(n, v.len());
         v
     }
@@ -90,6 +92,14 @@ mod tests {
         assert!(all(r#"a[{"name":"pushnote:subscribed","data":{"user":"b"}}]"#).is_empty());
         // Keys that merely end in b or t are not the bench's.
         assert_eq!(all(r#"a[{"ab":5,"b":1,"xt":9,"t":2}]"#), [(1, 2)]);
+    }
+
+    #[test]
+    fn another_streams_messages_are_skipped() {
+        let frame = br#"a[{"k":1,"t":10},{"b":2,"t":20},{"k":3,"t":30}]"#;
+        let mut v = Vec::new();
+        messages(frame, b'k', |b, t| v.push((b, t)));
+        assert_eq!(v, [(1, 10), (3, 30)]);
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl Session {
     /// instead of a JSON parser (see `scan.rs`); `received(seq)` is called for each one.
     pub async fn count(
         mut self,
+        stream: u8,
         shared: Arc<Shared>,
         received: impl Fn(u64),
         mut stop: watch::Receiver<bool>,
@@ -230,7 +231,7 @@ impl Session {
                 break;
             }
             let now = now_micros();
-            let n = scan::messages(text.as_bytes(), |seq, t| {
+            let n = scan::messages(text.as_bytes(), stream, |seq, t| {
                 shared.latency.record(now.saturating_sub(t));
                 report.broadcasts.record(seq);
                 received(seq);

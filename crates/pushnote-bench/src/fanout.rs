@@ -13,8 +13,9 @@ use anyhow::Context;
 use rand::Rng;
 use tokio::sync::{watch, Semaphore};
 
-use crate::session::{now_micros, source, Session, Shared};
+use crate::session::{now_micros, source, Report, Session, Shared};
 use crate::track::quantile;
+use crate::xhr::XhrSession;
 use crate::{endpoints, rss_kib};
 
 /// How the load publishes.
@@ -26,6 +27,34 @@ pub enum BusFormat {
     /// The original pushnote's one JSON frame `{"name":"notify_all","data":…}` from a PUB
     /// socket that connects (the peers of ../shared/peers, or pushnote-mq feeding one).
     Original,
+}
+
+/// The SockJS transports the load speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Websocket,
+    XhrStreaming,
+}
+
+/// An open session on either transport.
+enum Conn {
+    Ws(Session),
+    Xhr(XhrSession),
+}
+
+impl Conn {
+    async fn count(
+        self,
+        stream: u8,
+        shared: Arc<Shared>,
+        received: impl Fn(u64),
+        stop: watch::Receiver<bool>,
+    ) -> Report {
+        match self {
+            Conn::Ws(s) => s.count(stream, shared, received, stop).await,
+            Conn::Xhr(s) => s.count(stream, shared, received, stop).await,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -75,6 +104,10 @@ pub struct Fanout {
     /// server of a scale-out run) each take their own and count only their own messages.
     #[arg(long, default_value_t = 'b', value_parser = stream_key)]
     stream: char,
+    /// The SockJS transport of the sessions. xhr-streaming reads one long chunked response
+    /// per session, opened again whenever the server ends it at its response limit.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    transport: Transport,
     /// A name for this run in the JSON line (for example the server's).
     #[arg(long, default_value = "")]
     label: String,
@@ -96,6 +129,10 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     eprintln!("connecting {} sessions…", args.sessions);
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    if args.targeted && args.transport != Transport::Websocket {
+        anyhow::bail!("--targeted works over --transport websocket only");
+    }
+    let transport = args.transport;
     let signer = match (&args.secret, args.targeted, args.bus_format) {
         (Some(secret), true, BusFormat::Pushnote) => Some(pushnote::Signer::new(secret)?),
         (None, true, BusFormat::Pushnote) => {
@@ -115,11 +152,14 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         };
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
+            if transport == Transport::XhrStreaming {
+                return anyhow::Ok(Conn::Xhr(XhrSession::open(server, &url, source(i)).await?));
+            }
             let mut s = Session::open(server, &url, source(i), signed.as_deref()).await?;
             if let Some(token) = plain {
                 s.send_subscribe(&token).await?;
             }
-            anyhow::Ok(s)
+            anyhow::Ok(Conn::Ws(s))
         }));
     }
     let mut sessions = Vec::with_capacity(args.sessions);
@@ -245,6 +285,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     let q = |p| quantile(&hist, p).map(|v| v.min(shared.latency.max()));
     let summary = serde_json::json!({
         "mode": if args.targeted { "targeted" } else { "fanout" },
+        "transport": format!("{:?}", args.transport).to_lowercase(),
         "label": args.label,
         "sessions": args.sessions,
         "rate": args.rate,

@@ -20,6 +20,7 @@ mod forwarder;
 mod scan;
 mod session;
 mod track;
+mod xhr;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

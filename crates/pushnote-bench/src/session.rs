@@ -130,35 +130,15 @@ impl Session {
     ) -> Report {
         let mut report = Report::default();
         loop {
-            let next = tokio::select! {
-                m = self.ws.next() => m,
-                _ = stop.changed() => break,
-            };
-            let text = match next {
-                Some(Ok(WsMessage::Text(t))) => t,
-                Some(Ok(WsMessage::Close(c))) => {
-                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    report.ended = Some(format!("closed: {c:?}"));
-                    break;
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    report.ended = Some(format!("error: {e}"));
-                    break;
-                }
-                None => {
-                    report.ended = Some("connection ended".into());
+            let text = match self.next_text(&shared, &mut stop).await {
+                Ok(t) => t,
+                Err(ended) => {
+                    report.ended = ended;
                     break;
                 }
             };
-            match text.as_bytes().first() {
-                Some(b'a') => {}
-                Some(b'c') => {
-                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    report.ended = Some(text.clone());
-                    break;
-                }
-                _ => continue,
+            if !text.starts_with('a') {
+                continue;
             }
             let Ok(msgs) = serde_json::from_str::<Vec<Msg>>(&text[1..]) else {
                 report.ended = Some(format!("unreadable frame {text:.80}"));
@@ -204,41 +184,60 @@ impl Session {
     ) -> Report {
         let mut report = Report::default();
         loop {
-            let next = tokio::select! {
-                m = self.ws.next() => m,
-                _ = stop.changed() => break,
-            };
-            let text = match next {
-                Some(Ok(WsMessage::Text(t))) => t,
-                Some(Ok(WsMessage::Close(c))) => {
-                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    report.ended = Some(format!("closed: {c:?}"));
+            match self.next_text(&shared, &mut stop).await {
+                Ok(text) => report.tally(&text, stream, &shared, &received),
+                Err(ended) => {
+                    report.ended = ended;
                     break;
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    report.ended = Some(format!("error: {e}"));
-                    break;
-                }
-                None => {
-                    report.ended = Some("connection ended".into());
-                    break;
-                }
-            };
-            if text.starts_with('c') {
-                shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                report.ended = Some(text);
-                break;
             }
-            let now = now_micros();
-            let n = scan::messages(text.as_bytes(), stream, |seq, t| {
-                shared.latency.record(now.saturating_sub(t));
-                report.broadcasts.record(seq);
-                received(seq);
-            });
-            shared.deliveries.fetch_add(n as u64, Ordering::Relaxed);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
         report
+    }
+
+    /// The next SockJS frame other than a close frame. `Err` says why there is none: `None`
+    /// when `stop` turned true, or how the session ended (a close frame, counted as closed by
+    /// the server, or a failed or ended connection).
+    async fn next_text(
+        &mut self,
+        shared: &Shared,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<String, Option<String>> {
+        loop {
+            let next = tokio::select! {
+                m = self.ws.next() => m,
+                _ = stop.changed() => return Err(None),
+            };
+            return match next {
+                Some(Ok(WsMessage::Text(t))) if t.starts_with('c') => {
+                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    Err(Some(t))
+                }
+                Some(Ok(WsMessage::Text(t))) => Ok(t),
+                Some(Ok(WsMessage::Close(c))) => {
+                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    Err(Some(format!("closed: {c:?}")))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => Err(Some(format!("error: {e}"))),
+                None => Err(Some("connection ended".into())),
+            };
+        }
+    }
+}
+
+impl Report {
+    /// Counts the `fanout` load's messages in one frame (a scan, see `scan.rs`): latency,
+    /// deliveries, and the sequence numbers of stream `stream`, calling `received(seq)` for
+    /// each.
+    pub fn tally(&mut self, frame: &str, stream: u8, shared: &Shared, received: &impl Fn(u64)) {
+        let now = now_micros();
+        let n = scan::messages(frame.as_bytes(), stream, |seq, t| {
+            shared.latency.record(now.saturating_sub(t));
+            self.broadcasts.record(seq);
+            received(seq);
+        });
+        shared.deliveries.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -13,8 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
-use crate::scan;
-use crate::session::{now_micros, Report, Shared};
+use crate::session::{Report, Shared};
 
 pub struct XhrSession {
     server: SocketAddr,
@@ -51,10 +50,10 @@ impl XhrSession {
         };
         s.start_response().await?;
         loop {
-            match s.next_frame().await?.as_deref() {
-                Some("o") => return Ok(s),
-                Some(f) if f.starts_with('h') => {}
-                other => anyhow::bail!("expected the open frame, got {other:?}"),
+            match s.next_frame().await?.as_str() {
+                "o" => return Ok(s),
+                f if f.starts_with('h') => {}
+                other => anyhow::bail!("expected the open frame, got {other:.80}"),
             }
         }
     }
@@ -99,11 +98,11 @@ impl XhrSession {
 
     /// The next frame, without its newline. When the server ends the response (its response
     /// limit), the session goes on in a new request.
-    pub async fn next_frame(&mut self) -> anyhow::Result<Option<String>> {
+    pub async fn next_frame(&mut self) -> anyhow::Result<String> {
         loop {
             if let Some(nl) = self.body.iter().position(|&c| c == b'\n') {
                 let line: Vec<u8> = self.body.drain(..=nl).collect();
-                return Ok(Some(String::from_utf8_lossy(&line[..nl]).into_owned()));
+                return Ok(String::from_utf8_lossy(&line[..nl]).into_owned());
             }
             // One chunk: "<hex size>\r\n<data>\r\n".
             let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
@@ -143,26 +142,18 @@ impl XhrSession {
                 f = self.next_frame() => f,
                 _ = stop.changed() => break,
             };
-            let frame = match frame {
-                Ok(Some(f)) => f,
-                Ok(None) => continue,
+            match frame {
+                Ok(f) if f.starts_with('c') => {
+                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                    report.ended = Some(f);
+                    break;
+                }
+                Ok(f) => report.tally(&f, stream, &shared, &received),
                 Err(e) => {
                     report.ended = Some(format!("error: {e}"));
                     break;
                 }
-            };
-            if frame.starts_with('c') {
-                shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                report.ended = Some(frame);
-                break;
             }
-            let now = now_micros();
-            let n = scan::messages(frame.as_bytes(), stream, |seq, t| {
-                shared.latency.record(now.saturating_sub(t));
-                report.broadcasts.record(seq);
-                received(seq);
-            });
-            shared.deliveries.fetch_add(n as u64, Ordering::Relaxed);
         }
         report
     }

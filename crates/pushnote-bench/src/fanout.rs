@@ -125,10 +125,6 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let rss_start = rss_kib(args.pid);
 
-    // 1. Connect, `concurrency` handshakes at a time.
-    eprintln!("connecting {} sessions…", args.sessions);
-    let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     if args.targeted && args.transport != Transport::Websocket {
         anyhow::bail!("--targeted works over --transport websocket only");
     }
@@ -140,6 +136,11 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         }
         _ => None,
     };
+
+    // 1. Connect, `concurrency` handshakes at a time.
+    eprintln!("connecting {} sessions…", args.sessions);
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut opening = Vec::with_capacity(args.sessions);
     for i in 0..args.sessions {
         let url = ws_url(i);

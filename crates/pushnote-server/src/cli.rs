@@ -1,7 +1,7 @@
 //! What the binaries share: logging set-up and the shutdown signal.
 
 /// Libraries whose debug and trace logs would carry message contents.
-const QUIET_LIBRARIES: [&str; 4] = ["tungstenite", "tokio_tungstenite", "hyper", "warp"];
+const QUIET_LIBRARIES: [&str; 2] = ["hyper", "warp"];
 
 /// Logs to standard error, filtered by `filter` (`info`, `debug`, `pushnote_server=debug`, …).
 pub fn init_logging(filter: &str) {

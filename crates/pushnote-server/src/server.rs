@@ -152,7 +152,7 @@ impl Server {
         let routes = sockjs.or(metrics_route).unify().or(demo_route).unify();
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let service = warp::service(routes);
+        let service = sockjs::with_upgrades(warp::service(routes));
         let make_service = make_service_fn(move |_| {
             let service = service.clone();
             async move { Ok::<_, Infallible>(service) }

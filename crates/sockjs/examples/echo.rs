@@ -21,8 +21,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let routes = suite::routes();
-    let (addr, server) = warp::serve(routes).bind_ephemeral(([127, 0, 0, 1], port));
+    let (addr, server) = suite::bind(suite::routes(), port);
     println!("echo: listening on http://{addr}");
     server.await;
 }

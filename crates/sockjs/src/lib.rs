@@ -3,7 +3,8 @@
 //! SockJS gives browsers one message API over whatever their network allows (WebSocket,
 //! streaming and polling HTTP). This crate serves it: the application implements [`Handler`]
 //! (told when a session opens, sends a message, and closes) and mounts [`routes`] under a
-//! prefix; it sends with [`Session::send`], which queues a shared [`Message`] and never blocks.
+//! prefix, served through [`with_upgrades`] so that WebSocket handshakes can upgrade; it sends
+//! with [`Session::send`], which queues a shared [`Message`] and never blocks.
 //!
 //! How the files divide the work:
 //! - `frame.rs` — frame encoding, the protocol's escaping, decoding client payloads (pure).
@@ -16,6 +17,8 @@
 //! - `transport/` — one file per transport, the HTTP ones behind one trait.
 //! - `http.rs` — the plain HTTP endpoints (greeting, `/info`, `/iframe.html`) and the headers
 //!   every response shares.
+//! - `ws/` — the WebSocket protocol, server side: handshake, wire format, connections that
+//!   hold no buffers while idle.
 //! - `routes.rs` — the route table.
 
 #![forbid(unsafe_code)]
@@ -29,6 +32,7 @@ mod registry;
 mod routes;
 mod session;
 mod transport;
+mod ws;
 
 use std::time::Duration;
 
@@ -41,6 +45,7 @@ pub use message::Message;
 pub use origin::Origins;
 pub use routes::routes;
 pub use session::{QueueLimits, SendError, Session};
+pub use ws::{with_upgrades, WithUpgrades};
 
 /// The application side of a SockJS server. Callbacks run on the connection's task and must
 /// not block: queue work or send with [`Session::send`], which never waits.

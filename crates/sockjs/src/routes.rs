@@ -25,7 +25,7 @@ use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderMap, Method, Response, StatusCode};
 use warp::hyper::body::Buf;
 use warp::hyper::Body;
-use warp::{Filter, Reply};
+use warp::Filter;
 
 use crate::http::{self, Iframe};
 use crate::registry::Service;
@@ -37,7 +37,7 @@ use crate::transport::send::{self, SendFailure};
 use crate::transport::websocket::{self, Framing};
 use crate::transport::xhr::{XhrPolling, XhrStreaming};
 use crate::transport::{callback, CallbackError};
-use crate::{Handler, Options};
+use crate::{ws, Handler, Options};
 
 type Resp = Response<Body>;
 
@@ -104,10 +104,10 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .and(warp::path::end())
         .and(warp::method())
         .and(headers)
-        .and(optional_ws())
+        .and(ws::upgrade_slot())
         .and(state.clone())
-        .map(|method, headers, ws, service| {
-            websocket_upgrade(Framing::Raw, method, &headers, ws, service)
+        .map(|method, headers, slot, service| {
+            websocket_upgrade(Framing::Raw, method, &headers, slot, service)
         });
 
     let session_url = base.and(session_segment()).and(session_segment());
@@ -118,10 +118,10 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .and(warp::path::end())
         .and(warp::method())
         .and(headers)
-        .and(optional_ws())
+        .and(ws::upgrade_slot())
         .and(state.clone())
-        .map(|_server, _session, method, headers, ws, service| {
-            websocket_upgrade(Framing::SockJs, method, &headers, ws, service)
+        .map(|_server, _session, method, headers, slot, service| {
+            websocket_upgrade(Framing::SockJs, method, &headers, slot, service)
         });
 
     let http_transports = session_url
@@ -178,18 +178,11 @@ fn session_segment() -> impl Filter<Extract = (String,), Error = warp::Rejection
     })
 }
 
-/// The WebSocket handshake if the request is one, so that other requests get the protocol's
-/// answers (405, 400) rather than a generic rejection.
-fn optional_ws(
-) -> impl Filter<Extract = (Option<warp::ws::Ws>,), Error = std::convert::Infallible> + Clone {
-    warp::ws().map(Some).or(warp::any().map(|| None)).unify()
-}
-
 fn websocket_upgrade<H: Handler>(
     framing: Framing,
     method: Method,
     headers: &HeaderMap,
-    ws: Option<warp::ws::Ws>,
+    slot: Option<ws::UpgradeSlot>,
     service: Arc<Service<H>>,
 ) -> Resp {
     if !service.options.websocket {
@@ -201,19 +194,42 @@ fn websocket_upgrade<H: Handler>(
     if !http::origin_allowed(&service.options, headers) {
         return http::forbidden_origin();
     }
-    let Some(ws) = ws else {
+    let accept = match ws::check_handshake(headers) {
+        Ok(accept) => accept,
+        Err(ws::NotHandshake::Version) => {
+            let mut r = http::text(
+                StatusCode::UPGRADE_REQUIRED,
+                "Unsupported WebSocket version: 13 expected.\n",
+            );
+            r.headers_mut().insert(
+                warp::http::header::SEC_WEBSOCKET_VERSION,
+                warp::http::HeaderValue::from_static("13"),
+            );
+            return r;
+        }
+        Err(ws::NotHandshake::Key) => {
+            return http::text(StatusCode::BAD_REQUEST, "Missing Sec-WebSocket-Key.\n")
+        }
+        Err(ws::NotHandshake::NotUpgrade) => {
+            return http::text(
+                StatusCode::BAD_REQUEST,
+                "Not a valid websocket request: \"Upgrade: websocket\" and \"Connection: Upgrade\" expected.\n",
+            )
+        }
+    };
+    let Some(slot) = slot else {
+        tracing::error!("websocket handshake on a server without sockjs::with_upgrades");
         return http::text(
-            StatusCode::BAD_REQUEST,
-            "Not a valid websocket request: \"Upgrade: websocket\" and \"Connection: Upgrade\" expected.\n",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "This server cannot upgrade to WebSocket.\n",
         );
     };
-    // The WebSocket library refuses larger messages before buffering them; the transport
-    // turns that refusal into a close with MESSAGE_TOO_BIG.
+    // Messages larger than this are refused from their frame header, before being buffered;
+    // the transport closes the session with MESSAGE_TOO_BIG.
     let limit = service.options.max_message_bytes;
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| websocket::serve(socket, framing, service))
-        .into_response()
+    ws::upgrade(slot, accept, limit, move |conn| {
+        websocket::serve(conn, framing, service)
+    })
 }
 
 /// A request to one of the HTTP transports' session URLs.
@@ -349,17 +365,6 @@ mod tests {
         routes("/echo/svc", options, Arc::new(Echo))
     }
 
-    /// A framed WebSocket session on `f`, past its open frame.
-    async fn open_framed(f: BoxedFilter<(Resp,)>) -> warp::test::WsClient {
-        let mut ws = warp::test::ws()
-            .path("/echo/svc/000/abc/websocket")
-            .handshake(f)
-            .await
-            .expect("handshake");
-        assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "o");
-        ws
-    }
-
     #[tokio::test]
     async fn greeting_info_and_not_found() {
         let f = service(Options::default());
@@ -401,71 +406,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn framed_websocket_echoes_in_frames_and_closes_with_a_frame() {
-        let f = service(Options::default());
-        let mut ws = open_framed(f).await;
-        ws.send_text(r#"["a","\u2028"]"#).await;
-        let echoed = ws.recv().await.unwrap();
-        let echoed = echoed.to_str().unwrap().to_owned();
-        // Both messages came in one frame, or one frame each; either way, escaped.
-        let mut all = echoed.clone();
-        if echoed == r#"a["a"]"# {
-            all.push_str(ws.recv().await.unwrap().to_str().unwrap());
-        }
-        assert!(
-            all == r#"a["a","\u2028"]"# || all == r#"a["a"]a["\u2028"]"#,
-            "{all}"
-        );
-        ws.send_text(r#""close""#).await;
-        assert_eq!(
-            ws.recv().await.unwrap().to_str().unwrap(),
-            r#"c[3000,"Go away!"]"#
-        );
-        // warp's test client hides close frames; the end-to-end tests read their codes.
-        assert!(ws.recv_closed().await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn framed_websocket_drops_broken_json() {
-        let f = service(Options::default());
-        let mut ws = open_framed(f).await;
-        ws.send_text("").await;
-        ws.send_text("[]").await;
-        ws.send_text(r#"["a"#).await;
-        assert!(
-            ws.recv_closed().await.is_ok(),
-            "broken JSON closes the connection"
-        );
-    }
-
-    #[tokio::test]
-    async fn raw_websocket_echoes_plain_text() {
-        let f = service(Options::default());
-        let mut ws = warp::test::ws()
-            .path("/echo/svc/websocket")
-            .handshake(f)
-            .await
-            .expect("handshake");
-        ws.send_text("Hello world!\u{ffff}").await;
-        assert_eq!(
-            ws.recv().await.unwrap().to_str().unwrap(),
-            "Hello world!\u{ffff}"
-        );
-        ws.send_text("close").await;
-        assert!(ws.recv_closed().await.is_ok(), "no frame before the close");
-    }
-
-    #[tokio::test]
-    async fn heartbeats_follow_idle_time() {
-        let options = Options {
-            heartbeat_interval: std::time::Duration::from_millis(50),
-            ..Options::default()
-        };
-        let mut ws = open_framed(service(options)).await;
-        assert_eq!(ws.recv().await.unwrap().to_str().unwrap(), "h");
-    }
-
-    #[tokio::test]
     async fn websocket_can_be_turned_off() {
         let options = Options {
             websocket: false,
@@ -475,10 +415,14 @@ mod tests {
         let r = warp::test::request().path("/echo/svc/info").reply(&f).await;
         let info: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(info["websocket"], false);
-        let shake = warp::test::ws()
+        let shake = warp::test::request()
             .path("/echo/svc/000/abc/websocket")
-            .handshake(f)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .reply(&f)
             .await;
-        assert!(shake.is_err());
+        assert_eq!(shake.status(), 404);
     }
 }

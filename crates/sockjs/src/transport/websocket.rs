@@ -11,13 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::time::{sleep, timeout, Instant};
-use warp::ws::{Message as WsMessage, WebSocket};
 
 use crate::frame;
 use crate::registry::Service;
 use crate::session::Batch;
+use crate::ws::codec::{self, Fault, Incoming, OutFrame};
+use crate::ws::{Conn, Read};
 use crate::{CloseCode, Handler, Message, Session};
 
 /// How the messages of a session are put on the WebSocket.
@@ -33,20 +33,25 @@ pub(crate) enum Framing {
 enum End {
     /// Close with this code (the application asked, or the client misbehaved).
     Close(CloseCode),
-    /// Close the WebSocket without a SockJS close frame (the protocol's answer to broken JSON).
+    /// Close the WebSocket without a SockJS close frame (the protocol's answer to broken JSON,
+    /// and to frames that break the WebSocket protocol).
     Drop(CloseCode),
-    /// The peer is gone, or a write failed: nothing more can be sent.
+    /// The peer closed, is gone, or a write failed: nothing more is sent but, for a peer
+    /// that closed, the answer to its close frame.
     Gone,
 }
 
-pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: Arc<Service<H>>) {
+pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service: Arc<Service<H>>) {
     let options = &service.options;
     let handler = &service.handler;
     let session = Session::new(options.queue);
-    let (mut tx, mut rx) = ws.split();
     let write_timeout = options.write_timeout;
-    if framing == Framing::SockJs && !write(&mut tx, frame::OPEN.to_owned(), write_timeout).await {
-        return;
+    if framing == Framing::SockJs {
+        let mut open = Vec::new();
+        codec::text(&mut open, frame::OPEN);
+        if !write(&mut conn, &open, write_timeout).await {
+            return;
+        }
     }
     handler.on_open(&session);
 
@@ -55,7 +60,6 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
     // Whether the peer has sent anything (a message, a pong) since the last heartbeat.
     let mut heard = true;
     let mut batch: Vec<Message> = Vec::new();
-    let mut out = String::new();
 
     let end = loop {
         tokio::select! {
@@ -63,11 +67,18 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
                 Batch::Messages => {
                     let ok = match framing {
                         Framing::SockJs => {
-                            out.clear();
-                            frame::push_array(&mut out, batch.iter().map(Message::as_json));
-                            write(&mut tx, std::mem::take(&mut out), write_timeout).await
+                            let mut out = OutFrame::text();
+                            frame::push_array(out.payload(), batch.iter().map(Message::as_json));
+                            let (bytes, start) = out.finish();
+                            write(&mut conn, &bytes[start..], write_timeout).await
                         }
-                        Framing::Raw => write_each(&mut tx, &batch, write_timeout).await,
+                        Framing::Raw => {
+                            let mut out = Vec::new();
+                            for m in &batch {
+                                codec::text(&mut out, m.as_raw());
+                            }
+                            write(&mut conn, &out, write_timeout).await
+                        }
                     };
                     batch.clear();
                     if !ok {
@@ -77,29 +88,13 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
                 }
                 Batch::Close(code) => break End::Close(code),
             },
-            incoming = rx.next() => match incoming {
-                None => break End::Gone,
-                Some(Err(e)) => {
-                    tracing::debug!(session = session.id(), error = %e, "websocket read failed");
-                    // The one read error a live peer causes on purpose is an oversized message.
-                    break if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
-                        End::Close(CloseCode::MESSAGE_TOO_BIG)
-                    } else {
-                        End::Gone
-                    };
+            read = conn.read() => {
+                if let Read::Closed = read {
+                    break End::Gone;
                 }
-                Some(Ok(m)) => {
-                    heard = true;
-                    if m.is_close() {
-                        break End::Gone;
-                    }
-                    let Ok(text) = m.to_str() else {
-                        // Binary, ping and pong messages carry nothing for the application.
-                        continue;
-                    };
-                    if let Err(code) = deliver(&session, framing, text, handler.as_ref()) {
-                        break End::Drop(code);
-                    }
+                heard = true;
+                if let Some(end) = take_incoming(&mut conn, &session, framing, handler.as_ref(), write_timeout).await {
+                    break end;
                 }
             },
             () = &mut heartbeat => {
@@ -107,14 +102,12 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
                     tracing::debug!(session = session.id(), "websocket peer unresponsive; reaped");
                     break End::Gone;
                 }
-                let beat = async {
-                    if framing == Framing::SockJs {
-                        tx.feed(WsMessage::text(frame::HEARTBEAT)).await?;
-                    }
-                    tx.feed(WsMessage::ping(Vec::new())).await?;
-                    tx.flush().await
-                };
-                if !matches!(timeout(write_timeout, beat).await, Ok(Ok(()))) {
+                let mut beat = Vec::new();
+                if framing == Framing::SockJs {
+                    codec::text(&mut beat, frame::HEARTBEAT);
+                }
+                codec::ping(&mut beat);
+                if !write(&mut conn, &beat, write_timeout).await {
                     break End::Gone;
                 }
                 heartbeat.as_mut().reset(Instant::now() + options.heartbeat_interval);
@@ -128,25 +121,84 @@ pub(crate) async fn serve<H: Handler>(ws: WebSocket, framing: Framing, service: 
     let code = match end {
         End::Close(code) => {
             if framing == Framing::SockJs {
-                let _ = write(&mut tx, frame::close(code.code, code.reason), write_timeout).await;
+                let mut out = Vec::new();
+                codec::text(&mut out, &frame::close(code.code, code.reason));
+                if !write(&mut conn, &out, write_timeout).await {
+                    return;
+                }
             }
             code
         }
         End::Drop(code) => code,
         End::Gone => return,
     };
-    let close = WsMessage::close_with(code.code, code.reason);
-    if let Ok(Ok(())) = timeout(write_timeout, tx.send(close)).await {
+    let mut close = Vec::new();
+    codec::close_frame(&mut close, code.code, code.reason);
+    if write(&mut conn, &close, write_timeout).await {
         // The closing handshake: wait (briefly) for the client's close frame, so the client
         // reads ours before the connection goes, instead of a reset.
         let _ = timeout(CLOSE_HANDSHAKE, async {
-            while let Some(Ok(m)) = rx.next().await {
-                if m.is_close() {
-                    break;
+            while let Read::Data = conn.read().await {
+                while let Ok(Some(m)) = conn.next() {
+                    if let Incoming::Close(_) = m {
+                        return;
+                    }
                 }
             }
         })
         .await;
+    }
+}
+
+/// Handles every whole message among the bytes just read; `Some` when the connection ends.
+async fn take_incoming<H: Handler>(
+    conn: &mut Conn,
+    session: &Session,
+    framing: Framing,
+    handler: &H,
+    write_timeout: Duration,
+) -> Option<End> {
+    loop {
+        let incoming = match conn.next() {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => return None,
+            Err(fault) => {
+                tracing::debug!(session = session.id(), ?fault, "websocket protocol broken");
+                return Some(match fault {
+                    // The one fault a live peer causes on purpose is an oversized message.
+                    Fault::TooBig => End::Close(CloseCode::MESSAGE_TOO_BIG),
+                    Fault::Protocol | Fault::BadUtf8 => End::Drop(CloseCode {
+                        code: fault.code(),
+                        reason: "",
+                    }),
+                });
+            }
+        };
+        match incoming {
+            Incoming::Text(text) => {
+                if let Err(code) = deliver(session, framing, text, handler) {
+                    return Some(End::Drop(code));
+                }
+            }
+            Incoming::Binary | Incoming::Pong => {}
+            Incoming::Ping(payload) => {
+                let mut pong = Vec::new();
+                codec::pong(&mut pong, &payload);
+                if !write(conn, &pong, write_timeout).await {
+                    return Some(End::Gone);
+                }
+            }
+            Incoming::Close(code) => {
+                // Answer the client's close with its own code (RFC 6455 §5.5.1), then go.
+                let mut answer = Vec::new();
+                match code {
+                    Some(code) => codec::close_frame(&mut answer, code, ""),
+                    None => codec::close_frame(&mut answer, 1000, ""),
+                }
+                let _ = write(conn, &answer, write_timeout).await;
+                return Some(End::Gone);
+            }
+        }
     }
 }
 
@@ -158,16 +210,16 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 fn deliver<H: Handler>(
     session: &Session,
     framing: Framing,
-    text: &str,
+    text: String,
     handler: &H,
 ) -> Result<(), CloseCode> {
     match framing {
-        Framing::Raw => handler.on_message(session, text.to_owned()),
+        Framing::Raw => handler.on_message(session, text),
         Framing::SockJs => {
             if text.is_empty() {
                 return Ok(());
             }
-            let messages = frame::decode_messages(text).map_err(|_| CloseCode::BROKEN_JSON)?;
+            let messages = frame::decode_messages(&text).map_err(|_| CloseCode::BROKEN_JSON)?;
             for m in messages {
                 if session.is_closed() {
                     break;
@@ -179,22 +231,7 @@ fn deliver<H: Handler>(
     Ok(())
 }
 
-type Tx = futures_util::stream::SplitSink<WebSocket, WsMessage>;
-
-/// Writes one text message; false when the peer is gone or did not take it in time.
-async fn write(tx: &mut Tx, text: String, limit: Duration) -> bool {
-    matches!(
-        timeout(limit, tx.send(WsMessage::text(text))).await,
-        Ok(Ok(()))
-    )
-}
-
-async fn write_each(tx: &mut Tx, batch: &[Message], limit: Duration) -> bool {
-    let send_all = async {
-        for m in batch {
-            tx.feed(WsMessage::text(m.as_raw())).await?;
-        }
-        tx.flush().await
-    };
-    matches!(timeout(limit, send_all).await, Ok(Ok(())))
+/// Writes whole frames; false when the peer is gone or did not take them in time.
+async fn write(conn: &mut Conn, bytes: &[u8], limit: Duration) -> bool {
+    matches!(timeout(limit, conn.write(bytes)).await, Ok(Ok(())))
 }

@@ -23,7 +23,7 @@ pub const READ: Duration = Duration::from_secs(5);
 pub fn serve(custom: Options) -> SocketAddr {
     let custom = sockjs::routes("/custom", custom, Arc::new(suite::Echo));
     let routes = suite::routes().or(custom).unify();
-    let (addr, server) = warp::serve(routes).bind_ephemeral(([127, 0, 0, 1], 0));
+    let (addr, server) = suite::bind(routes.boxed(), 0);
     tokio::spawn(server);
     addr
 }

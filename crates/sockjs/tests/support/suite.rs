@@ -7,6 +7,9 @@
 //! Shared by `examples/echo.rs` (which the suite runs against) and the crate's own protocol
 //! tests, so both serve exactly the same thing.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sockjs::{CloseCode, Handler, Message, Options, Session};
@@ -73,4 +76,27 @@ pub fn routes() -> BoxedFilter<(Response<Body>,)> {
         .or(cookie)
         .unify()
         .boxed()
+}
+
+/// Serves `routes` on 127.0.0.1:`port` (0 picks a free port), WebSocket upgrades included.
+pub fn bind(
+    routes: BoxedFilter<(Response<Body>,)>,
+    port: u16,
+) -> (SocketAddr, impl Future<Output = ()>) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let addr = listener.local_addr().expect("bound address");
+    let service = sockjs::with_upgrades(warp::service(routes));
+    let make_service = warp::hyper::service::make_service_fn(move |_| {
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service) }
+    });
+    let server = warp::hyper::Server::from_tcp(listener)
+        .expect("listener")
+        .serve(make_service);
+    (addr, async move {
+        if let Err(e) = server.await {
+            eprintln!("server failed: {e}");
+        }
+    })
 }

@@ -1,0 +1,287 @@
+//! The WebSocket protocol (RFC 6455), server side, sized for many idle connections: the opening
+//! handshake, the wire format (`codec.rs`) and a connection that holds no buffer while nothing
+//! is arriving or leaving.
+//!
+//! A general-purpose WebSocket library keeps a read buffer of several KiB per connection from
+//! the start (tungstenite 0.21, which warp uses, 8 KiB). A push server's connections are idle
+//! nearly all the time and its clients send a few small messages, so here the read buffer
+//! exists only while a frame is partly received, and each write is one frame, or a few, built
+//! in place and handed to the socket whole.
+//!
+//! The upgrade itself needs hyper's `OnUpgrade`, which warp keeps to its own WebSocket filter.
+//! [`with_upgrades`] wraps the service that serves the routes and puts it where the routes can
+//! take it.
+
+pub(crate) mod codec;
+
+use std::convert::Infallible;
+use std::io;
+use std::mem::MaybeUninit;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use warp::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use warp::hyper::service::Service;
+use warp::hyper::upgrade::{OnUpgrade, Upgraded};
+use warp::hyper::Body;
+use warp::Filter;
+
+use codec::{Fault, Incoming, Reader};
+
+/// Wraps the service that serves [`crate::routes`] so that their WebSocket URLs can upgrade:
+/// `sockjs::with_upgrades(warp::service(routes))` in place of `warp::service(routes)`.
+/// Without it, WebSocket handshakes get `500 Internal Server Error`.
+pub fn with_upgrades<S>(inner: S) -> WithUpgrades<S> {
+    WithUpgrades(inner)
+}
+
+/// The service [`with_upgrades`] makes.
+#[derive(Clone, Debug)]
+pub struct WithUpgrades<S>(S);
+
+impl<S> Service<Request<Body>> for WithUpgrades<S>
+where
+    S: Service<Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> S::Future {
+        if request.headers().contains_key(header::UPGRADE) {
+            if let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() {
+                let slot = UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))));
+                request.extensions_mut().insert(slot);
+            }
+        }
+        self.0.call(request)
+    }
+}
+
+/// hyper's `OnUpgrade`, in the clonable form warp's extension filters need.
+#[derive(Clone)]
+pub(crate) struct UpgradeSlot(Arc<Mutex<Option<OnUpgrade>>>);
+
+impl UpgradeSlot {
+    fn take(&self) -> Option<OnUpgrade> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The request's upgrade, if [`with_upgrades`] exposed one.
+pub(crate) fn upgrade_slot(
+) -> impl Filter<Extract = (Option<UpgradeSlot>,), Error = Infallible> + Clone {
+    warp::ext::optional::<UpgradeSlot>()
+}
+
+/// Why a request is not a WebSocket handshake this server takes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotHandshake {
+    /// No `Upgrade: websocket` with `Connection: Upgrade`.
+    NotUpgrade,
+    /// A WebSocket version other than 13.
+    Version,
+    /// No usable `Sec-WebSocket-Key`.
+    Key,
+}
+
+/// Checks the opening handshake (RFC 6455 §4.2.1) and returns the `Sec-WebSocket-Accept` value.
+pub(crate) fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, NotHandshake> {
+    let upgrade = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .any(|v| has_token(v, "websocket"));
+    let connection = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v, "upgrade"));
+    if !upgrade || !connection {
+        return Err(NotHandshake::NotUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(NotHandshake::Version);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().trim_ascii())
+        .filter(|k| !k.is_empty())
+        .ok_or(NotHandshake::Key)?;
+    Ok(HeaderValue::from_str(&accept_key(key)).expect("base64 is a valid header value"))
+}
+
+/// Whether a comma-separated header value holds `token`, ignoring case.
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64(SHA-1(key + GUID)).
+fn accept_key(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
+    base64(&digest)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The `101 Switching Protocols` answer to a handshake, and the connection it opens, handed to
+/// `serve` once hyper has sent the answer.
+pub(crate) fn upgrade<F, Fut>(
+    slot: UpgradeSlot,
+    accept: HeaderValue,
+    limit: usize,
+    serve: F,
+) -> Response<Body>
+where
+    F: FnOnce(Conn) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(on_upgrade) = slot.take() else {
+        return crate::http::text(StatusCode::BAD_REQUEST, "Upgrade already taken.\n");
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(io) => serve(Conn::new(io, limit)).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// How many bytes one read takes off the socket. They live on the stack for the duration of
+/// the read only; a frame that is not whole after it is kept by the [`Reader`].
+const READ_CHUNK: usize = 4096;
+
+/// An upgraded connection: reads whole messages, writes whole frames.
+pub(crate) struct Conn {
+    io: Upgraded,
+    reader: Reader,
+}
+
+/// What came off the connection.
+pub(crate) enum Read {
+    /// Bytes arrived; take the messages with [`Conn::next`].
+    Data,
+    /// The peer closed the connection, or it failed.
+    Closed,
+}
+
+impl Conn {
+    fn new(io: Upgraded, limit: usize) -> Conn {
+        Conn {
+            io,
+            reader: Reader::new(limit),
+        }
+    }
+
+    /// Waits for bytes from the client. Cancel-safe: bytes are taken only when they are kept.
+    pub(crate) async fn read(&mut self) -> Read {
+        std::future::poll_fn(|cx| {
+            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
+            match std::pin::Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Read::Closed),
+                Poll::Ready(Ok(())) => {
+                    self.reader.push(buf.filled());
+                    Poll::Ready(Read::Data)
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    Poll::Ready(Read::Closed)
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next whole message or control frame among the bytes read so far.
+    pub(crate) fn next(&mut self) -> Result<Option<Incoming>, Fault> {
+        self.reader.next()
+    }
+
+    /// Writes `bytes` (whole frames) to the client.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_key_is_the_rfc_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn handshakes_are_checked_as_the_rfc_says() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(check_handshake(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let mut old = h.clone();
+        old.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(check_handshake(&old), Err(NotHandshake::Version));
+        let mut keyless = h.clone();
+        keyless.remove(header::SEC_WEBSOCKET_KEY);
+        assert_eq!(check_handshake(&keyless), Err(NotHandshake::Key));
+        let mut plain = h;
+        plain.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert_eq!(check_handshake(&plain), Err(NotHandshake::NotUpgrade));
+    }
+}

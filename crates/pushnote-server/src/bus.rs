@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use pushnote::wire::{self, Target};
 use sockjs::Message;
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Pace};
 use crate::inproc;
 use crate::metrics::Metrics;
 
@@ -243,17 +243,21 @@ impl Bus {
                 );
                 continue;
             }
+            // With nothing more waiting, sockets are written at once; with a backlog, the
+            // sessions' writers coalesce it into fewer frames.
+            let more = self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+            let pace = if more { Pace::Queued } else { Pace::Now };
             match wire::decode(&frames) {
                 Ok(m) => {
                     let message = Message::json(m.data.get());
                     match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            hub.broadcast(&message, scratch);
+                            hub.broadcast(&message, scratch, pace);
                         }
                         Target::User(user) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            hub.send_to_user(user, &message, scratch);
+                            hub.send_to_user(user, &message, scratch, pace);
                         }
                     }
                 }

@@ -2,7 +2,9 @@
 //!
 //! Broadcasts go to every session; a targeted message is a hash lookup (user → sessions), never
 //! a scan. Locks are held only to copy session handles out; sending happens after, and a send
-//! never waits (it queues a shared message on the session's bounded queue). The hub keeps the
+//! never waits (it queues a shared message on the session's bounded queue or, when the bus has
+//! nothing more waiting, hands the message's shared frame to a socket that takes it at once,
+//! see [`Pace`]). The hub keeps the
 //! bus subscribed to exactly the users that have a session here (one subscription per user,
 //! made when its first session subscribes and dropped when its last leaves), so the forwarder
 //! sends a user's messages only to the servers that hold that user.
@@ -16,6 +18,16 @@ use sockjs::{CloseCode, Message, SendError, Session};
 
 use crate::bus::BusControl;
 use crate::metrics::Metrics;
+
+/// How a message goes to its sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Nothing else is waiting: write each session's socket at once from this thread where it
+    /// takes the message ([`Session::send_now`]), without waking its writer.
+    Now,
+    /// More messages are waiting: queue, so that each session's writer sends them together.
+    Queued,
+}
 
 /// The registry of sessions and users of one server.
 pub struct Hub {
@@ -189,14 +201,20 @@ impl Hub {
 
     /// Sends `message` to every session. `scratch` is reused between calls to avoid
     /// allocating a list per broadcast.
-    pub fn broadcast(&self, message: &Message, scratch: &mut Vec<Session>) {
+    pub fn broadcast(&self, message: &Message, scratch: &mut Vec<Session>, pace: Pace) {
         scratch.clear();
         scratch.extend(lock(&self.sessions).values().map(|e| e.session.clone()));
-        self.send_all(message, scratch);
+        self.send_all(message, scratch, pace);
     }
 
     /// Sends `message` to every session of `user` on this server.
-    pub fn send_to_user(&self, user: &str, message: &Message, scratch: &mut Vec<Session>) {
+    pub fn send_to_user(
+        &self,
+        user: &str,
+        message: &Message,
+        scratch: &mut Vec<Session>,
+        pace: Pace,
+    ) {
         scratch.clear();
         if let Some(list) = lock(&self.users).get(user) {
             scratch.extend(list.iter().cloned());
@@ -206,13 +224,17 @@ impl Hub {
                 .bus_user_messages_unrouted
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.send_all(message, scratch);
+        self.send_all(message, scratch, pace);
     }
 
-    fn send_all(&self, message: &Message, sessions: &mut Vec<Session>) {
+    fn send_all(&self, message: &Message, sessions: &mut Vec<Session>, pace: Pace) {
         let mut delivered = 0;
         for s in sessions.drain(..) {
-            match s.send(message.clone()) {
+            let sent = match pace {
+                Pace::Now => s.send_now(message.clone()),
+                Pace::Queued => s.send(message.clone()),
+            };
+            match sent {
                 Ok(()) => delivered += 1,
                 Err(SendError::Full) => {
                     self.metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
@@ -272,8 +294,8 @@ mod tests {
         assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
         assert_eq!(hub.subscribe(&b, "10", usize::MAX), Subscribed::Yes);
         let mut scratch = Vec::new();
-        hub.broadcast(&Message::json("\"all\""), &mut scratch);
-        hub.send_to_user("1", &Message::json("\"one\""), &mut scratch);
+        hub.broadcast(&Message::json("\"all\""), &mut scratch, Pace::Queued);
+        hub.send_to_user("1", &Message::json("\"one\""), &mut scratch, Pace::Queued);
         assert_eq!(texts(&a), ["\"all\"", "\"one\""]);
         assert_eq!(texts(&b), ["\"all\""]);
         assert_eq!(texts(&c), ["\"all\""]);
@@ -287,11 +309,11 @@ mod tests {
         assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
         assert_eq!(hub.subscribe(&a, "2", usize::MAX), Subscribed::Yes);
         let mut scratch = Vec::new();
-        hub.send_to_user("1", &Message::json("1"), &mut scratch);
-        hub.send_to_user("2", &Message::json("2"), &mut scratch);
+        hub.send_to_user("1", &Message::json("1"), &mut scratch, Pace::Queued);
+        hub.send_to_user("2", &Message::json("2"), &mut scratch, Pace::Queued);
         assert_eq!(texts(&a), ["2"]);
         hub.unsubscribe(&a);
-        hub.send_to_user("2", &Message::json("2"), &mut scratch);
+        hub.send_to_user("2", &Message::json("2"), &mut scratch, Pace::Queued);
         assert!(texts(&a).is_empty());
         hub.remove(&a);
         assert_eq!(hub.session_count(), 0);
@@ -312,7 +334,7 @@ mod tests {
         assert!(hub.add(&fine, usize::MAX));
         let mut scratch = Vec::new();
         for _ in 0..3 {
-            hub.broadcast(&Message::json("0"), &mut scratch);
+            hub.broadcast(&Message::json("0"), &mut scratch, Pace::Queued);
         }
         assert_eq!(slow.drain(), (vec![], Some(CloseCode::SLOW)));
         assert_eq!(texts(&fine).len(), 3);

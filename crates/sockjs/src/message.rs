@@ -5,9 +5,10 @@
 //! which the stock client hands to the page as the parsed value. Either way the frame-ready
 //! encoding is computed once, when the message is made, and every session holds a reference.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::frame;
+use crate::ws::codec::OutFrame;
 
 /// A message for one or many sessions. Cloning is a reference-count increment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +20,9 @@ struct Encoded {
     json: Box<str>,
     /// What the raw WebSocket transport sends, where it differs from `json`.
     raw: Option<Box<str>>,
+    /// The whole WebSocket frame `a[json]`, made by the first session that writes this message
+    /// on its own and shared by all the others.
+    ws_frame: OnceLock<Box<[u8]>>,
 }
 
 impl Message {
@@ -27,6 +31,7 @@ impl Message {
         Message(Arc::new(Encoded {
             json: frame::quote(text).into_boxed_str(),
             raw: Some(text.into()),
+            ws_frame: OnceLock::new(),
         }))
     }
 
@@ -37,6 +42,7 @@ impl Message {
         Message(Arc::new(Encoded {
             json: frame::compact_json(json_text).into_boxed_str(),
             raw: None,
+            ws_frame: OnceLock::new(),
         }))
     }
 
@@ -53,6 +59,16 @@ impl Message {
     /// What the raw WebSocket transport sends for this message.
     pub fn as_raw(&self) -> &str {
         self.0.raw.as_deref().unwrap_or(&self.0.json)
+    }
+
+    /// The WebSocket frame that carries this message alone to a SockJS client, `a[json]`.
+    pub(crate) fn ws_frame(&self) -> &[u8] {
+        self.0.ws_frame.get_or_init(|| {
+            let mut out = OutFrame::text();
+            frame::push_array(out.payload(), [self.as_json()]);
+            let (bytes, start) = out.finish();
+            bytes[start..].into()
+        })
     }
 
     /// The size this message takes in a session's queue, for its byte limit.
@@ -86,5 +102,7 @@ mod tests {
         let m = Message::json("[1,2,3]");
         let c = m.clone();
         assert!(std::ptr::eq(m.as_json(), c.as_json()));
+        assert!(std::ptr::eq(m.ws_frame(), c.ws_frame()));
+        assert_eq!(&m.ws_frame()[2..], b"a[[1,2,3]]");
     }
 }

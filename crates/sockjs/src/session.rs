@@ -7,11 +7,18 @@
 //! its limit means the client is not reading: the session is closed with
 //! [`CloseCode::SLOW`](crate::CloseCode::SLOW) and the application is told, so one slow client
 //! never holds memory or time that belongs to the others.
+//!
+//! A WebSocket session can also be written at once, from the sender's thread:
+//! [`Session::send_now`] hands the message's shared frame to the socket when nothing is queued
+//! and the writer is not writing, and queues it as `send` does when the socket does not take it
+//! whole. That saves waking the writer for every message when messages are few; under a burst,
+//! `send` lets the writer coalesce.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::{CloseCode, Message};
@@ -68,6 +75,14 @@ struct State {
     closed: bool,
     /// The application has been told the session closed.
     told: bool,
+    /// The socket [`Session::send_now`] writes to, for WebSocket sessions.
+    direct: Option<Arc<TcpStream>>,
+    /// The writer is writing (between taking a batch or claiming the socket and releasing it):
+    /// a direct write now would land in the middle of its frames.
+    writing: bool,
+    /// The rest of a frame the socket took only partly from a direct write: the writer sends
+    /// it before anything else.
+    unsent: Option<Vec<u8>>,
 }
 
 /// What a writer takes from the queue at once.
@@ -107,9 +122,38 @@ impl Session {
     /// Queues `message` for the client. Never blocks. When the queue is over its limits the
     /// session is closed with [`CloseCode::SLOW`] and the message is not queued.
     pub fn send(&self, message: Message) -> Result<(), SendError> {
+        self.push(message, false)
+    }
+
+    /// Like [`Session::send`], but on a WebSocket session with nothing queued the message is
+    /// written to the socket at once, on the caller's thread (one non-blocking system call),
+    /// instead of waking the session's writer. Meant for senders with nothing else waiting:
+    /// for a burst of messages, `send` lets the writer put them in fewer, larger frames.
+    pub fn send_now(&self, message: Message) -> Result<(), SendError> {
+        self.push(message, true)
+    }
+
+    fn push(&self, message: Message, now: bool) -> Result<(), SendError> {
         let mut st = self.state();
         if st.closing.is_some() || st.closed {
             return Err(SendError::Closed);
+        }
+        if now && st.queue.is_empty() && !st.writing && st.unsent.is_none() {
+            if let Some(stream) = &st.direct {
+                let frame = message.ws_frame();
+                match stream.try_write(frame) {
+                    Ok(n) if n == frame.len() => return Ok(()),
+                    Ok(n) if n > 0 => {
+                        st.unsent = Some(frame[n..].to_vec());
+                        drop(st);
+                        self.0.wake.notify_one();
+                        return Ok(());
+                    }
+                    // The socket is full (or failed): the writer takes it from the queue, and
+                    // finds out.
+                    _ => {}
+                }
+            }
         }
         let len = message.queued_len();
         if st.queue.len() >= self.0.limits.max_messages
@@ -172,12 +216,34 @@ impl Session {
 
     fn take(&self, out: &mut Vec<Message>) -> Option<Batch> {
         let mut st = self.state();
-        if !st.queue.is_empty() {
+        if !st.queue.is_empty() || st.unsent.is_some() {
             out.extend(st.queue.drain(..));
             st.queued_bytes = 0;
+            st.writing = st.direct.is_some();
             return Some(Batch::Messages);
         }
         st.closing.map(Batch::Close)
+    }
+
+    /// Lets [`Session::send_now`] write to `stream` directly. The caller is the session's writer,
+    /// which must then write only between [`Session::claim`] (or a batch) and
+    /// [`Session::release`], and a batch may be empty when only unsent bytes are left.
+    pub(crate) fn write_directly(&self, stream: Arc<TcpStream>) {
+        self.state().direct = Some(stream);
+    }
+
+    /// Stops direct writes until [`Session::release`], and returns what the last direct write
+    /// left unsent, which goes out first. A batch from [`Session::next_batch`] has claimed
+    /// already; claiming again is harmless.
+    pub(crate) fn claim(&self) -> Option<Vec<u8>> {
+        let mut st = self.state();
+        st.writing = st.direct.is_some();
+        st.unsent.take()
+    }
+
+    /// The writer is done writing: direct writes may go on.
+    pub(crate) fn release(&self) {
+        self.state().writing = false;
     }
 
     /// Waits until there is something to write: queued messages (appended to `out`) or a close.
@@ -215,6 +281,8 @@ impl Session {
         st.closed = true;
         st.queue.clear();
         st.queued_bytes = 0;
+        st.direct = None;
+        st.unsent = None;
         !std::mem::replace(&mut st.told, true)
     }
 

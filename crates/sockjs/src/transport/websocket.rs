@@ -53,7 +53,24 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
             return;
         }
     }
+    if framing == Framing::SockJs {
+        if let Some(stream) = conn.tcp() {
+            session.write_directly(stream);
+        }
+    }
     handler.on_open(&session);
+    // What the client sent right behind its handshake.
+    if let Some(end) = take_incoming(
+        &mut conn,
+        &session,
+        framing,
+        handler.as_ref(),
+        write_timeout,
+    )
+    .await
+    {
+        return finish(conn, session, framing, handler.as_ref(), end, write_timeout).await;
+    }
 
     let heartbeat = sleep(options.heartbeat_interval);
     tokio::pin!(heartbeat);
@@ -65,19 +82,26 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
         tokio::select! {
             next = session.next_batch(&mut batch) => match next {
                 Batch::Messages => {
+                    // The batch may be empty when a direct write left bytes unsent.
                     let ok = match framing {
+                        Framing::SockJs if batch.len() == 1 => {
+                            write_session(&mut conn, &session, batch[0].ws_frame(), write_timeout).await
+                        }
                         Framing::SockJs => {
                             let mut out = OutFrame::text();
-                            frame::push_array(out.payload(), batch.iter().map(Message::as_json));
+                            if !batch.is_empty() {
+                                frame::push_array(out.payload(), batch.iter().map(Message::as_json));
+                            }
                             let (bytes, start) = out.finish();
-                            write(&mut conn, &bytes[start..], write_timeout).await
+                            let frame = if batch.is_empty() { &[][..] } else { &bytes[start..] };
+                            write_session(&mut conn, &session, frame, write_timeout).await
                         }
                         Framing::Raw => {
                             let mut out = Vec::new();
                             for m in &batch {
                                 codec::text(&mut out, m.as_raw());
                             }
-                            write(&mut conn, &out, write_timeout).await
+                            write_session(&mut conn, &session, &out, write_timeout).await
                         }
                     };
                     batch.clear();
@@ -107,7 +131,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                     codec::text(&mut beat, frame::HEARTBEAT);
                 }
                 codec::ping(&mut beat);
-                if !write(&mut conn, &beat, write_timeout).await {
+                if !write_session(&mut conn, &session, &beat, write_timeout).await {
                     break End::Gone;
                 }
                 heartbeat.as_mut().reset(Instant::now() + options.heartbeat_interval);
@@ -115,8 +139,27 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
         }
     };
 
+    finish(conn, session, framing, handler.as_ref(), end, write_timeout).await;
+}
+
+/// Ends the session: tells the application, and closes as `end` says.
+async fn finish<H: Handler>(
+    mut conn: Conn,
+    session: Session,
+    framing: Framing,
+    handler: &H,
+    end: End,
+    write_timeout: Duration,
+) {
+    // Direct writes stop here; one may have left the rest of a frame to send first.
+    let unsent = session.claim();
     if session.mark_closed() {
         handler.on_close(&session);
+    }
+    if let (Some(unsent), false) = (unsent, matches!(end, End::Gone)) {
+        if !write(&mut conn, &unsent, write_timeout).await {
+            return;
+        }
     }
     let code = match end {
         End::Close(code) => {
@@ -184,7 +227,7 @@ async fn take_incoming<H: Handler>(
             Incoming::Ping(payload) => {
                 let mut pong = Vec::new();
                 codec::pong(&mut pong, &payload);
-                if !write(conn, &pong, write_timeout).await {
+                if !write_session(conn, session, &pong, write_timeout).await {
                     return Some(End::Gone);
                 }
             }
@@ -195,7 +238,7 @@ async fn take_incoming<H: Handler>(
                     Some(code) => codec::close_frame(&mut answer, code, ""),
                     None => codec::close_frame(&mut answer, 1000, ""),
                 }
-                let _ = write(conn, &answer, write_timeout).await;
+                let _ = write_session(conn, session, &answer, write_timeout).await;
                 return Some(End::Gone);
             }
         }
@@ -229,6 +272,17 @@ fn deliver<H: Handler>(
         }
     }
     Ok(())
+}
+
+/// Writes `frames` after what a direct write left unsent, with direct writes held off
+/// meanwhile; false when the peer is gone or did not take them in time.
+async fn write_session(conn: &mut Conn, session: &Session, frames: &[u8], limit: Duration) -> bool {
+    let ok = match session.claim() {
+        Some(unsent) => write(conn, &unsent, limit).await && write(conn, frames, limit).await,
+        None => write(conn, frames, limit).await,
+    };
+    session.release();
+    ok
 }
 
 /// Writes whole frames; false when the peer is gone or did not take them in time.

@@ -18,11 +18,13 @@ use std::convert::Infallible;
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use warp::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use warp::hyper::server::conn::AddrStream;
 use warp::hyper::service::Service;
 use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::hyper::Body;
@@ -188,8 +190,15 @@ const READ_CHUNK: usize = 4096;
 
 /// An upgraded connection: reads whole messages, writes whole frames.
 pub(crate) struct Conn {
-    io: Upgraded,
+    io: Io,
     reader: Reader,
+}
+
+enum Io {
+    /// A plain TCP connection, shared with the session so that it can be written directly.
+    Tcp(Arc<TcpStream>),
+    /// Anything else hyper serves.
+    Other(Upgraded),
 }
 
 /// What came off the connection.
@@ -201,28 +210,61 @@ pub(crate) enum Read {
 }
 
 impl Conn {
-    fn new(io: Upgraded, limit: usize) -> Conn {
-        Conn {
-            io,
-            reader: Reader::new(limit),
+    fn new(upgraded: Upgraded, limit: usize) -> Conn {
+        let mut reader = Reader::new(limit);
+        let io = match upgraded.downcast::<TcpStream>() {
+            Ok(parts) => {
+                reader.push(&parts.read_buf);
+                Io::Tcp(Arc::new(parts.io))
+            }
+            Err(upgraded) => match upgraded.downcast::<AddrStream>() {
+                Ok(parts) => {
+                    reader.push(&parts.read_buf);
+                    Io::Tcp(Arc::new(parts.io.into_inner()))
+                }
+                Err(upgraded) => Io::Other(upgraded),
+            },
+        };
+        Conn { io, reader }
+    }
+
+    /// The TCP connection, when it is one.
+    pub(crate) fn tcp(&self) -> Option<Arc<TcpStream>> {
+        match &self.io {
+            Io::Tcp(stream) => Some(stream.clone()),
+            Io::Other(_) => None,
         }
     }
 
     /// Waits for bytes from the client. Cancel-safe: bytes are taken only when they are kept.
     pub(crate) async fn read(&mut self) -> Read {
-        std::future::poll_fn(|cx| {
-            let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
-            let mut buf = ReadBuf::uninit(&mut chunk);
-            match std::pin::Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Read::Closed),
-                Poll::Ready(Ok(())) => {
-                    self.reader.push(buf.filled());
-                    Poll::Ready(Read::Data)
+        let Conn { io, reader } = self;
+        std::future::poll_fn(|cx| match io {
+            Io::Tcp(stream) => loop {
+                if let Err(e) = ready!(stream.poll_read_ready(cx)) {
+                    return Poll::Ready(closed(&e));
                 }
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket read failed");
-                    Poll::Ready(Read::Closed)
+                let mut chunk = [0; READ_CHUNK];
+                match stream.try_read(&mut chunk) {
+                    Ok(0) => return Poll::Ready(Read::Closed),
+                    Ok(n) => {
+                        reader.push(&chunk[..n]);
+                        return Poll::Ready(Read::Data);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(closed(&e)),
+                }
+            },
+            Io::Other(upgraded) => {
+                let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+                let mut buf = ReadBuf::uninit(&mut chunk);
+                match ready!(std::pin::Pin::new(upgraded).poll_read(cx, &mut buf)) {
+                    Ok(()) if buf.filled().is_empty() => Poll::Ready(Read::Closed),
+                    Ok(()) => {
+                        reader.push(buf.filled());
+                        Poll::Ready(Read::Data)
+                    }
+                    Err(e) => Poll::Ready(closed(&e)),
                 }
             }
         })
@@ -235,10 +277,31 @@ impl Conn {
     }
 
     /// Writes `bytes` (whole frames) to the client.
-    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.io.write_all(bytes).await?;
-        self.io.flush().await
+    pub(crate) async fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        match &mut self.io {
+            Io::Tcp(stream) => {
+                while !bytes.is_empty() {
+                    stream.writable().await?;
+                    match stream.try_write(bytes) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => bytes = &bytes[n..],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Io::Other(upgraded) => {
+                upgraded.write_all(bytes).await?;
+                upgraded.flush().await
+            }
+        }
     }
+}
+
+fn closed(e: &io::Error) -> Read {
+    tracing::debug!(error = %e, "websocket read failed");
+    Read::Closed
 }
 
 #[cfg(test)]

@@ -13,11 +13,15 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use pushnote::wire::{self, Target};
 use sockjs::Message;
 
 use crate::hub::{Hub, Pace};
+
+/// Broadcasts closer together than this are queued, not written at once (see `take_messages`).
+const BROADCAST_GAP: Duration = Duration::from_millis(50);
 use crate::inproc;
 use crate::metrics::Metrics;
 
@@ -179,6 +183,7 @@ impl Bus {
 
     fn run(self, hub: &Hub, metrics: &Metrics) {
         let mut scratch = Vec::new();
+        let mut last_broadcast = None;
         loop {
             let mut items = [
                 self.sub.as_poll_item(zmq::POLLIN),
@@ -196,7 +201,7 @@ impl Bus {
                 return;
             }
             if sub_ready {
-                self.take_messages(hub, metrics, &mut scratch);
+                self.take_messages(hub, metrics, &mut scratch, &mut last_broadcast);
             }
         }
     }
@@ -221,7 +226,13 @@ impl Bus {
     }
 
     /// Reads and delivers the messages waiting, up to a batch, so commands are not starved.
-    fn take_messages(&self, hub: &Hub, metrics: &Metrics, scratch: &mut Vec<sockjs::Session>) {
+    fn take_messages(
+        &self,
+        hub: &Hub,
+        metrics: &Metrics,
+        scratch: &mut Vec<sockjs::Session>,
+        last_broadcast: &mut Option<Instant>,
+    ) {
         const BATCH: usize = 1024;
         for _ in 0..BATCH {
             let frames = match self.sub.recv_multipart(zmq::DONTWAIT) {
@@ -244,7 +255,9 @@ impl Bus {
                 continue;
             }
             // With nothing more waiting, sockets are written at once; with a backlog, the
-            // sessions' writers coalesce it into fewer frames.
+            // sessions' writers coalesce it into fewer frames. Broadcasts closer together
+            // than BROADCAST_GAP are queued too: each reaches every session, so at such a
+            // rate coalescing saves more than writing at once gains.
             let more = self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
             let pace = if more { Pace::Queued } else { Pace::Now };
             match wire::decode(&frames) {
@@ -253,6 +266,11 @@ impl Bus {
                     match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
+                            let now = Instant::now();
+                            let frequent = last_broadcast
+                                .replace(now)
+                                .is_some_and(|t| now - t < BROADCAST_GAP);
+                            let pace = if frequent { Pace::Queued } else { pace };
                             hub.broadcast(&message, scratch, pace);
                         }
                         Target::User(user) => {

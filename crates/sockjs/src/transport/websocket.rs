@@ -52,8 +52,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
         if !write(&mut conn, &open, write_timeout).await {
             return;
         }
-    }
-    if framing == Framing::SockJs {
+        // From here on senders may write this session's frames themselves (Session::send_now).
         if let Some(stream) = conn.tcp() {
             session.write_directly(stream);
         }
@@ -84,18 +83,18 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                 Batch::Messages => {
                     // The batch may be empty when a direct write left bytes unsent.
                     let ok = match framing {
-                        Framing::SockJs if batch.len() == 1 => {
-                            write_session(&mut conn, &session, batch[0].ws_frame(), write_timeout).await
-                        }
-                        Framing::SockJs => {
-                            let mut out = OutFrame::text();
-                            if !batch.is_empty() {
-                                frame::push_array(out.payload(), batch.iter().map(Message::as_json));
+                        Framing::SockJs => match batch.as_slice() {
+                            [] => write_session(&mut conn, &session, &[], write_timeout).await,
+                            [one] => {
+                                write_session(&mut conn, &session, one.ws_frame(), write_timeout).await
                             }
-                            let (bytes, start) = out.finish();
-                            let frame = if batch.is_empty() { &[][..] } else { &bytes[start..] };
-                            write_session(&mut conn, &session, frame, write_timeout).await
-                        }
+                            many => {
+                                let mut out = OutFrame::text();
+                                frame::push_array(out.payload(), many.iter().map(Message::as_json));
+                                let (bytes, start) = out.finish();
+                                write_session(&mut conn, &session, &bytes[start..], write_timeout).await
+                            }
+                        },
                         Framing::Raw => {
                             let mut out = Vec::new();
                             for m in &batch {

@@ -4,7 +4,9 @@
 //! Messages the load publishes are JSON objects: broadcasts `{"b": SEQ, "t": MICROS}`, targeted
 //! ones `{"u": USER, "s": SEQ, "t": MICROS}`, where `t` is when they were published.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,8 +131,10 @@ impl Session {
         mut stop: watch::Receiver<bool>,
     ) -> Report {
         let mut report = Report::default();
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
         loop {
-            let text = match self.next_text(&shared, &mut stop).await {
+            let text = match self.next_text(&shared, stopped.as_mut()).await {
                 Ok(t) => t,
                 Err(ended) => {
                     report.ended = ended;
@@ -183,8 +187,10 @@ impl Session {
         mut stop: watch::Receiver<bool>,
     ) -> Report {
         let mut report = Report::default();
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
         loop {
-            match self.next_text(&shared, &mut stop).await {
+            match self.next_text(&shared, stopped.as_mut()).await {
                 Ok(text) => report.tally(&text, stream, &shared, &received),
                 Err(ended) => {
                     report.ended = ended;
@@ -197,17 +203,18 @@ impl Session {
     }
 
     /// The next SockJS frame other than a close frame. `Err` says why there is none: `None`
-    /// when `stop` turned true, or how the session ended (a close frame, counted as closed by
-    /// the server, or a failed or ended connection).
-    async fn next_text(
+    /// when `stopped` completed (the stop signal, waited on by one future for the whole run:
+    /// a new one per frame would cost as much as reading the frame), or how the session ended
+    /// (a close frame, counted as closed by the server, or a failed or ended connection).
+    async fn next_text<F: Future>(
         &mut self,
         shared: &Shared,
-        stop: &mut watch::Receiver<bool>,
+        mut stopped: Pin<&mut F>,
     ) -> Result<String, Option<String>> {
         loop {
             let next = tokio::select! {
                 m = self.ws.next() => m,
-                _ = stop.changed() => return Err(None),
+                _ = stopped.as_mut() => return Err(None),
             };
             return match next {
                 Some(Ok(WsMessage::Text(t))) if t.starts_with('c') => {

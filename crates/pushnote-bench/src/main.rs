@@ -20,6 +20,7 @@ mod forwarder;
 mod scan;
 mod session;
 mod track;
+mod ws;
 mod xhr;
 
 use std::net::SocketAddr;

@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::scan;
 use crate::track::{Histogram, Stream};
+use crate::ws::{Incoming, Ws};
 
 /// Counters every session adds to.
 #[derive(Default)]
@@ -69,28 +68,29 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 /// Reads until the reply to a subscribe request. Under load the reply may share a frame with
 /// broadcasts, in any position, so every message of each frame is looked at; the broadcasts
 /// around it are not recorded (sessions checked for loss subscribe before the load starts).
-async fn subscribed(
-    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-) -> anyhow::Result<()> {
+async fn subscribed(ws: &mut Ws) -> anyhow::Result<()> {
     loop {
-        match ws.next().await {
-            Some(Ok(WsMessage::Text(t))) if t.starts_with('a') => {
-                let msgs: Vec<Msg> = serde_json::from_str(&t[1..])?;
+        match ws.next().await? {
+            Incoming::Text(t) if t.starts_with(b"a") => {
+                let msgs: Vec<Msg> = serde_json::from_slice(&t[1..])?;
                 match msgs.iter().find_map(|m| m.name.as_deref()) {
                     Some("pushnote:subscribed") => return Ok(()),
-                    Some(other) => anyhow::bail!("subscribe refused: {other} {t:.200}"),
+                    Some(other) => anyhow::bail!(
+                        "subscribe refused: {other} {:.200}",
+                        String::from_utf8_lossy(t)
+                    ),
                     None => {}
                 }
             }
-            Some(Ok(_)) => {}
-            other => anyhow::bail!("closed while subscribing: {other:?}"),
+            Incoming::Text(_) => {}
+            Incoming::Close(code) => anyhow::bail!("closed while subscribing: {code:?}"),
         }
     }
 }
 
 /// An open SockJS session over WebSocket.
 pub struct Session {
-    pub ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ws: Ws,
 }
 
 impl Session {
@@ -106,15 +106,19 @@ impl Session {
         socket.bind(src)?;
         let stream = socket.connect(server).await?;
         stream.set_nodelay(true)?;
-        let (mut ws, _) = tokio_tungstenite::client_async(ws_url, stream).await?;
-        match ws.next().await {
-            Some(Ok(WsMessage::Text(t))) if t == "o" => {}
-            other => anyhow::bail!("expected the open frame, got {other:?}"),
+        let mut ws = Ws::connect(stream, ws_url).await?;
+        match ws.next().await? {
+            Incoming::Text(b"o") => {}
+            Incoming::Text(t) => anyhow::bail!(
+                "expected the open frame, got {:.80}",
+                String::from_utf8_lossy(t)
+            ),
+            Incoming::Close(code) => anyhow::bail!("closed before the open frame: {code:?}"),
         }
         if let Some(token) = token {
             let request = serde_json::json!({"name": "subscribe", "data": {"token": token}});
             let frame = serde_json::to_string(&[request.to_string()])?;
-            ws.send(WsMessage::Text(frame)).await?;
+            ws.send_text(&frame).await?;
             tokio::time::timeout(SUBSCRIBE_WAIT, subscribed(&mut ws))
                 .await
                 .map_err(|_| anyhow::anyhow!("no subscribe reply within {SUBSCRIBE_WAIT:?}"))??;
@@ -141,11 +145,14 @@ impl Session {
                     break;
                 }
             };
-            if !text.starts_with('a') {
+            if !text.starts_with(b"a") {
                 continue;
             }
-            let Ok(msgs) = serde_json::from_str::<Vec<Msg>>(&text[1..]) else {
-                report.ended = Some(format!("unreadable frame {text:.80}"));
+            let Ok(msgs) = serde_json::from_slice::<Vec<Msg>>(&text[1..]) else {
+                report.ended = Some(format!(
+                    "unreadable frame {:.80}",
+                    String::from_utf8_lossy(text)
+                ));
                 break;
             };
             let now = now_micros();
@@ -164,7 +171,7 @@ impl Session {
                 }
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close()).await;
         report
     }
 
@@ -173,7 +180,7 @@ impl Session {
     pub async fn send_subscribe(&mut self, token: &str) -> anyhow::Result<()> {
         let request = serde_json::json!({"name": "subscribe", "data": {"token": token}});
         let frame = serde_json::to_string(&[request.to_string()])?;
-        self.ws.send(WsMessage::Text(frame)).await?;
+        self.ws.send_text(&frame).await?;
         Ok(())
     }
 
@@ -191,14 +198,14 @@ impl Session {
         tokio::pin!(stopped);
         loop {
             match self.next_text(&shared, stopped.as_mut()).await {
-                Ok(text) => report.tally(&text, stream, &shared, &received),
+                Ok(text) => report.tally(text, stream, &shared, &received),
                 Err(ended) => {
                     report.ended = ended;
                     break;
                 }
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close()).await;
         report
     }
 
@@ -209,27 +216,23 @@ impl Session {
     async fn next_text<F: Future>(
         &mut self,
         shared: &Shared,
-        mut stopped: Pin<&mut F>,
-    ) -> Result<String, Option<String>> {
-        loop {
-            let next = tokio::select! {
-                m = self.ws.next() => m,
-                _ = stopped.as_mut() => return Err(None),
-            };
-            return match next {
-                Some(Ok(WsMessage::Text(t))) if t.starts_with('c') => {
-                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    Err(Some(t))
-                }
-                Some(Ok(WsMessage::Text(t))) => Ok(t),
-                Some(Ok(WsMessage::Close(c))) => {
-                    shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                    Err(Some(format!("closed: {c:?}")))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => Err(Some(format!("error: {e}"))),
-                None => Err(Some("connection ended".into())),
-            };
+        stopped: Pin<&mut F>,
+    ) -> Result<&[u8], Option<String>> {
+        let next = tokio::select! {
+            m = self.ws.next() => m,
+            _ = stopped => return Err(None),
+        };
+        match next {
+            Ok(Incoming::Text(t)) if t.starts_with(b"c") => {
+                shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                Err(Some(String::from_utf8_lossy(t).into_owned()))
+            }
+            Ok(Incoming::Text(t)) => Ok(t),
+            Ok(Incoming::Close(code)) => {
+                shared.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                Err(Some(format!("closed: {code:?}")))
+            }
+            Err(e) => Err(Some(format!("error: {e}"))),
         }
     }
 }
@@ -238,9 +241,9 @@ impl Report {
     /// Counts the `fanout` load's messages in one frame (a scan, see `scan.rs`): latency,
     /// deliveries, and the sequence numbers of stream `stream`, calling `received(seq)` for
     /// each.
-    pub fn tally(&mut self, frame: &str, stream: u8, shared: &Shared, received: &impl Fn(u64)) {
+    pub fn tally(&mut self, frame: &[u8], stream: u8, shared: &Shared, received: &impl Fn(u64)) {
         let now = now_micros();
-        let n = scan::messages(frame.as_bytes(), stream, |seq, t| {
+        let n = scan::messages(frame, stream, |seq, t| {
             shared.latency.record(now.saturating_sub(t));
             self.broadcasts.record(seq);
             received(seq);

@@ -148,7 +148,7 @@ impl XhrSession {
                     report.ended = Some(f);
                     break;
                 }
-                Ok(f) => report.tally(&f, stream, &shared, &received),
+                Ok(f) => report.tally(f.as_bytes(), stream, &shared, &received),
                 Err(e) => {
                     report.ended = Some(format!("error: {e}"));
                     break;

@@ -1,0 +1,114 @@
+//! The real `pushnote-bench fanout` against a real pushnote server (started in this process,
+//! its bus bound on an ephemeral port): what the load counts is what the server delivered.
+
+use std::process::Command;
+use std::time::Duration;
+
+use pushnote::Signer;
+use pushnote_server::{BusMode, Server, ServerConfig, TokenPolicy};
+use serde_json::Value;
+
+const SECRET: &str = "bench-test-secret";
+
+/// Serves on an ephemeral port until the test ends; returns the SockJS URL and bus endpoint.
+fn server() -> (String, String) {
+    let mut config = ServerConfig::new("tcp://127.0.0.1:*", BusMode::Bind);
+    config.tokens = Some(TokenPolicy {
+        signer: Signer::new(SECRET).unwrap(),
+        max_age: None,
+    });
+    let server = Server::new(config).unwrap();
+    let bus = server.bus_endpoint().to_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            server.run(listener, std::future::pending()).await.unwrap();
+        });
+    });
+    (format!("http://127.0.0.1:{port}/sockjs"), bus)
+}
+
+/// Runs the bench with `args` and returns its JSON result line.
+fn bench(url: &str, bus: &str, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushnote-bench"))
+        .args(["fanout", "--url", url, "--bus", bus])
+        .args(args)
+        .env("PUSHNOTE_SECRET", SECRET)
+        .output()
+        .expect("run pushnote-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    serde_json::from_str(line).unwrap()
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
+}
+
+#[test]
+fn every_broadcast_is_counted_once_per_session_with_its_latency() {
+    let (url, bus) = server();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = bench(
+        &url,
+        &bus,
+        &["--sessions", "40", "--rate", "20", "--duration", "1"],
+    );
+    let sent = n(&r, "messages_sent");
+    assert!(sent >= 10, "{r}");
+    assert_eq!(n(&r, "deliveries"), 40 * sent, "{r}");
+    assert_eq!(
+        n(&r, "lost") + n(&r, "duplicated") + n(&r, "reordered"),
+        0,
+        "{r}"
+    );
+    let (p50, max) = (n(&r, "latency_p50_us"), n(&r, "latency_max_us"));
+    assert!(0 < p50 && p50 <= max && max < 5_000_000, "{r}");
+}
+
+#[test]
+fn targeted_messages_reach_their_subscribed_user_only() {
+    let (url, bus) = server();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = bench(
+        &url,
+        &bus,
+        &[
+            "--sessions",
+            "30",
+            "--targeted",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ],
+    );
+    let sent = n(&r, "messages_sent");
+    assert!(sent >= 25, "{r}");
+    assert_eq!(
+        n(&r, "deliveries"),
+        sent,
+        "each message reaches one session: {r}"
+    );
+    assert_eq!(
+        n(&r, "lost") + n(&r, "duplicated") + n(&r, "reordered"),
+        0,
+        "{r}"
+    );
+}

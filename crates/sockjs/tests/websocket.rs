@@ -287,6 +287,35 @@ async fn silent_peers_get_heartbeats_and_pings() {
 }
 
 #[tokio::test]
+async fn the_heartbeat_waits_for_an_interval_without_writes() {
+    let addr = support::serve(Options {
+        heartbeat_interval: Duration::from_millis(400),
+        ..Options::default()
+    });
+    let mut c = Client::open(addr, "/custom/000/h3/websocket").await;
+    assert_eq!(c.recv().await.text(), "o");
+    // An echo every 100 ms: the session writes far more often than the interval.
+    for i in 0..12 {
+        c.send_text(&format!(r#"["{i}"]"#)).await;
+        let f = c.recv().await;
+        assert_eq!(
+            f.text(),
+            format!(r#"a["{i}"]"#),
+            "no heartbeat while writing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then silence: the heartbeat comes an interval after the last write.
+    let quiet = std::time::Instant::now();
+    assert_eq!(c.recv().await.text(), "h");
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        quiet.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn handshakes_the_server_cannot_take_are_refused() {
     let addr = serve();
     let (status, _) = Client::handshake(addr, "/echo/000/v1/websocket", "8").await;

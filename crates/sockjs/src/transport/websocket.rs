@@ -73,6 +73,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
 
     let heartbeat = sleep(options.heartbeat_interval);
     tokio::pin!(heartbeat);
+    let mut last_write = Instant::now();
     // Whether the peer has sent anything (a message, a pong) since the last heartbeat.
     let mut heard = true;
     let mut batch: Vec<Message> = Vec::new();
@@ -89,7 +90,9 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                                 write_session(&mut conn, &session, one.ws_frame(), write_timeout).await
                             }
                             many => {
-                                let mut out = OutFrame::text();
+                                // "a[", the messages, a comma between each two, "]".
+                                let len: usize = many.iter().map(|m| m.as_json().len() + 1).sum();
+                                let mut out = OutFrame::text_with_capacity(len + 2);
                                 frame::push_array(out.payload(), many.iter().map(Message::as_json));
                                 let (bytes, start) = out.finish();
                                 write_session(&mut conn, &session, &bytes[start..], write_timeout).await
@@ -107,7 +110,9 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                     if !ok {
                         break End::Gone;
                     }
-                    heartbeat.as_mut().reset(Instant::now() + options.heartbeat_interval);
+                    // The heartbeat is due an interval after the last write: rather than
+                    // moving its timer on every write, it is put off when it fires.
+                    last_write = Instant::now();
                 }
                 Batch::Close(code) => break End::Close(code),
             },
@@ -121,6 +126,11 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                 }
             },
             () = &mut heartbeat => {
+                let due = last_write + options.heartbeat_interval;
+                if due > Instant::now() {
+                    heartbeat.as_mut().reset(due);
+                    continue;
+                }
                 if !std::mem::replace(&mut heard, false) {
                     tracing::debug!(session = session.id(), "websocket peer unresponsive; reaped");
                     break End::Gone;
@@ -133,7 +143,8 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                 if !write_session(&mut conn, &session, &beat, write_timeout).await {
                     break End::Gone;
                 }
-                heartbeat.as_mut().reset(Instant::now() + options.heartbeat_interval);
+                last_write = Instant::now();
+                heartbeat.as_mut().reset(last_write + options.heartbeat_interval);
             }
         }
     };
@@ -284,7 +295,12 @@ async fn write_session(conn: &mut Conn, session: &Session, frames: &[u8], limit:
     ok
 }
 
-/// Writes whole frames; false when the peer is gone or did not take them in time.
+/// Writes whole frames; false when the peer is gone or did not take them in time. What the
+/// socket takes at once needs no timer.
 async fn write(conn: &mut Conn, bytes: &[u8], limit: Duration) -> bool {
-    matches!(timeout(limit, conn.write(bytes)).await, Ok(Ok(())))
+    let rest = match conn.write_now(bytes) {
+        Ok(n) => &bytes[n..],
+        Err(_) => return false,
+    };
+    rest.is_empty() || matches!(timeout(limit, conn.write(rest)).await, Ok(Ok(())))
 }

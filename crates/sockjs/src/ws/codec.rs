@@ -237,7 +237,16 @@ pub(crate) struct OutFrame(String);
 impl OutFrame {
     /// A text frame; append its payload to [`OutFrame::payload`].
     pub(crate) fn text() -> OutFrame {
-        OutFrame("\0".repeat(HEADROOM))
+        OutFrame::text_with_capacity(0)
+    }
+
+    /// A text frame with room for a payload of `payload` bytes without growing.
+    pub(crate) fn text_with_capacity(payload: usize) -> OutFrame {
+        let mut s = String::with_capacity(HEADROOM + payload);
+        for _ in 0..HEADROOM {
+            s.push('\0');
+        }
+        OutFrame(s)
     }
 
     /// The frame's payload so far. Only append to it.

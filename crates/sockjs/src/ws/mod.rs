@@ -276,6 +276,19 @@ impl Conn {
         self.reader.next()
     }
 
+    /// Writes what the socket takes of `bytes` at once, without waiting; returns how much
+    /// that was (nothing on a connection that is not a plain TCP stream).
+    pub(crate) fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match &self.io {
+            Io::Tcp(stream) => match stream.try_write(bytes) {
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) => Err(e),
+            },
+            Io::Other(_) => Ok(0),
+        }
+    }
+
     /// Writes `bytes` (whole frames) to the client.
     pub(crate) async fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         match &mut self.io {

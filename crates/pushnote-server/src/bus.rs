@@ -254,12 +254,18 @@ impl Bus {
                 );
                 continue;
             }
-            // With nothing more waiting, sockets are written at once; with a backlog, the
-            // sessions' writers coalesce it into fewer frames. Broadcasts closer together
+            // With nothing more waiting, sockets are written at once (until more comes); with
+            // a backlog, the sessions' writers coalesce it into fewer frames. Broadcasts closer together
             // than BROADCAST_GAP are queued too: each reaches every session, so at such a
             // rate coalescing saves more than writing at once gains.
-            let more = self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-            let pace = if more { Pace::Queued } else { Pace::Now };
+            let more_waiting = || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+            let pace = if more_waiting() {
+                Pace::Queued
+            } else {
+                Pace::Now {
+                    more_waiting: &more_waiting,
+                }
+            };
             match wire::decode(&frames) {
                 Ok(m) => {
                     let message = Message::json(m.data.get());

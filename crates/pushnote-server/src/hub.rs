@@ -20,14 +20,23 @@ use crate::bus::BusControl;
 use crate::metrics::Metrics;
 
 /// How a message goes to its sessions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pace {
+#[derive(Clone, Copy)]
+pub enum Pace<'a> {
     /// Nothing else is waiting: write each session's socket at once from this thread where it
-    /// takes the message ([`Session::send_now`]), without waking its writer.
-    Now,
+    /// takes the message ([`Session::send_now`]), without waking its writer. Writing to many
+    /// sessions takes a while, so `more_waiting` is asked every [`CHECK_EVERY`] sessions; once
+    /// it says more messages have come, the rest are queued, as with [`Pace::Queued`], so that
+    /// what came meanwhile does not wait for the whole round.
+    Now {
+        /// Whether more messages are waiting now.
+        more_waiting: &'a dyn Fn() -> bool,
+    },
     /// More messages are waiting: queue, so that each session's writer sends them together.
     Queued,
 }
+
+/// How many sessions a [`Pace::Now`] round writes between two looks for more messages.
+pub const CHECK_EVERY: usize = 256;
 
 /// The registry of sessions and users of one server.
 pub struct Hub {
@@ -201,7 +210,7 @@ impl Hub {
 
     /// Sends `message` to every session. `scratch` is reused between calls to avoid
     /// allocating a list per broadcast.
-    pub fn broadcast(&self, message: &Message, scratch: &mut Vec<Session>, pace: Pace) {
+    pub fn broadcast(&self, message: &Message, scratch: &mut Vec<Session>, pace: Pace<'_>) {
         scratch.clear();
         scratch.extend(lock(&self.sessions).values().map(|e| e.session.clone()));
         self.send_all(message, scratch, pace);
@@ -213,7 +222,7 @@ impl Hub {
         user: &str,
         message: &Message,
         scratch: &mut Vec<Session>,
-        pace: Pace,
+        pace: Pace<'_>,
     ) {
         scratch.clear();
         if let Some(list) = lock(&self.users).get(user) {
@@ -227,12 +236,21 @@ impl Hub {
         self.send_all(message, scratch, pace);
     }
 
-    fn send_all(&self, message: &Message, sessions: &mut Vec<Session>, pace: Pace) {
+    fn send_all(&self, message: &Message, sessions: &mut Vec<Session>, pace: Pace<'_>) {
         let mut delivered = 0;
-        for s in sessions.drain(..) {
-            let sent = match pace {
-                Pace::Now => s.send_now(message.clone()),
-                Pace::Queued => s.send(message.clone()),
+        let mut now = match pace {
+            Pace::Now { more_waiting } => Some(more_waiting),
+            Pace::Queued => None,
+        };
+        for (i, s) in sessions.drain(..).enumerate() {
+            if let Some(more_waiting) = now {
+                if i % CHECK_EVERY == CHECK_EVERY - 1 && more_waiting() {
+                    now = None;
+                }
+            }
+            let sent = match now {
+                Some(_) => s.send_now(message.clone()),
+                None => s.send(message.clone()),
             };
             match sent {
                 Ok(()) => delivered += 1,
@@ -319,6 +337,37 @@ mod tests {
         assert_eq!(hub.session_count(), 0);
         assert!(lock(&hub.users).is_empty());
         assert_eq!(hub.metrics.users.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_round_of_direct_writes_looks_for_more_messages_and_then_queues_the_rest() {
+        let (hub, _bus) = hub();
+        let sessions: Vec<Session> = (0..3 * CHECK_EVERY)
+            .map(|_| Session::new(Default::default()))
+            .collect();
+        for s in &sessions {
+            assert!(hub.add(s, usize::MAX));
+        }
+        let asked = std::cell::Cell::new(0);
+        let more_waiting = || {
+            asked.set(asked.get() + 1);
+            asked.get() == 2
+        };
+        hub.broadcast(
+            &Message::json("1"),
+            &mut Vec::new(),
+            Pace::Now {
+                more_waiting: &more_waiting,
+            },
+        );
+        assert_eq!(
+            asked.get(),
+            2,
+            "asked every {CHECK_EVERY} sessions until the answer was yes"
+        );
+        for s in &sessions {
+            assert_eq!(texts(s), ["1"]);
+        }
     }
 
     #[test]

@@ -224,9 +224,8 @@ async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order(
     // A queue that never counts as slow: how much the socket holds depends on the kernel.
     let (_fwd, _srv, bus, mut c) = stack(&["--queue-bytes", "1000000000"]).await;
     // Published one at a time, more than 50 ms apart, each is written straight to the socket
-    // from the bus thread. The client reads nothing meanwhile, so the socket fills (here after
-    // about 10 MB): a frame it takes only in part is finished by the session's writer, and the
-    // ones after it queue.
+    // from the bus thread. The client reads nothing meanwhile, so the socket fills: a frame it
+    // takes only in part is finished by the session's writer, and the ones after it queue.
     let pad = "x".repeat(300_000);
     for i in 0..40 {
         bus.notify_all(&json!({"i": i, "pad": pad})).unwrap();

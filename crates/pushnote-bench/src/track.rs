@@ -56,12 +56,17 @@ pub struct Histogram {
     max: AtomicU64,
 }
 
-const SUB: f64 = 16.0;
+/// Buckets per power of two, and the powers of two covered.
+const PER_OCTAVE: usize = 16;
+const OCTAVES: usize = 40;
+const SUB: f64 = PER_OCTAVE as f64;
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
-            buckets: (0..16 * 40).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..PER_OCTAVE * OCTAVES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             max: AtomicU64::new(0),
         }
     }

@@ -255,9 +255,9 @@ impl Bus {
                 continue;
             }
             // With nothing more waiting, sockets are written at once (until more comes); with
-            // a backlog, the sessions' writers coalesce it into fewer frames. Broadcasts closer together
-            // than BROADCAST_GAP are queued too: each reaches every session, so at such a
-            // rate coalescing saves more than writing at once gains.
+            // a backlog, the sessions' writers coalesce it into fewer frames. Broadcasts closer
+            // together than BROADCAST_GAP are queued too: each reaches every session, so at
+            // such a rate coalescing saves more than writing at once gains.
             let more_waiting = || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
             let pace = if more_waiting() {
                 Pace::Queued

@@ -348,7 +348,25 @@ mod tests {
         for s in &sessions {
             assert!(hub.add(s, usize::MAX));
         }
+        // Never more: asked once per CHECK_EVERY sessions, not per session, not never.
         let asked = std::cell::Cell::new(0);
+        let never = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        hub.broadcast(
+            &Message::json("0"),
+            &mut Vec::new(),
+            Pace::Now {
+                more_waiting: &never,
+            },
+        );
+        assert_eq!(asked.get(), 3);
+        for s in &sessions {
+            assert_eq!(texts(s), ["0"]);
+        }
+        // More at the second look: not asked again.
+        asked.set(0);
         let more_waiting = || {
             asked.set(asked.get() + 1);
             asked.get() == 2

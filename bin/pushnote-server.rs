@@ -25,6 +25,12 @@ struct Args {
     #[arg(short = 'a', long, env = "PUSHNOTE_ADDRESS", default_value = "")]
     address: String,
 
+    /// Connections the kernel completes and holds until the server accepts them (the listen
+    /// backlog). The kernel caps it at net.core.somaxconn. A connect arriving when it is full
+    /// is dropped and retried by the client a second later, so bursts of connects need room.
+    #[arg(long, env = "PUSHNOTE_BACKLOG", default_value_t = 4096)]
+    backlog: u32,
+
     /// The path SockJS is served under.
     #[arg(short = 'r', long, env = "PUSHNOTE_ROUTE", default_value = "/sockjs")]
     route: String,
@@ -261,10 +267,10 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), String> {
     let config = config(&args)?;
     let address = listen_address(&args)?;
+    let backlog = args.backlog;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
+        let listener = pushnote_server::server::listen(address, backlog)
             .map_err(|e| format!("cannot listen on {address}: {e}"))?;
         let local = listener
             .local_addr()

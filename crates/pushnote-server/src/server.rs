@@ -2,13 +2,14 @@
 //! shutdown signal.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::convert::Infallible;
 
 use futures_util::Stream;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use warp::http::{header, HeaderValue, Response};
 use warp::hyper::server::{accept, Server as HyperServer};
 use warp::hyper::service::make_service_fn;
@@ -193,6 +194,20 @@ impl Server {
     }
 }
 
+/// A listener on `address` with room for `backlog` connections the kernel has completed but
+/// the server not yet accepted (capped by the kernel at `net.core.somaxconn`). The standard
+/// library binds with 128, which a burst of connects overflows: each connect past it is dropped
+/// and retried by its client a second later.
+pub fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog.max(1))
+}
+
 /// The connections `listener` accepts. A failed accept (out of descriptors, say) is logged
 /// and retried after a pause instead of ending the server, and every connection gets
 /// `TCP_NODELAY`, so small frames leave at once.
@@ -220,4 +235,33 @@ fn metrics_response(body: String) -> Response<Body> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connects_beyond_128_completes_before_any_is_accepted() {
+        // Within the kernel's own cap, which is 4096 on current kernels.
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let burst = 250.min(somaxconn.saturating_sub(8));
+        let listener = listen("127.0.0.1:0".parse().unwrap(), 300).unwrap();
+        let address = listener.local_addr().unwrap();
+        // Nothing accepts: every connect completes only if the kernel has room to hold it.
+        let mut held = Vec::with_capacity(burst);
+        let all = async {
+            for _ in 0..burst {
+                held.push(TcpStream::connect(address).await.unwrap());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("connects past the backlog wait for a SYN retransmission");
+        assert_eq!(held.len(), burst);
+        drop(listener);
+    }
 }

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Draws the benchmark chart (an SVG, no dependencies) from the JSON lines scripts/compare.py
-writes: one panel per figure, one bar per server, from the newest result of each server in each scenario.
+writes: one panel per figure, one bar per server, from the newest run of each server in each
+scenario (the median of its rounds, as in compare.py's table).
 
     scripts/chart.py bench-results.jsonl > docs/benchmarks.svg
 """
 
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import figure  # noqa: E402
 
 PANELS = [
     ("max", "deliveries_per_s", 1e-3, "fan-out, 10k sessions", "thousand deliveries/s (more is better)"),
@@ -24,13 +29,7 @@ def esc(s):
 
 
 def main():
-    # The newest result of each server in each scenario (later lines win).
-    latest = {}
-    for line in open(sys.argv[1]):
-        if line.strip():
-            r = json.loads(line)
-            latest[(r["label"], r["scenario"])] = r
-    rows = list(latest.values())
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     newest = max(r.get("run", "") for r in rows)
     names = list(dict.fromkeys(r["label"] for r in rows))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(PANELS)}" height="{H + 40}" '
@@ -40,7 +39,7 @@ def main():
         x0 = p * W
         vals = []
         for n in names:
-            v = next((r.get(key) for r in rows if r["label"] == n and r["scenario"] == scen), None)
+            v = figure(rows, n, scen, key)
             vals.append(None if v is None else v * scale)
         top = max([v for v in vals if v is not None] or [1]) or 1
         out.append(f'<text x="{x0 + W / 2}" y="18" text-anchor="middle" font-size="13" '
@@ -59,7 +58,7 @@ def main():
             out.append(f'<text x="{bx + (bw - 8) / 2:.1f}" y="{H - 14}" text-anchor="middle">'
                        f'{esc(n)}</text>')
         out.append(f'<line x1="{x0 + PAD}" y1="{H - 30}" x2="{x0 + W - PAD}" y2="{H - 30}" stroke="#333"/>')
-    out.append(f'<text x="10" y="{H + 25}" fill="#555">{esc("pushnote-bench, run " + newest)}</text>')
+    out.append(f'<text x="10" y="{H + 25}" fill="#555">{esc("pushnote-bench; each figure from its newest run (median of its rounds), the last on " + newest)}</text>')
     out.append("</svg>")
     print("\n".join(out))
 

@@ -9,6 +9,11 @@ its SUB socket at. The script starts the server afresh for each scenario, waits 
 runs `pushnote-bench fanout` against it, stops it, and appends one JSON line per run to
 --out (default bench-results.jsonl), then prints a table.
 
+With --repeat N each scenario runs N rounds, every server in turn in each round, and the table
+gives each figure's median over the rounds (losses: the worst round). Tail latencies on a
+shared machine drift by tens of percent from one minute to the next; interleaved rounds and
+medians keep that drift out of the comparison.
+
     scripts/compare.py \\
       'pushnote:pushnote=target/release/pushnote-server --single --port {port} --address 127.0.0.1 --mq_socket {bus} --log warn' \\
       'node:original=../shared/peers/start.sh node {port} {bus}'
@@ -29,6 +34,7 @@ import os
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -108,14 +114,22 @@ def fmt_num(v, unit=""):
     return f"{v:,}{unit}"
 
 
+def figure(results, name, scenario, key, pick=statistics.median):
+    """`key` of server `name` in `scenario`, from the newest run that has it: the median of its
+    rounds (or another `pick` of them), or None."""
+    mine = [r for r in results
+            if r["label"] == name and r["scenario"] == scenario and r.get(key) is not None]
+    if not mine:
+        return None
+    newest = max(r.get("run", "") for r in mine)
+    return pick([r[key] for r in mine if r.get("run", "") == newest])
+
+
 def table(results):
     names = list(dict.fromkeys(r["label"] for r in results))
-    def get(name, scenario, key, scale=1.0):
-        for r in reversed(results):
-            if r["label"] == name and r["scenario"] == scenario and key in r:
-                v = r[key]
-                return None if v is None else v * scale
-        return None
+    for r in results:
+        if "lost" in r:
+            r["faults"] = sum(r.get(k) or 0 for k in ("lost", "duplicated", "reordered"))
     rows = [
         ("max deliveries/s (fan-out)", "max", "deliveries_per_s", 1.0),
         ("p99 ms at max rate", "max", "latency_p99_us", 0.001),
@@ -126,19 +140,20 @@ def table(results):
         ("session connects/s", "idle", "connects_per_s", 1.0),
         ("targeted p99 ms, N = 1,000", "t1k", "latency_p99_us", 0.001),
         ("targeted p99 ms, N = 19,500", "t19k", "latency_p99_us", 0.001),
-        ("lost+dup+reordered (max)", "max", "lost", 1.0),
-        ("lost+dup+reordered (1 M/s)", "1m", "lost", 1.0),
-        ("lost+dup+reordered (targeted)", "t19k", "lost", 1.0),
+        ("lost+dup+reordered (max)", "max", "faults", 1.0),
+        ("lost+dup+reordered (1 M/s)", "1m", "faults", 1.0),
+        ("lost+dup+reordered (targeted)", "t19k", "faults", 1.0),
     ]
     head = "| figure | " + " | ".join(names) + " |"
     lines = [head, "|---|" + "---|" * len(names)]
     for label, scen, key, scale in rows:
         cells = []
         for n in names:
-            v = get(n, scen, key, scale)
-            if key == "lost":
-                extra = [get(n, scen, k) for k in ("duplicated", "reordered")]
-                v = None if v is None else int(v + sum(x or 0 for x in extra))
+            if key == "faults":
+                v = figure(results, n, scen, key, max)
+            else:
+                v = figure(results, n, scen, key)
+                v = None if v is None else v * scale
             cells.append(fmt_num(v))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -154,6 +169,8 @@ def main():
     p.add_argument("--sessions", type=int, default=10_000)
     p.add_argument("--idle-sessions", type=int, default=19_500)
     p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of each scenario, servers interleaved; the table gives medians")
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--load-cpu", default="1")
     p.add_argument("--port", type=int, default=18600)
@@ -172,17 +189,20 @@ def main():
         servers.append((name, fmt, command))
     results = []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    rounds = max(a.repeat, 1)
     for i, scenario in enumerate(a.scenarios.split(",")):
-        for j, server in enumerate(servers):
-            if scenario.startswith("t") and server[0] in a.no_targeted.split(","):
-                continue
-            port = a.port + 10 * i + j
-            bus = f"tcp://127.0.0.1:{port + 1000}"
-            r = run_one(server, scenario, a, port, bus)
-            r["run"] = stamp
-            results.append(r)
-            with open(a.out, "a") as f:
-                f.write(json.dumps(r) + "\n")
+        for k in range(rounds):
+            for j, server in enumerate(servers):
+                if scenario.startswith("t") and server[0] in a.no_targeted.split(","):
+                    continue
+                port = a.port + 10 * (i * rounds + k) + j
+                bus = f"tcp://127.0.0.1:{port + 1000}"
+                r = run_one(server, scenario, a, port, bus)
+                r["run"] = stamp
+                r["round"] = k
+                results.append(r)
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(r) + "\n")
     print(table(results))
 
 

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 
 use crate::session::{Report, Shared};
 
+/// Room made in the read buffer before each read.
+const READ_ROOM: usize = 16 * 1024;
+
 pub struct XhrSession {
     server: SocketAddr,
     src: SocketAddr,
@@ -88,11 +91,12 @@ impl XhrSession {
         }
     }
 
+    /// Reads what has arrived onto `raw`, straight into its spare room: a buffer on the stack
+    /// would live in every session's future, at 16 KiB each.
     async fn fill(&mut self) -> anyhow::Result<()> {
-        let mut buf = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut buf).await?;
+        self.raw.reserve(READ_ROOM);
+        let n = self.stream.read_buf(&mut self.raw).await?;
         anyhow::ensure!(n > 0, "connection ended");
-        self.raw.extend_from_slice(&buf[..n]);
         Ok(())
     }
 

@@ -11,11 +11,17 @@ const SECRET: &str = "bench-test-secret";
 
 /// Serves on an ephemeral port until the test ends; returns the SockJS URL and bus endpoint.
 fn server() -> (String, String) {
+    server_with(|_| {})
+}
+
+/// [`server`], with `adjust` applied to its configuration first.
+fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> (String, String) {
     let mut config = ServerConfig::new("tcp://127.0.0.1:*", BusMode::Bind);
     config.tokens = Some(TokenPolicy {
         signer: Signer::new(SECRET).unwrap(),
         max_age: None,
     });
+    adjust(&mut config);
     let server = Server::new(config).unwrap();
     let bus = server.bus_endpoint().to_owned();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -107,5 +113,29 @@ fn targeted_messages_reach_their_subscribed_user_only() {
         sent,
         "each message reaches one session: {r}"
     );
+    assert_nothing_lost(&r);
+}
+
+#[test]
+fn xhr_streaming_sessions_count_every_broadcast_across_their_responses() {
+    // Responses end after 1 KiB, so each session reads several of them, opening the next.
+    let (url, bus) = server_with(|c| c.sockjs.response_limit = 1024);
+    let r = bench(
+        &url,
+        &bus,
+        &[
+            "--sessions",
+            "10",
+            "--transport",
+            "xhr-streaming",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+        ],
+    );
+    let sent = n(&r, "messages_sent");
+    assert!(sent >= 100, "{r}");
+    assert_eq!(n(&r, "deliveries"), 10 * sent, "{r}");
     assert_nothing_lost(&r);
 }

@@ -127,9 +127,10 @@ def figure(results, name, scenario, key, pick=statistics.median):
 
 def table(results):
     names = list(dict.fromkeys(r["label"] for r in results))
-    for r in results:
-        if "lost" in r:
-            r["faults"] = sum(r.get(k) or 0 for k in ("lost", "duplicated", "reordered"))
+    # Losses, duplicates and reorderings in one figure, on copies: the caller's results stay
+    # as the load reported them.
+    results = [dict(r, faults=sum(r.get(k) or 0 for k in ("lost", "duplicated", "reordered")))
+               if "lost" in r else r for r in results]
     rows = [
         ("max deliveries/s (fan-out)", "max", "deliveries_per_s", 1.0),
         ("p99 ms at max rate", "max", "latency_p99_us", 0.001),

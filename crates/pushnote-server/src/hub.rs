@@ -9,7 +9,7 @@
 //! made when its first session subscribes and dropped when its last leaves), so the forwarder
 //! sends a user's messages only to the servers that hold that user.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,7 +40,11 @@ pub const CHECK_EVERY: usize = 256;
 
 /// The registry of sessions and users of one server.
 pub struct Hub {
-    sessions: Mutex<HashMap<u64, Entry>>,
+    /// By session id, which is the order sessions were opened in: a broadcast writes their
+    /// sockets in that order, which is also the order their memory was allocated in, the
+    /// kernel's included. A broadcast to 10,000 sessions at light load costs about a tenth
+    /// less CPU that way than in a hash map's order (docs/BENCHMARKS.md).
+    sessions: Mutex<BTreeMap<u64, Entry>>,
     users: Mutex<HashMap<Arc<str>, Vec<Session>>>,
     bus: Arc<BusControl>,
     metrics: Arc<Metrics>,
@@ -73,7 +77,7 @@ impl Hub {
     /// An empty hub that subscribes users on `bus`.
     pub fn new(bus: Arc<BusControl>, metrics: Arc<Metrics>) -> Hub {
         Hub {
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(BTreeMap::new()),
             users: Mutex::new(HashMap::new()),
             bus,
             metrics,

@@ -277,7 +277,7 @@ impl Bus {
                                 .replace(now)
                                 .is_some_and(|t| now - t < BROADCAST_GAP);
                             let pace = if frequent { Pace::Queued } else { pace };
-                            hub.broadcast(&message, scratch, pace);
+                            hub.broadcast(&message, pace);
                         }
                         Target::User(user) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);

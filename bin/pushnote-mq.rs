@@ -8,7 +8,9 @@ use pushnote_server::{cli, Forwarder, ForwarderConfig};
 /// Forwards notifications from apps to pushnote-server instances.
 ///
 /// Apps publish into the SUB side; every server subscribes at the PUB side and receives the
-/// broadcasts and the messages of the users connected to it. Both sides bind.
+/// broadcasts and the messages of the users connected to it. Both sides bind. Each topic's
+/// messages are numbered on the way, so a server counts those ZeroMQ dropped before reaching
+/// it (its pushnote_bus_messages_lost_total).
 #[derive(Parser, Debug)]
 #[command(name = "pushnote-mq", version)]
 struct Args {
@@ -21,7 +23,7 @@ struct Args {
     publish: String,
 
     /// Messages held per connected app or server before ZeroMQ drops new ones (a burst
-    /// larger than this toward one slow server is lost for that server).
+    /// larger than this toward one slow server is lost for that server, which counts it).
     #[arg(long, env = "PUSHNOTE_MQ_HWM", default_value_t = 100_000)]
     hwm: i32,
 

@@ -17,6 +17,8 @@ import sys
 import time
 
 BROADCAST_TOPIC = b"all\x00"
+# Sent after each topic: room for the forwarder's stamp (docs/PROTOCOL.md).
+STAMP_ROOM = bytes(8)
 
 
 def user_topic(user):
@@ -61,13 +63,13 @@ class Publisher:
 
     def notify_all(self, data):
         self._wait_ready()
-        self.sock.send_multipart([BROADCAST_TOPIC, body("notify_all", data)])
+        self.sock.send_multipart([BROADCAST_TOPIC + STAMP_ROOM, body("notify_all", data)])
 
     def notify(self, data, users):
         self._wait_ready()
         payload = body("notify", data)
         for user in users:
-            self.sock.send_multipart([user_topic(user), payload])
+            self.sock.send_multipart([user_topic(user) + STAMP_ROOM, payload])
 
     def close(self):
         self.sock.close()

@@ -50,7 +50,88 @@ async fn servers_and_apps_resume_by_themselves_when_the_forwarder_restarts() {
     assert!(took < Duration::from_secs(2), "took {took:?} to resume");
     bus.notify(&json!("after restart"), ["r"]).unwrap();
     assert_eq!(c.next().await, json!("after restart"));
+    // The new forwarder numbers from 1 again: a new count, not a loss.
+    assert_eq!(srv.metric(LOST).await, 0);
     drop(restarted);
+}
+
+const LOST: &str = "pushnote_bus_messages_lost_total";
+
+#[tokio::test]
+async fn a_server_counts_every_message_the_forwarder_dropped_for_it() {
+    // A forwarder that holds 10 messages for a server, and a server that stops reading.
+    let fwd = forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--hwm",
+        "10",
+    ]);
+    let srv = server(&fwd, &[]);
+    let bus = publisher(&fwd.sub);
+    let mut c = Client::connect(&srv).await;
+    sync(&bus, &mut c, None).await;
+    drop(c);
+    let received =
+        || async { srv.metric("pushnote_bus_broadcasts_total").await + srv.metric(LOST).await };
+    // Markers published before the server's subscription arrived were never its to miss.
+    assert_eq!(srv.metric(LOST).await, 0);
+    let before = received().await;
+
+    // 100 MB while the server is stopped: more than any socket buffers hold, so ZeroMQ drops
+    // most of it at the forwarder.
+    const SENT: u64 = 1_000;
+    srv.proc.signal("STOP");
+    let pad = "x".repeat(100_000);
+    for n in 0..SENT {
+        bus.notify_all(&json!({"n": n, "pad": pad})).unwrap();
+    }
+    srv.proc.signal("CONT");
+
+    // A message that arrives after them accounts for each: received, or counted lost. Until
+    // the backlog drains, markers are dropped too; one arrives once it has.
+    let deadline = Instant::now() + WAIT;
+    let mut markers = 0;
+    loop {
+        bus.notify_all(&json!({"marker": markers})).unwrap();
+        markers += 1;
+        let expected = before + SENT + markers;
+        let sent_at = Instant::now();
+        let mut now = received().await;
+        while now < expected && sent_at.elapsed() < Duration::from_millis(300) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            now = received().await;
+        }
+        assert!(now <= expected, "{now} received or lost of {expected} sent");
+        if now == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} received or lost of {expected}"
+        );
+    }
+    let lost = srv.metric(LOST).await;
+    assert!(lost > 0 && lost < SENT + markers, "lost {lost}");
+}
+
+#[tokio::test]
+async fn what_a_user_is_sent_while_away_from_a_server_is_not_counted_lost_there() {
+    let (fwd, srv, bus, mut c) = stack(&[]).await;
+    c.subscribe(&token("away")).await;
+    sync(&bus, &mut c, Some("away")).await;
+    drop(c);
+    srv.wait_metric_at_most("pushnote_users", 0).await;
+    // Published while no session of the user is here: the server no longer subscribes to them.
+    for i in 0..5 {
+        bus.notify(&json!({"away": i}), ["away"]).unwrap();
+    }
+    let mut back = Client::connect(&srv).await;
+    back.subscribe(&token("away")).await;
+    sync(&bus, &mut back, Some("away")).await;
+    assert_eq!(srv.metric(LOST).await, 0);
+    drop(fwd);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

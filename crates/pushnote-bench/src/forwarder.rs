@@ -2,7 +2,8 @@
 //! many it loses. A PUB socket plays the app (pre-encoded broadcasts of --size bytes in
 //! pushnote's `[topic, body]` format, sent as fast as ZeroMQ takes them) and a SUB socket plays
 //! a server; every body starts with its sequence number, so the receiver counts each message
-//! that never arrived.
+//! that never arrived. The forwarder's own numbers (the stamp after the topic) tell which of
+//! those it numbered and then lost on the way to the receiver, as a server would count them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,8 +52,9 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     let (received2, done2) = (received.clone(), done.clone());
     let total = args.messages;
-    let receiver = std::thread::spawn(move || -> anyhow::Result<(u64, u64, Instant)> {
+    let receiver = std::thread::spawn(move || -> anyhow::Result<Tally> {
         let (mut next, mut lost, mut reordered) = (0u64, 0u64, 0u64);
+        let (mut numbered, mut numbered_lost) = (None::<wire::Stamp>, 0u64);
         let mut last = Instant::now();
         let mut frame = zmq::Message::new();
         loop {
@@ -63,7 +65,14 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
             if frame.get_more() {
-                continue; // the topic; the body follows
+                // The topic; the body follows.
+                if let Ok((_, Some(stamp))) = wire::split_stamp(&frame) {
+                    if let Some(last) = numbered.filter(|l| l.run == stamp.run) {
+                        numbered_lost += u64::from(stamp.skipped_after(last.number).unwrap_or(0));
+                    }
+                    numbered = Some(stamp);
+                }
+                continue;
             }
             let seq = frame
                 .get(..8)
@@ -83,10 +92,17 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
             }
         }
         lost += total.saturating_sub(next);
-        Ok((lost, reordered, last))
+        Ok(Tally {
+            lost,
+            numbered_lost,
+            reordered,
+            last,
+        })
     });
 
     let rss_before = rss_kib(args.pid);
+    // The topic as the client crate sends it, with room for the forwarder's stamp.
+    let topic = wire::topic_with_stamp_room(wire::Target::All)?;
     let mut body = vec![b'x'; args.size.max(8)];
     let start = Instant::now();
     let mut report = Instant::now();
@@ -98,7 +114,7 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
             }
         }
         body[..8].copy_from_slice(&seq.to_be_bytes());
-        publisher.send(wire::BROADCAST_TOPIC, zmq::SNDMORE)?;
+        publisher.send(&topic[..], zmq::SNDMORE)?;
         publisher.send(&body[..], 0)?;
         if report.elapsed() >= Duration::from_secs(1) {
             eprintln!("sent {seq}, received {}", received.load(Ordering::Relaxed));
@@ -117,7 +133,12 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
     }
     let rss_after = rss_kib(args.pid);
     done.store(true, Ordering::Relaxed);
-    let (lost, reordered, last) = receiver
+    let Tally {
+        lost,
+        numbered_lost,
+        reordered,
+        last,
+    } = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("the receiver panicked"))??;
     let got = received.load(Ordering::Relaxed);
@@ -131,6 +152,7 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
         "received": got,
         "received_per_s": got as f64 / secs,
         "lost": lost,
+        "lost_after_numbering": numbered_lost,
         "reordered": reordered,
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
@@ -138,7 +160,8 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
     println!("{summary}");
     eprintln!(
         "forwarder: {total} messages of {} bytes sent at {:.0}/s, {got} received at {:.0}/s; \
-         lost {lost}, reordered {reordered}",
+         lost {lost} ({numbered_lost} of them numbered by the forwarder, so counted by a \
+         server), reordered {reordered}",
         args.size,
         total as f64 / sent_secs,
         got as f64 / secs
@@ -147,4 +170,16 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
         anyhow::bail!("not clean: {lost} lost, {reordered} reordered");
     }
     Ok(())
+}
+
+/// What the receiver saw.
+struct Tally {
+    /// Messages that never arrived.
+    lost: u64,
+    /// Of those, the ones the forwarder had numbered: lost past it.
+    numbered_lost: u64,
+    /// Messages that arrived after a later one.
+    reordered: u64,
+    /// When the last message arrived.
+    last: Instant,
 }

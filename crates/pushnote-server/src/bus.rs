@@ -9,13 +9,17 @@
 //!
 //! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
+//!
+//! The forwarder numbers each topic's messages ([`wire::Stamp`]); [`Gaps`] counts the numbers
+//! that never arrived, the messages ZeroMQ dropped on the way here.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pushnote::wire::{self, Target};
+use pushnote::wire::{self, Stamp, Target};
 use sockjs::Message;
 
 use crate::hub::{Hub, Pace};
@@ -184,12 +188,15 @@ impl Bus {
     fn run(self, hub: &Hub, metrics: &Metrics) {
         let mut scratch = Vec::new();
         let mut last_broadcast = None;
+        let mut gaps = Gaps::default();
         loop {
             let mut items = [
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.commands.as_poll_item(zmq::POLLIN),
             ];
-            if let Err(e) = zmq::poll(&mut items, -1) {
+            // Losses not logged yet are logged within a second even when nothing else comes.
+            let timeout = if gaps.unreported > 0 { 1000 } else { -1 };
+            if let Err(e) = zmq::poll(&mut items, timeout) {
                 if e == zmq::Error::EINTR {
                     continue;
                 }
@@ -197,24 +204,35 @@ impl Bus {
                 return;
             }
             let (sub_ready, cmd_ready) = (items[0].is_readable(), items[1].is_readable());
-            if cmd_ready && !self.take_commands() {
+            if cmd_ready && !self.take_commands(&mut gaps) {
+                gaps.report(true);
                 return;
             }
             if sub_ready {
-                self.take_messages(hub, metrics, &mut scratch, &mut last_broadcast);
+                let mut state = State {
+                    scratch: &mut scratch,
+                    last_broadcast: &mut last_broadcast,
+                    gaps: &mut gaps,
+                };
+                self.take_messages(hub, metrics, &mut state);
             }
+            gaps.report(false);
         }
     }
 
     /// Applies every waiting command; false when told to stop.
-    fn take_commands(&self) -> bool {
+    fn take_commands(&self, gaps: &mut Gaps) -> bool {
         while let Ok(cmd) = self.commands.recv_bytes(zmq::DONTWAIT) {
             let Some((&op, topic)) = cmd.split_first() else {
                 continue;
             };
             let result = match op {
                 CMD_SUBSCRIBE => self.sub.set_subscribe(topic),
-                CMD_UNSUBSCRIBE => self.sub.set_unsubscribe(topic),
+                CMD_UNSUBSCRIBE => {
+                    // Messages published while no one here listens are not ours to miss.
+                    gaps.forget(topic);
+                    self.sub.set_unsubscribe(topic)
+                }
                 CMD_STOP => return false,
                 _ => Ok(()),
             };
@@ -226,13 +244,7 @@ impl Bus {
     }
 
     /// Reads and delivers the messages waiting, up to a batch, so commands are not starved.
-    fn take_messages(
-        &self,
-        hub: &Hub,
-        metrics: &Metrics,
-        scratch: &mut Vec<sockjs::Session>,
-        last_broadcast: &mut Option<Instant>,
-    ) {
+    fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State<'_>) {
         const BATCH: usize = 1024;
         for _ in 0..BATCH {
             let frames = match self.sub.recv_multipart(zmq::DONTWAIT) {
@@ -268,12 +280,19 @@ impl Bus {
             };
             match wire::decode(&frames) {
                 Ok(m) => {
+                    if let Some(stamp) = m.stamp {
+                        let missed = state.gaps.record(m.topic, stamp);
+                        if missed > 0 {
+                            metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
+                        }
+                    }
                     let message = Message::json(m.data.get());
                     match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
                             let now = Instant::now();
-                            let frequent = last_broadcast
+                            let frequent = state
+                                .last_broadcast
                                 .replace(now)
                                 .is_some_and(|t| now - t < BROADCAST_GAP);
                             let pace = if frequent { Pace::Queued } else { pace };
@@ -281,7 +300,7 @@ impl Bus {
                         }
                         Target::User(user) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            hub.send_to_user(user, &message, scratch, pace);
+                            hub.send_to_user(user, &message, state.scratch, pace);
                         }
                     }
                 }
@@ -291,6 +310,75 @@ impl Bus {
                 }
             }
         }
+    }
+}
+
+/// What the bus thread keeps from one batch of messages to the next.
+struct State<'a> {
+    scratch: &'a mut Vec<sockjs::Session>,
+    last_broadcast: &'a mut Option<Instant>,
+    gaps: &'a mut Gaps,
+}
+
+/// How often losses are logged at most; the metric counts every one at once.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The forwarder's last number on each topic this server listens to, to count the messages
+/// that never arrived (ZeroMQ dropped them past a high-water mark, or while disconnected).
+#[derive(Default)]
+struct Gaps {
+    run: Option<u32>,
+    last: HashMap<Vec<u8>, u32>,
+    /// Lost messages not logged yet.
+    unreported: u64,
+    logged: Option<Instant>,
+}
+
+impl Gaps {
+    /// Notes a message's stamp; returns how many messages of its topic were missed just before
+    /// it. The first message of a topic, or of a new run of the forwarder, starts its count.
+    fn record(&mut self, topic: &[u8], stamp: Stamp) -> u64 {
+        if self.run != Some(stamp.run) {
+            if self.run.is_some() {
+                tracing::info!("the forwarder's numbering started again (restarted?)");
+            }
+            self.run = Some(stamp.run);
+            self.last.clear();
+        }
+        let missed = match self.last.get_mut(topic) {
+            Some(last) => {
+                let missed = stamp.skipped_after(*last).unwrap_or(0);
+                *last = stamp.number;
+                u64::from(missed)
+            }
+            None => {
+                self.last.insert(topic.to_vec(), stamp.number);
+                0
+            }
+        };
+        self.unreported += missed;
+        missed
+    }
+
+    /// Stops counting `topic` (nothing of it is received any more).
+    fn forget(&mut self, topic: &[u8]) {
+        self.last.remove(topic);
+    }
+
+    /// Logs the losses not logged yet, at most once every [`LOSS_LOG_EVERY`] unless `force`.
+    fn report(&mut self, force: bool) {
+        if self.unreported == 0
+            || !force && self.logged.is_some_and(|t| t.elapsed() < LOSS_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            lost = self.unreported,
+            "bus messages from the forwarder never arrived: dropped past a high-water mark \
+             (pushnote-mq --hwm) or while disconnected"
+        );
+        self.unreported = 0;
+        self.logged = Some(Instant::now());
     }
 }
 

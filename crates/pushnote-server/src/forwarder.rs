@@ -3,12 +3,20 @@
 //!
 //! Its app-facing SUB socket binds `--sub` and subscribes to everything; its server-facing PUB
 //! socket binds `--pub`. ZeroMQ's PUB filters by the subscriptions each server sent, so a
-//! targeted message reaches only the servers holding that user. Messages are moved frame by
-//! frame without copying or parsing: the forwarder never needs to understand them.
+//! targeted message reaches only the servers holding that user. Bodies are moved without
+//! copying or parsing.
+//!
+//! ZeroMQ's PUB socket drops messages for a server whose queue is full (`--hwm`) without a word,
+//! so the forwarder numbers the messages of each topic (a [`wire::Stamp`] after the topic's
+//! NUL) and each server counts the numbers it never saw.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use pushnote::wire::{self, Stamp};
 
 use crate::inproc;
 
@@ -130,6 +138,7 @@ fn bound(socket: &zmq::Socket, asked: &str) -> String {
 
 fn forward(sub: &zmq::Socket, publisher: &zmq::Socket, control: &zmq::Socket, counter: &AtomicU64) {
     const BATCH: usize = 4096;
+    let mut numbering = Numbering::new();
     loop {
         let mut items = [
             sub.as_poll_item(zmq::POLLIN),
@@ -148,7 +157,8 @@ fn forward(sub: &zmq::Socket, publisher: &zmq::Socket, control: &zmq::Socket, co
         }
         let mut count = 0;
         'batch: while count < BATCH {
-            // One whole multipart message, frame by frame, without copying.
+            // One whole multipart message, frame by frame; only the topic is copied.
+            let mut first = true;
             loop {
                 let mut frame = zmq::Message::new();
                 match sub.recv(&mut frame, zmq::DONTWAIT) {
@@ -160,6 +170,11 @@ fn forward(sub: &zmq::Socket, publisher: &zmq::Socket, control: &zmq::Socket, co
                     }
                 }
                 let more = frame.get_more();
+                if std::mem::take(&mut first) {
+                    if let Some(stamped) = numbering.stamp(&frame) {
+                        frame = stamped;
+                    }
+                }
                 if let Err(e) = publisher.send(frame, if more { zmq::SNDMORE } else { 0 }) {
                     tracing::warn!(error = %e, "forwarder send failed");
                 }
@@ -170,5 +185,64 @@ fn forward(sub: &zmq::Socket, publisher: &zmq::Socket, control: &zmq::Socket, co
             count += 1;
         }
         counter.fetch_add(count as u64, Ordering::Relaxed);
+    }
+}
+
+/// Topics numbered at once. Past this the numbering starts again, in a new run. With user ids
+/// of some 20 bytes, this many topics take about 25 MiB.
+const MAX_TOPICS: usize = 1 << 18;
+
+/// The last number given on each topic, for [`wire::Stamp`]s.
+struct Numbering {
+    run: u32,
+    last: HashMap<Box<[u8]>, u32>,
+}
+
+impl Numbering {
+    /// Starts a run whose id differs from any earlier forwarder's, almost surely.
+    fn new() -> Numbering {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_u32(std::process::id());
+        Numbering {
+            // Run 0 is the publishers' room for a stamp, never a run.
+            run: (h.finish() as u32).max(1),
+            last: HashMap::new(),
+        }
+    }
+
+    /// `topic` (up to its NUL, without whatever followed) with the next number of that topic
+    /// after it; `None` for a frame without a NUL, which is no topic and is passed on as it is.
+    fn stamp(&mut self, topic: &[u8]) -> Option<zmq::Message> {
+        let len = wire::topic_len(topic)?;
+        let topic = &topic[..len];
+        let number = match self.last.get_mut(topic) {
+            Some(n) => {
+                *n = n.wrapping_add(1);
+                *n
+            }
+            None => {
+                if self.last.len() >= MAX_TOPICS {
+                    self.last = HashMap::new();
+                    self.run = self.run.wrapping_add(1).max(1);
+                    tracing::debug!(run = self.run, "topic numbering starts again");
+                }
+                self.last.insert(topic.into(), 1);
+                1
+            }
+        };
+        let stamp = Stamp {
+            run: self.run,
+            number,
+        };
+        let mut out = zmq::Message::with_size(len + wire::STAMP_BYTES);
+        out[..len].copy_from_slice(topic);
+        out[len..].copy_from_slice(&stamp.to_bytes());
+        Some(out)
     }
 }

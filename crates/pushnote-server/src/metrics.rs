@@ -20,6 +20,8 @@ pub struct Metrics {
     pub bus_user_messages_unrouted: AtomicU64,
     /// Bus messages dropped as malformed or over the size limit.
     pub bus_rejected: AtomicU64,
+    /// Messages the forwarder numbered that never arrived here.
+    pub bus_lost: AtomicU64,
     /// Messages queued to sessions.
     pub deliveries: AtomicU64,
     /// Sessions closed because their queue was full.
@@ -37,7 +39,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 13] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "pushnote_sessions",
                 "gauge",
@@ -79,6 +81,13 @@ impl Metrics {
                 "counter",
                 "Bus messages dropped as malformed or too large.",
                 &self.bus_rejected,
+            ),
+            (
+                "pushnote_bus_messages_lost_total",
+                "counter",
+                "Messages the forwarder numbered that never arrived here (dropped past a \
+                 high-water mark, or while disconnected).",
+                &self.bus_lost,
             ),
             (
                 "pushnote_deliveries_total",

@@ -151,7 +151,7 @@ impl Publisher {
     /// Sends `data` to every connected session.
     pub fn notify_all<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), PublishError> {
         let body = wire::encode_body(Target::All, data)?;
-        self.send(&[(wire::BROADCAST_TOPIC.to_vec(), &body)])
+        self.send(&[(wire::topic_with_stamp_room(Target::All)?, &body)])
     }
 
     /// Sends `data` to every session of each user in `users` (one bus message per user).
@@ -163,7 +163,7 @@ impl Publisher {
     {
         let topics = users
             .into_iter()
-            .map(|u| wire::user_topic(&u.to_string()))
+            .map(|u| wire::topic_with_stamp_room(Target::User(&u.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let body = wire::encode_body(Target::User(""), data)?;
         let messages: Vec<_> = topics.into_iter().map(|t| (t, &body)).collect();

@@ -10,6 +10,10 @@
 //!   `{"name":"notify","data":…}` on a user topic. `data` is any JSON value and reaches the
 //!   browser unchanged.
 //!
+//! After the NUL, publishers leave [`STAMP_ROOM`] and the forwarder writes a [`Stamp`] there,
+//! numbering the messages of every topic so that a server can count the ones that never
+//! reached it.
+//!
 //! Pure: no I/O. `docs/PROTOCOL.md` documents the same format for apps in other languages.
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,8 @@ pub const USER_TOPIC_PREFIX: &[u8] = b"user:";
 pub const TOPIC_END: u8 = 0;
 /// The longest user id, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 256;
+/// The bytes of a [`Stamp`] after a topic's NUL.
+pub const STAMP_BYTES: usize = 8;
 
 /// The body's `name` for a broadcast.
 pub const NOTIFY_ALL: &str = "notify_all";
@@ -85,6 +91,84 @@ pub fn topic(target: Target<'_>) -> Result<Vec<u8>, WireError> {
     }
 }
 
+/// The forwarder's number on a message, carried after its topic's NUL: 4 bytes of `run` and
+/// 4 of `number`, both big-endian.
+///
+/// A forwarder numbers the messages of each topic 1, 2, 3… within a run (after 2³² − 1 comes
+/// 0), so a server that sees a number skip knows how many messages of that topic it never
+/// received: ZeroMQ dropped them past a high-water mark, or while the connection was down. A
+/// new `run` (a restarted forwarder, or one that started its numbering again) starts every
+/// count again. ZeroMQ's prefix matching ignores the stamp: a subscription to `user:1\0`
+/// matches `user:1\0` with any stamp after it.
+///
+/// Publishers send [`STAMP_ROOM`] where the stamp goes, and the forwarder writes its stamp
+/// over it: then it sends on as many bytes as it receives. That matters under load, because
+/// ZeroMQ's I/O thread reads and writes at most 8 KiB each per turn: a forwarder whose output
+/// is larger than its input falls behind on its output, and past `--hwm` drops messages,
+/// where one whose output is as large as its input slows its input instead. Run 0 is never a
+/// forwarder's, so the room is no stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Which run of the forwarder numbered the message.
+    pub run: u32,
+    /// The message's place among its topic's messages in that run, from 1.
+    pub number: u32,
+}
+
+impl Stamp {
+    /// The stamp as it follows the topic's NUL.
+    pub fn to_bytes(self) -> [u8; STAMP_BYTES] {
+        (u64::from(self.run) << 32 | u64::from(self.number)).to_be_bytes()
+    }
+
+    /// Reads the bytes that follow a topic's NUL.
+    pub fn from_bytes(bytes: [u8; STAMP_BYTES]) -> Stamp {
+        let v = u64::from_be_bytes(bytes);
+        Stamp {
+            run: (v >> 32) as u32,
+            number: v as u32,
+        }
+    }
+
+    /// How many numbers were skipped between `last` and this stamp's, across the wrap to 0;
+    /// `None` when this number is not after `last` (not within 2³¹ of it), which one run of a
+    /// forwarder never sends.
+    pub fn skipped_after(self, last: u32) -> Option<u32> {
+        let step = self.number.wrapping_sub(last);
+        (step != 0 && step <= 1 << 31).then(|| step - 1)
+    }
+}
+
+/// What a publisher sends after a topic's NUL: room for the forwarder's [`Stamp`].
+pub const STAMP_ROOM: [u8; STAMP_BYTES] = [0; STAMP_BYTES];
+
+/// The topic of `target` as a publisher sends it: followed by [`STAMP_ROOM`].
+pub fn topic_with_stamp_room(target: Target<'_>) -> Result<Vec<u8>, WireError> {
+    let mut t = topic(target)?;
+    t.extend_from_slice(&STAMP_ROOM);
+    Ok(t)
+}
+
+/// The length of `topic` up to and including its NUL, without what follows; `None` without a
+/// NUL.
+pub fn topic_len(topic: &[u8]) -> Option<usize> {
+    topic.iter().position(|&b| b == TOPIC_END).map(|i| i + 1)
+}
+
+/// Splits a topic as received into the topic itself (up to and including its NUL) and the
+/// forwarder's stamp, if one follows (not [`STAMP_ROOM`]). Anything else after the NUL is an
+/// unknown topic.
+pub fn split_stamp(topic: &[u8]) -> Result<(&[u8], Option<Stamp>), WireError> {
+    let len = topic_len(topic).ok_or(WireError::UnknownTopic)?;
+    let (topic, rest) = topic.split_at(len);
+    if rest.is_empty() {
+        return Ok((topic, None));
+    }
+    let stamp = rest.try_into().map_err(|_| WireError::UnknownTopic)?;
+    let stamp = Stamp::from_bytes(stamp);
+    Ok((topic, (stamp.run != 0).then_some(stamp)))
+}
+
 /// Reads a topic back into its target.
 pub fn parse_topic(topic: &[u8]) -> Result<Target<'_>, WireError> {
     if topic == BROADCAST_TOPIC {
@@ -130,6 +214,10 @@ struct BodyIn<'a> {
 pub struct BusMessage<'a> {
     /// Who it is for.
     pub target: Target<'a>,
+    /// The topic without the stamp.
+    pub topic: &'a [u8],
+    /// The forwarder's number on it; `None` when an app published it to the server directly.
+    pub stamp: Option<Stamp>,
     /// The published data, as the JSON text it was sent as.
     pub data: &'a RawValue,
 }
@@ -139,6 +227,7 @@ pub fn decode<'a>(frames: &'a [Vec<u8>]) -> Result<BusMessage<'a>, WireError> {
     let [topic, body] = frames else {
         return Err(WireError::FrameCount(frames.len()));
     };
+    let (topic, stamp) = split_stamp(topic)?;
     let target = parse_topic(topic)?;
     let body: BodyIn<'a> =
         serde_json::from_slice(body).map_err(|e| WireError::BadBody(e.to_string()))?;
@@ -151,6 +240,8 @@ pub fn decode<'a>(frames: &'a [Vec<u8>]) -> Result<BusMessage<'a>, WireError> {
     }
     Ok(BusMessage {
         target,
+        topic,
+        stamp,
         data: body.data,
     })
 }
@@ -187,6 +278,47 @@ mod tests {
         let m = decode(&frames).unwrap();
         assert_eq!(m.target, Target::User("7"));
         assert_eq!(m.data.get(), r#"{"msg":"hi"}"#);
+    }
+
+    #[test]
+    fn a_stamp_after_the_nul_is_read_and_anything_else_refused() {
+        let stamp = Stamp {
+            run: 0x0102_0304,
+            number: 9,
+        };
+        let bytes = stamp.to_bytes();
+        assert_eq!(bytes, [1, 2, 3, 4, 0, 0, 0, 9]);
+        let body = br#"{"name":"notify","data":1}"#.to_vec();
+        let stamped = [b"user:7\0".as_slice(), &bytes].concat();
+        let frames = [stamped, body.clone()];
+        let m = decode(&frames).unwrap();
+        assert_eq!(
+            (m.target, m.topic, m.stamp),
+            (Target::User("7"), &b"user:7\0"[..], Some(stamp))
+        );
+        let plain = [user_topic("7").unwrap(), body.clone()];
+        assert_eq!(decode(&plain).unwrap().stamp, None);
+        let room = topic_with_stamp_room(Target::User("7")).unwrap();
+        assert_eq!(room, b"user:7\0\0\0\0\0\0\0\0\0");
+        let frames = [room, body.clone()];
+        let m = decode(&frames).unwrap();
+        assert_eq!((m.target, m.stamp), (Target::User("7"), None));
+        for tail in [&bytes[..7], &[bytes.as_slice(), b"x"].concat()[..], b"x"] {
+            let topic = [b"user:7\0".as_slice(), tail].concat();
+            let frames = [topic, body.clone()];
+            assert_eq!(decode(&frames).unwrap_err(), WireError::UnknownTopic);
+        }
+    }
+
+    #[test]
+    fn skipped_numbers_are_counted_across_the_wrap() {
+        let at = |number| Stamp { run: 1, number };
+        assert_eq!(at(8).skipped_after(7), Some(0));
+        assert_eq!(at(10).skipped_after(7), Some(2));
+        assert_eq!(at(0).skipped_after(u32::MAX), Some(0));
+        assert_eq!(at(2).skipped_after(u32::MAX - 1), Some(3));
+        assert_eq!(at(7).skipped_after(7), None);
+        assert_eq!(at(6).skipped_after(7), None);
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn forward(sub: &zmq::Socket, publisher: &zmq::Socket, control: &zmq::Socket, co
 }
 
 /// Topics numbered at once. Past this the numbering starts again, in a new run. With user ids
-/// of some 20 bytes, this many topics take about 25 MiB.
+/// of 19 bytes (25-byte topics), this many took 35 MiB of the forwarder's RSS.
 const MAX_TOPICS: usize = 1 << 18;
 
 /// The last number given on each topic, for [`wire::Stamp`]s.

@@ -1,5 +1,6 @@
 //! The real `pushnote-bench fanout` against a real pushnote server (started in this process,
 //! its bus bound on an ephemeral port): what the load counts is what the server delivered.
+//! And `pushnote-bench forwarder` through a real forwarder.
 
 use std::process::Command;
 
@@ -41,10 +42,14 @@ fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> (String, String) {
     (format!("http://127.0.0.1:{port}/sockjs"), bus)
 }
 
-/// Runs the bench with `args` and returns its JSON result line.
+/// Runs `pushnote-bench fanout` with `args` and returns its JSON result line.
 fn bench(url: &str, bus: &str, args: &[&str]) -> Value {
+    run_bench(&[&["fanout", "--url", url, "--bus", bus], args].concat())
+}
+
+/// Runs `pushnote-bench` with `args`, checks that it succeeded, and returns its JSON line.
+fn run_bench(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_pushnote-bench"))
-        .args(["fanout", "--url", url, "--bus", bus])
         .args(args)
         .env("PUSHNOTE_SECRET", SECRET)
         .output()
@@ -138,4 +143,32 @@ fn xhr_streaming_sessions_count_every_broadcast_across_their_responses() {
     assert!(sent >= 100, "{r}");
     assert_eq!(n(&r, "deliveries"), 10 * sent, "{r}");
     assert_nothing_lost(&r);
+}
+
+#[test]
+fn forwarder_mode_moves_every_message_through_a_real_forwarder() {
+    let forwarder = pushnote_server::Forwarder::start(&pushnote_server::ForwarderConfig {
+        sub_endpoint: "tcp://127.0.0.1:*".into(),
+        pub_endpoint: "tcp://127.0.0.1:*".into(),
+        high_water_mark: 100_000,
+    })
+    .unwrap();
+    let r = run_bench(&[
+        "forwarder",
+        "--app",
+        forwarder.sub_endpoint(),
+        "--server",
+        forwarder.pub_endpoint(),
+        "--messages",
+        "20000",
+        "--size",
+        "100",
+    ]);
+    assert_eq!(n(&r, "received"), 20_000, "{r}");
+    assert_eq!(
+        n(&r, "lost") + n(&r, "lost_after_numbering") + n(&r, "reordered"),
+        0,
+        "{r}"
+    );
+    assert_eq!(forwarder.stop(), 20_000);
 }

@@ -186,16 +186,14 @@ impl Bus {
     }
 
     fn run(self, hub: &Hub, metrics: &Metrics) {
-        let mut scratch = Vec::new();
-        let mut last_broadcast = None;
-        let mut gaps = Gaps::default();
+        let mut state = State::default();
         loop {
             let mut items = [
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.commands.as_poll_item(zmq::POLLIN),
             ];
             // Losses not logged yet are logged within a second even when nothing else comes.
-            let timeout = if gaps.unreported > 0 { 1000 } else { -1 };
+            let timeout = if state.gaps.unreported > 0 { 1000 } else { -1 };
             if let Err(e) = zmq::poll(&mut items, timeout) {
                 if e == zmq::Error::EINTR {
                     continue;
@@ -204,19 +202,14 @@ impl Bus {
                 return;
             }
             let (sub_ready, cmd_ready) = (items[0].is_readable(), items[1].is_readable());
-            if cmd_ready && !self.take_commands(&mut gaps) {
-                gaps.report(true);
+            if cmd_ready && !self.take_commands(&mut state.gaps) {
+                state.gaps.report(true);
                 return;
             }
             if sub_ready {
-                let mut state = State {
-                    scratch: &mut scratch,
-                    last_broadcast: &mut last_broadcast,
-                    gaps: &mut gaps,
-                };
                 self.take_messages(hub, metrics, &mut state);
             }
-            gaps.report(false);
+            state.gaps.report(false);
         }
     }
 
@@ -244,7 +237,7 @@ impl Bus {
     }
 
     /// Reads and delivers the messages waiting, up to a batch, so commands are not starved.
-    fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State<'_>) {
+    fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State) {
         const BATCH: usize = 1024;
         for _ in 0..BATCH {
             let frames = match self.sub.recv_multipart(zmq::DONTWAIT) {
@@ -300,7 +293,7 @@ impl Bus {
                         }
                         Target::User(user) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            hub.send_to_user(user, &message, state.scratch, pace);
+                            hub.send_to_user(user, &message, &mut state.scratch, pace);
                         }
                     }
                 }
@@ -314,10 +307,13 @@ impl Bus {
 }
 
 /// What the bus thread keeps from one batch of messages to the next.
-struct State<'a> {
-    scratch: &'a mut Vec<sockjs::Session>,
-    last_broadcast: &'a mut Option<Instant>,
-    gaps: &'a mut Gaps,
+#[derive(Default)]
+struct State {
+    /// Reused for the sessions of each targeted message.
+    scratch: Vec<sockjs::Session>,
+    /// When the last broadcast came (see `BROADCAST_GAP`).
+    last_broadcast: Option<Instant>,
+    gaps: Gaps,
 }
 
 /// How often losses are logged at most; the metric counts every one at once.

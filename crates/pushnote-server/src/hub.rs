@@ -235,14 +235,16 @@ impl Hub {
 
     /// Sends `message` to every session.
     pub fn broadcast(&self, message: &Message, pace: Pace<'_>) {
-        let everyone = {
-            let mut sessions = lock(&self.sessions);
-            let Sessions { by_id, everyone } = &mut *sessions;
-            everyone
-                .get_or_insert_with(|| by_id.values().map(|e| e.session.clone()).collect())
-                .clone()
-        };
-        self.send_all(message, &everyone, pace);
+        self.send_all(message, &self.everyone(), pace);
+    }
+
+    /// Every open session, in id order: the shared list, made again if a session came or went.
+    fn everyone(&self) -> Arc<[Session]> {
+        let mut sessions = lock(&self.sessions);
+        let Sessions { by_id, everyone } = &mut *sessions;
+        everyone
+            .get_or_insert_with(|| by_id.values().map(|e| e.session.clone()).collect())
+            .clone()
     }
 
     /// Sends `message` to every session of `user` on this server. `scratch` is reused between
@@ -299,12 +301,7 @@ impl Hub {
 
     /// Closes every session with `code` (for example at shutdown).
     pub fn close_all(&self, code: CloseCode) {
-        let all: Vec<Session> = lock(&self.sessions)
-            .by_id
-            .values()
-            .map(|e| e.session.clone())
-            .collect();
-        for s in all {
+        for s in self.everyone().iter() {
             s.close(code);
         }
     }

@@ -223,8 +223,8 @@ async fn raw_websocket_receives_json_text_and_subscribes_with_plain_text() {
 async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order() {
     // A queue that never counts as slow: how much the socket holds depends on the kernel.
     let (_fwd, _srv, bus, mut c) = stack(&["--queue-bytes", "1000000000"]).await;
-    // Published one at a time, more than 50 ms apart, each is written straight to the socket
-    // from the bus thread. The client reads nothing meanwhile, so the socket fills: a frame it
+    // Published one at a time, 60 ms apart, each is written straight to the socket from the
+    // bus thread. The client reads nothing meanwhile, so the socket fills: a frame it
     // takes only in part is finished by the session's writer, and the ones after it queue.
     let pad = "x".repeat(300_000);
     for i in 0..40 {
@@ -240,5 +240,46 @@ async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order(
         assert_eq!(v["i"], i);
         assert_eq!(v["pad"].as_str().map(str::len), Some(pad.len()));
         i += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_messages_come_after_the_broadcasts_published_before_them() {
+    // More sessions than the bus thread writes broadcasts to between two looks at the bus, and
+    // the user's session last of all: the message to the user is read while the broadcast
+    // before it is still on its way to the sessions.
+    const SESSIONS: usize = 600;
+    const ROUNDS: u64 = 20;
+    let (_fwd, srv, bus, first) = stack(&[]).await;
+    let mut others = vec![first];
+    for _ in 1..SESSIONS {
+        others.push(Client::connect(&srv).await);
+    }
+    let mut user = Client::connect(&srv).await;
+    assert_eq!(
+        user.subscribe(&token("u")).await["name"],
+        "pushnote:subscribed"
+    );
+    sync(&bus, &mut user, Some("u")).await;
+    for round in 0..ROUNDS {
+        bus.notify_all(&json!({"all": round})).unwrap();
+        bus.notify(&json!({"u": round}), ["u"]).unwrap();
+    }
+    let mut received = Vec::new();
+    while received.len() < 2 * ROUNDS as usize {
+        let v = user.next().await;
+        if v.get("sync").is_none() {
+            received.push(v);
+        }
+    }
+    let expected: Vec<_> = (0..ROUNDS)
+        .flat_map(|round| [json!({"all": round}), json!({"u": round})])
+        .collect();
+    assert_eq!(received, expected);
+    // The others got every broadcast too.
+    for c in &mut others[SESSIONS - 3..] {
+        for round in 0..ROUNDS {
+            assert_eq!(c.next().await, json!({"all": round}));
+        }
     }
 }

@@ -223,8 +223,8 @@ async fn raw_websocket_receives_json_text_and_subscribes_with_plain_text() {
 async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order() {
     // A queue that never counts as slow: how much the socket holds depends on the kernel.
     let (_fwd, _srv, bus, mut c) = stack(&["--queue-bytes", "1000000000"]).await;
-    // Published one at a time, 60 ms apart, each is written straight to the socket from the
-    // bus thread. The client reads nothing meanwhile, so the socket fills: a frame it
+    // Published one at a time, more than 50 ms apart, each is written straight to the socket
+    // from the bus thread. The client reads nothing meanwhile, so the socket fills: a frame it
     // takes only in part is finished by the session's writer, and the ones after it queue.
     let pad = "x".repeat(300_000);
     for i in 0..40 {

@@ -10,10 +10,6 @@
 //! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
 //!
-//! The thread also delivers what it reads: a user's messages to that user's sessions, and
-//! broadcasts into the [`Fanout`], which the thread sweeps through every session between two
-//! looks at the bus.
-//!
 //! The forwarder numbers each topic's messages ([`wire::Stamp`]); [`Gaps`] counts the numbers
 //! that never arrived, the messages ZeroMQ dropped on the way here.
 
@@ -26,8 +22,10 @@ use std::time::{Duration, Instant};
 use pushnote::wire::{self, Stamp, Target};
 use sockjs::Message;
 
-use crate::fanout::Fanout;
 use crate::hub::{Hub, Pace};
+
+/// Broadcasts closer together than this are queued, not written at once (see `take_messages`).
+const BROADCAST_GAP: Duration = Duration::from_millis(50);
 use crate::inproc;
 use crate::metrics::Metrics;
 
@@ -194,15 +192,8 @@ impl Bus {
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.commands.as_poll_item(zmq::POLLIN),
             ];
-            // During a sweep the bus is only looked at between two steps of it. Losses not
-            // logged yet are logged within a second even when nothing else comes.
-            let timeout = if state.fanout.is_sweeping() {
-                0
-            } else if state.gaps.unreported > 0 {
-                1000
-            } else {
-                -1
-            };
+            // Losses not logged yet are logged within a second even when nothing else comes.
+            let timeout = if state.gaps.unreported > 0 { 1000 } else { -1 };
             if let Err(e) = zmq::poll(&mut items, timeout) {
                 if e == zmq::Error::EINTR {
                     continue;
@@ -218,7 +209,6 @@ impl Bus {
             if sub_ready {
                 self.take_messages(hub, metrics, &mut state);
             }
-            state.fanout.sweep(metrics);
             state.gaps.report(false);
         }
     }
@@ -269,6 +259,18 @@ impl Bus {
                 );
                 continue;
             }
+            // With nothing more waiting, sockets are written at once (until more comes); with
+            // a backlog, the sessions' writers coalesce it into fewer frames. Broadcasts closer
+            // together than BROADCAST_GAP are queued too: each reaches every session, so at
+            // such a rate coalescing saves more than writing at once gains.
+            let more_waiting = || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+            let pace = if more_waiting() {
+                Pace::Queued
+            } else {
+                Pace::Now {
+                    more_waiting: &more_waiting,
+                }
+            };
             match wire::decode(&frames) {
                 Ok(m) => {
                     if let Some(stamp) = m.stamp {
@@ -281,28 +283,17 @@ impl Bus {
                     match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            state.fanout.push(message, hub);
+                            let now = Instant::now();
+                            let frequent = state
+                                .last_broadcast
+                                .replace(now)
+                                .is_some_and(|t| now - t < BROADCAST_GAP);
+                            let pace = if frequent { Pace::Queued } else { pace };
+                            hub.broadcast(&message, pace);
                         }
                         Target::User(user) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            hub.sessions_of(user, &mut state.scratch);
-                            for s in &state.scratch {
-                                state.fanout.catch_up(s, metrics);
-                            }
-                            // With nothing more waiting, sockets are written at once (until
-                            // more comes); with a backlog, the sessions' writers coalesce it
-                            // into fewer frames.
-                            let more_waiting =
-                                || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-                            let pace = if more_waiting() {
-                                Pace::Queued
-                            } else {
-                                Pace::Now {
-                                    more_waiting: &more_waiting,
-                                }
-                            };
-                            hub.send(&message, &state.scratch, pace);
-                            state.scratch.clear();
+                            hub.send_to_user(user, &message, &mut state.scratch, pace);
                         }
                     }
                 }
@@ -320,8 +311,8 @@ impl Bus {
 struct State {
     /// Reused for the sessions of each targeted message.
     scratch: Vec<sockjs::Session>,
-    /// The broadcasts on their way to every session.
-    fanout: Fanout,
+    /// When the last broadcast came (see `BROADCAST_GAP`).
+    last_broadcast: Option<Instant>,
     gaps: Gaps,
 }
 

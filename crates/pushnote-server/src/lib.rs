@@ -4,8 +4,7 @@
 //! - `server.rs` — configuration, and `Server::run`, which wires the parts and serves a bound
 //!   listener until a shutdown future completes.
 //! - `bus.rs` — the ZeroMQ subscriber thread and its subscription commands.
-//! - `hub.rs` — who is connected and which user each session is; targeted messages.
-//! - `fanout.rs` — broadcasts: a log that the bus thread sweeps every session through.
+//! - `hub.rs` — who is connected and which user each session is; fan-out.
 //! - `client.rs` — the SockJS handler: one client's requests and the token check.
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `forwarder.rs` — the forwarder behind `pushnote-mq`.
@@ -20,7 +19,6 @@ pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod demo;
-pub mod fanout;
 pub mod forwarder;
 pub mod hub;
 mod inproc;

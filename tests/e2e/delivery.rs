@@ -245,9 +245,9 @@ async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_messages_come_after_the_broadcasts_published_before_them() {
-    // More sessions than the bus thread writes broadcasts to between two looks at the bus, and
-    // the user's session last of all: the message to the user is read while the broadcast
-    // before it is still on its way to the sessions.
+    // More sessions than a broadcast's round writes at once before it looks at the bus again
+    // (`hub::CHECK_EVERY`), and the user's session last of all: the message to the user comes
+    // while the broadcast before it still waits in that session's queue, and must not pass it.
     const SESSIONS: usize = 600;
     const ROUNDS: u64 = 20;
     let (_fwd, srv, bus, first) = stack(&[]).await;

@@ -5,14 +5,16 @@
 //! latency quantiles from the timestamps inside the messages, and every message lost,
 //! duplicated or reordered.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rand::Rng;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 
+use crate::reader::{self, Handover};
 use crate::session::{now_micros, source, Report, Session, Shared};
 use crate::track::quantile;
 use crate::xhr::XhrSession;
@@ -40,21 +42,6 @@ pub enum Transport {
 enum Conn {
     Ws(Session),
     Xhr(XhrSession),
-}
-
-impl Conn {
-    async fn count(
-        self,
-        stream: u8,
-        shared: Arc<Shared>,
-        received: impl Fn(u64),
-        stop: watch::Receiver<bool>,
-    ) -> Report {
-        match self {
-            Conn::Ws(s) => s.count(stream, shared, received, stop).await,
-            Conn::Xhr(s) => s.count(stream, shared, received, stop).await,
-        }
-    }
 }
 
 #[derive(clap::Args)]
@@ -186,23 +173,8 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
 
     // 2. Readers.
     let stream = args.stream as u8;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let marks: Marks = Arc::new((0..args.sessions).map(|_| AtomicU64::new(0)).collect());
-    let readers: Vec<_> = sessions
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let (shared, marks, stop) = (shared.clone(), marks.clone(), stop_rx.clone());
-            tokio::spawn(s.count(
-                stream,
-                shared,
-                move |seq| {
-                    marks[i].fetch_max(seq + 1, Ordering::Relaxed);
-                },
-                stop,
-            ))
-        })
-        .collect();
+    let readers = Readers::start(sessions, stream, &shared, &marks)?;
 
     // 3. The publisher, on a thread of its own (ZeroMQ sockets block).
     let publish = Publish::connect(args.bus_format, &args.bus, args.stream)?;
@@ -271,10 +243,8 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .duration_since(load_start)
         .as_secs_f64()
         .max(publish_secs);
-    let _ = stop_tx.send(true);
     let (mut lost, mut duplicated, mut reordered, mut ended) = (0, 0, 0, 0);
-    for (i, r) in readers.into_iter().enumerate() {
-        let r = r.await?;
+    for (i, r) in readers.stop().await?.into_iter().enumerate() {
         lost += r.broadcasts.lost(expected(i));
         duplicated += r.broadcasts.duplicated;
         reordered += r.broadcasts.reordered;
@@ -328,6 +298,85 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         anyhow::bail!("not clean: {lost} lost, {duplicated} duplicated, {reordered} reordered, {ended} sessions ended, {refused} publishes refused");
     }
     Ok(())
+}
+
+/// Sessions' reports, each with the session's number.
+type Reports = Vec<(usize, Report)>;
+
+/// What reads the sessions during the load: for WebSocket, one thread per core without the
+/// async runtime (`reader.rs`); for xhr-streaming, a task per session.
+struct Readers {
+    stop: Arc<AtomicBool>,
+    stop_tasks: watch::Sender<bool>,
+    running: Vec<JoinHandle<anyhow::Result<Reports>>>,
+    sessions: usize,
+}
+
+impl Readers {
+    fn start(
+        sessions: Vec<Conn>,
+        stream: u8,
+        shared: &Arc<Shared>,
+        marks: &Marks,
+    ) -> anyhow::Result<Readers> {
+        let count = sessions.len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop_tasks, stop_rx) = watch::channel(false);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut shares: Vec<Vec<Handover>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut running = Vec::new();
+        for (index, conn) in sessions.into_iter().enumerate() {
+            match conn {
+                Conn::Ws(s) => {
+                    let (stream, unread, mask) = s.into_parts();
+                    shares[index % threads].push(Handover {
+                        index,
+                        stream: stream.into_std()?,
+                        unread,
+                        mask,
+                    });
+                }
+                Conn::Xhr(s) => {
+                    let (shared, marks) = (shared.clone(), marks.clone());
+                    let received = move |seq: u64| {
+                        marks[index].fetch_max(seq + 1, Ordering::Relaxed);
+                    };
+                    let counting = s.count(stream, shared, received, stop_rx.clone());
+                    running.push(tokio::spawn(
+                        async move { Ok(vec![(index, counting.await)]) },
+                    ));
+                }
+            }
+        }
+        for share in shares.into_iter().filter(|s| !s.is_empty()) {
+            let (shared, marks, stop) = (shared.clone(), marks.clone(), stop.clone());
+            running.push(tokio::task::spawn_blocking(move || {
+                let received = |index: usize, seq: u64| {
+                    marks[index].fetch_max(seq + 1, Ordering::Relaxed);
+                };
+                Ok(reader::read(share, stream, &shared, &received, &stop)?)
+            }));
+        }
+        Ok(Readers {
+            stop,
+            stop_tasks,
+            running,
+            sessions: count,
+        })
+    }
+
+    /// Stops reading and returns each session's report, in session order.
+    async fn stop(self) -> anyhow::Result<Vec<Report>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stop_tasks.send(true);
+        let mut reports: Vec<Option<Report>> = (0..self.sessions).map(|_| None).collect();
+        for r in self.running {
+            for (index, report) in r.await?? {
+                reports[index] = Some(report);
+            }
+        }
+        Ok(reports.into_iter().map(Option::unwrap_or_default).collect())
+    }
 }
 
 fn fmt(v: Option<u64>) -> String {
@@ -447,7 +496,12 @@ impl Publish {
                         due -= 1.0;
                         send_one(&mut sent, &mut refused);
                     }
-                    std::thread::sleep(Duration::from_micros(500));
+                    // Until the next message is due, but at least 0.5 ms (faster rates go out
+                    // in small bursts): the publisher shares the load's core, and waking it
+                    // more often than it publishes takes time from the readers.
+                    let next = Duration::from_secs_f64((1.0 - due) / rate);
+                    let left = duration.saturating_sub(start.elapsed());
+                    std::thread::sleep(next.max(Duration::from_micros(500)).min(left));
                 }
                 None => {
                     let slowest = marks.iter().map(|m| m.load(Ordering::Relaxed)).min();

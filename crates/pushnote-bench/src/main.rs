@@ -11,12 +11,14 @@
 //! `forwarder` measures pushnote-mq alone: messages/s from an app to a server, and loss
 //! (`forwarder.rs`).
 //!
-//! How the files divide the work: `session.rs` is one client session; `track.rs` counts what
-//! sessions receive and `scan.rs` reads the load's messages out of frames (both pure); this
-//! file is the command line and the soak.
+//! How the files divide the work: `session.rs` is one client session; `reader.rs` reads the
+//! `fanout` load's WebSocket sessions once they are open, without the async runtime; `track.rs`
+//! counts what sessions receive and `scan.rs` reads the load's messages out of frames (both
+//! pure); this file is the command line and the soak.
 
 mod fanout;
 mod forwarder;
+mod reader;
 mod scan;
 mod session;
 mod track;

@@ -184,29 +184,10 @@ impl Session {
         Ok(())
     }
 
-    /// Reads until `stop` turns true, counting the `fanout` load's broadcasts with a scan
-    /// instead of a JSON parser (see `scan.rs`); `received(seq)` is called for each one.
-    pub async fn count(
-        mut self,
-        stream: u8,
-        shared: Arc<Shared>,
-        received: impl Fn(u64),
-        mut stop: watch::Receiver<bool>,
-    ) -> Report {
-        let mut report = Report::default();
-        let stopped = stop.changed();
-        tokio::pin!(stopped);
-        loop {
-            match self.next_text(&shared, stopped.as_mut()).await {
-                Ok(text) => report.tally(text, stream, &shared, &received),
-                Err(ended) => {
-                    report.ended = ended;
-                    break;
-                }
-            }
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close()).await;
-        report
+    /// The connection, the bytes read but not yet consumed, and the masking keys' state, for
+    /// reading on without the async runtime (`reader.rs`).
+    pub fn into_parts(self) -> (tokio::net::TcpStream, Vec<u8>, u32) {
+        self.ws.into_parts()
     }
 
     /// The next SockJS frame other than a close frame. `Err` says why there is none: `None`

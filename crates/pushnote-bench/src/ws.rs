@@ -11,11 +11,11 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// The key of RFC 6455's example, and the accept value a server must answer it with.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -24,7 +24,7 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// The largest frame accepted from a server.
 const MAX_FRAME: usize = 64 << 20;
 /// How much room a read asks for.
-const READ_ROOM: usize = 8 * 1024;
+pub(crate) const READ_ROOM: usize = 8 * 1024;
 
 /// What arrived.
 pub enum Incoming<'a> {
@@ -103,27 +103,21 @@ impl Ws {
     }
 
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        // xorshift32: masking keys need only vary here, the peer is our own test server.
-        self.mask ^= self.mask << 13;
-        self.mask ^= self.mask >> 17;
-        self.mask ^= self.mask << 5;
-        let key = self.mask.to_be_bytes();
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&key);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        let frame = masked(opcode, payload, &mut self.mask);
         self.stream.write_all(&frame).await
+    }
+
+    /// The connection, the bytes read but not yet consumed, and the masking keys' state: for
+    /// reading on without the async runtime (`reader.rs`).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>, u32) {
+        let Ws {
+            stream,
+            mut buf,
+            start,
+            mask,
+        } = self;
+        buf.drain(..start);
+        (stream, buf, mask)
     }
 
     /// The next text frame or close; pings are answered on the way. An error when the
@@ -181,9 +175,34 @@ impl Ws {
     }
 }
 
+/// A client frame: `payload` masked with the next key from the xorshift32 state `mask`. Keys
+/// need only vary here: the peer is a server under test, not an intermediary to confuse.
+pub(crate) fn masked(opcode: u8, payload: &[u8], mask: &mut u32) -> Vec<u8> {
+    *mask ^= *mask << 13;
+    *mask ^= *mask >> 17;
+    *mask ^= *mask << 5;
+    let key = mask.to_be_bytes();
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
 /// The opcode, header length and payload length of the whole server frame `b` starts with;
 /// `None` while it is incomplete.
-fn frame_at(b: &[u8]) -> io::Result<Option<(u8, usize, usize)>> {
+pub(crate) fn frame_at(b: &[u8]) -> io::Result<Option<(u8, usize, usize)>> {
     if b.len() < 2 {
         return Ok(None);
     }

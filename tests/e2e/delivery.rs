@@ -223,9 +223,9 @@ async fn raw_websocket_receives_json_text_and_subscribes_with_plain_text() {
 async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order() {
     // A queue that never counts as slow: how much the socket holds depends on the kernel.
     let (_fwd, _srv, bus, mut c) = stack(&["--queue-bytes", "1000000000"]).await;
-    // Published one at a time, more than 50 ms apart, each is written straight to the socket
-    // from the bus thread. The client reads nothing meanwhile, so the socket fills: a frame it
-    // takes only in part is finished by the session's writer, and the ones after it queue.
+    // Published one at a time, 60 ms apart, each is written straight to the socket by a
+    // sweeper. The client reads nothing meanwhile, so the socket fills: a frame it takes only
+    // in part is finished by the session's writer, and the ones after it queue.
     let pad = "x".repeat(300_000);
     for i in 0..40 {
         bus.notify_all(&json!({"i": i, "pad": pad})).unwrap();
@@ -245,9 +245,10 @@ async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_messages_come_after_the_broadcasts_published_before_them() {
-    // More sessions than a broadcast's round writes at once before it looks at the bus again
-    // (`hub::CHECK_EVERY`), and the user's session last of all: the message to the user comes
-    // while the broadcast before it still waits in that session's queue, and must not pass it.
+    // More sessions than a sweeper visits before it lets the bus thread in
+    // (`fanout::SWEEP_STEP`), and the user's session last of all: the message to the user comes
+    // while the sweep has yet to give that session the broadcast before it, and must not pass
+    // it.
     const SESSIONS: usize = 600;
     const ROUNDS: u64 = 20;
     let (_fwd, srv, bus, first) = stack(&[]).await;

@@ -10,6 +10,9 @@
 //! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
 //!
+//! The thread hands what it reads to the [`Fanout`], whose sweeper threads (one per core)
+//! deliver broadcasts to every session and a user's messages to that user's sessions.
+//!
 //! The forwarder numbers each topic's messages ([`wire::Stamp`]); [`Gaps`] counts the numbers
 //! that never arrived, the messages ZeroMQ dropped on the way here.
 
@@ -22,10 +25,8 @@ use std::time::{Duration, Instant};
 use pushnote::wire::{self, Stamp, Target};
 use sockjs::Message;
 
-use crate::hub::{Hub, Pace};
-
-/// Broadcasts closer together than this are queued, not written at once (see `take_messages`).
-const BROADCAST_GAP: Duration = Duration::from_millis(50);
+use crate::fanout::Fanout;
+use crate::hub::Hub;
 use crate::inproc;
 use crate::metrics::Metrics;
 
@@ -175,9 +176,11 @@ impl Bus {
         metrics: Arc<Metrics>,
     ) -> Result<BusThread, BusError> {
         let ctx = self.ctx.clone();
+        let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fanout = Fanout::start(sweepers, hub.clone(), metrics.clone())?;
         let thread = std::thread::Builder::new()
             .name("pushnote-bus".into())
-            .spawn(move || self.run(&hub, &metrics))?;
+            .spawn(move || self.run(&hub, &metrics, fanout))?;
         Ok(BusThread {
             control,
             thread: Some(thread),
@@ -185,8 +188,11 @@ impl Bus {
         })
     }
 
-    fn run(self, hub: &Hub, metrics: &Metrics) {
-        let mut state = State::default();
+    fn run(self, hub: &Hub, metrics: &Metrics, fanout: Fanout) {
+        let mut state = State {
+            fanout,
+            gaps: Gaps::default(),
+        };
         loop {
             let mut items = [
                 self.sub.as_poll_item(zmq::POLLIN),
@@ -259,18 +265,6 @@ impl Bus {
                 );
                 continue;
             }
-            // With nothing more waiting, sockets are written at once (until more comes); with
-            // a backlog, the sessions' writers coalesce it into fewer frames. Broadcasts closer
-            // together than BROADCAST_GAP are queued too: each reaches every session, so at
-            // such a rate coalescing saves more than writing at once gains.
-            let more_waiting = || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-            let pace = if more_waiting() {
-                Pace::Queued
-            } else {
-                Pace::Now {
-                    more_waiting: &more_waiting,
-                }
-            };
             match wire::decode(&frames) {
                 Ok(m) => {
                     if let Some(stamp) = m.stamp {
@@ -283,17 +277,13 @@ impl Bus {
                     match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            let now = Instant::now();
-                            let frequent = state
-                                .last_broadcast
-                                .replace(now)
-                                .is_some_and(|t| now - t < BROADCAST_GAP);
-                            let pace = if frequent { Pace::Queued } else { pace };
-                            hub.broadcast(&message, pace);
+                            state.fanout.broadcast(&message, hub);
                         }
                         Target::User(user) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            hub.send_to_user(user, &message, &mut state.scratch, pace);
+                            let more_waiting =
+                                || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+                            state.fanout.to_user(user, &message, hub, &more_waiting);
                         }
                     }
                 }
@@ -307,12 +297,9 @@ impl Bus {
 }
 
 /// What the bus thread keeps from one batch of messages to the next.
-#[derive(Default)]
 struct State {
-    /// Reused for the sessions of each targeted message.
-    scratch: Vec<sockjs::Session>,
-    /// When the last broadcast came (see `BROADCAST_GAP`).
-    last_broadcast: Option<Instant>,
+    /// The broadcasts on their way to every session.
+    fanout: Fanout,
     gaps: Gaps,
 }
 

@@ -1,12 +1,12 @@
 //! The hub: who is connected to this server, and which user each session is.
 //!
-//! Broadcasts go to every session; a targeted message is a hash lookup (user → sessions), never
-//! a scan. Locks are held only to copy session handles out (a broadcast takes one shared list
-//! of everyone, made again only after a session came or went); sending happens after, and a
-//! send never waits (it queues a shared message on the session's bounded queue or, when the
-//! bus has nothing more waiting, hands the message's shared frame to a socket that takes it at
-//! once, see [`Pace`]). The hub keeps the bus subscribed to exactly the users that have a
-//! session here (one subscription per user, made when its first session subscribes and
+//! Broadcasts go to every session, through one shared list of everyone (made again only after
+//! a session came or went) that [`crate::fanout`] sweeps; a targeted message is a hash lookup
+//! (user → sessions), never a scan. Locks are held only to copy session handles out; sending
+//! happens after, and a send never waits (it queues a shared message on the session's bounded
+//! queue or, when nothing more is waiting, hands the message's shared frame to a socket that
+//! takes it at once, see [`Pace`]). The hub keeps the bus subscribed to exactly the users that
+//! have a session here (one subscription per user, made when its first session subscribes and
 //! dropped when its last leaves), so the forwarder sends a user's messages only to the servers
 //! that hold that user.
 
@@ -233,13 +233,8 @@ impl Hub {
         }
     }
 
-    /// Sends `message` to every session.
-    pub fn broadcast(&self, message: &Message, pace: Pace<'_>) {
-        self.send_all(message, &self.everyone(), pace);
-    }
-
     /// Every open session, in id order: the shared list, made again if a session came or went.
-    fn everyone(&self) -> Arc<[Session]> {
+    pub fn everyone(&self) -> Arc<[Session]> {
         let mut sessions = lock(&self.sessions);
         let Sessions { by_id, everyone } = &mut *sessions;
         everyone
@@ -247,29 +242,23 @@ impl Hub {
             .clone()
     }
 
-    /// Sends `message` to every session of `user` on this server. `scratch` is reused between
-    /// calls to avoid allocating a list per message.
-    pub fn send_to_user(
-        &self,
-        user: &str,
-        message: &Message,
-        scratch: &mut Vec<Session>,
-        pace: Pace<'_>,
-    ) {
-        scratch.clear();
+    /// Puts the sessions of `user` on this server in `out`, which is cleared first (and reused
+    /// between messages, to avoid allocating a list per message).
+    pub fn sessions_of(&self, user: &str, out: &mut Vec<Session>) {
+        out.clear();
         if let Some(list) = lock(&self.users).get(user) {
-            scratch.extend(list.iter().cloned());
+            out.extend(list.iter().cloned());
         }
-        if scratch.is_empty() {
+        if out.is_empty() {
             self.metrics
                 .bus_user_messages_unrouted
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.send_all(message, scratch, pace);
-        scratch.clear();
     }
 
-    fn send_all(&self, message: &Message, sessions: &[Session], pace: Pace<'_>) {
+    /// Sends `message` to each of `sessions` (the sessions of a user, from
+    /// [`Hub::sessions_of`]; broadcasts go through [`crate::fanout::Fanout`]).
+    pub fn send(&self, message: &Message, sessions: &[Session], pace: Pace<'_>) {
         let mut delivered = 0;
         let mut now = match pace {
             Pace::Now { more_waiting } => Some(more_waiting),
@@ -313,64 +302,69 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bus::{Bus, BusMode};
 
-    fn hub() -> (Hub, Bus) {
+    /// A hub whose bus is opened but never run; keep the bus as long as the hub.
+    pub(crate) fn hub() -> (Hub, Bus) {
         let (bus, control) =
             Bus::open("inproc://hub-test-unused", BusMode::Bind, 1000, 1 << 20).unwrap();
         (Hub::new(control, Arc::new(Metrics::default())), bus)
     }
 
-    fn texts(s: &Session) -> Vec<String> {
+    /// What `s` has queued, as the JSON of each message.
+    pub(crate) fn texts(s: &Session) -> Vec<String> {
         s.drain().0.iter().map(|m| m.as_json().to_owned()).collect()
     }
 
+    fn send_to_user(hub: &Hub, user: &str, message: &str, pace: Pace<'_>) {
+        let mut sessions = Vec::new();
+        hub.sessions_of(user, &mut sessions);
+        hub.send(&Message::json(message), &sessions, pace);
+    }
+
     #[test]
-    fn broadcasts_reach_everyone_and_targeted_messages_only_their_user() {
+    fn targeted_messages_reach_only_their_user() {
         let (hub, _bus) = hub();
-        let (a, b, c) = (
-            Session::new(Default::default()),
+        let (a, b) = (
             Session::new(Default::default()),
             Session::new(Default::default()),
         );
-        for s in [&a, &b, &c] {
+        for s in [&a, &b] {
             assert!(hub.add(s, usize::MAX));
         }
         assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
         assert_eq!(hub.subscribe(&b, "10", usize::MAX), Subscribed::Yes);
-        let mut scratch = Vec::new();
-        hub.broadcast(&Message::json("\"all\""), Pace::Queued);
-        hub.send_to_user("1", &Message::json("\"one\""), &mut scratch, Pace::Queued);
-        assert_eq!(texts(&a), ["\"all\"", "\"one\""]);
-        assert_eq!(texts(&b), ["\"all\""]);
-        assert_eq!(texts(&c), ["\"all\""]);
+        send_to_user(&hub, "1", "\"one\"", Pace::Queued);
+        assert_eq!(texts(&a), ["\"one\""]);
+        assert!(texts(&b).is_empty());
+        send_to_user(&hub, "2", "\"nobody\"", Pace::Queued);
+        assert_eq!(
+            hub.metrics
+                .bus_user_messages_unrouted
+                .load(Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
-    fn broadcasts_reach_the_sessions_open_at_the_time() {
+    fn the_list_of_everyone_is_shared_until_a_session_comes_or_goes() {
         let (hub, _bus) = hub();
         let (a, b) = (
             Session::new(Default::default()),
             Session::new(Default::default()),
         );
         assert!(hub.add(&a, usize::MAX));
-        hub.broadcast(&Message::json("1"), Pace::Queued);
-        hub.broadcast(&Message::json("2"), Pace::Queued);
+        let first = hub.everyone();
+        assert!(Arc::ptr_eq(&first, &hub.everyone()));
         assert!(hub.add(&b, usize::MAX));
-        hub.broadcast(&Message::json("3"), Pace::Queued);
+        let second = hub.everyone();
+        assert_eq!(second.len(), 2);
         hub.remove(&a);
-        hub.broadcast(&Message::json("4"), Pace::Queued);
-        assert_eq!(texts(&a), ["1", "2", "3"]);
-        assert_eq!(texts(&b), ["3", "4"]);
-        assert!(
-            lock(&hub.sessions)
-                .everyone
-                .as_ref()
-                .is_some_and(|e| e.len() == 1),
-            "the list of everyone is made again after a session left"
-        );
+        let third = hub.everyone();
+        assert_eq!(third.iter().map(Session::id).collect::<Vec<_>>(), [b.id()]);
+        assert!(!Arc::ptr_eq(&second, &third));
     }
 
     #[test]
@@ -380,12 +374,11 @@ mod tests {
         assert!(hub.add(&a, usize::MAX));
         assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
         assert_eq!(hub.subscribe(&a, "2", usize::MAX), Subscribed::Yes);
-        let mut scratch = Vec::new();
-        hub.send_to_user("1", &Message::json("1"), &mut scratch, Pace::Queued);
-        hub.send_to_user("2", &Message::json("2"), &mut scratch, Pace::Queued);
+        send_to_user(&hub, "1", "1", Pace::Queued);
+        send_to_user(&hub, "2", "2", Pace::Queued);
         assert_eq!(texts(&a), ["2"]);
         hub.unsubscribe(&a);
-        hub.send_to_user("2", &Message::json("2"), &mut scratch, Pace::Queued);
+        send_to_user(&hub, "2", "2", Pace::Queued);
         assert!(texts(&a).is_empty());
         hub.remove(&a);
         assert_eq!(hub.session_count(), 0);
@@ -401,15 +394,19 @@ mod tests {
             .collect();
         for s in &sessions {
             assert!(hub.add(s, usize::MAX));
+            assert_eq!(hub.subscribe(s, "many", usize::MAX), Subscribed::Yes);
         }
+        let mut all = Vec::new();
+        hub.sessions_of("many", &mut all);
         // Never more: asked once per CHECK_EVERY sessions, not per session, not never.
         let asked = std::cell::Cell::new(0);
         let never = || {
             asked.set(asked.get() + 1);
             false
         };
-        hub.broadcast(
+        hub.send(
             &Message::json("0"),
+            &all,
             Pace::Now {
                 more_waiting: &never,
             },
@@ -424,8 +421,9 @@ mod tests {
             asked.set(asked.get() + 1);
             asked.get() == 2
         };
-        hub.broadcast(
+        hub.send(
             &Message::json("1"),
+            &all,
             Pace::Now {
                 more_waiting: &more_waiting,
             },
@@ -449,10 +447,12 @@ mod tests {
         };
         let slow = Session::new(limits);
         let fine = Session::new(Default::default());
-        assert!(hub.add(&slow, usize::MAX));
-        assert!(hub.add(&fine, usize::MAX));
+        for s in [&slow, &fine] {
+            assert!(hub.add(s, usize::MAX));
+            assert_eq!(hub.subscribe(s, "u", usize::MAX), Subscribed::Yes);
+        }
         for _ in 0..3 {
-            hub.broadcast(&Message::json("0"), Pace::Queued);
+            send_to_user(&hub, "u", "0", Pace::Queued);
         }
         assert_eq!(slow.drain(), (vec![], Some(CloseCode::SLOW)));
         assert_eq!(texts(&fine).len(), 3);

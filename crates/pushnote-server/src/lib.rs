@@ -4,7 +4,8 @@
 //! - `server.rs` — configuration, and `Server::run`, which wires the parts and serves a bound
 //!   listener until a shutdown future completes.
 //! - `bus.rs` — the ZeroMQ subscriber thread and its subscription commands.
-//! - `hub.rs` — who is connected and which user each session is; fan-out.
+//! - `hub.rs` — who is connected and which user each session is; targeted messages.
+//! - `fanout.rs` — broadcasts: a log per shard of the sessions, swept by a thread per core.
 //! - `client.rs` — the SockJS handler: one client's requests and the token check.
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `forwarder.rs` — the forwarder behind `pushnote-mq`.
@@ -19,6 +20,7 @@ pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod fanout;
 pub mod forwarder;
 pub mod hub;
 mod inproc;

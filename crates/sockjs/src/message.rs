@@ -77,6 +77,53 @@ impl Message {
     }
 }
 
+/// The WebSocket frame `a[m1,m2,…]` that carries `messages` together; the bytes to write start
+/// at the returned offset.
+pub(crate) fn ws_frame_of(messages: &[Message]) -> (Vec<u8>, usize) {
+    // "a[", the messages, a comma between each two, "]".
+    let len: usize = messages.iter().map(|m| m.as_json().len() + 1).sum();
+    let mut out = OutFrame::text_with_capacity(len + 2);
+    frame::push_array(out.payload(), messages.iter().map(Message::as_json));
+    out.finish()
+}
+
+/// Messages that go to many sessions together, framed once: a WebSocket session that has
+/// nothing else queued takes them as one shared frame ([`crate::Session::send_burst_now`]).
+#[derive(Debug)]
+pub struct Burst {
+    messages: Vec<Message>,
+    /// The frame for all of them, from `start` on.
+    frame: Vec<u8>,
+    start: usize,
+}
+
+impl Burst {
+    /// `messages`, in order, framed together.
+    pub fn new(messages: Vec<Message>) -> Burst {
+        let (frame, start) = ws_frame_of(&messages);
+        Burst {
+            messages,
+            frame,
+            start,
+        }
+    }
+
+    /// The messages, in order.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The size of the WebSocket frame that carries them all, in bytes.
+    pub fn ws_frame_len(&self) -> usize {
+        self.frame.len() - self.start
+    }
+
+    /// The WebSocket frame that carries them all to a SockJS client.
+    pub(crate) fn ws_frame(&self) -> &[u8] {
+        &self.frame[self.start..]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +151,14 @@ mod tests {
         assert!(std::ptr::eq(m.as_json(), c.as_json()));
         assert!(std::ptr::eq(m.ws_frame(), c.ws_frame()));
         assert_eq!(&m.ws_frame()[2..], b"a[[1,2,3]]");
+    }
+
+    #[test]
+    fn a_burst_is_one_frame_of_all_its_messages() {
+        let b = Burst::new(vec![Message::json("1"), Message::text("two")]);
+        assert_eq!(b.messages().len(), 2);
+        assert_eq!(b.ws_frame(), b"\x81\x0aa[1,\"two\"]");
+        let one = Message::json("[1,2,3]");
+        assert_eq!(Burst::new(vec![one.clone()]).ws_frame(), one.ws_frame());
     }
 }

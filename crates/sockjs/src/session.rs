@@ -12,7 +12,8 @@
 //! [`Session::send_now`] hands the message's shared frame to the socket when nothing is queued
 //! and the writer is not writing, and queues it as `send` does when the socket does not take it
 //! whole. That saves waking the writer for every message when messages are few; under a burst,
-//! `send` lets the writer coalesce.
+//! `send` lets the writer coalesce. Several messages for many sessions are framed once as a
+//! [`Burst`], which [`Session::send_burst_now`] writes or queues the same way.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::{CloseCode, Message};
+use crate::{Burst, CloseCode, Message};
 
 /// How much a session may have queued before it counts as too slow and is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +123,7 @@ impl Session {
     /// Queues `message` for the client. Never blocks. When the queue is over its limits the
     /// session is closed with [`CloseCode::SLOW`] and the message is not queued.
     pub fn send(&self, message: Message) -> Result<(), SendError> {
-        self.push(message, false)
+        self.push(std::slice::from_ref(&message), None)
     }
 
     /// Like [`Session::send`], but on a WebSocket session with nothing queued the message is
@@ -130,33 +131,55 @@ impl Session {
     /// instead of waking the session's writer. Meant for senders with nothing else waiting:
     /// for a burst of messages, `send` lets the writer put them in fewer, larger frames.
     pub fn send_now(&self, message: Message) -> Result<(), SendError> {
-        self.push(message, true)
+        self.push(std::slice::from_ref(&message), Some(message.ws_frame()))
     }
 
-    fn push(&self, message: Message, now: bool) -> Result<(), SendError> {
+    /// Sends every message of `burst`, in order, as [`Session::send_now`] sends one: a WebSocket
+    /// session with nothing queued is written the burst's shared frame at once; any other
+    /// session queues the messages. The queue's limits count them all: a burst that does not
+    /// fit closes the session as slow, and none of it is queued.
+    pub fn send_burst_now(&self, burst: &Burst) -> Result<(), SendError> {
+        match burst.messages() {
+            [] => Ok(()),
+            messages => self.push(messages, Some(burst.ws_frame())),
+        }
+    }
+
+    /// Queues `messages`, in order, as [`Session::send`] queues one; the limits count them all,
+    /// as for [`Session::send_burst_now`].
+    pub fn send_all(&self, messages: &[Message]) -> Result<(), SendError> {
+        match messages {
+            [] => Ok(()),
+            messages => self.push(messages, None),
+        }
+    }
+
+    /// Queues `messages`, or writes `frame` (which carries them all) when it can be written now.
+    fn push(&self, messages: &[Message], frame: Option<&[u8]>) -> Result<(), SendError> {
         let mut st = self.state();
         if st.closing.is_some() || st.closed {
             return Err(SendError::Closed);
         }
-        if now && st.queue.is_empty() && !st.writing && st.unsent.is_none() {
-            if let Some(stream) = &st.direct {
-                let frame = message.ws_frame();
-                match stream.try_write(frame) {
-                    Ok(n) if n == frame.len() => return Ok(()),
-                    Ok(n) if n > 0 => {
-                        st.unsent = Some(frame[n..].to_vec());
-                        drop(st);
-                        self.0.wake.notify_one();
-                        return Ok(());
+        if let Some(frame) = frame {
+            if st.queue.is_empty() && !st.writing && st.unsent.is_none() {
+                if let Some(stream) = &st.direct {
+                    match stream.try_write(frame) {
+                        Ok(n) if n == frame.len() => return Ok(()),
+                        Ok(n) if n > 0 => {
+                            st.unsent = Some(frame[n..].to_vec());
+                            drop(st);
+                            self.0.wake.notify_one();
+                            return Ok(());
+                        }
+                        // The socket is full (or failed): the writer takes them from the queue,
+                        // and finds out.
+                        _ => {}
                     }
-                    // The socket is full (or failed): the writer takes it from the queue, and
-                    // finds out.
-                    _ => {}
                 }
             }
         }
-        let len = message.queued_len();
-        if st.queue.len() >= self.0.limits.max_messages
+        let len: usize = messages.iter().map(Message::queued_len).sum();
+        if st.queue.len() + messages.len() > self.0.limits.max_messages
             || st.queued_bytes + len > self.0.limits.max_bytes
         {
             st.queue.clear();
@@ -168,7 +191,7 @@ impl Session {
         }
         let was_empty = st.queue.is_empty();
         st.queued_bytes += len;
-        st.queue.push_back(message);
+        st.queue.extend(messages.iter().cloned());
         drop(st);
         if was_empty {
             self.0.wake.notify_one();
@@ -353,6 +376,21 @@ mod tests {
         assert_eq!(msgs.len(), 1);
         assert_eq!(close, None, "the messages come first");
         assert_eq!(s.drain().1, Some(CloseCode::GOING_AWAY));
+    }
+
+    #[test]
+    fn a_burst_is_queued_whole_or_closes_the_session_as_slow() {
+        let s = Session::new(small());
+        let burst = Burst::new(vec![Message::text("a"), Message::text("b")]);
+        s.send_burst_now(&burst).unwrap();
+        let texts: Vec<_> = s.drain().0.iter().map(|m| m.as_raw().to_owned()).collect();
+        assert_eq!(texts, ["a", "b"]);
+        s.send(Message::text("c")).unwrap();
+        s.send(Message::text("d")).unwrap();
+        assert_eq!(s.send_burst_now(&burst), Err(SendError::Full));
+        let (msgs, close) = s.drain();
+        assert!(msgs.is_empty());
+        assert_eq!(close, Some(CloseCode::SLOW));
     }
 
     #[tokio::test]

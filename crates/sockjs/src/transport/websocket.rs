@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::frame;
+use crate::message::ws_frame_of;
 use crate::registry::Service;
 use crate::session::Batch;
-use crate::ws::codec::{self, Fault, Incoming, OutFrame};
+use crate::ws::codec::{self, Fault, Incoming};
 use crate::ws::{Conn, Read};
 use crate::{CloseCode, Handler, Message, Session};
 
@@ -90,11 +91,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                                 write_session(&mut conn, &session, one.ws_frame(), write_timeout).await
                             }
                             many => {
-                                // "a[", the messages, a comma between each two, "]".
-                                let len: usize = many.iter().map(|m| m.as_json().len() + 1).sum();
-                                let mut out = OutFrame::text_with_capacity(len + 2);
-                                frame::push_array(out.payload(), many.iter().map(Message::as_json));
-                                let (bytes, start) = out.finish();
+                                let (bytes, start) = ws_frame_of(many);
                                 write_session(&mut conn, &session, &bytes[start..], write_timeout).await
                             }
                         },

@@ -1,0 +1,653 @@
+//! Broadcasts: one log of them, which every session reads through a cursor of its own.
+//!
+//! A broadcast goes to every session here. Queuing it on each session would cost a lock and a
+//! queue push per session per broadcast, and under load most sessions get several broadcasts
+//! in the time it takes to write to all of them once. Instead the sessions are split into
+//! shards, one per core (a session's shard is its id modulo their number), each with a
+//! sweeper thread of its own and a log of the broadcasts its sessions have not all had. The
+//! bus thread only hands each message to the shards' inboxes, which takes it a moment; the
+//! socket writes happen on the sweepers, in parallel.
+//!
+//! A sweeper goes through its sessions in the order they were opened (the order their memory,
+//! the kernel's included, was allocated in). Each session is given everything it has not had
+//! yet as one [`Burst`]: one frame, built once and shared by every session that is as far
+//! behind, written to a WebSocket session's socket at once when the socket takes it, and
+//! queued for the session's writer otherwise ([`Session::send_burst_now`]). Between two
+//! sessions the sweeper looks at its inbox, so a broadcast that comes during a sweep reaches
+//! the sessions ahead in this sweep and the ones behind in the next, which starts at once: a
+//! message waits about one sweep at most, however many came meanwhile. Sessions that join
+//! during a sweep have had nothing yet and start at the log's end.
+//!
+//! A message to a user must come after the broadcasts published before it. Where a shard's
+//! sweeper is idle, its sessions have had every broadcast, and the bus thread writes the
+//! message itself. Otherwise the message goes through the shard's inbox too: the sweeper first
+//! queues the broadcasts the session has not had ([`Sweep::catch_up`]), then sends it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use sockjs::{Burst, Message, SendError, Session};
+
+use crate::hub::{Hub, Pace};
+use crate::metrics::Metrics;
+
+/// How many sessions a sweeper visits at most before it looks at its inbox, when nothing
+/// has told it to look sooner.
+pub const SWEEP_STEP: usize = 256;
+
+/// The largest burst of several messages written to a socket from a sweeper (one message is,
+/// whatever its size). Larger ones go through the session's queue, whose writer waits for a
+/// slow socket and whose limits then apply: what a socket does not take at once is kept for
+/// its writer outside those limits, so that much is bounded by one message or this.
+const DIRECT_BURST_BYTES: usize = 64 * 1024;
+
+/// The shards of the sessions, and their sweeper threads.
+pub struct Fanout {
+    shards: Vec<Arc<Shard>>,
+    sweepers: Vec<JoinHandle<()>>,
+    /// Reused for the sessions of each targeted message.
+    scratch: Vec<Session>,
+}
+
+/// What the bus thread hands a sweeper.
+enum Item {
+    /// A broadcast, for `everyone` open when it was read from the bus.
+    Broadcast(Message, Arc<[Session]>),
+    /// A message to these sessions (a user's, in this shard).
+    ToSessions(Message, Vec<Session>),
+}
+
+/// One shard: its inbox, and how its sweeper is woken.
+struct Shard {
+    /// This shard's number, and how many there are.
+    place: Place,
+    inbox: Mutex<Inbox>,
+    /// Wakes the sweeper: something came, or the server stops.
+    wake: Condvar,
+    /// The inbox has something: the sweeper looks at it between two sessions.
+    pending: AtomicBool,
+    /// The sweeper has done everything it was handed and sleeps: every session of the shard
+    /// has had every broadcast, and nothing is written to them until the bus thread hands
+    /// the shard something again. A user's message can then be written by the bus thread
+    /// itself, without the hop to the sweeper.
+    idle: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inbox {
+    items: Vec<Item>,
+    /// The server is stopping: the sweeper ends.
+    stopping: bool,
+}
+
+/// Which sessions a shard holds: those whose id is `index` modulo `of`.
+#[derive(Clone, Copy, Debug)]
+pub struct Place {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Place {
+    /// The only shard there is.
+    pub const WHOLE: Place = Place { index: 0, of: 1 };
+
+    fn holds(self, session: &Session) -> bool {
+        self.of == 1 || session.id() % self.of as u64 == self.index as u64
+    }
+}
+
+fn lock(m: &Mutex<Inbox>) -> MutexGuard<'_, Inbox> {
+    // Every critical section is a push or a swap, so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fanout {
+    /// Starts `sweepers` sweeper threads (at least one), each over its own shard of `hub`'s
+    /// sessions.
+    pub fn start(sweepers: usize, hub: Arc<Hub>, metrics: Arc<Metrics>) -> std::io::Result<Fanout> {
+        let of = sweepers.max(1);
+        let mut fanout = Fanout {
+            shards: Vec::with_capacity(of),
+            sweepers: Vec::with_capacity(of),
+            scratch: Vec::new(),
+        };
+        for index in 0..of {
+            let shard = Arc::new(Shard {
+                place: Place { index, of },
+                inbox: Mutex::new(Inbox::default()),
+                wake: Condvar::new(),
+                pending: AtomicBool::new(false),
+                idle: AtomicBool::new(true),
+            });
+            fanout.shards.push(shard.clone());
+            let (hub, metrics) = (hub.clone(), metrics.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("pushnote-sweep-{index}"))
+                .spawn(move || shard.run(&hub, &metrics))?;
+            // On an error, dropping `fanout` stops the sweepers started so far.
+            fanout.sweepers.push(thread);
+        }
+        Ok(fanout)
+    }
+
+    /// Hands a broadcast to every shard, for the sessions open now.
+    pub fn broadcast(&self, message: &Message, hub: &Hub) {
+        let everyone = hub.everyone();
+        for shard in &self.shards {
+            shard.hand(Item::Broadcast(message.clone(), everyone.clone()));
+        }
+    }
+
+    /// Sends a message for `user` to the user's sessions here: at once, from this thread, in a
+    /// shard whose sweeper is idle (`more_waiting` as for [`Pace::Now`]); through the inbox of
+    /// a shard that has broadcasts on their way, so the message comes after them.
+    pub fn to_user(
+        &mut self,
+        user: &str,
+        message: &Message,
+        hub: &Hub,
+        more_waiting: &dyn Fn() -> bool,
+    ) {
+        hub.sessions_of(user, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return;
+        }
+        for shard in &self.shards {
+            let mine: Vec<_> = self
+                .scratch
+                .iter()
+                .filter(|s| shard.place.holds(s))
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if shard.idle.load(Ordering::Acquire) {
+                let pace = if more_waiting() {
+                    Pace::Queued
+                } else {
+                    Pace::Now { more_waiting }
+                };
+                hub.send(message, &mine, pace);
+            } else {
+                shard.hand(Item::ToSessions(message.clone(), mine));
+            }
+        }
+        self.scratch.clear();
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            lock(&shard.inbox).stopping = true;
+            shard.wake.notify_one();
+        }
+        for thread in self.sweepers.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shard {
+    fn hand(&self, item: Item) {
+        let mut inbox = lock(&self.inbox);
+        inbox.items.push(item);
+        self.idle.store(false, Ordering::Release);
+        drop(inbox);
+        self.pending.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The sweeper thread: takes what the inbox has, sweeps while there is something to
+    /// deliver, and sleeps when there is nothing.
+    fn run(&self, hub: &Hub, metrics: &Metrics) {
+        let mut sweep = Sweep::default();
+        let mut items = Vec::new();
+        let more_waiting = || self.pending.load(Ordering::Acquire);
+        loop {
+            {
+                let mut inbox = lock(&self.inbox);
+                while inbox.items.is_empty() && !inbox.stopping && !sweep.is_sweeping() {
+                    self.idle.store(true, Ordering::Release);
+                    inbox = self.wake.wait(inbox).unwrap_or_else(|e| e.into_inner());
+                }
+                if inbox.stopping {
+                    return;
+                }
+                std::mem::swap(&mut items, &mut inbox.items);
+                self.pending.store(false, Ordering::Release);
+            }
+            for item in items.drain(..) {
+                match item {
+                    Item::Broadcast(message, everyone) => {
+                        sweep.push(message, &everyone, self.place);
+                    }
+                    Item::ToSessions(message, sessions) => {
+                        for s in &sessions {
+                            sweep.catch_up(s, metrics);
+                        }
+                        // Written at once unless more is waiting: then queued, for the
+                        // sessions' writers to put together.
+                        let pace = if more_waiting() {
+                            Pace::Queued
+                        } else {
+                            Pace::Now {
+                                more_waiting: &more_waiting,
+                            }
+                        };
+                        hub.send(&message, &sessions, pace);
+                    }
+                }
+            }
+            sweep.step(metrics, &more_waiting);
+        }
+    }
+}
+
+/// One shard's broadcasts not yet given to all its sessions, and where each session is in
+/// them.
+pub struct Sweep {
+    /// Broadcasts, numbered from `base` on.
+    log: VecDeque<Message>,
+    /// The number of `log[0]`.
+    base: u64,
+    /// The hub's list of everyone that `sessions` was taken from.
+    source: Arc<[Session]>,
+    /// The shard's sessions being swept, in id order. Empty when no sweep is on: every session
+    /// has had every broadcast then, and none is held here.
+    sessions: Arc<[Session]>,
+    /// For each of `sessions`, the number of the first broadcast it has not had.
+    cursors: Vec<u64>,
+    /// Where the sweep is, when one is on.
+    pass: Option<Pass>,
+    /// The burst from one broadcast number to the log's end, for the sessions that are there.
+    burst: Option<(u64, Burst)>,
+}
+
+/// One pass over every session.
+#[derive(Clone, Copy)]
+struct Pass {
+    /// The index in `sessions` of the next session to visit.
+    next: usize,
+    /// The log's end when the pass began: every session visited has had at least that much.
+    began_at: u64,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            log: VecDeque::new(),
+            base: 0,
+            source: Arc::from([]),
+            sessions: Arc::from([]),
+            cursors: Vec::new(),
+            pass: None,
+            burst: None,
+        }
+    }
+}
+
+impl Sweep {
+    /// The number the next broadcast gets.
+    fn end(&self) -> u64 {
+        self.base + self.log.len() as u64
+    }
+
+    /// Whether a sweep is on: [`Sweep::step`] has sessions to visit.
+    pub fn is_sweeping(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    /// Adds a broadcast for the sessions of `everyone` in shard `place`, and starts a sweep if
+    /// none is on.
+    pub fn push(&mut self, message: Message, everyone: &Arc<[Session]>, place: Place) {
+        self.follow(everyone, place);
+        self.log.push_back(message);
+        self.burst = None;
+        if self.pass.is_none() {
+            self.pass = Some(Pass {
+                next: 0,
+                began_at: self.end(),
+            });
+        }
+    }
+
+    /// Takes up the hub's current list of sessions, keeping the cursors of those still there.
+    fn follow(&mut self, everyone: &Arc<[Session]>, place: Place) {
+        if Arc::ptr_eq(everyone, &self.source) {
+            return;
+        }
+        let mine: Arc<[Session]> = if place.of == 1 {
+            everyone.clone()
+        } else {
+            everyone
+                .iter()
+                .filter(|s| place.holds(s))
+                .cloned()
+                .collect()
+        };
+        let end = self.end();
+        let mut cursors = Vec::with_capacity(mine.len());
+        // Both lists are in id order: walk them together.
+        let mut old = self.sessions.iter().zip(&self.cursors).peekable();
+        for s in mine.iter() {
+            while old.next_if(|(o, _)| o.id() < s.id()).is_some() {}
+            cursors.push(match old.peek() {
+                Some((o, &at)) if o.id() == s.id() => at,
+                _ => end,
+            });
+        }
+        if let Some(pass) = &mut self.pass {
+            // Go on from the same session, or the first after it if it has gone.
+            pass.next = match self.sessions.get(pass.next) {
+                Some(s) => mine.partition_point(|e| e.id() < s.id()),
+                None => mine.len(),
+            };
+        }
+        self.source = everyone.clone();
+        self.sessions = mine;
+        self.cursors = cursors;
+    }
+
+    /// Visits the next sessions of the sweep, giving each what it has not had: [`SWEEP_STEP`]
+    /// of them, or fewer when `interrupt` says, after one, that something else came.
+    pub fn step(&mut self, metrics: &Metrics, interrupt: &dyn Fn() -> bool) {
+        let Some(pass) = self.pass else {
+            return;
+        };
+        let last = (pass.next + SWEEP_STEP).min(self.sessions.len());
+        let mut stop = pass.next;
+        let mut delivered = 0;
+        while stop < last {
+            delivered += self.give(stop, true, metrics);
+            stop += 1;
+            if interrupt() {
+                break;
+            }
+        }
+        metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        if stop < self.sessions.len() {
+            self.pass = Some(Pass { next: stop, ..pass });
+            return;
+        }
+        // Every session has had at least what the log held when the pass began.
+        let end = self.end();
+        let done = usize::try_from(pass.began_at.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        self.log.drain(..done.min(self.log.len()));
+        self.base = pass.began_at;
+        if end > pass.began_at {
+            // Broadcasts came during the pass: the sessions visited before them need another.
+            self.pass = Some(Pass {
+                next: 0,
+                began_at: end,
+            });
+        } else {
+            // Everyone has everything: hold no sessions until the next broadcast.
+            self.pass = None;
+            self.burst = None;
+            self.source = Arc::from([]);
+            self.sessions = Arc::from([]);
+            self.cursors.clear();
+        }
+    }
+
+    /// Queues for `session` the broadcasts it has not had yet. Queued, not written: the
+    /// message that follows joins them in the same frame.
+    pub fn catch_up(&mut self, session: &Session, metrics: &Metrics) {
+        if self.pass.is_none() {
+            return;
+        }
+        // A session not in the list joined after the last broadcast: it has nothing to catch.
+        if let Ok(i) = self
+            .sessions
+            .binary_search_by_key(&session.id(), Session::id)
+        {
+            let delivered = self.give(i, false, metrics);
+            metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives session `i` everything from its cursor to the log's end, written at once where
+    /// `now` allows; returns how many messages it was given.
+    fn give(&mut self, i: usize, now: bool, metrics: &Metrics) -> u64 {
+        let end = self.end();
+        let from = self.cursors[i];
+        if from >= end {
+            return 0;
+        }
+        self.cursors[i] = end;
+        // Cursors never fall behind the log's start (see `step`); were one to, it would get
+        // the whole log rather than a panic.
+        let skip = usize::try_from(from.saturating_sub(self.base)).unwrap_or(0);
+        let session = &self.sessions[i];
+        let sent = if now {
+            let burst = match &self.burst {
+                Some((at, burst)) if *at == from => burst,
+                _ => {
+                    let messages = self.log.iter().skip(skip).cloned().collect();
+                    &self.burst.insert((from, Burst::new(messages))).1
+                }
+            };
+            if burst.messages().len() == 1 || burst.ws_frame_len() <= DIRECT_BURST_BYTES {
+                session.send_burst_now(burst)
+            } else {
+                session.send_all(burst.messages())
+            }
+        } else {
+            session.send_all(&self.log.make_contiguous()[skip..])
+        };
+        match sent {
+            Ok(()) => end - from,
+            Err(SendError::Full) => {
+                metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(session = session.id(), "session too slow; closed");
+                0
+            }
+            Err(SendError::Closed) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::tests::{hub, texts};
+    use crate::hub::{Pace, Subscribed};
+    use sockjs::{CloseCode, QueueLimits};
+
+    fn sessions(hub: &Hub, n: usize) -> Vec<Session> {
+        (0..n)
+            .map(|_| {
+                let s = Session::new(QueueLimits::default());
+                assert!(hub.add(&s, usize::MAX));
+                s
+            })
+            .collect()
+    }
+
+    /// Sweeps until every session has everything; returns how many steps it took.
+    fn finish(sweep: &mut Sweep, metrics: &Metrics) -> usize {
+        let mut steps = 0;
+        while sweep.is_sweeping() {
+            sweep.step(metrics, &|| false);
+            steps += 1;
+            assert!(steps < 1000, "the sweep ends");
+        }
+        steps
+    }
+
+    #[test]
+    fn every_session_gets_every_broadcast_once_in_order_and_nothing_is_held_after() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let all = sessions(&hub, 3 * SWEEP_STEP + 5);
+        let mut sweep = Sweep::default();
+        sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
+        sweep.step(&metrics, &|| false);
+        // The first step's sessions have the first broadcast; the second comes mid-sweep.
+        assert_eq!(texts(&all[0]), ["1"]);
+        sweep.push(Message::json("2"), &hub.everyone(), Place::WHOLE);
+        sweep.push(Message::json("3"), &hub.everyone(), Place::WHOLE);
+        // The rest of this pass, then a second pass for the first step's sessions.
+        assert_eq!(finish(&mut sweep, &metrics), 3 + 4);
+        assert_eq!(texts(&all[0]), ["2", "3"]);
+        for s in &all[1..] {
+            assert_eq!(texts(s), ["1", "2", "3"]);
+        }
+        assert_eq!(
+            metrics.deliveries.load(Ordering::Relaxed),
+            3 * all.len() as u64
+        );
+        assert!(sweep.log.is_empty() && sweep.sessions.is_empty() && sweep.burst.is_none());
+        assert_eq!(sweep.base, 3);
+    }
+
+    #[test]
+    fn sessions_get_the_broadcasts_that_come_while_they_are_open() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let mut sweep = Sweep::default();
+        let a = sessions(&hub, 1).remove(0);
+        sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
+        let b = sessions(&hub, 1).remove(0);
+        // b joined during the sweep: it starts at the log's end.
+        sweep.push(Message::json("2"), &hub.everyone(), Place::WHOLE);
+        finish(&mut sweep, &metrics);
+        hub.remove(&a);
+        sweep.push(Message::json("3"), &hub.everyone(), Place::WHOLE);
+        finish(&mut sweep, &metrics);
+        assert_eq!(texts(&a), ["1", "2"]);
+        assert_eq!(texts(&b), ["2", "3"]);
+    }
+
+    #[test]
+    fn a_session_that_goes_mid_sweep_is_skipped_and_the_sweep_goes_on() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let all = sessions(&hub, 2 * SWEEP_STEP);
+        let mut sweep = Sweep::default();
+        sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
+        sweep.step(&metrics, &|| false);
+        // The session the sweep would visit next leaves, and a broadcast comes.
+        hub.remove(&all[SWEEP_STEP]);
+        sweep.push(Message::json("2"), &hub.everyone(), Place::WHOLE);
+        finish(&mut sweep, &metrics);
+        assert!(texts(&all[SWEEP_STEP]).is_empty());
+        assert_eq!(texts(&all[0]), ["1", "2"]);
+        assert_eq!(texts(&all[SWEEP_STEP + 1]), ["1", "2"]);
+    }
+
+    #[test]
+    fn a_targeted_message_comes_after_the_broadcasts_published_before_it() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let all = sessions(&hub, 2);
+        assert_eq!(hub.subscribe(&all[1], "u", usize::MAX), Subscribed::Yes);
+        let mut sweep = Sweep::default();
+        sweep.push(Message::json("\"all\""), &hub.everyone(), Place::WHOLE);
+        let mut of_user = Vec::new();
+        hub.sessions_of("u", &mut of_user);
+        for s in &of_user {
+            sweep.catch_up(s, &metrics);
+        }
+        hub.send(&Message::json("\"u\""), &of_user, Pace::Queued);
+        finish(&mut sweep, &metrics);
+        assert_eq!(
+            texts(&all[1]),
+            ["\"all\"", "\"u\""],
+            "and no broadcast twice"
+        );
+        assert_eq!(texts(&all[0]), ["\"all\""]);
+    }
+
+    #[test]
+    fn a_slow_session_is_closed_without_touching_the_others() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let slow = Session::new(QueueLimits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        });
+        assert!(hub.add(&slow, usize::MAX));
+        let fine = sessions(&hub, 1).remove(0);
+        let mut sweep = Sweep::default();
+        for _ in 0..3 {
+            sweep.push(Message::json("0"), &hub.everyone(), Place::WHOLE);
+        }
+        finish(&mut sweep, &metrics);
+        assert_eq!(slow.drain(), (vec![], Some(CloseCode::SLOW)));
+        assert_eq!(texts(&fine).len(), 3);
+        assert_eq!(metrics.slow_closed.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.deliveries.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn shards_split_the_sessions_and_each_gets_every_broadcast_once() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let all = sessions(&hub, 7);
+        let mut shards: Vec<_> = (0..3).map(|_| Sweep::default()).collect();
+        for m in ["1", "2"] {
+            let everyone = hub.everyone();
+            for (index, sweep) in shards.iter_mut().enumerate() {
+                sweep.push(Message::json(m), &everyone, Place { index, of: 3 });
+            }
+        }
+        for sweep in &mut shards {
+            finish(sweep, &metrics);
+        }
+        for s in &all {
+            assert_eq!(texts(s), ["1", "2"]);
+        }
+        assert_eq!(metrics.deliveries.load(Ordering::Relaxed), 14);
+    }
+
+    #[test]
+    fn the_sweepers_deliver_broadcasts_and_users_messages_in_order_and_stop_with_the_fanout() {
+        let (hub, _bus) = hub();
+        let hub = Arc::new(hub);
+        let metrics = Arc::new(Metrics::default());
+        let all = sessions(&hub, 2 * SWEEP_STEP + 3);
+        let user = &all[all.len() - 1];
+        assert_eq!(hub.subscribe(user, "u", usize::MAX), Subscribed::Yes);
+        let mut fanout = Fanout::start(2, hub.clone(), metrics.clone()).unwrap();
+        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
+        for m in ["1", "2", "3"] {
+            fanout.broadcast(&Message::json(m), &hub);
+        }
+        fanout.to_user("u", &Message::json("\"u\""), &hub, &|| false);
+        let expected = |i: usize| if i == all.len() - 1 { 4 } else { 3 };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
+            assert!(std::time::Instant::now() < deadline, "delivered in time");
+            for (g, s) in got.iter_mut().zip(&all) {
+                g.extend(texts(s));
+            }
+            std::thread::yield_now();
+        }
+        // Once every sweeper is idle, a user's message is written by the caller, at once.
+        while fanout
+            .shards
+            .iter()
+            .any(|s| !s.idle.load(Ordering::Acquire))
+        {
+            assert!(std::time::Instant::now() < deadline, "the sweepers go idle");
+            std::thread::yield_now();
+        }
+        fanout.to_user("u", &Message::json("\"again\""), &hub, &|| false);
+        assert_eq!(texts(user), ["\"again\""]);
+        drop(fanout);
+        for g in &got[..all.len() - 1] {
+            assert_eq!(g, &["1", "2", "3"]);
+        }
+        assert_eq!(got[all.len() - 1], ["1", "2", "3", "\"u\""]);
+        // The broadcasts' deliveries (the user's message is counted by the hub's metrics).
+        assert_eq!(
+            metrics.deliveries.load(Ordering::Relaxed),
+            3 * all.len() as u64
+        );
+    }
+}

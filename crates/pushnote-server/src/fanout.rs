@@ -165,12 +165,7 @@ impl Fanout {
                 continue;
             }
             if shard.idle.load(Ordering::Acquire) {
-                let pace = if more_waiting() {
-                    Pace::Queued
-                } else {
-                    Pace::Now { more_waiting }
-                };
-                hub.send(message, &mine, pace);
+                hub.send(message, &mine, Pace::given(more_waiting));
             } else {
                 shard.hand(Item::ToSessions(message.clone(), mine));
             }
@@ -231,14 +226,7 @@ impl Shard {
                         }
                         // Written at once unless more is waiting: then queued, for the
                         // sessions' writers to put together.
-                        let pace = if more_waiting() {
-                            Pace::Queued
-                        } else {
-                            Pace::Now {
-                                more_waiting: &more_waiting,
-                            }
-                        };
-                        hub.send(&message, &sessions, pace);
+                        hub.send(&message, &sessions, Pace::given(&more_waiting));
                     }
                 }
             }

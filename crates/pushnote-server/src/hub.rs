@@ -36,6 +36,17 @@ pub enum Pace<'a> {
     Queued,
 }
 
+impl<'a> Pace<'a> {
+    /// [`Pace::Now`] unless `more_waiting` says more messages are waiting already.
+    pub fn given(more_waiting: &'a dyn Fn() -> bool) -> Pace<'a> {
+        if more_waiting() {
+            Pace::Queued
+        } else {
+            Pace::Now { more_waiting }
+        }
+    }
+}
+
 /// How many sessions a [`Pace::Now`] round writes between two looks for more messages.
 pub const CHECK_EVERY: usize = 256;
 

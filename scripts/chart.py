@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Draws the benchmark chart (an SVG, no dependencies) from the JSON lines scripts/compare.py
 writes: one panel per figure, one bar per server, from the newest run of each server in each
-scenario (the median of its rounds, as in compare.py's table).
+scenario (the median of its rounds, as in compare.py's table). The targeted panel also has a
+bar for `loopback`, the machine's own round trip (compare.py's `rtt` scenario), when the
+results have one.
 
     scripts/chart.py bench-results.jsonl > docs/benchmarks.svg
 """
@@ -20,6 +22,8 @@ PANELS = [
     ("idle", "connects_per_s", 1e-3, "session connects", "thousand/s (more is better)"),
     ("t19k", "latency_p99_us", 1.0, "p99 to 1 of 19,500 users", "µs (less is better)"),
 ]
+# The panel that shows the machine's own round trip beside the servers.
+FLOOR_PANEL = "t19k"
 COLORS = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#718096", "#d53f8c"]
 W, H, PAD, TOP = 300, 260, 40, 50
 
@@ -31,16 +35,20 @@ def esc(s):
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     newest = max(r.get("run", "") for r in rows)
-    names = list(dict.fromkeys(r["label"] for r in rows))
+    servers = list(dict.fromkeys(r["label"] for r in rows if r["scenario"] != "rtt"))
+    floor = figure(rows, "loopback", "rtt", "latency_p99_us")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(PANELS)}" height="{H + 40}" '
            'font-family="sans-serif" font-size="11">',
            f'<rect width="100%" height="100%" fill="white"/>']
     for p, (scen, key, scale, title, unit) in enumerate(PANELS):
         x0 = p * W
-        vals = []
+        names, vals = list(servers), []
         for n in names:
             v = figure(rows, n, scen, key)
             vals.append(None if v is None else v * scale)
+        if scen == FLOOR_PANEL and floor is not None:
+            names.append("loopback")
+            vals.append(floor * scale)
         top = max([v for v in vals if v is not None] or [1]) or 1
         out.append(f'<text x="{x0 + W / 2}" y="18" text-anchor="middle" font-size="13" '
                    f'font-weight="bold">{esc(title)}</text>')

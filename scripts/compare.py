@@ -25,6 +25,9 @@ Scenarios (--scenarios, comma-separated, default all):
   idle   --idle-sessions sessions, idle: RSS per session, and connects/s
   t1k    1,000 sessions of one user each, 1,000 messages/s each to one random user
   t19k   the same with --idle-sessions sessions (targeted latency at N = 19,500)
+  rtt    no server: `pushnote-bench echo` on the server's core and `pushnote-bench rtt` on the
+         load's, 1,000 round trips/s for 10 s; the machine's own latency over the two hops a
+         targeted message takes, reported under the name `loopback`
 Servers named in --no-targeted (default floor-raw, which has no users) skip t1k and t19k.
 """
 
@@ -71,6 +74,29 @@ def scenario_args(name, a):
         n = 1000 if name == "t1k" else a.idle_sessions
         return ["--sessions", str(n), "--targeted", "--rate", "1000", "--duration", "10"]
     raise SystemExit(f"unknown scenario {name}")
+
+
+def run_rtt(a, port):
+    """The `rtt` scenario: the machine's loopback round trip, pinned as a server and its load."""
+    echo = subprocess.Popen(["taskset", "-c", a.server_cpu, a.bench, "echo",
+                             "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_port(port, echo)
+        cmd = ["taskset", "-c", a.load_cpu, a.bench, "rtt", "--addr", f"127.0.0.1:{port}",
+               "--rate", "1000", "--duration", "10", "--label", "loopback"]
+        print(f"== loopback / rtt: {' '.join(shlex.quote(c) for c in cmd)}",
+              file=sys.stderr, flush=True)
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=120)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+        result = json.loads(line) if line else {"label": "loopback", "error": "no result"}
+        result["scenario"] = "rtt"
+        result["exit"] = out.returncode
+        return result
+    finally:
+        os.killpg(echo.pid, signal.SIGKILL)
+        echo.wait()
 
 
 def run_one(server, scenario, a, port, bus):
@@ -125,8 +151,25 @@ def figure(results, name, scenario, key, pick=statistics.median):
     return pick([r[key] for r in mine if r.get("run", "") == newest])
 
 
+def floor_ratio(results, name):
+    """The median, over the newest run's rounds, of `name`'s p99 at 1 M/s divided by
+    floor-raw's p99 at light load in the same round, or None. Both are about one pass of writes
+    over the 10,000 sockets: the ratio says how much slower than the bare floor's single pass a
+    server's pass is while it carries a hundred times the messages."""
+    def p99s(label, scenario):
+        return {(r.get("run", ""), r.get("round")): r["latency_p99_us"] for r in results
+                if r["label"] == label and r["scenario"] == scenario
+                and r.get("latency_p99_us")}
+    mine, floor = p99s(name, "1m"), p99s("floor-raw", "light")
+    both = [k for k in mine if k in floor]
+    if not both:
+        return None
+    newest = max(run for run, _ in both)
+    return statistics.median(mine[k] / floor[k] for k in both if k[0] == newest)
+
+
 def table(results):
-    names = list(dict.fromkeys(r["label"] for r in results))
+    names = list(dict.fromkeys(r["label"] for r in results if r["scenario"] != "rtt"))
     # Losses, duplicates and reorderings in one figure, on copies: the caller's results stay
     # as the load reported them.
     results = [dict(r, faults=sum(r.get(k) or 0 for k in ("lost", "duplicated", "reordered")))
@@ -136,6 +179,7 @@ def table(results):
         ("p99 ms at max rate", "max", "latency_p99_us", 0.001),
         ("deliveries/s at a fixed 1 M/s", "1m", "deliveries_per_s", 1.0),
         ("p99 ms at a fixed 1 M/s", "1m", "latency_p99_us", 0.001),
+        ("… ÷ floor-raw's p99 at 1 msg/s, same round", "1m", "floor_ratio", 1.0),
         ("p99 ms, 1 msg/s (light load)", "light", "latency_p99_us", 0.001),
         ("RSS KiB per idle session", "idle", "rss_per_idle_session_kib", 1.0),
         ("session connects/s", "idle", "connects_per_s", 1.0),
@@ -152,11 +196,19 @@ def table(results):
         for n in names:
             if key == "faults":
                 v = figure(results, n, scen, key, max)
+            elif key == "floor_ratio":
+                v = floor_ratio(results, n)
             else:
                 v = figure(results, n, scen, key)
                 v = None if v is None else v * scale
             cells.append(fmt_num(v))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    p50, p99 = (figure(results, "loopback", "rtt", k) for k in ("latency_p50_us",
+                                                                 "latency_p99_us"))
+    if p99 is not None:
+        lines.append("")
+        lines.append(f"The machine alone (`rtt`, a TCP echo pinned as the servers are, "
+                     f"1,000 round trips/s): p50 {p50 / 1000:.2f} ms, p99 {p99 / 1000:.2f} ms.")
     return "\n".join(lines)
 
 
@@ -193,6 +245,14 @@ def main():
     rounds = max(a.repeat, 1)
     for i, scenario in enumerate(a.scenarios.split(",")):
         for k in range(rounds):
+            if scenario == "rtt":
+                r = run_rtt(a, a.port + 10 * (i * rounds + k))
+                r["run"] = stamp
+                r["round"] = k
+                results.append(r)
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                continue
             for j, server in enumerate(servers):
                 if scenario.startswith("t") and server[0] in a.no_targeted.split(","):
                     continue

@@ -11,6 +11,9 @@
 //! `forwarder` measures pushnote-mq alone: messages/s from an app to a server, and loss
 //! (`forwarder.rs`).
 //!
+//! `echo` and `rtt` measure the machine alone: the round trip over loopback TCP, the floor
+//! under a targeted message's latency (`rtt.rs`).
+//!
 //! How the files divide the work: `session.rs` is one client session; `reader.rs` reads the
 //! `fanout` load's WebSocket sessions once they are open, without the async runtime; `track.rs`
 //! counts what sessions receive and `scan.rs` reads the load's messages out of frames (both
@@ -19,6 +22,7 @@
 mod fanout;
 mod forwarder;
 mod reader;
+mod rtt;
 mod scan;
 mod session;
 mod track;
@@ -61,6 +65,11 @@ enum Command {
     /// Messages through pushnote-mq as fast as it moves them, from a PUB playing the app to a
     /// SUB playing a server; reports messages/s and every message lost.
     Forwarder(forwarder::ForwarderBench),
+    /// Echoes back what each TCP connection sends, until killed: the other end of `rtt`.
+    Echo(rtt::Echo),
+    /// Round trips of 8 bytes through an `echo`, at a fixed rate; reports their latency. Pinned
+    /// like a server and its load, this is the floor under the latency of a targeted message.
+    Rtt(rtt::Rtt),
 }
 
 #[derive(clap::Args)]
@@ -117,6 +126,8 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(soak) => runtime.block_on(run_soak(soak)),
         Command::Fanout(f) => runtime.block_on(fanout::run(f)),
         Command::Forwarder(f) => forwarder::run(f),
+        Command::Echo(e) => rtt::echo(e),
+        Command::Rtt(r) => rtt::rtt(r),
     }
 }
 

@@ -172,3 +172,69 @@ fn forwarder_mode_moves_every_message_through_a_real_forwarder() {
     );
     assert_eq!(forwarder.stop(), 20_000);
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rtt_times_each_round_trip_through_a_real_echo() {
+    use std::io::{BufRead, BufReader};
+    let mut echo = Child(
+        Command::new(env!("CARGO_BIN_EXE_pushnote-bench"))
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run pushnote-bench echo"),
+    );
+    // Kept open until the end: the echo writes what goes wrong there.
+    let mut stderr = BufReader::new(echo.0.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("echo: listening on ")
+        .unwrap_or_else(|| panic!("the echo's address: {first}"));
+    let r = run_bench(&["rtt", "--addr", addr, "--rate", "200", "--duration", "1"]);
+    let sent = n(&r, "messages");
+    assert!((150..=202).contains(&sent), "{r}");
+    let (p50, p99, max) = (
+        n(&r, "latency_p50_us"),
+        n(&r, "latency_p99_us"),
+        n(&r, "latency_max_us"),
+    );
+    assert!(
+        0 < p50 && p50 <= p99 && p99 <= max && max < 5_000_000,
+        "{r}"
+    );
+    drop(echo);
+}
+
+#[test]
+fn rtt_without_an_echo_says_so() {
+    // A port nothing listens on: bind one, then close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_pushnote-bench"))
+        .args([
+            "rtt",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to the echo"), "{err}");
+}

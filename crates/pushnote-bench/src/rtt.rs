@@ -84,8 +84,10 @@ pub fn rtt(args: Rtt) -> anyhow::Result<()> {
         }
         next += gap;
         let t = Instant::now();
-        stream.write_all(&sent.to_be_bytes())?;
-        stream.read_exact(&mut back)?;
+        stream
+            .write_all(&sent.to_be_bytes())
+            .and_then(|()| stream.read_exact(&mut back))
+            .map_err(|e| anyhow::anyhow!("round trip {sent} through the echo failed: {e}"))?;
         latency.record(t.elapsed().as_micros() as u64);
         anyhow::ensure!(
             u64::from_be_bytes(back) == sent,

@@ -10,10 +10,11 @@
 //! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
 //!
-//! The thread hands what it reads to the [`Fanout`], whose sweeper threads (one per core)
-//! deliver broadcasts to every session and a user's messages to that user's sessions.
+//! The thread hands what it reads to the `Fanout` (the `fanout` module), whose sweeper
+//! threads (one per core) deliver broadcasts to every session and a user's messages to that
+//! user's sessions.
 //!
-//! The forwarder numbers each topic's messages ([`wire::Stamp`]); [`Gaps`] counts the numbers
+//! The forwarder numbers each topic's messages ([`wire::Stamp`]); `Gaps` counts the numbers
 //! that never arrived, the messages ZeroMQ dropped on the way here.
 
 use std::collections::HashMap;
@@ -283,7 +284,9 @@ impl Bus {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
                             let more_waiting =
                                 || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-                            state.fanout.to_user(user, &message, hub, &more_waiting);
+                            state
+                                .fanout
+                                .send_to_user(user, &message, hub, &more_waiting);
                         }
                     }
                 }

@@ -91,6 +91,7 @@ pub struct Place {
 
 impl Place {
     /// The only shard there is.
+    #[cfg(test)]
     pub const WHOLE: Place = Place { index: 0, of: 1 };
 
     fn holds(self, session: &Session) -> bool {
@@ -143,7 +144,7 @@ impl Fanout {
     /// Sends a message for `user` to the user's sessions here: at once, from this thread, in a
     /// shard whose sweeper is idle (`more_waiting` as for [`Pace::Now`]); through the inbox of
     /// a shard that has broadcasts on their way, so the message comes after them.
-    pub fn to_user(
+    pub fn send_to_user(
         &mut self,
         user: &str,
         message: &Message,
@@ -606,7 +607,7 @@ mod tests {
         for m in ["1", "2", "3"] {
             fanout.broadcast(&Message::json(m), &hub);
         }
-        fanout.to_user("u", &Message::json("\"u\""), &hub, &|| false);
+        fanout.send_to_user("u", &Message::json("\"u\""), &hub, &|| false);
         let expected = |i: usize| if i == all.len() - 1 { 4 } else { 3 };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
@@ -625,7 +626,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the sweepers go idle");
             std::thread::yield_now();
         }
-        fanout.to_user("u", &Message::json("\"again\""), &hub, &|| false);
+        fanout.send_to_user("u", &Message::json("\"again\""), &hub, &|| false);
         assert_eq!(texts(user), ["\"again\""]);
         drop(fanout);
         for g in &got[..all.len() - 1] {

@@ -1,7 +1,7 @@
 //! The hub: who is connected to this server, and which user each session is.
 //!
 //! Broadcasts go to every session, through one shared list of everyone (made again only after
-//! a session came or went) that [`crate::fanout`] sweeps; a targeted message is a hash lookup
+//! a session came or went) that the `fanout` module sweeps; a targeted message is a hash lookup
 //! (user → sessions), never a scan. Locks are held only to copy session handles out; sending
 //! happens after, and a send never waits (it queues a shared message on the session's bounded
 //! queue or, when nothing more is waiting, hands the message's shared frame to a socket that
@@ -268,7 +268,7 @@ impl Hub {
     }
 
     /// Sends `message` to each of `sessions` (the sessions of a user, from
-    /// [`Hub::sessions_of`]; broadcasts go through [`crate::fanout::Fanout`]).
+    /// [`Hub::sessions_of`]; broadcasts go through the `fanout` module).
     pub fn send(&self, message: &Message, sessions: &[Session], pace: Pace<'_>) {
         let mut delivered = 0;
         let mut now = match pace {

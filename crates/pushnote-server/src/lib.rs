@@ -20,7 +20,7 @@ pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod demo;
-pub mod fanout;
+pub(crate) mod fanout;
 pub mod forwarder;
 pub mod hub;
 mod inproc;

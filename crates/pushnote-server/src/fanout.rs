@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use sockjs::{Burst, Message, SendError, Session};
+use sockjs::{Burst, Message, Session};
 
-use crate::hub::{Hub, Pace};
+use crate::hub::{counted, Hub, Pace};
 use crate::metrics::Metrics;
 
 /// How many sessions a sweeper visits at most before it looks at its inbox, when nothing
@@ -428,15 +428,7 @@ impl Sweep {
         } else {
             session.send_all(&self.log.make_contiguous()[skip..])
         };
-        match sent {
-            Ok(()) => end - from,
-            Err(SendError::Full) => {
-                metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(session = session.id(), "session too slow; closed");
-                0
-            }
-            Err(SendError::Closed) => 0,
-        }
+        counted(metrics, session, sent, end - from)
     }
 }
 

@@ -285,14 +285,7 @@ impl Hub {
                 Some(_) => s.send_now(message.clone()),
                 None => s.send(message.clone()),
             };
-            match sent {
-                Ok(()) => delivered += 1,
-                Err(SendError::Full) => {
-                    self.metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(session = s.id(), "session too slow; closed");
-                }
-                Err(SendError::Closed) => {}
-            }
+            delivered += counted(&self.metrics, s, sent, 1);
         }
         self.metrics
             .deliveries
@@ -309,6 +302,25 @@ impl Hub {
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).by_id.len()
+    }
+}
+
+/// What a send of `messages` messages to `session` delivered: all of them, or none when the
+/// session was closed, as too slow (counted and logged here) or before.
+pub(crate) fn counted(
+    metrics: &Metrics,
+    session: &Session,
+    sent: Result<(), SendError>,
+    messages: u64,
+) -> u64 {
+    match sent {
+        Ok(()) => messages,
+        Err(SendError::Full) => {
+            metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(session = session.id(), "session too slow; closed");
+            0
+        }
+        Err(SendError::Closed) => 0,
     }
 }
 

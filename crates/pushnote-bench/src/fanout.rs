@@ -16,7 +16,6 @@ use tokio::task::JoinHandle;
 
 use crate::reader::{self, Handover};
 use crate::session::{now_micros, source, Report, Session, Shared};
-use crate::track::quantile;
 use crate::xhr::XhrSession;
 use crate::{endpoints, rss_kib};
 
@@ -251,9 +250,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         ended += usize::from(r.ended.is_some());
     }
     let delivered = shared.deliveries.load(Ordering::Relaxed);
-    let hist = shared.latency.snapshot();
-    // Quantiles are bucket upper bounds (within 0.54 %); never above the exact maximum.
-    let q = |p| quantile(&hist, p).map(|v| v.min(shared.latency.max()));
+    let q = |p| shared.latency.quantile(p);
     let summary = serde_json::json!({
         "mode": if args.targeted { "targeted" } else { "fanout" },
         "transport": format!("{:?}", args.transport).to_lowercase(),

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::track::{quantile, Histogram};
+use crate::track::Histogram;
 
 #[derive(clap::Args)]
 pub struct Echo {
@@ -95,8 +95,7 @@ pub fn rtt(args: Rtt) -> anyhow::Result<()> {
         );
         sent += 1;
     }
-    let counts = latency.snapshot();
-    let q = |p| quantile(&counts, p).map(|v| v.min(latency.max()));
+    let q = |p| latency.quantile(p);
     let summary = serde_json::json!({
         "mode": "rtt",
         "label": args.label,

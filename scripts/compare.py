@@ -76,6 +76,16 @@ def scenario_args(name, a):
     raise SystemExit(f"unknown scenario {name}")
 
 
+def result_of(out, label, scenario):
+    """The JSON line a pushnote-bench run printed (or an error in its place), with the scenario
+    and the exit status."""
+    line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
+    result = json.loads(line) if line else {"label": label, "error": "no result"}
+    result["scenario"] = scenario
+    result["exit"] = out.returncode
+    return result
+
+
 def run_rtt(a, port):
     """The `rtt` scenario: the machine's loopback round trip, pinned as a server and its load."""
     echo = subprocess.Popen(["taskset", "-c", a.server_cpu, a.bench, "echo",
@@ -89,11 +99,7 @@ def run_rtt(a, port):
         print(f"== loopback / rtt: {' '.join(shlex.quote(c) for c in cmd)}",
               file=sys.stderr, flush=True)
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=120)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
-        result = json.loads(line) if line else {"label": "loopback", "error": "no result"}
-        result["scenario"] = "rtt"
-        result["exit"] = out.returncode
-        return result
+        return result_of(out, "loopback", "rtt")
     finally:
         os.killpg(echo.pid, signal.SIGKILL)
         echo.wait()
@@ -117,11 +123,7 @@ def run_one(server, scenario, a, port, bus):
         print(f"== {name} / {scenario}: {' '.join(shlex.quote(b) for b in bench)}",
               file=sys.stderr, flush=True)
         out = subprocess.run(bench, stdout=subprocess.PIPE, text=True, timeout=600, env=env)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("{")), None)
-        result = json.loads(line) if line else {"label": name, "error": "no result"}
-        result["scenario"] = scenario
-        result["exit"] = out.returncode
-        return result
+        return result_of(out, name, scenario)
     finally:
         try:
             os.killpg(srv.pid, signal.SIGTERM)
@@ -243,27 +245,25 @@ def main():
     results = []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     rounds = max(a.repeat, 1)
+
+    def record(r, k):
+        r["run"] = stamp
+        r["round"] = k
+        results.append(r)
+        with open(a.out, "a") as f:
+            f.write(json.dumps(r) + "\n")
+
     for i, scenario in enumerate(a.scenarios.split(",")):
         for k in range(rounds):
             if scenario == "rtt":
-                r = run_rtt(a, a.port + 10 * (i * rounds + k))
-                r["run"] = stamp
-                r["round"] = k
-                results.append(r)
-                with open(a.out, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+                record(run_rtt(a, a.port + 10 * (i * rounds + k)), k)
                 continue
             for j, server in enumerate(servers):
                 if scenario.startswith("t") and server[0] in a.no_targeted.split(","):
                     continue
                 port = a.port + 10 * (i * rounds + k) + j
                 bus = f"tcp://127.0.0.1:{port + 1000}"
-                r = run_one(server, scenario, a, port, bus)
-                r["run"] = stamp
-                r["round"] = k
-                results.append(r)
-                with open(a.out, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+                record(run_one(server, scenario, a, port, bus), k)
     print(table(results))
 
 

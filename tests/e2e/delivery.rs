@@ -245,10 +245,9 @@ async fn large_broadcasts_to_a_client_that_reads_late_arrive_whole_and_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_messages_come_after_the_broadcasts_published_before_them() {
-    // More sessions than a sweeper visits before it lets the bus thread in
-    // (`fanout::SWEEP_STEP`), and the user's session last of all: the message to the user comes
-    // while the sweep has yet to give that session the broadcast before it, and must not pass
-    // it.
+    // More sessions than a sweeper visits in one step (`fanout::SWEEP_STEP`), and the user's
+    // session last of all: the message to the user comes while the sweep has yet to give that
+    // session the broadcast before it, and must not pass it.
     const SESSIONS: usize = 600;
     const ROUNDS: u64 = 20;
     let (_fwd, srv, bus, first) = stack(&[]).await;

@@ -131,9 +131,17 @@ async fn a_process_that_notifies_at_once_and_exits_still_delivers() {
     sync(&publisher(&fwd.sub), &mut c, None).await;
     c.subscribe(&token("5")).await;
     sync(&publisher(&fwd.sub), &mut c, Some("5")).await;
-    // Each CLI call is a fresh process: connect, first notify, exit.
+    // Each CLI call is a fresh process: connect, first notify, exit. It waits for the
+    // forwarder's subscription (2 s by default; longer here, for busy machines).
     let status = std::process::Command::new(bin("pushnote"))
-        .args(["notify-all", "--bus", &fwd.sub, r#"{"first":"message"}"#])
+        .args([
+            "notify-all",
+            "--bus",
+            &fwd.sub,
+            "--timeout",
+            "10",
+            r#"{"first":"message"}"#,
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -143,6 +151,8 @@ async fn a_process_that_notifies_at_once_and_exits_still_delivers() {
             "notify",
             "--bus",
             &fwd.sub,
+            "--timeout",
+            "10",
             "--user",
             "5",
             "--text",
@@ -153,7 +163,10 @@ async fn a_process_that_notifies_at_once_and_exits_still_delivers() {
     assert!(status.success());
     assert_eq!(c.next().await, json!("just for 5"));
     // And through the crate: the first notify of a publisher that has just connected.
-    let fresh = publisher(&fwd.sub);
+    let fresh = pushnote::Publisher::builder(&fwd.sub)
+        .ready_timeout(WAIT)
+        .connect()
+        .unwrap();
     fresh.notify_all(&json!({"fresh": true})).unwrap();
     drop(fresh);
     assert_eq!(c.next().await, json!({"fresh": true}));

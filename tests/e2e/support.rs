@@ -186,6 +186,11 @@ pub fn server_args<'a>(forwarder: &'a Forwarder, port: &'a str) -> Vec<&'a str> 
     ]
 }
 
+/// Broadcasts a server has read off the bus.
+pub const BROADCASTS: &str = "pushnote_bus_broadcasts_total";
+/// Messages to users a server has read off the bus (those its subscriptions let through).
+pub const USER_MESSAGES: &str = "pushnote_bus_user_messages_total";
+
 impl Server {
     pub async fn metric(&self, name: &str) -> u64 {
         let body = http_get(&format!("{}/metrics", self.origin)).await.1;
@@ -223,6 +228,44 @@ impl Server {
                 "{name} stayed at {v}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes a broadcast marker and waits until this server has read it off the bus: the
+    /// messages `publisher` sent before it have then reached the server and been delivered, or
+    /// been dropped by a subscription filter on the way (ZeroMQ keeps one publisher's messages
+    /// in order through the forwarder to each server). The server's broadcast subscription must
+    /// be known to have reached the forwarder ([`sync`]), and no other broadcast be in flight.
+    /// Sessions here receive the marker as a [`sync`] marker, which [`sync`] and
+    /// [`Client::subscribe`] skip.
+    pub async fn fence(&self, publisher: &pushnote::Publisher) {
+        let broadcasts = self.metric(BROADCASTS).await;
+        publisher
+            .notify_all(&serde_json::json!({"sync": rand_id()}))
+            .unwrap();
+        self.wait_metric(BROADCASTS, broadcasts + 1).await;
+    }
+
+    /// Waits until messages to `user` no longer reach this server: after the user's last
+    /// session here leaves, the server's unsubscribe reaches its bus thread and the forwarder
+    /// in the background, and until it has, a message published to the user may still arrive.
+    /// Sends markers to the user, each followed by a [`Server::fence`], until one is not
+    /// received; no other user's messages may be in flight.
+    pub async fn wait_unsubscribed(&self, publisher: &pushnote::Publisher, user: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let received = self.metric(USER_MESSAGES).await;
+            publisher
+                .notify(&serde_json::json!({"sync": rand_id()}), [user])
+                .unwrap();
+            self.fence(publisher).await;
+            if self.metric(USER_MESSAGES).await == received {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server kept receiving {user}'s messages"
+            );
         }
     }
 
@@ -293,7 +336,7 @@ pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
     }
 }
 
-fn dechunk(mut s: &str) -> String {
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

@@ -43,7 +43,7 @@ pub const DEFAULT_SOCKJS_URL: &str =
 pub use close::CloseCode;
 pub use message::{Burst, Message};
 pub use origin::Origins;
-pub use routes::routes;
+pub use routes::{routes, MAX_ID_BYTES};
 pub use session::{QueueLimits, SendError, Session};
 pub use ws::{with_upgrades, WithUpgrades};
 

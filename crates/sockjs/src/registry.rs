@@ -82,6 +82,12 @@ impl<H: Handler> Service<H> {
         self.sessions().len()
     }
 
+    /// How many sessions the map has room for without growing.
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.sessions().capacity()
+    }
+
     /// Makes the calling request the receiver of session `key`, opening it if it is new.
     pub(crate) fn attach(&self, key: &str) -> Attach {
         let mut sessions = self.sessions();
@@ -170,10 +176,26 @@ impl<H: Handler> Service<H> {
         let Some(entry) = sessions.remove(&ticket.key) else {
             return;
         };
+        release_spare_room(&mut sessions);
         drop(sessions);
         if entry.session.mark_closed() {
             self.handler.on_close(&entry.session);
         }
+    }
+}
+
+/// Below this much room for sessions the map is left as it is: too little to be worth giving
+/// back.
+const MIN_ROOM: usize = 1024;
+
+/// Gives back most of the map's room once it holds under a quarter of what it has room for.
+/// A map never shrinks by itself, so a burst of sessions (a reconnect storm, a client opening
+/// sessions in a loop) would otherwise hold its peak for the life of the process: about 7 MB
+/// after 100,000 sessions. Shrinking to twice what is left rehashes each remaining session
+/// once per halving of their number, so it costs each removal a constant on average.
+fn release_spare_room(sessions: &mut HashMap<String, Entry>) {
+    if sessions.capacity() > MIN_ROOM && sessions.len() < sessions.capacity() / 4 {
+        sessions.shrink_to(sessions.len() * 2);
     }
 }
 
@@ -291,6 +313,25 @@ mod tests {
         sleep(Duration::from_secs(6)).await;
         assert_eq!(svc.len(), 0);
         assert_eq!(handler.closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_room_of_a_burst_of_sessions_is_given_back_once_they_are_reaped() {
+        let (svc, _) = service();
+        for i in 0..10_000 {
+            let (_, t) = ticket(svc.attach(&i.to_string()));
+            svc.detach(t, false);
+        }
+        assert!(svc.room() >= 10_000);
+        let (_, t) = ticket(svc.attach("stays"));
+        sleep(Duration::from_secs(6)).await;
+        assert_eq!(svc.len(), 1);
+        assert!(
+            svc.room() <= MIN_ROOM,
+            "room for {} sessions left",
+            svc.room()
+        );
+        svc.detach(t, false);
     }
 
     #[tokio::test(start_paused = true)]

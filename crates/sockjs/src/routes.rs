@@ -15,8 +15,9 @@
 //! | GET | `<prefix>/<server>/<session>/jsonp?c=<callback>` | JSONP polling |
 //! | POST | `<prefix>/<server>/<session>/jsonp_send` | what JSONP clients send |
 //!
-//! `<server>` and `<session>` are any non-empty segments without a dot; the session is keyed
-//! by `<session>` alone. Anything else under the prefix is not found.
+//! `<server>` and `<session>` are any non-empty segments without a dot, of at most
+//! [`MAX_ID_BYTES`] bytes; the session is keyed by `<session>` alone. Anything else under the
+//! prefix is not found.
 
 use std::sync::Arc;
 
@@ -167,10 +168,22 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .boxed()
 }
 
-/// A `<server>` or `<session>` path segment: not empty, and without a dot.
+/// The longest `<server>` or `<session>` segment of a session URL, in bytes as the URL carries
+/// them (they are not percent-decoded); a longer one is not found, as any path outside the
+/// protocol is.
+///
+/// An HTTP session keeps its id as long as it lives (the registry's key, each receiving
+/// request's ticket), so without a bound the client chose what each session costs: 60 KB ids
+/// cost over 120 KB a session. The stock sockjs-client (1.6.1) sends a 3-digit server id and an
+/// 8-character session id; clients that pick their own use UUIDs (36 characters). 64 leaves
+/// room for those and for 32 random bytes in hex.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// A `<server>` or `<session>` path segment: not empty, at most [`MAX_ID_BYTES`] long, and
+/// without a dot.
 fn session_segment() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
     warp::path::param::<String>().and_then(|s: String| async move {
-        if s.is_empty() || s.contains('.') {
+        if s.is_empty() || s.len() > MAX_ID_BYTES || s.contains('.') {
             Err(warp::reject::not_found())
         } else {
             Ok(s)

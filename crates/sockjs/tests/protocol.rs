@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use sockjs::Options;
+use sockjs::{Options, MAX_ID_BYTES};
 use support::{get, post, request, serve, sid};
 
 const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
@@ -37,6 +37,126 @@ async fn greeting_and_paths_that_are_not_found() {
         assert_eq!(get(addr, path).await.status, 404, "GET {path}");
         assert_eq!(post(addr, path, b"").await.status, 404, "POST {path}");
     }
+}
+
+/// A fresh session id exactly `len` bytes long.
+fn sid_of_len(len: usize) -> String {
+    let id = sid();
+    format!("{id}{}", "z".repeat(len - id.len()))
+}
+
+const HANDSHAKE: [(&str, &str); 4] = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw=="),
+];
+
+/// Every endpoint of `/echo/<server>/<session>` works, `<session>` standing for fresh ids of
+/// its length where a transport would take the session over.
+async fn session_url_works(addr: std::net::SocketAddr, server: &str, session_len: usize) {
+    let url = format!("/echo/{server}/{}", sid_of_len(session_len));
+    let r = post(addr, &format!("{url}/xhr"), b"").await;
+    assert_eq!(r.status, 200, "{url}/xhr");
+    assert_eq!(r.text().await, "o\n");
+    let r = post(addr, &format!("{url}/xhr_send"), br#"["x"]"#).await;
+    assert_eq!(r.status, 204, "{url}/xhr_send");
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = request(
+        addr,
+        "POST",
+        &format!("{url}/jsonp_send"),
+        &form,
+        b"d=%5B%22y%22%5D",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{url}/jsonp_send");
+    assert_eq!(r.text().await, "ok");
+    let r = get(addr, &format!("{url}/jsonp?c=x")).await;
+    assert_eq!(r.status, 200, "{url}/jsonp");
+    assert_eq!(r.text().await, "/**/x(\"a[\\\"x\\\",\\\"y\\\"]\");\r\n");
+    for transport in ["xhr", "xhr_streaming", "xhr_send"] {
+        let path = format!("{url}/{transport}");
+        let r = request(addr, "OPTIONS", &path, &[], b"").await;
+        assert_eq!(r.status, 204, "OPTIONS {path}");
+    }
+    let fresh = || format!("/echo/{server}/{}", sid_of_len(session_len));
+    let mut r = post(addr, &format!("{}/xhr_streaming", fresh()), b"").await;
+    assert_eq!(r.status, 200, "xhr_streaming");
+    r.chunk().await;
+    assert_eq!(r.chunk().await.unwrap(), "o\n");
+    let mut r = get(addr, &format!("{}/eventsource", fresh())).await;
+    assert_eq!(r.status, 200, "eventsource");
+    r.chunk().await;
+    assert_eq!(r.chunk().await.unwrap(), "data: o\r\n\r\n");
+    let mut r = get(addr, &format!("{}/htmlfile?c=x", fresh())).await;
+    assert_eq!(r.status, 200, "htmlfile");
+    r.chunk().await;
+    assert_eq!(
+        r.chunk().await.unwrap(),
+        "<script>\np(\"o\");\n</script>\r\n"
+    );
+    let path = format!("{}/websocket", fresh());
+    let r = request(addr, "GET", &path, &HANDSHAKE, b"").await;
+    assert_eq!(r.status, 101, "{path}");
+}
+
+/// Every endpoint of `/echo/<server>/<session>` answers exactly as a path that is not part of
+/// the protocol does.
+async fn session_url_is_not_found(addr: std::net::SocketAddr, server: &str, session: &str) {
+    let url = format!("/echo/{server}/{session}");
+    let unknown = post(addr, &format!("/echo/000/{}/unknown", sid()), b"").await;
+    assert_eq!(unknown.status, 404);
+    let unknown_type = unknown.header("content-type").map(str::to_owned);
+    let unknown_body = unknown.text().await;
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for (method, transport) in [
+        ("POST", "xhr"),
+        ("POST", "xhr_streaming"),
+        ("POST", "xhr_send"),
+        ("POST", "jsonp_send"),
+        ("GET", "eventsource"),
+        ("GET", "htmlfile?c=x"),
+        ("GET", "jsonp?c=x"),
+        ("OPTIONS", "xhr"),
+        ("OPTIONS", "xhr_streaming"),
+        ("OPTIONS", "xhr_send"),
+        ("GET", "websocket"),
+    ] {
+        let (headers, body): (&[(&str, &str)], &[u8]) = match transport {
+            "xhr_send" => (&[], br#"["x"]"#),
+            "jsonp_send" => (&form, b"d=%5B%22y%22%5D"),
+            "websocket" => (&HANDSHAKE, b""),
+            _ => (&[], b""),
+        };
+        let path = format!("{url}/{transport}");
+        let r = request(addr, method, &path, headers, body).await;
+        assert_eq!(r.status, 404, "{method} {path}");
+        assert_eq!(
+            r.header("content-type").map(str::to_owned),
+            unknown_type,
+            "{method} {path}"
+        );
+        assert_eq!(r.text().await, unknown_body, "{method} {path}");
+    }
+}
+
+/// Regression: ids of any length were accepted, and each session kept its id, so 60 KB ids
+/// cost 60 KB a session. Ids are bounded; longer ones are not found, like any unknown path.
+#[tokio::test]
+async fn session_ids_up_to_the_bound_work_and_longer_ones_are_not_found() {
+    let addr = serve(Options::default());
+    session_url_works(addr, "000", MAX_ID_BYTES).await;
+    session_url_is_not_found(addr, "000", &sid_of_len(MAX_ID_BYTES + 1)).await;
+    session_url_is_not_found(addr, "000", &sid_of_len(60_000)).await;
+}
+
+#[tokio::test]
+async fn server_ids_up_to_the_bound_work_and_longer_ones_are_not_found() {
+    let addr = serve(Options::default());
+    session_url_works(addr, &"9".repeat(MAX_ID_BYTES), 36).await;
+    session_url_is_not_found(addr, &"9".repeat(MAX_ID_BYTES + 1), &sid()).await;
+    session_url_is_not_found(addr, &"9".repeat(60_000), &sid()).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pushnote::{Publisher, Signer};
-use pushnote_server::cli;
+use pushnote_cli as cli;
 
 /// Publishes notifications to pushnote-server and mints tokens for browsers.
 #[derive(Parser, Debug)]

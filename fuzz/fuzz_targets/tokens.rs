@@ -9,7 +9,9 @@ use pushnote::Signer;
 fuzz_target!(|data: &[u8]| {
     let signer = Signer::new("fuzzing-secret").unwrap();
     if let Ok(token) = std::str::from_utf8(data) {
-        if let Ok(user) = signer.verify_at(token, None, 1_700_000_000) {
+        if let Ok(user) =
+            signer.verify_at(token, None, pushnote::DEFAULT_MAX_CLOCK_SKEW, 1_700_000_000)
+        {
             panic!("accepted a token for {user:?} that the signer never made: {token:?}");
         }
     }
@@ -18,7 +20,12 @@ fuzz_target!(|data: &[u8]| {
         let ts = u64::from_le_bytes(ts.try_into().unwrap());
         if let Ok(user) = std::str::from_utf8(user) {
             if let Ok(token) = signer.tokenize_at(user, ts) {
-                assert_eq!(signer.verify_at(&token, None, ts).unwrap(), user);
+                assert_eq!(
+                    signer
+                        .verify_at(&token, None, pushnote::DEFAULT_MAX_CLOCK_SKEW, ts)
+                        .unwrap(),
+                    user
+                );
             }
         }
     }

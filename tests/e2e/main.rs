@@ -8,6 +8,8 @@ mod browser;
 mod client_protocol;
 mod delivery;
 mod faults;
+mod flags;
+mod hardening;
 mod interop;
 mod lifecycle;
 mod limits;

@@ -21,6 +21,7 @@ fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> (String, String) {
     config.tokens = Some(TokenPolicy {
         signer: Signer::new(SECRET).unwrap(),
         max_age: None,
+        max_skew: pushnote::DEFAULT_MAX_CLOCK_SKEW,
     });
     adjust(&mut config);
     let server = Server::new(config).unwrap();
@@ -147,11 +148,10 @@ fn xhr_streaming_sessions_count_every_broadcast_across_their_responses() {
 
 #[test]
 fn forwarder_mode_moves_every_message_through_a_real_forwarder() {
-    let forwarder = pushnote_server::Forwarder::start(&pushnote_server::ForwarderConfig {
-        sub_endpoint: "tcp://127.0.0.1:*".into(),
-        pub_endpoint: "tcp://127.0.0.1:*".into(),
-        high_water_mark: 100_000,
-    })
+    let forwarder = pushnote_mq::Forwarder::start(&pushnote_mq::ForwarderConfig::new(
+        "tcp://127.0.0.1:*",
+        "tcp://127.0.0.1:*",
+    ))
     .unwrap();
     let r = run_bench(&[
         "forwarder",

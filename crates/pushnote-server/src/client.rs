@@ -8,6 +8,7 @@ use std::time::Duration;
 use pushnote::{Signer, TokenError};
 use sockjs::Session;
 
+use crate::config;
 use crate::hub::{Hub, Subscribed};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Refusal, Request};
@@ -19,6 +20,8 @@ pub struct TokenPolicy {
     pub signer: Signer,
     /// Tokens older than this are refused; `None` accepts any age.
     pub max_age: Option<Duration>,
+    /// Tokens stamped further than this in the future are refused as invalid.
+    pub max_skew: Duration,
 }
 
 /// How much one server, one user and one session may take.
@@ -37,9 +40,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_sessions: 100_000,
-            max_sessions_per_user: 100,
-            max_subscribe_attempts: 32,
+            max_sessions: config::DEFAULT_MAX_SESSIONS,
+            max_sessions_per_user: config::DEFAULT_MAX_SESSIONS_PER_USER,
+            max_subscribe_attempts: config::DEFAULT_MAX_SUBSCRIBE_ATTEMPTS,
         }
     }
 }
@@ -81,11 +84,15 @@ impl ClientHandler {
         };
         policy
             .signer
-            .verify(token, policy.max_age)
+            .verify_within(token, policy.max_age, policy.max_skew)
             .map_err(|e| match e {
                 TokenError::Expired { .. } => Refusal::new(
                     ErrorCode::TokenExpired,
                     format!("{e}: ask the app for a new token"),
+                ),
+                TokenError::FromTheFuture { .. } => Refusal::new(
+                    ErrorCode::InvalidToken,
+                    format!("invalid token: {e}; check the clock of the app's machine"),
                 ),
                 _ => Refusal::new(
                     ErrorCode::InvalidToken,

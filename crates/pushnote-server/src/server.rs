@@ -6,71 +6,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::convert::Infallible;
-
-use futures_util::Stream;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpListener;
 use warp::http::{header, HeaderValue, Response};
-use warp::hyper::server::{accept, Server as HyperServer};
-use warp::hyper::service::make_service_fn;
 use warp::hyper::Body;
 use warp::Filter;
 
-use crate::bus::{Bus, BusControl, BusError, BusMode};
-use crate::client::{ClientHandler, Limits, TokenPolicy};
+use crate::bus::{Bus, BusControl, BusError};
+use crate::client::ClientHandler;
+use crate::config::{Listen, ServerConfig};
+use crate::connections::{self, Timeouts};
 use crate::demo;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-
-/// Everything a server is configured with.
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// The path SockJS is served under, for example `/sockjs`.
-    pub route: String,
-    /// The bus endpoint: the forwarder's PUB side, or in single mode where to bind.
-    pub bus_endpoint: String,
-    /// Connect to a forwarder, or bind the bus (`--single`).
-    pub bus_mode: BusMode,
-    /// Messages the bus socket holds before ZeroMQ drops new ones.
-    pub bus_high_water_mark: i32,
-    /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
-    pub max_bus_message_bytes: usize,
-    /// How tokens are checked; `None` serves broadcasts only.
-    pub tokens: Option<TokenPolicy>,
-    /// Sessions per server and per user, subscribe requests per session.
-    pub limits: Limits,
-    /// SockJS settings: heartbeats, limits, queues.
-    pub sockjs: sockjs::Options,
-    /// Serve the demo page at `/`, loading the SockJS client from this URL.
-    pub demo_sockjs_url: Option<String>,
-    /// Serve Prometheus metrics at `/metrics`.
-    pub metrics: bool,
-    /// How long shutdown waits for sessions to take their close frames.
-    pub shutdown_grace: Duration,
-    /// How long a client may take to send a request's headers before its connection is
-    /// closed (slow-loris clients hold connections open by trickling headers).
-    pub header_timeout: Duration,
-}
-
-impl ServerConfig {
-    /// A configuration with the defaults of `pushnote-server`'s flags.
-    pub fn new(bus_endpoint: &str, bus_mode: BusMode) -> ServerConfig {
-        ServerConfig {
-            route: "/sockjs".into(),
-            bus_endpoint: bus_endpoint.into(),
-            bus_mode,
-            bus_high_water_mark: 100_000,
-            max_bus_message_bytes: 1024 * 1024,
-            tokens: None,
-            limits: Limits::default(),
-            sockjs: sockjs::Options::default(),
-            demo_sockjs_url: None,
-            metrics: false,
-            shutdown_grace: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,27 +99,17 @@ impl Server {
         let demo_route = demo::route(config.demo_sockjs_url.clone(), config.route.clone());
         let routes = sockjs.or(metrics_route).unify().or(demo_route).unify();
 
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let service = sockjs::with_upgrades(warp::service(routes));
-        let make_service = make_service_fn(move |_| {
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(service) }
-        });
-        let serving = HyperServer::builder(accept::from_stream(connections(listener)))
-            .http1_header_read_timeout(config.header_timeout)
-            .serve(make_service)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            });
-        let serving = tokio::spawn(async move {
-            if let Err(e) = serving.await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
+        let timeouts = Timeouts {
+            header: config.header_timeout,
+            idle: config.idle_timeout,
+        };
+        let serving = tokio::spawn(connections::serve(listener, service, timeouts, stop_rx));
 
         shutdown.await;
         tracing::info!(sessions = hub.session_count(), "shutting down");
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         hub.close_all(sockjs::CloseCode::GOING_AWAY);
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             while hub.session_count() > 0 {
@@ -194,38 +131,47 @@ impl Server {
     }
 }
 
-/// A listener on `address` with room for `backlog` connections the kernel has completed but
-/// the server not yet accepted (capped by the kernel at `net.core.somaxconn`). The standard
-/// library binds with 128, which a burst of connects overflows: each connect past it is dropped
-/// and retried by its client a second later.
-pub fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = match address {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(backlog.max(1))
+/// A listener where `listen` says, with room for `backlog` connections the kernel has
+/// completed but the server not yet accepted (capped by the kernel at `net.core.somaxconn`).
+/// The standard library binds with 128, which a burst of connects overflows: each connect past
+/// it is dropped and retried by its client a second later.
+///
+/// `[::]` listens on IPv6 and IPv4 alike (one dual-stack socket, whatever the system's
+/// `bindv6only`); every interface ([`Listen::Everywhere`]) falls back to `0.0.0.0` on a machine
+/// without IPv6.
+pub fn listen(listen: Listen, backlog: u32) -> std::io::Result<TcpListener> {
+    match bind(listen.address(), backlog) {
+        Err(e) if no_ipv6(&e) && listen.fallback().is_some() => {
+            let fallback = listen.fallback().unwrap_or(listen.address());
+            tracing::info!(error = %e, "no IPv6 here; listening on IPv4 only");
+            bind(fallback, backlog)
+        }
+        bound => bound,
+    }
 }
 
-/// The connections `listener` accepts. A failed accept (out of descriptors, say) is logged
-/// and retried after a pause instead of ending the server, and every connection gets
-/// `TCP_NODELAY`, so small frames leave at once.
-fn connections(listener: TcpListener) -> impl Stream<Item = Result<TcpStream, Infallible>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), listener));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    })
+fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    if address.is_ipv6() && address.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(backlog.clamp(1, i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Whether `e` says the machine has no IPv6 (the address family, or `::`, is not available).
+fn no_ipv6(e: &std::io::Error) -> bool {
+    const EAFNOSUPPORT: i32 = 97;
+    const EADDRNOTAVAIL: i32 = 99;
+    matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
 }
 
 fn metrics_response(body: String) -> Response<Body> {
@@ -249,13 +195,13 @@ mod tests {
             .and_then(|s| s.trim().parse::<usize>().ok())
             .unwrap_or(4096);
         let burst = 250.min(somaxconn.saturating_sub(8));
-        let listener = listen("127.0.0.1:0".parse().unwrap(), 300).unwrap();
+        let listener = listen(Listen::At("127.0.0.1:0".parse().unwrap()), 300).unwrap();
         let address = listener.local_addr().unwrap();
         // Nothing accepts: every connect completes only if the kernel has room to hold it.
         let mut held = Vec::with_capacity(burst);
         let all = async {
             for _ in 0..burst {
-                held.push(TcpStream::connect(address).await.unwrap());
+                held.push(tokio::net::TcpStream::connect(address).await.unwrap());
             }
         };
         tokio::time::timeout(Duration::from_secs(5), all)

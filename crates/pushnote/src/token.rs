@@ -7,7 +7,10 @@
 //! In Django: `TimestampSigner(key=SECRET, salt=SALT).sign(user_id)`.
 //!
 //! Verification compares signatures in constant time, tries old secrets (key rotation), and
-//! reads nothing from a token whose signature is not valid.
+//! reads nothing from a token whose signature is not valid. It is stricter than Django in one
+//! place: a token stamped more than a small clock skew ([`DEFAULT_MAX_CLOCK_SKEW`]) in the
+//! future is refused, where Django accepts it (and so would accept it for ever more, as its age
+//! check sees a negative age).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +22,9 @@ use crate::wire;
 
 /// The salt pushnote uses unless configured otherwise. Apps and servers must agree on it.
 pub const DEFAULT_SALT: &str = "pushnote";
+/// How far in the future a token's timestamp may be, for clocks that differ between the app's
+/// machine and the server's; a token stamped later is refused ([`TokenError::FromTheFuture`]).
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// The separator between the parts of a token.
 const SEP: char = ':';
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -39,6 +45,14 @@ pub enum TokenError {
         age_secs: u64,
         /// The limit it exceeded.
         max_age_secs: u64,
+    },
+    /// Signed correctly, but stamped further in the future than the allowed clock skew.
+    #[error("token stamped {ahead_secs} s in the future (clock skew allowed: {max_skew_secs} s)")]
+    FromTheFuture {
+        /// How far ahead of this machine's clock the token's timestamp is.
+        ahead_secs: u64,
+        /// The skew it exceeded.
+        max_skew_secs: u64,
     },
     /// Signed correctly, but the value is not a valid user id.
     #[error("token holds an invalid user id")]
@@ -112,16 +126,30 @@ impl Signer {
         Ok(format!("{value}{SEP}{signature}"))
     }
 
-    /// Checks `token` and returns its user id. `max_age` of `None` accepts any age.
+    /// Checks `token` and returns its user id. `max_age` of `None` accepts any age; a token
+    /// stamped more than [`DEFAULT_MAX_CLOCK_SKEW`] in the future is refused.
     pub fn verify(&self, token: &str, max_age: Option<Duration>) -> Result<String, TokenError> {
-        self.verify_at(token, max_age, unix_now())
+        self.verify_within(token, max_age, DEFAULT_MAX_CLOCK_SKEW)
     }
 
-    /// Checks `token` as of `now` (Unix seconds).
+    /// Checks `token` and returns its user id, accepting timestamps up to `max_skew` ahead of
+    /// this machine's clock.
+    pub fn verify_within(
+        &self,
+        token: &str,
+        max_age: Option<Duration>,
+        max_skew: Duration,
+    ) -> Result<String, TokenError> {
+        self.verify_at(token, max_age, max_skew, unix_now())
+    }
+
+    /// Checks `token` as of `now` (Unix seconds), accepting timestamps up to `max_skew` ahead
+    /// of `now`.
     pub fn verify_at(
         &self,
         token: &str,
         max_age: Option<Duration>,
+        max_skew: Duration,
         now: u64,
     ) -> Result<String, TokenError> {
         let (value, sig) = token.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
@@ -135,6 +163,13 @@ impl Signer {
         // From here on the content is the signer's own.
         let (user, ts) = value.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
         let ts = base62_decode(ts).ok_or(TokenError::Malformed)?;
+        let ahead = ts.saturating_sub(now);
+        if ahead > max_skew.as_secs() {
+            return Err(TokenError::FromTheFuture {
+                ahead_secs: ahead,
+                max_skew_secs: max_skew.as_secs(),
+            });
+        }
         if let Some(max) = max_age {
             let age = now.saturating_sub(ts);
             if age > max.as_secs() {
@@ -207,6 +242,8 @@ fn base64_url_nopad(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    const SKEW: Duration = DEFAULT_MAX_CLOCK_SKEW;
+
     const NOW: u64 = 1_700_000_000;
 
     #[test]
@@ -237,15 +274,15 @@ mod tests {
         let t = s.tokenize_at("42", NOW).unwrap();
         // TimestampSigner(key="s3cret", salt="pushnote").sign("42") at that instant, in Django.
         assert_eq!(t, "42:1r31eq:egqH_37soYTJMP9PS6Nui99-AAHApGie8p7ZkvIjd3M");
-        assert_eq!(s.verify_at(&t, None, NOW).unwrap(), "42");
+        assert_eq!(s.verify_at(&t, None, SKEW, NOW).unwrap(), "42");
         let other_secret = Signer::new("other").unwrap();
         assert_eq!(
-            other_secret.verify_at(&t, None, NOW),
+            other_secret.verify_at(&t, None, SKEW, NOW),
             Err(TokenError::BadSignature)
         );
         let other_salt = Signer::with_salt("s3cret", "else", [""; 0]).unwrap();
         assert_eq!(
-            other_salt.verify_at(&t, None, NOW),
+            other_salt.verify_at(&t, None, SKEW, NOW),
             Err(TokenError::BadSignature)
         );
     }
@@ -256,7 +293,7 @@ mod tests {
         let t = s.tokenize_at("4", NOW).unwrap();
         let forged_user = t.replacen('4', "5", 1);
         assert_eq!(
-            s.verify_at(&forged_user, None, NOW),
+            s.verify_at(&forged_user, None, SKEW, NOW),
             Err(TokenError::BadSignature)
         );
         let mut flipped = t.clone().into_bytes();
@@ -264,13 +301,34 @@ mod tests {
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).unwrap();
         assert_eq!(
-            s.verify_at(&flipped, None, NOW),
+            s.verify_at(&flipped, None, SKEW, NOW),
             Err(TokenError::BadSignature)
         );
         for junk in ["", ":", "::", "42", "42:abc", "a:b:c:d"] {
-            assert!(s.verify_at(junk, None, NOW).is_err(), "{junk:?}");
+            assert!(s.verify_at(junk, None, SKEW, NOW).is_err(), "{junk:?}");
         }
-        assert_eq!(s.verify_at("", None, NOW), Err(TokenError::Malformed));
+        assert_eq!(s.verify_at("", None, SKEW, NOW), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_refused_past_the_clock_skew_whatever_the_max_age() {
+        let s = Signer::new("k").unwrap();
+        let century = 100 * 365 * 86_400;
+        let t = s.tokenize_at("1", NOW + century).unwrap();
+        for max_age in [None, Some(Duration::from_secs(60))] {
+            assert_eq!(
+                s.verify_at(&t, max_age, SKEW, NOW),
+                Err(TokenError::FromTheFuture {
+                    ahead_secs: century,
+                    max_skew_secs: SKEW.as_secs()
+                })
+            );
+        }
+        assert!(s.verify(&t, None).is_err(), "the default skew applies");
+        let within = s.tokenize_at("1", NOW + SKEW.as_secs()).unwrap();
+        assert_eq!(s.verify_at(&within, None, SKEW, NOW).unwrap(), "1");
+        let beyond = s.tokenize_at("1", NOW + SKEW.as_secs() + 1).unwrap();
+        assert!(s.verify_at(&beyond, None, SKEW, NOW).is_err());
     }
 
     #[test]
@@ -278,9 +336,9 @@ mod tests {
         let s = Signer::new("k").unwrap();
         let t = s.tokenize_at("1", NOW - 100).unwrap();
         let hour = Some(Duration::from_secs(3600));
-        assert!(s.verify_at(&t, hour, NOW).is_ok());
+        assert!(s.verify_at(&t, hour, SKEW, NOW).is_ok());
         assert_eq!(
-            s.verify_at(&t, Some(Duration::from_secs(99)), NOW),
+            s.verify_at(&t, Some(Duration::from_secs(99)), SKEW, NOW),
             Err(TokenError::Expired {
                 age_secs: 100,
                 max_age_secs: 99
@@ -293,10 +351,10 @@ mod tests {
         let old = Signer::new("old").unwrap();
         let t = old.tokenize_at("9", NOW).unwrap();
         let rotated = Signer::with_salt("new", DEFAULT_SALT, ["old"]).unwrap();
-        assert_eq!(rotated.verify_at(&t, None, NOW).unwrap(), "9");
+        assert_eq!(rotated.verify_at(&t, None, SKEW, NOW).unwrap(), "9");
         let fresh = rotated.tokenize_at("9", NOW).unwrap();
         assert_eq!(
-            old.verify_at(&fresh, None, NOW),
+            old.verify_at(&fresh, None, SKEW, NOW),
             Err(TokenError::BadSignature)
         );
     }
@@ -305,7 +363,7 @@ mod tests {
     fn user_ids_with_colons_survive() {
         let s = Signer::new("k").unwrap();
         let t = s.tokenize_at("org:7", NOW).unwrap();
-        assert_eq!(s.verify_at(&t, None, NOW).unwrap(), "org:7");
+        assert_eq!(s.verify_at(&t, None, SKEW, NOW).unwrap(), "org:7");
         assert_eq!(s.tokenize_at("", NOW), Err(TokenError::InvalidUserId));
         assert_eq!(s.tokenize_at("a\0", NOW), Err(TokenError::InvalidUserId));
     }

@@ -1,0 +1,179 @@
+//! The forwarder's configuration: its flags, their defaults (each written once, here), and the
+//! checks that turn flags into a [`ForwarderConfig`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::numbering::ENTRY_OVERHEAD;
+
+/// Messages held per connected app or server before ZeroMQ drops new ones.
+pub const DEFAULT_HWM: i32 = 100_000;
+/// The longest topic accepted, up to and including its NUL: a user topic with the longest user
+/// id takes 262 bytes, so this leaves room for longer names of other kinds.
+pub const DEFAULT_MAX_TOPIC_BYTES: usize = 1024;
+/// The largest message accepted (topic and body), the same as a server's default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The memory the numbering of topics may take: about 700,000 topics of 25 bytes.
+pub const DEFAULT_TOPIC_MEMORY: usize = 64 * 1024 * 1024;
+/// A topic with no message for between this and twice this is forgotten.
+pub const DEFAULT_TOPIC_IDLE_SECS: u64 = 300;
+
+/// Settings of a forwarder.
+#[derive(Clone, Debug)]
+pub struct ForwarderConfig {
+    /// Where apps publish (bound).
+    pub sub_endpoint: String,
+    /// Where servers subscribe (bound).
+    pub pub_endpoint: String,
+    /// Messages held per connected peer and direction before ZeroMQ drops new ones.
+    pub high_water_mark: i32,
+    /// The longest topic, up to and including its NUL; longer ones are dropped and counted.
+    pub max_topic_bytes: usize,
+    /// The largest message, topic and body; larger ones are dropped and counted.
+    pub max_message_bytes: usize,
+    /// What the numbering of topics may take, by estimate.
+    pub topic_memory: usize,
+    /// A topic idle for this to twice this is forgotten.
+    pub topic_idle: Duration,
+}
+
+impl ForwarderConfig {
+    /// A configuration with the defaults of `pushnote-mq`'s flags on these endpoints.
+    pub fn new(sub_endpoint: &str, pub_endpoint: &str) -> ForwarderConfig {
+        ForwarderConfig {
+            sub_endpoint: sub_endpoint.into(),
+            pub_endpoint: pub_endpoint.into(),
+            high_water_mark: DEFAULT_HWM,
+            max_topic_bytes: DEFAULT_MAX_TOPIC_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            topic_memory: DEFAULT_TOPIC_MEMORY,
+            topic_idle: Duration::from_secs(DEFAULT_TOPIC_IDLE_SECS),
+        }
+    }
+}
+
+/// Forwards notifications from apps to pushnote-server instances.
+///
+/// Apps publish into the SUB side; every server subscribes at the PUB side and receives the
+/// broadcasts and the messages of the users connected to it. Both sides bind. Each topic's
+/// messages are numbered on the way, so a server counts those ZeroMQ dropped before reaching
+/// it (its pushnote_bus_messages_lost_total). Every flag has an environment-variable fall-back,
+/// shown in brackets.
+#[derive(clap::Parser, Debug)]
+#[command(name = "pushnote-mq", version)]
+pub struct Flags {
+    /// Where apps publish (bound). A port of `*` picks a free one.
+    #[arg(short = 's', long = "sub", env = "PUSHNOTE_MQ_SUB", default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
+    pub sub: String,
+
+    /// Where servers subscribe (bound). A port of `*` picks a free one.
+    #[arg(short = 'p', long = "pub", env = "PUSHNOTE_MQ_PUB", default_value = pushnote::DEFAULT_SUBSCRIBE_ENDPOINT)]
+    pub publish: String,
+
+    /// Messages held per connected app or server before ZeroMQ drops new ones (a burst
+    /// larger than this toward one slow server is lost for that server, which counts it).
+    #[arg(long, env = "PUSHNOTE_MQ_HWM", default_value_t = DEFAULT_HWM)]
+    pub hwm: i32,
+
+    /// The longest topic accepted, in bytes up to and including its NUL; messages with longer
+    /// topics are dropped, counted and logged (at most once a second).
+    #[arg(long, env = "PUSHNOTE_MQ_MAX_TOPIC_BYTES", default_value_t = DEFAULT_MAX_TOPIC_BYTES)]
+    pub max_topic_bytes: usize,
+
+    /// The largest message accepted, in bytes (topic and body); larger ones are dropped,
+    /// counted and logged (at most once a second).
+    #[arg(long, env = "PUSHNOTE_MQ_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Bytes the numbering of topics may take (each topic's bytes and about 64 more). Past it
+    /// idle topics are forgotten, then the numbering starts again (servers count nothing lost
+    /// across that).
+    #[arg(long, env = "PUSHNOTE_MQ_TOPIC_MEMORY", default_value_t = DEFAULT_TOPIC_MEMORY)]
+    pub topic_memory: usize,
+
+    /// Seconds without a message after which a topic's numbering is forgotten (within twice
+    /// this); its next message is numbered 1 again.
+    #[arg(long, env = "PUSHNOTE_MQ_TOPIC_IDLE", default_value_t = DEFAULT_TOPIC_IDLE_SECS)]
+    pub topic_idle: u64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9101). Off
+    /// when not given.
+    #[arg(long, env = "PUSHNOTE_MQ_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub log: pushnote_cli::LogFlags,
+}
+
+impl Flags {
+    /// The forwarder's configuration, or what is wrong with the flags.
+    pub fn config(&self) -> Result<ForwarderConfig, String> {
+        if self.hwm < 1 {
+            return Err("--hwm must be at least 1".into());
+        }
+        if self.max_topic_bytes < 2 {
+            return Err("--max-topic-bytes must be at least 2 (a name and its NUL)".into());
+        }
+        if self.max_message_bytes <= self.max_topic_bytes {
+            return Err("--max-message-bytes must be larger than --max-topic-bytes".into());
+        }
+        if self.topic_memory < self.max_topic_bytes + ENTRY_OVERHEAD {
+            return Err(format!(
+                "--topic-memory must hold at least one topic: {} bytes or more",
+                self.max_topic_bytes + ENTRY_OVERHEAD
+            ));
+        }
+        if self.topic_idle == 0 {
+            return Err("--topic-idle must be at least 1 second".into());
+        }
+        Ok(ForwarderConfig {
+            sub_endpoint: self.sub.clone(),
+            pub_endpoint: self.publish.clone(),
+            high_water_mark: self.hwm,
+            max_topic_bytes: self.max_topic_bytes,
+            max_message_bytes: self.max_message_bytes,
+            topic_memory: self.topic_memory,
+            topic_idle: Duration::from_secs(self.topic_idle),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<ForwarderConfig, String> {
+        let flags =
+            Flags::try_parse_from(std::iter::once("pushnote-mq").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        flags.config()
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_library_defaults() {
+        let from_flags = config(&[]).unwrap();
+        let library = ForwarderConfig::new(
+            pushnote::DEFAULT_PUBLISH_ENDPOINT,
+            pushnote::DEFAULT_SUBSCRIBE_ENDPOINT,
+        );
+        assert_eq!(format!("{from_flags:?}"), format!("{library:?}"));
+    }
+
+    #[test]
+    fn bounds_that_cannot_work_are_refused() {
+        for (args, expected) in [
+            (&["--hwm", "0"][..], "--hwm"),
+            (&["--max-topic-bytes", "1"], "--max-topic-bytes"),
+            (&["--max-message-bytes", "1024"], "--max-message-bytes"),
+            (&["--topic-memory", "100"], "--topic-memory"),
+            (&["--topic-idle", "0"], "--topic-idle"),
+            (&["--metrics", "localhost"], "--metrics"),
+        ] {
+            let e = config(args).unwrap_err();
+            assert!(e.contains(expected), "{args:?}: {e}");
+        }
+        assert!(config(&["--metrics", "127.0.0.1:0"]).is_ok());
+        assert!(config(&["--metrics", "[::1]:9101"]).is_ok());
+    }
+}

@@ -1,0 +1,522 @@
+//! The server's configuration: its flags, their defaults (each written once, here), and the
+//! checks that turn flags into a [`ServerConfig`] and an address to listen on.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::builder::FalseyValueParser;
+use pushnote::Signer;
+
+use crate::bus::BusMode;
+use crate::client::{Limits, TokenPolicy};
+
+/// The HTTP port.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Connections the kernel completes and holds until they are accepted (the listen backlog).
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// The path SockJS is served under.
+pub const DEFAULT_ROUTE: &str = "/sockjs";
+/// The oldest token accepted, in seconds: a day, as a page stays open.
+pub const DEFAULT_TOKEN_MAX_AGE_SECS: u64 = 86_400;
+/// How far in the future a token's timestamp may be, in seconds.
+pub const DEFAULT_TOKEN_MAX_SKEW_SECS: u64 = pushnote::DEFAULT_MAX_CLOCK_SKEW.as_secs();
+/// Seconds without traffic before a heartbeat frame: below the common proxies' 30 s or more.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 25;
+/// Seconds an HTTP-transport session lives without a receiving request.
+pub const DEFAULT_DISCONNECT_DELAY_SECS: u64 = 5;
+/// Bytes one streaming response carries before the client opens the next.
+pub const DEFAULT_RESPONSE_LIMIT: usize = 128 * 1024;
+/// Browser origins allowed to open sessions.
+pub const DEFAULT_ORIGINS: &str = "*";
+/// The largest message a client may send.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The largest body of a send request.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// Messages one session may have waiting before it is closed as slow.
+pub const DEFAULT_QUEUE_MESSAGES: usize = 1_000;
+/// Bytes one session may have waiting before it is closed as slow.
+pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Sessions one server holds.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// Subscribed sessions of one user on one server.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+/// Subscribe requests of one session.
+pub const DEFAULT_MAX_SUBSCRIBE_ATTEMPTS: u32 = 32;
+/// The largest bus message accepted.
+pub const DEFAULT_MAX_BUS_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Bus messages the server's socket holds before ZeroMQ drops new ones.
+pub const DEFAULT_BUS_HWM: i32 = 100_000;
+/// Seconds a client may take to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Seconds a connection may stay open with no request in progress (keep-alive between
+/// requests). Clients of the polling transports send their next request at once.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 20;
+/// Seconds shutdown waits for sessions to take their close frames.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// Everything a server is configured with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The path SockJS is served under, for example `/sockjs`.
+    pub route: String,
+    /// The bus endpoint: the forwarder's PUB side, or in single mode where to bind.
+    pub bus_endpoint: String,
+    /// Connect to a forwarder, or bind the bus (`--single`).
+    pub bus_mode: BusMode,
+    /// Messages the bus socket holds before ZeroMQ drops new ones.
+    pub bus_high_water_mark: i32,
+    /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
+    pub max_bus_message_bytes: usize,
+    /// How tokens are checked; `None` serves broadcasts only.
+    pub tokens: Option<TokenPolicy>,
+    /// Sessions per server and per user, subscribe requests per session.
+    pub limits: Limits,
+    /// SockJS settings: heartbeats, limits, queues.
+    pub sockjs: sockjs::Options,
+    /// Serve the demo page at `/`, loading the SockJS client from this URL.
+    pub demo_sockjs_url: Option<String>,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+    /// How long shutdown waits for sessions to take their close frames.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers before its connection is
+    /// closed (slow-loris clients hold connections open by trickling headers).
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request in progress before it is closed
+    /// (WebSocket connections and requests in progress are not idle).
+    pub idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults of `pushnote-server`'s flags.
+    pub fn new(bus_endpoint: &str, bus_mode: BusMode) -> ServerConfig {
+        let sockjs = sockjs::Options {
+            heartbeat_interval: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
+            disconnect_delay: Duration::from_secs(DEFAULT_DISCONNECT_DELAY_SECS),
+            response_limit: DEFAULT_RESPONSE_LIMIT,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            queue: sockjs::QueueLimits {
+                max_messages: DEFAULT_QUEUE_MESSAGES,
+                max_bytes: DEFAULT_QUEUE_BYTES,
+            },
+            sockjs_url: sockjs::DEFAULT_SOCKJS_URL.to_owned(),
+            ..sockjs::Options::default()
+        };
+        ServerConfig {
+            route: DEFAULT_ROUTE.into(),
+            bus_endpoint: bus_endpoint.into(),
+            bus_mode,
+            bus_high_water_mark: DEFAULT_BUS_HWM,
+            max_bus_message_bytes: DEFAULT_MAX_BUS_MESSAGE_BYTES,
+            tokens: None,
+            limits: Limits::default(),
+            sockjs,
+            demo_sockjs_url: None,
+            metrics: false,
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+        }
+    }
+}
+
+/// Pushes notifications from the bus to browsers over SockJS.
+///
+/// Browsers connect with the stock SockJS client at http://ADDRESS:PORT/ROUTE, receive every
+/// broadcast, and after sending {"name":"subscribe","data":{"token":…}} also every message for
+/// the token's user. Every flag has an environment-variable fall-back, shown in brackets.
+#[derive(clap::Parser, Debug)]
+#[command(name = "pushnote-server", version)]
+pub struct Flags {
+    /// The HTTP port. 0 picks a free one (printed at start).
+    #[arg(short = 'p', long, env = "PUSHNOTE_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// The address to listen on: an IPv4 or IPv6 address. Empty (or ::) means every interface,
+    /// IPv4 and IPv6; 0.0.0.0 means every IPv4 interface only.
+    #[arg(short = 'a', long, env = "PUSHNOTE_ADDRESS", default_value = "")]
+    pub address: String,
+
+    /// Connections the kernel completes and holds until the server accepts them (the listen
+    /// backlog). The kernel caps it at net.core.somaxconn. A connect arriving when it is full
+    /// is dropped and retried by the client a second later, so bursts of connects need room.
+    #[arg(long, env = "PUSHNOTE_BACKLOG", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+
+    /// The path SockJS is served under.
+    #[arg(short = 'r', long, env = "PUSHNOTE_ROUTE", default_value = DEFAULT_ROUTE)]
+    pub route: String,
+
+    /// The bus: the forwarder's server-facing endpoint [default: tcp://127.0.0.1:8001], or with
+    /// --single the endpoint to bind for apps [default: tcp://127.0.0.1:8002].
+    #[arg(
+        short = 's',
+        long = "mq_socket",
+        alias = "mq-socket",
+        env = "PUSHNOTE_MQ_SOCKET"
+    )]
+    pub mq_socket: Option<String>,
+
+    /// Bind the bus and take apps' messages directly: no forwarder, one server.
+    #[arg(short = 'S', long, env = "PUSHNOTE_SINGLE", value_parser = FalseyValueParser::new())]
+    pub single: bool,
+
+    /// The secret tokens are signed with (the app's secret). Without it, the server serves
+    /// broadcasts only and refuses every subscribe. Prefer the environment variable: command
+    /// lines are visible to other local users.
+    #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Old secrets still accepted while keys rotate, comma-separated.
+    #[arg(
+        long,
+        env = "PUSHNOTE_OLD_SECRETS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub old_secrets: Vec<String>,
+
+    /// The salt tokens are signed with; the app must use the same one.
+    #[arg(long, env = "PUSHNOTE_SALT", default_value = pushnote::DEFAULT_SALT)]
+    pub salt: String,
+
+    /// The oldest token accepted, in seconds. 0 accepts any age.
+    #[arg(long, env = "PUSHNOTE_TOKEN_MAX_AGE", default_value_t = DEFAULT_TOKEN_MAX_AGE_SECS)]
+    pub token_max_age: u64,
+
+    /// How far in the future a token's timestamp may be, in seconds, for clocks that differ
+    /// between the app's machines and this one; a token stamped later is refused as invalid
+    /// (Django would accept it).
+    #[arg(long, env = "PUSHNOTE_TOKEN_MAX_SKEW", default_value_t = DEFAULT_TOKEN_MAX_SKEW_SECS)]
+    pub token_max_skew: u64,
+
+    /// Seconds without traffic after which a session is sent a heartbeat frame. Keep it
+    /// below the idle timeout of every proxy between browsers and the server.
+    #[arg(long, env = "PUSHNOTE_HEARTBEAT", default_value_t = DEFAULT_HEARTBEAT_SECS)]
+    pub heartbeat: u64,
+
+    /// Seconds a session of a polling or streaming HTTP transport survives without a
+    /// receiving request before it is closed (clients that vanished are reaped after this).
+    #[arg(long, env = "PUSHNOTE_DISCONNECT_DELAY", default_value_t = DEFAULT_DISCONNECT_DELAY_SECS)]
+    pub disconnect_delay: u64,
+
+    /// Bytes one streaming response (xhr-streaming, eventsource, htmlfile) carries before the
+    /// server ends it and the client opens the next; bounds what browsers keep in memory.
+    #[arg(long, env = "PUSHNOTE_RESPONSE_LIMIT", default_value_t = DEFAULT_RESPONSE_LIMIT)]
+    pub response_limit: usize,
+
+    /// Tell clients a JSESSIONID cookie is needed and set it on session responses, for load
+    /// balancers that keep a session on one server by that cookie (sticky sessions).
+    #[arg(long, env = "PUSHNOTE_COOKIE_NEEDED", value_parser = FalseyValueParser::new())]
+    pub cookie_needed: bool,
+
+    /// Browser origins allowed to open sessions, comma-separated: * (any), null, or
+    /// scheme://host[:port], where host may be *.example.com and port *. Pages from other
+    /// origins get 403; same-origin requests and clients that send no Origin always pass.
+    #[arg(
+        long,
+        env = "PUSHNOTE_ORIGINS",
+        value_delimiter = ',',
+        default_value = DEFAULT_ORIGINS
+    )]
+    pub origins: Vec<String>,
+
+    /// Turn the WebSocket transports off, for networks whose proxies break WebSocket: clients
+    /// are told so by /info and use streaming or polling HTTP instead.
+    #[arg(
+        long,
+        env = "PUSHNOTE_DISABLE_WEBSOCKET",
+        value_parser = FalseyValueParser::new()
+    )]
+    pub disable_websocket: bool,
+
+    /// The largest message a client may send, in bytes; larger closes the session (3009).
+    #[arg(long, env = "PUSHNOTE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// The largest body the send endpoints (xhr_send, jsonp_send) read, in bytes; larger gets
+    /// 413 and closes the session (3009).
+    #[arg(long, env = "PUSHNOTE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
+    /// Messages one session may have waiting before it is closed as too slow (3008).
+    #[arg(long, env = "PUSHNOTE_QUEUE_MESSAGES", default_value_t = DEFAULT_QUEUE_MESSAGES)]
+    pub queue_messages: usize,
+
+    /// Bytes one session may have waiting before it is closed as too slow (3008).
+    #[arg(long, env = "PUSHNOTE_QUEUE_BYTES", default_value_t = DEFAULT_QUEUE_BYTES)]
+    pub queue_bytes: usize,
+
+    /// Sessions this server holds at most; one more is closed at once with 3003 "Server full"
+    /// (clients reconnect, to another server behind a load balancer).
+    #[arg(long, env = "PUSHNOTE_MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
+
+    /// Sessions one user may have subscribed on this server; one more subscribe is refused
+    /// with too_many_sessions and that session keeps broadcasts.
+    #[arg(long, env = "PUSHNOTE_MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER)]
+    pub max_sessions_per_user: usize,
+
+    /// Subscribe requests one session may make; one more is refused with too_many_attempts and
+    /// the session is closed with 3011 (token guessing costs a reconnect).
+    #[arg(long, env = "PUSHNOTE_MAX_SUBSCRIBE_ATTEMPTS", default_value_t = DEFAULT_MAX_SUBSCRIBE_ATTEMPTS)]
+    pub max_subscribe_attempts: u32,
+
+    /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
+    #[arg(long, env = "PUSHNOTE_MAX_BUS_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_BUS_MESSAGE_BYTES)]
+    pub max_bus_message_bytes: usize,
+
+    /// Serve a demo page at / that subscribes with a pasted token and shows notifications.
+    #[arg(long, env = "PUSHNOTE_DEMO", value_parser = FalseyValueParser::new())]
+    pub demo: bool,
+
+    /// The SockJS client script loaded by /iframe.html (the iframe transports) and the demo
+    /// page. Use the version your pages use; point it at your own copy to avoid the CDN.
+    #[arg(long, env = "PUSHNOTE_SOCKJS_URL", default_value = sockjs::DEFAULT_SOCKJS_URL)]
+    pub sockjs_url: String,
+
+    /// Serve Prometheus metrics at /metrics.
+    #[arg(long, env = "PUSHNOTE_METRICS", value_parser = FalseyValueParser::new())]
+    pub metrics: bool,
+
+    /// Seconds a client may take to send a request's headers; slower connections (slow-loris
+    /// attacks, dead clients) are closed.
+    #[arg(long, env = "PUSHNOTE_HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout: u64,
+
+    /// Seconds a connection may stay open with no request in progress (an idle keep-alive
+    /// connection) before it is closed. WebSocket connections, and requests waiting for
+    /// messages or streaming them, are never idle.
+    #[arg(long, env = "PUSHNOTE_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout: u64,
+
+    /// Seconds shutdown waits for sessions to take their close frames.
+    #[arg(long, env = "PUSHNOTE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace: u64,
+
+    #[command(flatten)]
+    pub log: pushnote_cli::LogFlags,
+}
+
+/// Seconds of a flag that must be at least one.
+fn seconds(flag: &str, value: u64) -> Result<Duration, String> {
+    if value == 0 {
+        return Err(format!("--{flag} must be at least 1 second"));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+impl Flags {
+    /// The server's configuration, or what is wrong with the flags.
+    pub fn config(&self) -> Result<ServerConfig, String> {
+        let (mode, default_endpoint) = if self.single {
+            (BusMode::Bind, pushnote::DEFAULT_PUBLISH_ENDPOINT)
+        } else {
+            (BusMode::Connect, pushnote::DEFAULT_SUBSCRIBE_ENDPOINT)
+        };
+        let endpoint = self.mq_socket.as_deref().unwrap_or(default_endpoint);
+        let mut config = ServerConfig::new(endpoint, mode);
+        config.route = normalize_route(&self.route)?;
+        config.tokens = match self.secret.as_deref() {
+            None | Some("") => None,
+            Some(secret) => {
+                let signer = Signer::with_salt(secret, &self.salt, &self.old_secrets)
+                    .map_err(|e| format!("--secret/--old-secrets: {e}"))?;
+                Some(TokenPolicy {
+                    signer,
+                    max_age: (self.token_max_age > 0)
+                        .then(|| Duration::from_secs(self.token_max_age)),
+                    max_skew: Duration::from_secs(self.token_max_skew),
+                })
+            }
+        };
+        config.sockjs.heartbeat_interval = seconds("heartbeat", self.heartbeat)?;
+        config.sockjs.disconnect_delay = seconds("disconnect-delay", self.disconnect_delay)?;
+        config.sockjs.response_limit = self.response_limit.max(1);
+        config.sockjs.cookie_needed = self.cookie_needed;
+        config.sockjs.websocket = !self.disable_websocket;
+        config.sockjs.origins =
+            sockjs::Origins::list(&self.origins).map_err(|e| format!("--origins: {e}"))?;
+        config.sockjs.sockjs_url = self.sockjs_url.clone();
+        config.sockjs.max_request_bytes = self.max_request_bytes.max(1);
+        config.sockjs.max_message_bytes = self.max_message_bytes;
+        config.sockjs.queue.max_messages = self.queue_messages.max(1);
+        config.sockjs.queue.max_bytes = self.queue_bytes.max(1);
+        config.max_bus_message_bytes = self.max_bus_message_bytes;
+        config.limits = Limits {
+            max_sessions: self.max_sessions,
+            max_sessions_per_user: self.max_sessions_per_user,
+            max_subscribe_attempts: self.max_subscribe_attempts,
+        };
+        config.demo_sockjs_url = self.demo.then(|| self.sockjs_url.clone());
+        config.metrics = self.metrics;
+        config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
+        config.header_timeout = seconds("header-timeout", self.header_timeout)?;
+        config.idle_timeout = seconds("idle-timeout", self.idle_timeout)?;
+        Ok(config)
+    }
+
+    /// Where to listen: [`Listen::Everywhere`] for an empty `--address`, or the address given.
+    pub fn listen(&self) -> Result<Listen, String> {
+        listen(&self.address, self.port)
+    }
+}
+
+/// Where the server listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Every interface, IPv4 and IPv6: one dual-stack socket on `[::]`, or `0.0.0.0` where the
+    /// machine has no IPv6.
+    Everywhere(u16),
+    /// One address; `[::]` is dual-stack too, `0.0.0.0` IPv4 only.
+    At(SocketAddr),
+}
+
+impl Listen {
+    /// The address to bind first.
+    pub fn address(self) -> SocketAddr {
+        match self {
+            Listen::Everywhere(port) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            Listen::At(address) => address,
+        }
+    }
+
+    /// The address to bind when [`Listen::address`] cannot be, because the machine has no
+    /// IPv6.
+    pub fn fallback(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Everywhere(port) => {
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            }
+            Listen::At(_) => None,
+        }
+    }
+}
+
+/// Reads `--address` (an IP address, IPv6 with or without brackets, or empty for every
+/// interface) and `--port`.
+pub fn listen(address: &str, port: u16) -> Result<Listen, String> {
+    if address.is_empty() {
+        return Ok(Listen::Everywhere(port));
+    }
+    let host = address
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(address);
+    let ip: IpAddr = host.parse().map_err(|_| {
+        format!("--address {address:?} is not an IP address (such as 127.0.0.1 or ::1)")
+    })?;
+    Ok(Listen::At(SocketAddr::new(ip, port)))
+}
+
+/// `/sockjs`, `sockjs` and `/sockjs/` all mean `/sockjs`; `/` is refused, as the route needs
+/// a path of its own beside the demo page and metrics.
+pub fn normalize_route(route: &str) -> Result<String, String> {
+    let trimmed = route.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err("--route must be a path such as /sockjs".into());
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::try_parse_from(std::iter::once("pushnote-server").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        flags(args).config().unwrap_err()
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_library_defaults() {
+        let from_flags = flags(&[]).config().unwrap();
+        let library = ServerConfig::new(pushnote::DEFAULT_SUBSCRIBE_ENDPOINT, BusMode::Connect);
+        assert_eq!(format!("{from_flags:?}"), format!("{library:?}"));
+        let single = flags(&["-S"]).config().unwrap();
+        assert_eq!(single.bus_endpoint, pushnote::DEFAULT_PUBLISH_ENDPOINT);
+        assert_eq!(single.bus_mode, BusMode::Bind);
+    }
+
+    #[test]
+    fn zero_seconds_are_refused_where_they_cannot_work() {
+        for flag in [
+            "heartbeat",
+            "disconnect-delay",
+            "header-timeout",
+            "idle-timeout",
+        ] {
+            let e = refusal(&[&format!("--{flag}"), "0"]);
+            assert_eq!(e, format!("--{flag} must be at least 1 second"));
+        }
+    }
+
+    #[test]
+    fn routes_are_normalized_and_the_root_is_refused() {
+        for route in ["/sockjs", "sockjs", "/sockjs/", "//sockjs//"] {
+            assert_eq!(normalize_route(route).unwrap(), "/sockjs");
+        }
+        assert_eq!(normalize_route("/a/b").unwrap(), "/a/b");
+        for route in ["/", "", "//"] {
+            assert!(
+                refusal(&["--route", route]).contains("--route"),
+                "{route:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_with_and_without_brackets() {
+        assert_eq!(listen("", 80).unwrap(), Listen::Everywhere(80));
+        assert_eq!(
+            listen("", 80).unwrap().address(),
+            "[::]:80".parse().unwrap(),
+            "every interface is IPv6 and IPv4"
+        );
+        assert_eq!(
+            listen("", 80).unwrap().fallback(),
+            Some("0.0.0.0:80".parse().unwrap())
+        );
+        assert_eq!(
+            listen("[::1]", 80).unwrap(),
+            Listen::At("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(
+            listen("::1", 80).unwrap(),
+            Listen::At("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(
+            listen("127.0.0.1", 0).unwrap().address(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(listen("127.0.0.1", 0).unwrap().fallback(), None);
+        for bad in ["localhost", "[127.0.0.1", "::1]", "1.2.3.4:80", "[::1]:80"] {
+            assert!(
+                listen(bad, 80).unwrap_err().contains("not an IP address"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_need_a_secret_and_take_their_ages() {
+        assert!(flags(&[]).config().unwrap().tokens.is_none());
+        assert!(flags(&["--secret", ""]).config().unwrap().tokens.is_none());
+        let policy = flags(&["--secret", "s", "--token-max-age", "0"])
+            .config()
+            .unwrap()
+            .tokens
+            .unwrap();
+        assert_eq!(policy.max_age, None, "0 accepts any age");
+        assert_eq!(
+            policy.max_skew,
+            Duration::from_secs(DEFAULT_TOKEN_MAX_SKEW_SECS)
+        );
+    }
+}

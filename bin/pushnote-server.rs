@@ -31,8 +31,8 @@ fn run(flags: &Flags) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {address}: {e}"))?;
         if config.tokens.is_none() {
             tracing::warn!(
-                "no token secret (--secret or PUSHNOTE_SECRET): serving broadcasts only, \
-                 every subscribe is refused"
+                "no token secret (--secret or PUSHNOTE_SECRET): serving broadcasts and public channels \
+                 only, every subscribe with a token is refused"
             );
         }
         let route = config.route.clone();

@@ -1,10 +1,13 @@
 //! pushnote: publish notifications and mint tokens from the shell, through the client crate.
+//!
+//! Channel and event names, and the user id of a channel token, are checked as the flags are
+//! parsed, with the crate's own rules and messages, before anything connects or is signed.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use pushnote::{Publisher, Signer};
+use pushnote::{wire, Publisher, Signer};
 use pushnote_cli as cli;
 
 /// Publishes notifications to pushnote-server and mints tokens for browsers.
@@ -34,10 +37,38 @@ enum Command {
         #[command(flatten)]
         bus: Bus,
     },
+    /// Send DATA as EVENT to every browser subscribed to CHANNEL.
+    ///
+    /// Pages receive {"channel": CHANNEL, "event": EVENT, "data": DATA}.
+    Publish {
+        /// The channel: 1 to 164 bytes of ASCII letters, digits and _-=@,.;
+        /// (names starting with "private-" need a channel token to subscribe).
+        #[arg(short, long, value_parser = channel_name)]
+        channel: String,
+        /// The event's name: 1 to 200 bytes with no control characters.
+        #[arg(short, long, value_parser = event_name)]
+        event: String,
+        #[command(flatten)]
+        data: Data,
+        #[command(flatten)]
+        bus: Bus,
+    },
     /// Print the token a page hands to its browser for USER.
     Token {
         /// The user id the token proves.
         user: String,
+        #[command(flatten)]
+        keys: Keys,
+    },
+    /// Print the token that lets a page subscribe to CHANNEL (a private one, for instance).
+    ChannelToken {
+        /// The channel the token grants.
+        #[arg(value_parser = channel_name)]
+        channel: String,
+        /// Grant the channel only to sessions subscribed as this user id; without it, to any
+        /// session holding the token.
+        #[arg(short, long, value_parser = user_id)]
+        user: Option<String>,
         #[command(flatten)]
         keys: Keys,
     },
@@ -82,6 +113,21 @@ struct Keys {
     salt: String,
 }
 
+/// A channel name the crate accepts, or its reason why not.
+fn channel_name(name: &str) -> Result<String, wire::WireError> {
+    wire::check_channel(name).map(|()| name.to_owned())
+}
+
+/// An event name the crate accepts, or its reason why not.
+fn event_name(name: &str) -> Result<String, wire::WireError> {
+    wire::check_event(name).map(|()| name.to_owned())
+}
+
+/// A user id the crate accepts, or its reason why not.
+fn user_id(user: &str) -> Result<String, wire::WireError> {
+    wire::check_user_id(user).map(|()| user.to_owned())
+}
+
 impl Data {
     fn value(&self) -> Result<serde_json::Value, String> {
         if self.text {
@@ -121,6 +167,29 @@ fn run(cli: Cli) -> Result<(), String> {
             bus.connect()?
                 .notify(&value, &users)
                 .map_err(|e| e.to_string())
+        }
+        Command::Publish {
+            channel,
+            event,
+            data,
+            bus,
+        } => {
+            let value = data.value()?;
+            bus.connect()?
+                .publish(&channel, &event, &value)
+                .map_err(|e| e.to_string())
+        }
+        Command::ChannelToken {
+            channel,
+            user,
+            keys,
+        } => {
+            let token = keys
+                .signer()?
+                .channel_token(&channel, user.as_deref())
+                .map_err(|e| e.to_string())?;
+            cli::say(format_args!("{token}"));
+            Ok(())
         }
         Command::Token { user, keys } => {
             let token = keys.signer()?.tokenize(&user).map_err(|e| e.to_string())?;

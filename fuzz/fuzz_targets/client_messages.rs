@@ -1,5 +1,6 @@
-//! What a browser sends once a session is open: parsing never panics, and accepts only
-//! requests it can name.
+//! What a browser sends once a session is open: parsing never panics, accepts only requests it
+//! can name (a user's subscribe, channel joins and leaves), and refusals, even naming whatever
+//! channel the client sent, stay small JSON.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +13,24 @@ fuzz_target!(|data: &[u8]| {
     match protocol::parse(text) {
         Ok(Request::Subscribe { .. }) => assert!(text.contains("subscribe")),
         Ok(Request::Unsubscribe) => assert!(text.contains("unsubscribe")),
-        Err(refusal) => assert!(!refusal.message.is_empty()),
+        Ok(Request::Join { channel, .. }) => {
+            assert!(
+                text.contains("subscribe") && text.contains("channel"),
+                "{channel:?}"
+            )
+        }
+        Ok(Request::Leave { channel }) => {
+            assert!(
+                text.contains("unsubscribe") && text.contains("channel"),
+                "{channel:?}"
+            )
+        }
+        Err(refusal) => {
+            assert!(!refusal.message.is_empty());
+            // What the refusal is sent back as stays a JSON object of bounded size.
+            let reply = protocol::error(&refusal.on(text));
+            let value: serde_json::Value = serde_json::from_str(reply.as_json()).unwrap();
+            assert!(value["data"]["channel"].as_str().unwrap().len() <= 164);
+        }
     }
 });

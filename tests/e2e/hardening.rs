@@ -227,10 +227,7 @@ async fn every_interface_means_ipv6_and_ipv4() {
 #[tokio::test]
 async fn a_token_stamped_in_the_future_is_invalid_past_the_clock_skew() {
     let (_fwd, _srv, _bus, mut client) = stack(&["--token-max-skew", "60"]).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now();
     let century = 100 * 365 * 86_400;
     for ahead in [century, 61] {
         let t = signer().tokenize_at("future", now + ahead).unwrap();

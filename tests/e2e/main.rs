@@ -5,6 +5,7 @@
 mod support;
 
 mod browser;
+mod channels;
 mod client_protocol;
 mod delivery;
 mod faults;

@@ -482,6 +482,14 @@ pub fn publisher(endpoint: &str) -> pushnote::Publisher {
     pushnote::Publisher::connect(endpoint).expect("publisher")
 }
 
+/// This machine's clock, in Unix seconds, as tokens are stamped.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub fn signer() -> pushnote::Signer {
     pushnote::Signer::new(SECRET).unwrap()
 }

@@ -5,13 +5,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test]
 async fn every_bad_token_is_refused_and_the_session_keeps_broadcasts() {
     let fwd = forwarder();

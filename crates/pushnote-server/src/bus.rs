@@ -1,18 +1,20 @@
 //! The bus: the ZeroMQ subscriber a server reads notifications from.
 //!
 //! ZeroMQ sockets are not thread-safe and block, so the SUB socket lives on a thread of its
-//! own. The hub tells that thread which topics to subscribe to through [`BusControl`], which
-//! writes one-line commands into an in-process ZeroMQ pair: the thread waits on both sockets at
-//! once, so a subscription takes effect without polling delays. The hub subscribes a user's
-//! topic when the user's first session here subscribes and unsubscribes it when the last one
-//! leaves, so each subscription message upstream means a user arrived or left this server.
+//! own. The hub tells that thread which topics to subscribe to through [`BusControl`] (its
+//! [`Subscriptions`]), which writes one-line commands into an in-process ZeroMQ pair: the
+//! thread waits on both sockets at once, so a subscription takes effect without polling
+//! delays. The hub subscribes a topic (a user's, a channel's) when its first session here
+//! joins and unsubscribes it when the last one leaves, so each subscription message upstream
+//! means a topic arrived at or left this server.
 //!
 //! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
 //!
-//! The thread hands what it reads to the `Fanout` (the `fanout` module), whose sweeper
-//! threads (one per core) deliver broadcasts to every session and a user's messages to that
-//! user's sessions.
+//! The thread decodes and checks what it reads, frames it as pages receive it (a broadcast's
+//! and a user's message as the bare data, a channel's in its envelope), and hands it to the
+//! `Fanout` (the `fanout` module), whose sweeper threads (one per core) deliver broadcasts to
+//! every session and a topic's messages to the topic's sessions.
 //!
 //! The forwarder numbers each topic's messages ([`wire::Stamp`]); `Gaps` counts the numbers
 //! that never arrived, the messages ZeroMQ dropped on the way here.
@@ -30,6 +32,7 @@ use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::inproc;
 use crate::metrics::Metrics;
+use crate::subscriptions::Subscriptions;
 
 /// Whether the server connects to a forwarder or binds the bus itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,18 +81,18 @@ impl BusControl {
         }
     }
 
-    /// Adds one subscription to `topic`.
-    pub fn subscribe(&self, topic: &[u8]) {
+    fn stop(&self) {
+        self.command(CMD_STOP, b"");
+    }
+}
+
+impl Subscriptions for BusControl {
+    fn subscribe(&self, topic: &[u8]) {
         self.command(CMD_SUBSCRIBE, topic);
     }
 
-    /// Removes one subscription to `topic`.
-    pub fn unsubscribe(&self, topic: &[u8]) {
+    fn unsubscribe(&self, topic: &[u8]) {
         self.command(CMD_UNSUBSCRIBE, topic);
-    }
-
-    fn stop(&self) {
-        self.command(CMD_STOP, b"");
     }
 }
 
@@ -178,7 +181,7 @@ impl Bus {
     ) -> Result<BusThread, BusError> {
         let ctx = self.ctx.clone();
         let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fanout = Fanout::start(sweepers, hub.clone(), metrics.clone())?;
+        let fanout = Fanout::start(sweepers, metrics.clone())?;
         let thread = std::thread::Builder::new()
             .name("pushnote-bus".into())
             .spawn(move || self.run(&hub, &metrics, fanout))?;
@@ -274,19 +277,35 @@ impl Bus {
                             metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
                         }
                     }
-                    let message = Message::json(m.data.get());
+                    let more_waiting =
+                        || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+                    let fanout = &state.fanout;
                     match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            state.fanout.broadcast(&message, hub);
+                            fanout.broadcast(&Message::json(m.data.get()), hub);
                         }
-                        Target::User(user) => {
+                        Target::User(_) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            let more_waiting =
-                                || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-                            state
-                                .fanout
-                                .send_to_user(user, &message, hub, &more_waiting);
+                            let message = Message::json(m.data.get());
+                            if !fanout.send_to_topic(m.topic, &message, hub, metrics, &more_waiting)
+                            {
+                                metrics
+                                    .bus_user_messages_unrouted
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Target::Channel(channel) => {
+                            metrics.bus_channel_messages.fetch_add(1, Ordering::Relaxed);
+                            let event = m.event.as_deref().unwrap_or_default();
+                            let envelope = wire::channel_envelope(channel, event, m.data);
+                            let message = Message::json(&envelope);
+                            if !fanout.send_to_topic(m.topic, &message, hub, metrics, &more_waiting)
+                            {
+                                metrics
+                                    .bus_channel_messages_unrouted
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }

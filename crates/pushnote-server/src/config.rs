@@ -40,8 +40,13 @@ pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 /// Subscribed sessions of one user on one server.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
-/// Subscribe requests of one session.
+/// Subscribe requests with a token of one session.
 pub const DEFAULT_MAX_SUBSCRIBE_ATTEMPTS: u32 = 32;
+/// Channels one session may be in.
+pub const DEFAULT_MAX_CHANNELS: usize = 100;
+/// Channel requests (joins and leaves) a session's allowance grows back by each second, past
+/// its burst of twice `--max-channels`.
+pub const CHANNEL_REQUESTS_PER_SECOND: u32 = 10;
 /// The largest bus message accepted.
 pub const DEFAULT_MAX_BUS_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Bus messages the server's socket holds before ZeroMQ drops new ones.
@@ -258,10 +263,17 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER)]
     pub max_sessions_per_user: usize,
 
-    /// Subscribe requests one session may make; one more is refused with too_many_attempts and
-    /// the session is closed with 3011 (token guessing costs a reconnect).
+    /// Subscribe requests with a token (a user's, a private channel's) one session may make;
+    /// one more is refused with too_many_attempts and the session is closed with 3011 (token
+    /// guessing costs a reconnect).
     #[arg(long, env = "PUSHNOTE_MAX_SUBSCRIBE_ATTEMPTS", default_value_t = DEFAULT_MAX_SUBSCRIBE_ATTEMPTS)]
     pub max_subscribe_attempts: u32,
+
+    /// Channels one session may be in at once; one more is refused with too_many_channels. A
+    /// session may also make twice this many channel requests at once, then 10 a second
+    /// (past that: too_many_requests).
+    #[arg(long, env = "PUSHNOTE_MAX_CHANNELS", default_value_t = DEFAULT_MAX_CHANNELS)]
+    pub max_channels: usize,
 
     /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
     #[arg(long, env = "PUSHNOTE_MAX_BUS_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_BUS_MESSAGE_BYTES)]
@@ -348,6 +360,7 @@ impl Flags {
             max_sessions: self.max_sessions,
             max_sessions_per_user: self.max_sessions_per_user,
             max_subscribe_attempts: self.max_subscribe_attempts,
+            max_channels: self.max_channels,
         };
         config.demo_sockjs_url = self.demo.then(|| self.sockjs_url.clone());
         config.metrics = self.metrics;

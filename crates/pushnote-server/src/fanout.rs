@@ -18,10 +18,12 @@
 //! message waits about one sweep at most, however many came meanwhile. Sessions that join
 //! during a sweep have had nothing yet and start at the log's end.
 //!
-//! A message to a user must come after the broadcasts published before it. Where a shard's
-//! sweeper is idle, its sessions have had every broadcast, and the bus thread writes the
-//! message itself. Otherwise the message goes through the shard's inbox too: the sweeper first
-//! queues the broadcasts the session has not had ([`Sweep::catch_up`]), then sends it.
+//! A topic's message (a user's, a channel's) must come after the broadcasts published before
+//! it. Where a shard's sweeper is idle, its sessions have had every broadcast, and the bus
+//! thread writes the message itself to the few sessions of a small topic. Otherwise, and
+//! always for a topic with more than [`DIRECT_MEMBERS`] sessions (written by the sweepers in
+//! parallel, as broadcasts are), the message goes through the shard's inbox: the sweeper first
+//! queues the broadcasts each session has not had ([`Sweep::catch_up`]), then sends it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +32,8 @@ use std::thread::JoinHandle;
 
 use sockjs::{Burst, Message, Session};
 
-use crate::hub::{counted, Hub, Pace};
+use crate::delivery::{self, counted, Pace};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 
 /// How many sessions a sweeper visits at most before it looks at its inbox, when nothing
@@ -43,20 +46,22 @@ pub const SWEEP_STEP: usize = 256;
 /// its writer outside those limits, so that much is bounded by one message or this.
 const DIRECT_BURST_BYTES: usize = 64 * 1024;
 
+/// The most sessions of one topic the bus thread writes itself when their shard's sweeper is
+/// idle; a topic with more is handed to the sweepers, which write it in parallel.
+pub const DIRECT_MEMBERS: usize = 64;
+
 /// The shards of the sessions, and their sweeper threads.
 pub struct Fanout {
     shards: Vec<Arc<Shard>>,
     sweepers: Vec<JoinHandle<()>>,
-    /// Reused for the sessions of each targeted message.
-    scratch: Vec<Session>,
 }
 
 /// What the bus thread hands a sweeper.
 enum Item {
     /// A broadcast, for `everyone` open when it was read from the bus.
     Broadcast(Message, Arc<[Session]>),
-    /// A message to these sessions (a user's, in this shard).
-    ToSessions(Message, Vec<Session>),
+    /// A topic's message to the topic's sessions (those of this shard among them).
+    ToMembers(Message, Arc<[Session]>),
 }
 
 /// One shard: its inbox, and how its sweeper is woken.
@@ -105,14 +110,13 @@ fn lock(m: &Mutex<Inbox>) -> MutexGuard<'_, Inbox> {
 }
 
 impl Fanout {
-    /// Starts `sweepers` sweeper threads (at least one), each over its own shard of `hub`'s
+    /// Starts `sweepers` sweeper threads (at least one), each over its own shard of the
     /// sessions.
-    pub fn start(sweepers: usize, hub: Arc<Hub>, metrics: Arc<Metrics>) -> std::io::Result<Fanout> {
+    pub fn start(sweepers: usize, metrics: Arc<Metrics>) -> std::io::Result<Fanout> {
         let of = sweepers.max(1);
         let mut fanout = Fanout {
             shards: Vec::with_capacity(of),
             sweepers: Vec::with_capacity(of),
-            scratch: Vec::new(),
         };
         for index in 0..of {
             let shard = Arc::new(Shard {
@@ -123,10 +127,10 @@ impl Fanout {
                 idle: AtomicBool::new(true),
             });
             fanout.shards.push(shard.clone());
-            let (hub, metrics) = (hub.clone(), metrics.clone());
+            let metrics = metrics.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("pushnote-sweep-{index}"))
-                .spawn(move || shard.run(&hub, &metrics))?;
+                .spawn(move || shard.run(&metrics))?;
             // On an error, dropping `fanout` stops the sweepers started so far.
             fanout.sweepers.push(thread);
         }
@@ -141,37 +145,32 @@ impl Fanout {
         }
     }
 
-    /// Sends a message for `user` to the user's sessions here: at once, from this thread, in a
-    /// shard whose sweeper is idle (`more_waiting` as for [`Pace::Now`]); through the inbox of
-    /// a shard that has broadcasts on their way, so the message comes after them.
-    pub fn send_to_user(
-        &mut self,
-        user: &str,
+    /// Sends a message of `topic` to the topic's sessions here: at once, from this thread, to
+    /// a small topic's sessions in a shard whose sweeper is idle (`more_waiting` as for
+    /// [`Pace::Now`]); through the inbox of the shard otherwise, so the message comes after
+    /// the broadcasts on their way. False when the topic has no session here.
+    pub fn send_to_topic(
+        &self,
+        topic: &[u8],
         message: &Message,
         hub: &Hub,
+        metrics: &Metrics,
         more_waiting: &dyn Fn() -> bool,
-    ) {
-        hub.sessions_of(user, &mut self.scratch);
-        if self.scratch.is_empty() {
-            return;
-        }
+    ) -> bool {
+        let Some(members) = hub.members(topic) else {
+            return false;
+        };
+        let small = members.len() <= DIRECT_MEMBERS;
         for shard in &self.shards {
-            let mine: Vec<_> = self
-                .scratch
-                .iter()
-                .filter(|s| shard.place.holds(s))
-                .cloned()
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            if shard.idle.load(Ordering::Acquire) {
-                hub.send(message, &mine, Pace::given(more_waiting));
-            } else {
-                shard.hand(Item::ToSessions(message.clone(), mine));
+            let place = shard.place;
+            if small && shard.idle.load(Ordering::Acquire) {
+                let pace = Pace::given(more_waiting);
+                delivery::send(metrics, message, &members, |s| place.holds(s), pace);
+            } else if members.iter().any(|s| place.holds(s)) {
+                shard.hand(Item::ToMembers(message.clone(), members.clone()));
             }
         }
-        self.scratch.clear();
+        true
     }
 }
 
@@ -199,7 +198,7 @@ impl Shard {
 
     /// The sweeper thread: takes what the inbox has, sweeps while there is something to
     /// deliver, and sleeps when there is nothing.
-    fn run(&self, hub: &Hub, metrics: &Metrics) {
+    fn run(&self, metrics: &Metrics) {
         let mut sweep = Sweep::default();
         let mut items = Vec::new();
         let more_waiting = || self.pending.load(Ordering::Acquire);
@@ -221,13 +220,15 @@ impl Shard {
                     Item::Broadcast(message, everyone) => {
                         sweep.push(message, &everyone, self.place);
                     }
-                    Item::ToSessions(message, sessions) => {
-                        for s in &sessions {
+                    Item::ToMembers(message, members) => {
+                        let place = self.place;
+                        for s in members.iter().filter(|s| place.holds(s)) {
                             sweep.catch_up(s, metrics);
                         }
                         // Written at once unless more is waiting: then queued, for the
                         // sessions' writers to put together.
-                        hub.send(&message, &sessions, Pace::given(&more_waiting));
+                        let pace = Pace::given(&more_waiting);
+                        delivery::send(metrics, &message, &members, |s| place.holds(s), pace);
                     }
                 }
             }
@@ -436,7 +437,7 @@ impl Sweep {
 mod tests {
     use super::*;
     use crate::hub::tests::{hub, texts};
-    use crate::hub::{Pace, Subscribed};
+    use crate::hub::Subscribed;
     use sockjs::{CloseCode, QueueLimits};
 
     fn sessions(hub: &Hub, n: usize) -> Vec<Session> {
@@ -529,12 +530,17 @@ mod tests {
         assert_eq!(hub.subscribe(&all[1], "u", usize::MAX), Subscribed::Yes);
         let mut sweep = Sweep::default();
         sweep.push(Message::json("\"all\""), &hub.everyone(), Place::WHOLE);
-        let mut of_user = Vec::new();
-        hub.sessions_of("u", &mut of_user);
-        for s in &of_user {
+        let of_user = hub.members(b"user:u\0").unwrap();
+        for s in of_user.iter() {
             sweep.catch_up(s, &metrics);
         }
-        hub.send(&Message::json("\"u\""), &of_user, Pace::Queued);
+        delivery::send(
+            &metrics,
+            &Message::json("\"u\""),
+            &of_user,
+            |_| true,
+            Pace::Queued,
+        );
         finish(&mut sweep, &metrics);
         assert_eq!(
             texts(&all[1]),
@@ -542,6 +548,43 @@ mod tests {
             "and no broadcast twice"
         );
         assert_eq!(texts(&all[0]), ["\"all\""]);
+    }
+
+    #[test]
+    fn a_large_topic_is_written_by_the_sweepers_after_the_broadcasts_before_it() {
+        let (hub, _bus) = hub();
+        let hub = Arc::new(hub);
+        let metrics = Arc::new(Metrics::default());
+        let all = sessions(&hub, DIRECT_MEMBERS * 3);
+        for s in &all[1..] {
+            hub.join_channel(s, "big", usize::MAX, None);
+        }
+        let fanout = Fanout::start(2, metrics.clone()).unwrap();
+        fanout.broadcast(&Message::json("1"), &hub);
+        let topic = b"chan:big\0";
+        assert!(fanout.send_to_topic(topic, &Message::json("\"c\""), &hub, &metrics, &|| false));
+        assert!(!fanout.send_to_topic(
+            b"chan:none\0",
+            &Message::json("0"),
+            &hub,
+            &metrics,
+            &|| false
+        ));
+        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let expected = |i: usize| if i == 0 { 1 } else { 2 };
+        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
+            assert!(std::time::Instant::now() < deadline, "delivered in time");
+            for (g, s) in got.iter_mut().zip(&all) {
+                g.extend(texts(s));
+            }
+            std::thread::yield_now();
+        }
+        drop(fanout);
+        assert_eq!(got[0], ["1"]);
+        for g in &got[1..] {
+            assert_eq!(g, &["1", "\"c\""]);
+        }
     }
 
     #[test]
@@ -594,12 +637,17 @@ mod tests {
         let all = sessions(&hub, 2 * SWEEP_STEP + 3);
         let user = &all[all.len() - 1];
         assert_eq!(hub.subscribe(user, "u", usize::MAX), Subscribed::Yes);
-        let mut fanout = Fanout::start(2, hub.clone(), metrics.clone()).unwrap();
+        let fanout = Fanout::start(2, metrics.clone()).unwrap();
         let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
         for m in ["1", "2", "3"] {
             fanout.broadcast(&Message::json(m), &hub);
         }
-        fanout.send_to_user("u", &Message::json("\"u\""), &hub, &|| false);
+        let user_topic = b"user:u\0";
+        assert!(
+            fanout.send_to_topic(user_topic, &Message::json("\"u\""), &hub, &metrics, &|| {
+                false
+            })
+        );
         let expected = |i: usize| if i == all.len() - 1 { 4 } else { 3 };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
@@ -618,17 +666,23 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the sweepers go idle");
             std::thread::yield_now();
         }
-        fanout.send_to_user("u", &Message::json("\"again\""), &hub, &|| false);
+        fanout.send_to_topic(
+            user_topic,
+            &Message::json("\"again\""),
+            &hub,
+            &metrics,
+            &|| false,
+        );
         assert_eq!(texts(user), ["\"again\""]);
         drop(fanout);
         for g in &got[..all.len() - 1] {
             assert_eq!(g, &["1", "2", "3"]);
         }
         assert_eq!(got[all.len() - 1], ["1", "2", "3", "\"u\""]);
-        // The broadcasts' deliveries (the user's message is counted by the hub's metrics).
+        // The broadcasts' deliveries and the user's two.
         assert_eq!(
             metrics.deliveries.load(Ordering::Relaxed),
-            3 * all.len() as u64
+            3 * all.len() as u64 + 2
         );
     }
 }

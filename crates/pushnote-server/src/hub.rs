@@ -1,60 +1,34 @@
-//! The hub: who is connected to this server, and which user each session is.
+//! The hub: who is connected to this server, and which topics each session is in.
+//!
+//! A topic is what the bus routes by, named as the bus names it (`user:42\0`, `chan:news\0`):
+//! a session is in its user's topic once it has subscribed with a token, and in each channel it
+//! has subscribed to. The hub keeps the bus subscribed to exactly the topics that have a
+//! session here, telling it through [`Subscriptions`] when a topic gains its first session and
+//! when it loses its last, so the forwarder sends a topic's messages only to the servers that
+//! hold one of its sessions. What a topic's messages look like to a page is the bus's and the
+//! fan-out's business, not the hub's.
 //!
 //! Broadcasts go to every session, through one shared list of everyone (made again only after
-//! a session came or went) that the `fanout` module sweeps; a targeted message is a hash lookup
-//! (user → sessions), never a scan. Locks are held only to copy session handles out; sending
-//! happens after, and a send never waits (it queues a shared message on the session's bounded
-//! queue or, when nothing more is waiting, hands the message's shared frame to a socket that
-//! takes it at once, see [`Pace`]). The hub keeps the bus subscribed to exactly the users that
-//! have a session here (one subscription per user, made when its first session subscribes and
-//! dropped when its last leaves), so the forwarder sends a user's messages only to the servers
-//! that hold that user.
+//! a session came or went); a topic's message goes to the topic's shared list of members (made
+//! again only after one came or went), never a scan of all sessions. Locks are held only to
+//! change the registry or to copy a shared list out; sending happens after.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pushnote::wire;
-use sockjs::{CloseCode, Message, SendError, Session};
+use sockjs::{CloseCode, Session};
 
-use crate::bus::BusControl;
+use crate::budget::Budget;
 use crate::metrics::Metrics;
+use crate::subscriptions::Subscriptions;
 
-/// How a message goes to its sessions.
-#[derive(Clone, Copy)]
-pub enum Pace<'a> {
-    /// Nothing else is waiting: write each session's socket at once from this thread where it
-    /// takes the message ([`Session::send_now`]), without waking its writer. Writing to many
-    /// sessions takes a while, so `more_waiting` is asked every [`CHECK_EVERY`] sessions; once
-    /// it says more messages have come, the rest are queued, as with [`Pace::Queued`], so that
-    /// what came meanwhile does not wait for the whole round.
-    Now {
-        /// Whether more messages are waiting now.
-        more_waiting: &'a dyn Fn() -> bool,
-    },
-    /// More messages are waiting: queue, so that each session's writer sends them together.
-    Queued,
-}
-
-impl<'a> Pace<'a> {
-    /// [`Pace::Now`] unless `more_waiting` says more messages are waiting already.
-    pub fn given(more_waiting: &'a dyn Fn() -> bool) -> Pace<'a> {
-        if more_waiting() {
-            Pace::Queued
-        } else {
-            Pace::Now { more_waiting }
-        }
-    }
-}
-
-/// How many sessions a [`Pace::Now`] round writes between two looks for more messages.
-pub const CHECK_EVERY: usize = 256;
-
-/// The registry of sessions and users of one server.
+/// The registry of sessions and topics of one server.
 pub struct Hub {
     sessions: Mutex<Sessions>,
-    users: Mutex<HashMap<Arc<str>, Vec<Session>>>,
-    bus: Arc<BusControl>,
+    topics: Mutex<HashMap<Box<[u8]>, Members>>,
+    bus: Arc<dyn Subscriptions>,
     metrics: Arc<Metrics>,
 }
 
@@ -73,9 +47,24 @@ struct Sessions {
 
 struct Entry {
     session: Session,
+    /// The user the session subscribed as.
     user: Option<Arc<str>>,
-    /// Subscribe requests this session has made.
+    /// The channels the session is in, in the order it joined them, each with the user its
+    /// grant was bound to (a private channel's token may admit one user's sessions only).
+    channels: Vec<(Arc<str>, Option<Arc<str>>)>,
+    /// Subscribe requests with a token this session has made.
     attempts: u32,
+    /// What is left of the session's allowance of channel requests.
+    requests: Budget,
+}
+
+/// The sessions of one topic.
+#[derive(Default)]
+struct Members {
+    /// In the order they joined.
+    list: Vec<Session>,
+    /// `list` in id order, as the last message found it: made again after one came or went.
+    shared: Option<Arc<[Session]>>,
 }
 
 /// What [`Hub::subscribe`] did.
@@ -89,17 +78,37 @@ pub enum Subscribed {
     Gone,
 }
 
+/// What [`Hub::join_channel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The session receives the channel's messages now (it may have already).
+    Yes,
+    /// The session is in the maximum number of channels already; nothing changed.
+    TooMany,
+    /// The session has closed meanwhile.
+    Gone,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the maps consistent, so a poisoned lock is safe to reuse.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The topic of `user`; user ids are checked before they get here (tokens hold valid ones).
+fn user_topic(user: &str) -> Option<Vec<u8>> {
+    wire::user_topic(user).ok()
+}
+
+fn channel_topic(channel: &str) -> Option<Vec<u8>> {
+    wire::channel_topic(channel).ok()
+}
+
 impl Hub {
-    /// An empty hub that subscribes users on `bus`.
-    pub fn new(bus: Arc<BusControl>, metrics: Arc<Metrics>) -> Hub {
+    /// An empty hub that tells `bus` which topics it has sessions in.
+    pub fn new(bus: Arc<dyn Subscriptions>, metrics: Arc<Metrics>) -> Hub {
         Hub {
             sessions: Mutex::new(Sessions::default()),
-            users: Mutex::new(HashMap::new()),
+            topics: Mutex::new(HashMap::new()),
             bus,
             metrics,
         }
@@ -119,7 +128,9 @@ impl Hub {
                 Entry {
                     session: session.clone(),
                     user: None,
+                    channels: Vec::new(),
                     attempts: 0,
+                    requests: Budget::default(),
                 },
             );
             sessions.everyone.take()
@@ -128,7 +139,7 @@ impl Hub {
         true
     }
 
-    /// Counts a subscribe request of `session` and returns how many it has made.
+    /// Counts a subscribe request with a token of `session` and returns how many it has made.
     pub fn count_attempt(&self, session: &Session) -> u32 {
         lock(&self.sessions)
             .by_id
@@ -139,7 +150,27 @@ impl Hub {
             })
     }
 
-    /// Removes a session that has closed.
+    /// Spends one of `session`'s channel requests, from an allowance of `burst` that grows
+    /// back by `per_second`; false when none is left (or the session is gone).
+    pub fn spend_request(&self, session: &Session, burst: u32, per_second: u32) -> bool {
+        lock(&self.sessions)
+            .by_id
+            .get_mut(&session.id())
+            .is_some_and(|e| {
+                e.requests
+                    .spend(std::time::Instant::now(), burst, per_second)
+            })
+    }
+
+    /// The user `session` subscribed as, if any.
+    pub fn user_of(&self, session: &Session) -> Option<Arc<str>> {
+        lock(&self.sessions)
+            .by_id
+            .get(&session.id())
+            .and_then(|e| e.user.clone())
+    }
+
+    /// Removes a session that has closed, from every topic it was in.
     pub fn remove(&self, session: &Session) {
         let (entry, _stale) = {
             let mut sessions = lock(&self.sessions);
@@ -147,11 +178,56 @@ impl Hub {
             let stale = entry.as_ref().and_then(|_| sessions.everyone.take());
             (entry, stale)
         };
-        if let Some(entry) = entry {
-            self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
-            if let Some(user) = entry.user {
-                self.detach(&user, session);
+        let Some(entry) = entry else {
+            return;
+        };
+        self.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        if let Some(user) = entry.user {
+            self.leave_user(&user, session);
+        }
+        for (channel, _) in &entry.channels {
+            self.leave_channel_topic(channel, session);
+        }
+    }
+
+    /// Adds `session` to `topic` unless the topic has `max` sessions here already; false then.
+    /// Subscribes the bus when it is the topic's first. `gauge` counts topics of this kind.
+    fn join(&self, topic: &[u8], session: &Session, max: usize, gauge: &AtomicU64) -> bool {
+        let mut topics = lock(&self.topics);
+        let members = topics.entry(topic.into()).or_default();
+        if members.list.len() >= max {
+            if members.list.is_empty() {
+                topics.remove(topic);
             }
+            return false;
+        }
+        members.list.push(session.clone());
+        members.shared = None;
+        if members.list.len() == 1 {
+            // Under the lock, so subscribe and unsubscribe reach the bus in the order the
+            // topic's first session came and last one went.
+            self.bus.subscribe(topic);
+            gauge.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Takes `session` out of `topic`; unsubscribes the bus when it was the last.
+    fn leave(&self, topic: &[u8], session: &Session, gauge: &AtomicU64) {
+        let mut topics = lock(&self.topics);
+        let Some(members) = topics.get_mut(topic) else {
+            return;
+        };
+        let before = members.list.len();
+        members.list.retain(|s| s.id() != session.id());
+        if members.list.len() == before {
+            return;
+        }
+        members.shared = None;
+        if members.list.is_empty() {
+            topics.remove(topic);
+            self.bus.unsubscribe(topic);
+            gauge.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -159,7 +235,7 @@ impl Hub {
     /// user has `max_per_user` sessions here already. A session already tied to another user
     /// leaves that user first.
     pub fn subscribe(&self, session: &Session, user: &str, max_per_user: usize) -> Subscribed {
-        let Ok(topic) = wire::user_topic(user) else {
+        let Some(topic) = user_topic(user) else {
             return Subscribed::Gone;
         };
         match lock(&self.sessions).by_id.get(&session.id()) {
@@ -167,81 +243,141 @@ impl Hub {
             Some(entry) if entry.user.as_deref() == Some(user) => return Subscribed::Yes,
             Some(_) => {}
         }
-        // Take the user's slot first, under the one lock that counts them.
-        let first = {
-            let mut users = lock(&self.users);
-            let list = users.entry(Arc::from(user)).or_default();
-            if list.len() >= max_per_user {
-                if list.is_empty() {
-                    users.remove(user);
-                }
-                return Subscribed::UserFull;
-            }
-            list.push(session.clone());
-            let first = list.len() == 1;
-            if first {
-                // Under the lock, so subscribe and unsubscribe reach the bus in the order the
-                // user's first session came and last one went.
-                self.bus.subscribe(&topic);
-            }
-            first
-        };
+        if !self.join(&topic, session, max_per_user, &self.metrics.users) {
+            return Subscribed::UserFull;
+        }
         let previous = match lock(&self.sessions).by_id.get_mut(&session.id()) {
             Some(entry) => entry.user.replace(Arc::from(user)),
             None => {
                 // Closed meanwhile: give the slot back.
-                let mut users = lock(&self.users);
-                if let Some(list) = users.get_mut(user) {
-                    list.retain(|s| s.id() != session.id());
-                    if list.is_empty() {
-                        users.remove(user);
-                        self.bus.unsubscribe(&topic);
-                    }
-                }
+                self.leave(&topic, session, &self.metrics.users);
                 return Subscribed::Gone;
             }
         };
-        if first {
-            self.metrics.users.fetch_add(1, Ordering::Relaxed);
-        }
         if let Some(previous) = previous {
-            self.detach(&previous, session);
+            self.leave_user(&previous, session);
         }
         Subscribed::Yes
     }
 
-    /// Unties `session` from its user, if any: it goes back to broadcasts only.
+    /// Unties `session` from its user, if any: it keeps broadcasts and its channels.
     pub fn unsubscribe(&self, session: &Session) {
         let previous = lock(&self.sessions)
             .by_id
             .get_mut(&session.id())
             .and_then(|e| e.user.take());
         if let Some(previous) = previous {
-            self.detach(&previous, session);
+            self.leave_user(&previous, session);
         }
     }
 
-    fn detach(&self, user: &str, session: &Session) {
-        let last = {
-            let mut users = lock(&self.users);
-            match users.get_mut(user) {
-                Some(list) => {
-                    list.retain(|s| s.id() != session.id());
-                    let empty = list.is_empty();
-                    if empty {
-                        users.remove(user);
-                        if let Ok(topic) = wire::user_topic(user) {
-                            self.bus.unsubscribe(&topic);
-                        }
-                    }
-                    empty
-                }
-                None => false,
-            }
-        };
-        if last {
-            self.metrics.users.fetch_sub(1, Ordering::Relaxed);
+    fn leave_user(&self, user: &str, session: &Session) {
+        if let Some(topic) = user_topic(user) {
+            self.leave(&topic, session, &self.metrics.users);
         }
+    }
+
+    /// Puts `session` in `channel` (a valid name), unless it is in `max_channels` already;
+    /// `bound_to` is the user the session's grant admits, if the grant admits one user only.
+    /// A session in the channel already stays in it once.
+    pub fn join_channel(
+        &self,
+        session: &Session,
+        channel: &str,
+        max_channels: usize,
+        bound_to: Option<&str>,
+    ) -> Joined {
+        let Some(topic) = channel_topic(channel) else {
+            return Joined::Gone;
+        };
+        let name: Arc<str> = {
+            let mut sessions = lock(&self.sessions);
+            let Some(entry) = sessions.by_id.get_mut(&session.id()) else {
+                return Joined::Gone;
+            };
+            let bound_to: Option<Arc<str>> = bound_to.map(Arc::from);
+            if let Some((_, bound)) = entry.channels.iter_mut().find(|(c, _)| &**c == channel) {
+                // Already in it: the newer grant holds.
+                *bound = bound_to;
+                return Joined::Yes;
+            }
+            if entry.channels.len() >= max_channels {
+                return Joined::TooMany;
+            }
+            let name = Arc::from(channel);
+            entry.channels.push((Arc::clone(&name), bound_to));
+            name
+        };
+        self.join(&topic, session, usize::MAX, &self.metrics.channels);
+        self.metrics
+            .channel_subscriptions
+            .fetch_add(1, Ordering::Relaxed);
+        // Closed meanwhile: `remove` may have run before the channel was in the topic.
+        if !lock(&self.sessions).by_id.contains_key(&session.id()) {
+            self.leave_channel_topic(&name, session);
+            return Joined::Gone;
+        }
+        Joined::Yes
+    }
+
+    /// Takes `session` out of `channel`; false if it was not in it.
+    pub fn leave_channel(&self, session: &Session, channel: &str) -> bool {
+        let was_in = {
+            let mut sessions = lock(&self.sessions);
+            let Some(entry) = sessions.by_id.get_mut(&session.id()) else {
+                return false;
+            };
+            let before = entry.channels.len();
+            entry.channels.retain(|(c, _)| &**c != channel);
+            entry.channels.len() < before
+        };
+        if was_in {
+            self.leave_channel_topic(channel, session);
+        }
+        was_in
+    }
+
+    fn leave_channel_topic(&self, channel: &str, session: &Session) {
+        if let Some(topic) = channel_topic(channel) {
+            self.leave(&topic, session, &self.metrics.channels);
+            self.metrics
+                .channel_subscriptions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes `session` out of the channels its grant admitted as another user than the one it
+    /// is subscribed as now (after it changed users or unsubscribed); returns them.
+    pub fn leave_channels_of_other_users(&self, session: &Session) -> Vec<Arc<str>> {
+        let left: Vec<Arc<str>> = {
+            let mut sessions = lock(&self.sessions);
+            let Some(entry) = sessions.by_id.get_mut(&session.id()) else {
+                return Vec::new();
+            };
+            let user = entry.user.clone();
+            let mut left = Vec::new();
+            entry.channels.retain(|(channel, bound)| {
+                let keep = bound.is_none() || *bound == user;
+                if !keep {
+                    left.push(channel.clone());
+                }
+                keep
+            });
+            left
+        };
+        for channel in &left {
+            self.leave_channel_topic(channel, session);
+        }
+        left
+    }
+
+    /// The channels `session` is in.
+    pub fn channels_of(&self, session: &Session) -> Vec<Arc<str>> {
+        lock(&self.sessions)
+            .by_id
+            .get(&session.id())
+            .map(|e| e.channels.iter().map(|(c, _)| c.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Every open session, in id order: the shared list, made again if a session came or went.
@@ -253,43 +389,22 @@ impl Hub {
             .clone()
     }
 
-    /// Puts the sessions of `user` on this server in `out`, which is cleared first (and reused
-    /// between messages, to avoid allocating a list per message).
-    pub fn sessions_of(&self, user: &str, out: &mut Vec<Session>) {
-        out.clear();
-        if let Some(list) = lock(&self.users).get(user) {
-            out.extend(list.iter().cloned());
-        }
-        if out.is_empty() {
-            self.metrics
-                .bus_user_messages_unrouted
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Sends `message` to each of `sessions` (the sessions of a user, from
-    /// [`Hub::sessions_of`]; broadcasts go through the `fanout` module).
-    pub fn send(&self, message: &Message, sessions: &[Session], pace: Pace<'_>) {
-        let mut delivered = 0;
-        let mut now = match pace {
-            Pace::Now { more_waiting } => Some(more_waiting),
-            Pace::Queued => None,
-        };
-        for (i, s) in sessions.iter().enumerate() {
-            if let Some(more_waiting) = now {
-                if i % CHECK_EVERY == CHECK_EVERY - 1 && more_waiting() {
-                    now = None;
-                }
-            }
-            let sent = match now {
-                Some(_) => s.send_now(message.clone()),
-                None => s.send(message.clone()),
-            };
-            delivered += counted(&self.metrics, s, sent, 1);
-        }
-        self.metrics
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+    /// The sessions of `topic` here, in id order (the shared list, made again if one came or
+    /// went); `None` when it has none.
+    pub fn members(&self, topic: &[u8]) -> Option<Arc<[Session]>> {
+        let mut topics = lock(&self.topics);
+        let members = topics.get_mut(topic)?;
+        let list = &members.list;
+        Some(
+            members
+                .shared
+                .get_or_insert_with(|| {
+                    let mut sorted = list.clone();
+                    sorted.sort_unstable_by_key(Session::id);
+                    sorted.into()
+                })
+                .clone(),
+        )
     }
 
     /// Closes every session with `code` (for example at shutdown).
@@ -305,35 +420,41 @@ impl Hub {
     }
 }
 
-/// What a send of `messages` messages to `session` delivered: all of them, or none when the
-/// session was closed, as too slow (counted and logged here) or before.
-pub(crate) fn counted(
-    metrics: &Metrics,
-    session: &Session,
-    sent: Result<(), SendError>,
-    messages: u64,
-) -> u64 {
-    match sent {
-        Ok(()) => messages,
-        Err(SendError::Full) => {
-            metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(session = session.id(), "session too slow; closed");
-            0
-        }
-        Err(SendError::Closed) => 0,
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bus::{Bus, BusMode};
 
-    /// A hub whose bus is opened but never run; keep the bus as long as the hub.
-    pub(crate) fn hub() -> (Hub, Bus) {
-        let (bus, control) =
-            Bus::open("inproc://hub-test-unused", BusMode::Bind, 1000, 1 << 20).unwrap();
-        (Hub::new(control, Arc::new(Metrics::default())), bus)
+    /// Subscription changes as the bus would get them: `+topic` and `-topic`.
+    #[derive(Default)]
+    pub(crate) struct Recorder(Mutex<Vec<String>>);
+
+    impl Recorder {
+        pub(crate) fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *lock(&self.0))
+        }
+    }
+
+    fn show(op: char, topic: &[u8]) -> String {
+        format!(
+            "{op}{}",
+            String::from_utf8_lossy(topic).trim_end_matches('\0')
+        )
+    }
+
+    impl Subscriptions for Recorder {
+        fn subscribe(&self, topic: &[u8]) {
+            lock(&self.0).push(show('+', topic));
+        }
+        fn unsubscribe(&self, topic: &[u8]) {
+            lock(&self.0).push(show('-', topic));
+        }
+    }
+
+    /// A hub whose subscription changes are recorded.
+    pub(crate) fn hub() -> (Hub, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let hub = Hub::new(recorder.clone(), Arc::new(Metrics::default()));
+        (hub, recorder)
     }
 
     /// What `s` has queued, as the JSON of each message.
@@ -341,150 +462,96 @@ pub(crate) mod tests {
         s.drain().0.iter().map(|m| m.as_json().to_owned()).collect()
     }
 
-    fn send_to_user(hub: &Hub, user: &str, message: &str, pace: Pace<'_>) {
-        let mut sessions = Vec::new();
-        hub.sessions_of(user, &mut sessions);
-        hub.send(&Message::json(message), &sessions, pace);
+    fn session(hub: &Hub) -> Session {
+        let s = Session::new(Default::default());
+        assert!(hub.add(&s, usize::MAX));
+        s
+    }
+
+    fn ids(list: Option<Arc<[Session]>>) -> Vec<u64> {
+        list.map(|l| l.iter().map(Session::id).collect())
+            .unwrap_or_default()
     }
 
     #[test]
-    fn targeted_messages_reach_only_their_user() {
-        let (hub, _bus) = hub();
-        let (a, b) = (
-            Session::new(Default::default()),
-            Session::new(Default::default()),
-        );
-        for s in [&a, &b] {
-            assert!(hub.add(s, usize::MAX));
-        }
+    fn one_bus_subscription_per_topic_dropped_with_its_last_session() {
+        let (hub, bus) = hub();
+        let (a, b) = (session(&hub), session(&hub));
         assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
-        assert_eq!(hub.subscribe(&b, "10", usize::MAX), Subscribed::Yes);
-        send_to_user(&hub, "1", "\"one\"", Pace::Queued);
-        assert_eq!(texts(&a), ["\"one\""]);
-        assert!(texts(&b).is_empty());
-        send_to_user(&hub, "2", "\"nobody\"", Pace::Queued);
+        assert_eq!(hub.subscribe(&b, "1", usize::MAX), Subscribed::Yes);
+        assert_eq!(hub.join_channel(&a, "news", 10, None), Joined::Yes);
+        assert_eq!(hub.join_channel(&b, "news", 10, None), Joined::Yes);
         assert_eq!(
-            hub.metrics
-                .bus_user_messages_unrouted
-                .load(Ordering::Relaxed),
-            1
+            hub.join_channel(&b, "news", 10, None),
+            Joined::Yes,
+            "twice: once"
         );
+        assert_eq!(bus.take(), ["+user:1", "+chan:news"]);
+        assert_eq!(ids(hub.members(b"chan:news\0")), [a.id(), b.id()]);
+        hub.remove(&a);
+        assert!(bus.take().is_empty(), "b is still in both");
+        assert!(hub.leave_channel(&b, "news"));
+        assert!(!hub.leave_channel(&b, "news"));
+        hub.unsubscribe(&b);
+        assert_eq!(bus.take(), ["-chan:news", "-user:1"]);
+        assert!(hub.members(b"chan:news\0").is_none());
+        assert!(lock(&hub.topics).is_empty());
+        let m = &hub.metrics;
+        for gauge in [&m.users, &m.channels, &m.channel_subscriptions] {
+            assert_eq!(gauge.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[test]
-    fn the_list_of_everyone_is_shared_until_a_session_comes_or_goes() {
+    fn users_and_channels_of_the_same_name_are_different_topics() {
+        let (hub, bus) = hub();
+        let (a, b) = (session(&hub), session(&hub));
+        assert_eq!(hub.subscribe(&a, "x", usize::MAX), Subscribed::Yes);
+        assert_eq!(hub.join_channel(&b, "x", 10, None), Joined::Yes);
+        assert_eq!(hub.join_channel(&b, "xy", 10, None), Joined::Yes);
+        assert_eq!(bus.take(), ["+user:x", "+chan:x", "+chan:xy"]);
+        assert_eq!(ids(hub.members(b"user:x\0")), [a.id()]);
+        assert_eq!(ids(hub.members(b"chan:x\0")), [b.id()]);
+    }
+
+    #[test]
+    fn the_shared_lists_are_made_again_only_when_someone_comes_or_goes() {
         let (hub, _bus) = hub();
-        let (a, b) = (
-            Session::new(Default::default()),
-            Session::new(Default::default()),
-        );
-        assert!(hub.add(&a, usize::MAX));
+        let a = session(&hub);
         let first = hub.everyone();
         assert!(Arc::ptr_eq(&first, &hub.everyone()));
-        assert!(hub.add(&b, usize::MAX));
-        let second = hub.everyone();
-        assert_eq!(second.len(), 2);
+        let b = session(&hub);
+        assert_eq!(hub.everyone().len(), 2);
+        hub.join_channel(&b, "c", 10, None);
+        hub.join_channel(&a, "c", 10, None);
+        let members = hub.members(b"chan:c\0").unwrap();
+        assert_eq!(ids(Some(members.clone())), [a.id(), b.id()], "id order");
+        assert!(Arc::ptr_eq(&members, &hub.members(b"chan:c\0").unwrap()));
         hub.remove(&a);
-        let third = hub.everyone();
-        assert_eq!(third.iter().map(Session::id).collect::<Vec<_>>(), [b.id()]);
-        assert!(!Arc::ptr_eq(&second, &third));
+        assert_eq!(ids(hub.members(b"chan:c\0")), [b.id()]);
+        assert_eq!(
+            hub.everyone().iter().map(Session::id).collect::<Vec<_>>(),
+            [b.id()]
+        );
     }
 
     #[test]
     fn resubscribing_moves_the_session_and_leaving_cleans_up() {
-        let (hub, _bus) = hub();
-        let a = Session::new(Default::default());
-        assert!(hub.add(&a, usize::MAX));
+        let (hub, bus) = hub();
+        let a = session(&hub);
         assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
         assert_eq!(hub.subscribe(&a, "2", usize::MAX), Subscribed::Yes);
-        send_to_user(&hub, "1", "1", Pace::Queued);
-        send_to_user(&hub, "2", "2", Pace::Queued);
-        assert_eq!(texts(&a), ["2"]);
-        hub.unsubscribe(&a);
-        send_to_user(&hub, "2", "2", Pace::Queued);
-        assert!(texts(&a).is_empty());
+        assert_eq!(hub.user_of(&a).as_deref(), Some("2"));
+        assert_eq!(bus.take(), ["+user:1", "+user:2", "-user:1"]);
         hub.remove(&a);
+        assert_eq!(bus.take(), ["-user:2"]);
         assert_eq!(hub.session_count(), 0);
-        assert!(lock(&hub.users).is_empty());
         assert_eq!(hub.metrics.users.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn a_round_of_direct_writes_looks_for_more_messages_and_then_queues_the_rest() {
-        let (hub, _bus) = hub();
-        let sessions: Vec<Session> = (0..3 * CHECK_EVERY)
-            .map(|_| Session::new(Default::default()))
-            .collect();
-        for s in &sessions {
-            assert!(hub.add(s, usize::MAX));
-            assert_eq!(hub.subscribe(s, "many", usize::MAX), Subscribed::Yes);
-        }
-        let mut all = Vec::new();
-        hub.sessions_of("many", &mut all);
-        // Never more: asked once per CHECK_EVERY sessions, not per session, not never.
-        let asked = std::cell::Cell::new(0);
-        let never = || {
-            asked.set(asked.get() + 1);
-            false
-        };
-        hub.send(
-            &Message::json("0"),
-            &all,
-            Pace::Now {
-                more_waiting: &never,
-            },
-        );
-        assert_eq!(asked.get(), 3);
-        for s in &sessions {
-            assert_eq!(texts(s), ["0"]);
-        }
-        // More at the second look: not asked again.
-        asked.set(0);
-        let more_waiting = || {
-            asked.set(asked.get() + 1);
-            asked.get() == 2
-        };
-        hub.send(
-            &Message::json("1"),
-            &all,
-            Pace::Now {
-                more_waiting: &more_waiting,
-            },
-        );
-        assert_eq!(
-            asked.get(),
-            2,
-            "asked every {CHECK_EVERY} sessions until the answer was yes"
-        );
-        for s in &sessions {
-            assert_eq!(texts(s), ["1"]);
-        }
-    }
-
-    #[test]
-    fn a_slow_session_is_closed_without_touching_the_others() {
-        let (hub, _bus) = hub();
-        let limits = sockjs::QueueLimits {
-            max_messages: 2,
-            max_bytes: 1 << 20,
-        };
-        let slow = Session::new(limits);
-        let fine = Session::new(Default::default());
-        for s in [&slow, &fine] {
-            assert!(hub.add(s, usize::MAX));
-            assert_eq!(hub.subscribe(s, "u", usize::MAX), Subscribed::Yes);
-        }
-        for _ in 0..3 {
-            send_to_user(&hub, "u", "0", Pace::Queued);
-        }
-        assert_eq!(slow.drain(), (vec![], Some(CloseCode::SLOW)));
-        assert_eq!(texts(&fine).len(), 3);
-        assert_eq!(hub.metrics.slow_closed.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn limits_on_sessions_and_sessions_per_user() {
-        let (hub, _bus) = hub();
+    fn limits_on_sessions_sessions_per_user_and_channels_per_session() {
+        let (hub, bus) = hub();
         let sessions: Vec<Session> = (0..3).map(|_| Session::new(Default::default())).collect();
         assert!(hub.add(&sessions[0], 2));
         assert!(hub.add(&sessions[1], 2));
@@ -492,11 +559,7 @@ pub(crate) mod tests {
         assert_eq!(hub.session_count(), 2);
         assert_eq!(hub.subscribe(&sessions[0], "u", 1), Subscribed::Yes);
         assert_eq!(hub.subscribe(&sessions[1], "u", 1), Subscribed::UserFull);
-        assert_eq!(
-            hub.subscribe(&sessions[0], "u", 1),
-            Subscribed::Yes,
-            "already there"
-        );
+        assert_eq!(hub.subscribe(&sessions[0], "u", 1), Subscribed::Yes);
         assert_eq!(hub.subscribe(&sessions[2], "v", 1), Subscribed::Gone);
         hub.remove(&sessions[0]);
         assert_eq!(
@@ -506,5 +569,52 @@ pub(crate) mod tests {
         );
         assert_eq!(hub.count_attempt(&sessions[1]), 1);
         assert_eq!(hub.count_attempt(&sessions[1]), 2);
+        bus.take();
+        let s = &sessions[1];
+        assert_eq!(hub.join_channel(s, "a", 2, None), Joined::Yes);
+        assert_eq!(hub.join_channel(s, "b", 2, None), Joined::Yes);
+        assert_eq!(hub.join_channel(s, "c", 2, None), Joined::TooMany);
+        assert_eq!(
+            hub.join_channel(s, "a", 2, None),
+            Joined::Yes,
+            "already in it"
+        );
+        assert_eq!(
+            bus.take(),
+            ["+chan:a", "+chan:b"],
+            "the refused one left no trace"
+        );
+        assert_eq!(&*hub.channels_of(s), [Arc::from("a"), Arc::from("b")]);
+        assert_eq!(hub.join_channel(&sessions[2], "a", 2, None), Joined::Gone);
+    }
+
+    #[test]
+    fn channels_granted_to_one_user_go_when_the_session_is_no_longer_that_user() {
+        let (hub, bus) = hub();
+        let a = session(&hub);
+        assert_eq!(hub.subscribe(&a, "1", usize::MAX), Subscribed::Yes);
+        assert_eq!(
+            hub.join_channel(&a, "private-1", 10, Some("1")),
+            Joined::Yes
+        );
+        assert_eq!(hub.join_channel(&a, "private-all", 10, None), Joined::Yes);
+        assert!(hub.leave_channels_of_other_users(&a).is_empty());
+        assert_eq!(hub.subscribe(&a, "2", usize::MAX), Subscribed::Yes);
+        assert_eq!(
+            &*hub.leave_channels_of_other_users(&a),
+            [Arc::from("private-1")]
+        );
+        assert_eq!(&*hub.channels_of(&a), [Arc::from("private-all")]);
+        assert_eq!(
+            bus.take(),
+            [
+                "+user:1",
+                "+chan:private-1",
+                "+chan:private-all",
+                "+user:2",
+                "-user:1",
+                "-chan:private-1"
+            ]
+        );
     }
 }

@@ -8,10 +8,17 @@
 //!   shutdown future completes; `listen`, which binds it.
 //! - `connections.rs` — accepting connections and serving HTTP/1.1 on each: idle and header
 //!   timeouts, and room made when file descriptors run out.
-//! - `bus.rs` — the ZeroMQ subscriber thread and its subscription commands.
-//! - `hub.rs` — who is connected and which user each session is; targeted messages.
-//! - `fanout.rs` — broadcasts: a log per shard of the sessions, swept by a thread per core.
-//! - `client.rs` — the SockJS handler: one client's requests and the token check.
+//! - `bus.rs` — the ZeroMQ subscriber thread: decodes and checks bus messages, frames them as
+//!   pages receive them, and hands them on; its subscription commands.
+//! - `subscriptions.rs` — what the hub tells the bus: a topic's first session came, its last
+//!   went.
+//! - `hub.rs` — who is connected and which topics (their user's, channels) each session is in.
+//! - `fanout.rs` — which thread delivers what: broadcasts through a log per shard of the
+//!   sessions, swept by a thread per core; a topic's messages to its sessions, after the
+//!   broadcasts before them.
+//! - `delivery.rs` — writing a message to sessions: pacing, counting, closing the slow.
+//! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels.
+//! - `budget.rs` — an allowance that grows back over time: a session's channel requests.
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `metrics.rs` — counters, served at `/metrics` when enabled.
 //! - `demo.rs` — the demo page.
@@ -19,10 +26,12 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 pub mod bus;
 pub mod client;
 pub mod config;
 mod connections;
+pub(crate) mod delivery;
 pub mod demo;
 pub(crate) mod fanout;
 pub mod hub;
@@ -30,6 +39,7 @@ mod inproc;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod subscriptions;
 
 pub use bus::BusMode;
 pub use client::{Limits, TokenPolicy};

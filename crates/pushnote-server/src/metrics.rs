@@ -10,6 +10,10 @@ pub struct Metrics {
     pub sessions: AtomicU64,
     /// Users with at least one subscribed session now.
     pub users: AtomicU64,
+    /// Channels with at least one session here now.
+    pub channels: AtomicU64,
+    /// Sessions in channels now, summed over the channels.
+    pub channel_subscriptions: AtomicU64,
     /// Bus messages received, valid or not.
     pub bus_received: AtomicU64,
     /// Broadcasts received from the bus.
@@ -18,6 +22,10 @@ pub struct Metrics {
     pub bus_user_messages: AtomicU64,
     /// Targeted messages for a user with no session here (routing should make this rare).
     pub bus_user_messages_unrouted: AtomicU64,
+    /// Channel messages received from the bus.
+    pub bus_channel_messages: AtomicU64,
+    /// Channel messages for a channel with no session here (routing should make this rare).
+    pub bus_channel_messages_unrouted: AtomicU64,
     /// Bus messages dropped as malformed or over the size limit.
     pub bus_rejected: AtomicU64,
     /// Messages the forwarder numbered that never arrived here.
@@ -32,6 +40,10 @@ pub struct Metrics {
     pub subscribes: AtomicU64,
     /// Refused subscribes (bad token, no secret, malformed request).
     pub subscribes_refused: AtomicU64,
+    /// Successful channel subscribes.
+    pub channel_subscribes: AtomicU64,
+    /// Refused channel subscribes (bad name, no or bad token, too many channels).
+    pub channel_subscribes_refused: AtomicU64,
     /// Client messages answered with an error.
     pub client_errors: AtomicU64,
 }
@@ -39,7 +51,7 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "pushnote_sessions",
                 "gauge",
@@ -51,6 +63,18 @@ impl Metrics {
                 "gauge",
                 "Users with a subscribed session here.",
                 &self.users,
+            ),
+            (
+                "pushnote_channels",
+                "gauge",
+                "Channels with a session here.",
+                &self.channels,
+            ),
+            (
+                "pushnote_channel_subscriptions",
+                "gauge",
+                "Sessions in channels here, summed over the channels.",
+                &self.channel_subscriptions,
             ),
             (
                 "pushnote_bus_messages_received_total",
@@ -75,6 +99,18 @@ impl Metrics {
                 "counter",
                 "Targeted messages for a user with no session here.",
                 &self.bus_user_messages_unrouted,
+            ),
+            (
+                "pushnote_bus_channel_messages_total",
+                "counter",
+                "Channel messages received from the bus.",
+                &self.bus_channel_messages,
+            ),
+            (
+                "pushnote_bus_channel_messages_unrouted_total",
+                "counter",
+                "Channel messages for a channel with no session here.",
+                &self.bus_channel_messages_unrouted,
             ),
             (
                 "pushnote_bus_messages_rejected_total",
@@ -118,6 +154,18 @@ impl Metrics {
                 "counter",
                 "Refused subscribes.",
                 &self.subscribes_refused,
+            ),
+            (
+                "pushnote_channel_subscribes_total",
+                "counter",
+                "Successful channel subscribes.",
+                &self.channel_subscribes,
+            ),
+            (
+                "pushnote_channel_subscribes_refused_total",
+                "counter",
+                "Refused channel subscribes.",
+                &self.channel_subscribes_refused,
             ),
             (
                 "pushnote_client_errors_total",

@@ -4,9 +4,14 @@
 //! - `{"name":"subscribe","data":{"token":"…"}}` ties the session to the token's user;
 //!   answered `{"name":"pushnote:subscribed","data":{"user":"…"}}`.
 //! - `{"name":"unsubscribe"}` unties it; answered `{"name":"pushnote:unsubscribed","data":{}}`.
+//! - `{"name":"subscribe","data":{"channel":"…"}}` (with `"token"` for a private channel)
+//!   joins a channel; answered `{"name":"pushnote:subscribed","data":{"channel":"…"}}`.
+//! - `{"name":"unsubscribe","data":{"channel":"…"}}` leaves it; answered
+//!   `{"name":"pushnote:unsubscribed","data":{"channel":"…"}}`.
 //!
 //! Anything refused is answered `{"name":"pushnote:error","data":{"code":…,"message":…}}` with
-//! one of the [`ErrorCode`]s, and the session stays open. Pure: parsing and encoding only.
+//! one of the [`ErrorCode`]s (and `"channel"` when the request named one), and the session
+//! stays open. Pure: parsing and encoding only.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -20,8 +25,20 @@ pub enum Request {
         /// The token, as the app minted it.
         token: String,
     },
-    /// Stop receiving a user's messages; broadcasts only.
+    /// Stop receiving a user's messages; broadcasts and channels only.
     Unsubscribe,
+    /// Receive a channel's messages.
+    Join {
+        /// The channel, as the client named it (checked by the handler).
+        channel: String,
+        /// The channel token, for a private channel.
+        token: Option<String>,
+    },
+    /// Stop receiving a channel's messages.
+    Leave {
+        /// The channel, as the client named it.
+        channel: String,
+    },
 }
 
 /// The `code` of an error reply; each is documented in `docs/PROTOCOL.md`.
@@ -43,6 +60,14 @@ pub enum ErrorCode {
     TooManySessions,
     /// The session made more subscribe requests than the server allows; it is closed.
     TooManyAttempts,
+    /// The channel name breaks its rule.
+    InvalidChannel,
+    /// A private channel without a token, or with a token for another channel or user.
+    Forbidden,
+    /// The session is in the most channels the server allows.
+    TooManyChannels,
+    /// The session sent channel requests faster than the server allows; try again later.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -57,6 +82,10 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TooManySessions => "too_many_sessions",
             ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooManyChannels => "too_many_channels",
+            ErrorCode::TooManyRequests => "too_many_requests",
         }
     }
 }
@@ -80,6 +109,8 @@ pub struct Refusal {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
+    /// The channel the refused request named, if any.
+    pub channel: Option<String>,
 }
 
 impl Refusal {
@@ -88,7 +119,15 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            channel: None,
         }
+    }
+
+    /// The same refusal, naming `channel` (cut to the longest valid name, so that a client
+    /// cannot make the reply large).
+    pub fn on(mut self, channel: &str) -> Refusal {
+        self.channel = Some(truncate(channel, pushnote::wire::MAX_CHANNEL_BYTES).to_owned());
+        self
     }
 }
 
@@ -107,18 +146,39 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
             format!("expected JSON {{\"name\": …, \"data\": …}}: {e}"),
         )
     })?;
-    match env.name.as_str() {
-        "subscribe" => match env.data.get("token").and_then(|t| t.as_str()) {
-            Some(token) => Ok(Request::Subscribe {
-                token: token.to_owned(),
-            }),
+    let channel = match env.data.get("channel") {
+        None => None,
+        Some(serde_json::Value::String(c)) => Some(c.clone()),
+        Some(_) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "\"channel\" must be the channel's name, a string",
+            ))
+        }
+    };
+    let token = match env.data.get("token") {
+        None => None,
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(_) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "\"token\" must be the token string",
+            ))
+        }
+    };
+    match (env.name.as_str(), channel) {
+        ("subscribe", Some(channel)) => Ok(Request::Join { channel, token }),
+        ("subscribe", None) => match token {
+            Some(token) => Ok(Request::Subscribe { token }),
             None => Err(Refusal::new(
                 ErrorCode::BadRequest,
-                "subscribe needs data {\"token\": \"…\"} with the token string",
+                "subscribe needs data {\"token\": \"…\"} with the user's token, or \
+                 {\"channel\": \"…\"} with a channel's name",
             )),
         },
-        "unsubscribe" => Ok(Request::Unsubscribe),
-        other => Err(Refusal::new(
+        ("unsubscribe", Some(channel)) => Ok(Request::Leave { channel }),
+        ("unsubscribe", None) => Ok(Request::Unsubscribe),
+        (other, _) => Err(Refusal::new(
             ErrorCode::UnknownRequest,
             format!(
                 "unknown request {:?}: this server knows subscribe and unsubscribe",
@@ -149,12 +209,24 @@ pub fn unsubscribed() -> Message {
     reply(json!({"name": "pushnote:unsubscribed", "data": {}}))
 }
 
+/// The answer to a successful channel subscribe.
+pub fn joined(channel: &str) -> Message {
+    reply(json!({"name": "pushnote:subscribed", "data": {"channel": channel}}))
+}
+
+/// The answer to a channel unsubscribe, and what a session is told when it leaves a channel
+/// otherwise (its user-bound grant went with its user).
+pub fn left(channel: &str) -> Message {
+    reply(json!({"name": "pushnote:unsubscribed", "data": {"channel": channel}}))
+}
+
 /// The answer to a refused message.
 pub fn error(refusal: &Refusal) -> Message {
-    reply(json!({
-        "name": "pushnote:error",
-        "data": {"code": refusal.code.as_str(), "message": refusal.message},
-    }))
+    let mut data = json!({"code": refusal.code.as_str(), "message": refusal.message});
+    if let Some(channel) = &refusal.channel {
+        data["channel"] = json!(channel);
+    }
+    reply(json!({"name": "pushnote:error", "data": data}))
 }
 
 #[cfg(test)]
@@ -168,6 +240,57 @@ mod tests {
             Ok(Request::Subscribe { token: "t".into() })
         );
         assert_eq!(parse(r#"{"name":"unsubscribe"}"#), Ok(Request::Unsubscribe));
+    }
+
+    #[test]
+    fn channel_requests_parse_with_and_without_a_token() {
+        assert_eq!(
+            parse(r#"{"name":"subscribe","data":{"channel":"news"}}"#),
+            Ok(Request::Join {
+                channel: "news".into(),
+                token: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"name":"subscribe","data":{"channel":"private-a","token":"t"}}"#),
+            Ok(Request::Join {
+                channel: "private-a".into(),
+                token: Some("t".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"name":"unsubscribe","data":{"channel":"news"}}"#),
+            Ok(Request::Leave {
+                channel: "news".into()
+            })
+        );
+        for bad in [
+            r#"{"name":"subscribe","data":{"channel":5}}"#,
+            r#"{"name":"subscribe","data":{"channel":"c","token":[]}}"#,
+            r#"{"name":"unsubscribe","data":{"channel":null}}"#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn channel_replies_name_the_channel_and_refusals_cut_it() {
+        assert_eq!(
+            joined("news").as_json(),
+            r#"{"data":{"channel":"news"},"name":"pushnote:subscribed"}"#
+        );
+        assert_eq!(
+            left("news").as_json(),
+            r#"{"data":{"channel":"news"},"name":"pushnote:unsubscribed"}"#
+        );
+        let long = "x".repeat(10_000);
+        let e = error(&Refusal::new(ErrorCode::InvalidChannel, "bad").on(&long));
+        let v: serde_json::Value = serde_json::from_str(e.as_json()).unwrap();
+        assert_eq!(v["data"]["code"], "invalid_channel");
+        assert_eq!(
+            v["data"]["channel"].as_str().unwrap().len(),
+            pushnote::wire::MAX_CHANNEL_BYTES
+        );
     }
 
     #[test]

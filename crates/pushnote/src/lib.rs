@@ -30,7 +30,7 @@ pub mod token;
 pub mod wire;
 
 pub use publisher::{PublishError, Publisher, PublisherBuilder};
-pub use token::{Signer, TokenError, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_SALT};
+pub use token::{ChannelGrant, Signer, TokenError, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_SALT};
 
 /// The forwarder's app-facing endpoint by default: where apps publish.
 pub const DEFAULT_PUBLISH_ENDPOINT: &str = "tcp://127.0.0.1:8002";

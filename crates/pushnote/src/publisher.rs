@@ -1,4 +1,4 @@
-//! Publishing notifications onto the bus.
+//! Publishing notifications onto the bus: to everyone, to users, and to channels.
 //!
 //! A [`Publisher`] connects an XPUB socket to the forwarder's app-facing side (or to a
 //! `--single` server). ZeroMQ drops what a publisher sends before the peer's subscription has
@@ -32,6 +32,9 @@ pub enum PublishError {
     /// A recipient is not a valid user id.
     #[error(transparent)]
     UserId(#[from] WireError),
+    /// A channel or event name breaks its rule (`docs/PROTOCOL.md` §2).
+    #[error(transparent)]
+    Channel(WireError),
     /// No forwarder or server is subscribed: it is not running or not reachable at the
     /// endpoint (the first send waits up to the ready timeout for it). Nothing was sent or
     /// buffered.
@@ -168,6 +171,24 @@ impl Publisher {
         let body = wire::encode_body(Target::User(""), data)?;
         let messages: Vec<_> = topics.into_iter().map(|t| (t, &body)).collect();
         self.send(&messages)
+    }
+
+    /// Sends `data` as `event` to every session subscribed to `channel`; pages receive
+    /// `{"channel": channel, "event": event, "data": data}`. Within a channel, messages
+    /// arrive in the order they were published.
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), PublishError> {
+        let topic =
+            wire::topic_with_stamp_room(Target::Channel(channel)).map_err(PublishError::Channel)?;
+        let body = wire::encode_channel_body(event, data).map_err(|e| match e {
+            wire::BodyError::Wire(e) => PublishError::Channel(e),
+            wire::BodyError::Json(e) => PublishError::Serialize(e),
+        })?;
+        self.send(&[(topic, &body)])
     }
 
     fn send(&self, messages: &[(Vec<u8>, &Vec<u8>)]) -> Result<(), PublishError> {

@@ -54,6 +54,9 @@ pub enum TokenError {
         /// The skew it exceeded.
         max_skew_secs: u64,
     },
+    /// A channel token whose channel name is invalid (or one asked for such a channel).
+    #[error("token holds an invalid channel name")]
+    InvalidChannel,
     /// Signed correctly, but the value is not a valid user id.
     #[error("token holds an invalid user id")]
     InvalidUserId,
@@ -62,11 +65,27 @@ pub enum TokenError {
     EmptySecret,
 }
 
+/// What the salt of channel tokens adds to the salt of user tokens, so that neither kind of
+/// token passes for the other (a user named `private-x` is no grant of channel `private-x`).
+pub const CHANNEL_SALT_SUFFIX: &str = ".channel";
+
 /// Mints and verifies tokens with one current secret, any number of old ones, and a salt.
 #[derive(Clone)]
 pub struct Signer {
-    /// Derived HMAC keys: the current secret's first, then the old ones'.
+    /// Derived HMAC keys of user tokens: the current secret's first, then the old ones'.
     keys: Vec<[u8; 32]>,
+    /// The same for channel tokens, with the salt + [`CHANNEL_SALT_SUFFIX`].
+    channel_keys: Vec<[u8; 32]>,
+}
+
+/// What a channel token grants: subscribing to `channel`, by any session or only by a session
+/// subscribed as `user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelGrant {
+    /// The channel the token names.
+    pub channel: String,
+    /// The only user whose sessions the token admits; `None` admits any session holding it.
+    pub user: Option<String>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -102,15 +121,18 @@ impl Signer {
         if secret.is_empty() {
             return Err(TokenError::EmptySecret);
         }
+        let channel_salt = format!("{salt}{CHANNEL_SALT_SUFFIX}");
         let mut keys = vec![derive_key(salt, secret)];
+        let mut channel_keys = vec![derive_key(&channel_salt, secret)];
         for old in old_secrets {
             let old = old.as_ref();
             if old.is_empty() {
                 return Err(TokenError::EmptySecret);
             }
             keys.push(derive_key(salt, old));
+            channel_keys.push(derive_key(&channel_salt, old));
         }
-        Ok(Signer { keys })
+        Ok(Signer { keys, channel_keys })
     }
 
     /// The token for `user`, stamped now. Fails only for an invalid user id.
@@ -121,9 +143,69 @@ impl Signer {
     /// The token for `user`, stamped at `timestamp` (Unix seconds).
     pub fn tokenize_at(&self, user: &str, timestamp: u64) -> Result<String, TokenError> {
         wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
-        let value = format!("{user}{SEP}{}", base62_encode(timestamp));
-        let signature = signature(&self.keys[0], &value);
-        Ok(format!("{value}{SEP}{signature}"))
+        Ok(sign(&self.keys[0], user, timestamp))
+    }
+
+    /// The token that lets a page subscribe to `channel`, stamped now: any session holding it
+    /// when `user` is `None`, else only a session subscribed as `user`. Fails for an invalid
+    /// channel name or user id.
+    pub fn channel_token(&self, channel: &str, user: Option<&str>) -> Result<String, TokenError> {
+        self.channel_token_at(channel, user, unix_now())
+    }
+
+    /// The channel token for `channel` (and `user`), stamped at `timestamp` (Unix seconds).
+    /// In Django: `TimestampSigner(key=SECRET, salt=SALT + ".channel").sign(VALUE)`, where
+    /// VALUE is the channel's name, or the name, `:` and the user id.
+    pub fn channel_token_at(
+        &self,
+        channel: &str,
+        user: Option<&str>,
+        timestamp: u64,
+    ) -> Result<String, TokenError> {
+        wire::check_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
+        let value = match user {
+            None => channel.to_owned(),
+            Some(user) => {
+                wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
+                format!("{channel}{SEP}{user}")
+            }
+        };
+        Ok(sign(&self.channel_keys[0], &value, timestamp))
+    }
+
+    /// Checks a channel token and returns what it grants, accepting timestamps up to
+    /// `max_skew` ahead of this machine's clock.
+    pub fn verify_channel_within(
+        &self,
+        token: &str,
+        max_age: Option<Duration>,
+        max_skew: Duration,
+    ) -> Result<ChannelGrant, TokenError> {
+        self.verify_channel_at(token, max_age, max_skew, unix_now())
+    }
+
+    /// Checks a channel token as of `now` (Unix seconds).
+    pub fn verify_channel_at(
+        &self,
+        token: &str,
+        max_age: Option<Duration>,
+        max_skew: Duration,
+        now: u64,
+    ) -> Result<ChannelGrant, TokenError> {
+        let value = unsign(&self.channel_keys, token, max_age, max_skew, now)?;
+        // Channel names have no ':', so the first one ends the name.
+        let (channel, user) = match value.split_once(SEP) {
+            Some((channel, user)) => (channel, Some(user)),
+            None => (value, None),
+        };
+        wire::check_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
+        if let Some(user) = user {
+            wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
+        }
+        Ok(ChannelGrant {
+            channel: channel.to_owned(),
+            user: user.map(str::to_owned),
+        })
     }
 
     /// Checks `token` and returns its user id. `max_age` of `None` accepts any age; a token
@@ -152,36 +234,56 @@ impl Signer {
         max_skew: Duration,
         now: u64,
     ) -> Result<String, TokenError> {
-        let (value, sig) = token.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
-        let valid = self.keys.iter().any(|key| {
-            let expected = signature(key, value);
-            bool::from(expected.as_bytes().ct_eq(sig.as_bytes()))
-        });
-        if !valid {
-            return Err(TokenError::BadSignature);
-        }
-        // From here on the content is the signer's own.
-        let (user, ts) = value.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
-        let ts = base62_decode(ts).ok_or(TokenError::Malformed)?;
-        let ahead = ts.saturating_sub(now);
-        if ahead > max_skew.as_secs() {
-            return Err(TokenError::FromTheFuture {
-                ahead_secs: ahead,
-                max_skew_secs: max_skew.as_secs(),
-            });
-        }
-        if let Some(max) = max_age {
-            let age = now.saturating_sub(ts);
-            if age > max.as_secs() {
-                return Err(TokenError::Expired {
-                    age_secs: age,
-                    max_age_secs: max.as_secs(),
-                });
-            }
-        }
+        let user = unsign(&self.keys, token, max_age, max_skew, now)?;
         wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
         Ok(user.to_owned())
     }
+}
+
+/// `value:timestamp` signed with `key`: `value:timestamp:signature`.
+fn sign(key: &[u8; 32], value: &str, timestamp: u64) -> String {
+    let value = format!("{value}{SEP}{}", base62_encode(timestamp));
+    let signature = signature(key, &value);
+    format!("{value}{SEP}{signature}")
+}
+
+/// The value of `token` once its signature (under any of `keys`, in constant time) and its
+/// timestamp are checked; nothing is read from a token whose signature is not valid.
+fn unsign<'t>(
+    keys: &[[u8; 32]],
+    token: &'t str,
+    max_age: Option<Duration>,
+    max_skew: Duration,
+    now: u64,
+) -> Result<&'t str, TokenError> {
+    let (value, sig) = token.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
+    let valid = keys.iter().any(|key| {
+        let expected = signature(key, value);
+        bool::from(expected.as_bytes().ct_eq(sig.as_bytes()))
+    });
+    if !valid {
+        return Err(TokenError::BadSignature);
+    }
+    // From here on the content is the signer's own.
+    let (signed, ts) = value.rsplit_once(SEP).ok_or(TokenError::Malformed)?;
+    let ts = base62_decode(ts).ok_or(TokenError::Malformed)?;
+    let ahead = ts.saturating_sub(now);
+    if ahead > max_skew.as_secs() {
+        return Err(TokenError::FromTheFuture {
+            ahead_secs: ahead,
+            max_skew_secs: max_skew.as_secs(),
+        });
+    }
+    if let Some(max) = max_age {
+        let age = now.saturating_sub(ts);
+        if age > max.as_secs() {
+            return Err(TokenError::Expired {
+                age_secs: age,
+                max_age_secs: max.as_secs(),
+            });
+        }
+    }
+    Ok(signed)
 }
 
 fn unix_now() -> u64 {
@@ -329,6 +431,64 @@ mod tests {
         assert_eq!(s.verify_at(&within, None, SKEW, NOW).unwrap(), "1");
         let beyond = s.tokenize_at("1", NOW + SKEW.as_secs() + 1).unwrap();
         assert!(s.verify_at(&beyond, None, SKEW, NOW).is_err());
+    }
+
+    #[test]
+    fn channel_tokens_grant_their_channel_to_anyone_or_to_one_user() {
+        let s = Signer::with_salt("k", DEFAULT_SALT, ["old"]).unwrap();
+        let anyone = s.channel_token_at("private-team", None, NOW).unwrap();
+        let grant = s.verify_channel_at(&anyone, None, SKEW, NOW).unwrap();
+        assert_eq!(
+            grant,
+            ChannelGrant {
+                channel: "private-team".into(),
+                user: None
+            }
+        );
+        let one = s
+            .channel_token_at("private-team", Some("a:42"), NOW)
+            .unwrap();
+        let grant = s.verify_channel_at(&one, None, SKEW, NOW).unwrap();
+        assert_eq!(grant.user.as_deref(), Some("a:42"), "user ids may hold ':'");
+        // Old secrets are accepted, and the age and skew apply.
+        let rotated = Signer::new("old").unwrap();
+        let from_old = rotated.channel_token_at("c", None, NOW).unwrap();
+        assert!(s.verify_channel_at(&from_old, None, SKEW, NOW).is_ok());
+        let stale = s.channel_token_at("c", None, NOW - 100).unwrap();
+        assert!(matches!(
+            s.verify_channel_at(&stale, Some(Duration::from_secs(99)), SKEW, NOW),
+            Err(TokenError::Expired { .. })
+        ));
+        let future = s.channel_token_at("c", None, NOW + 1000).unwrap();
+        assert!(matches!(
+            s.verify_channel_at(&future, None, SKEW, NOW),
+            Err(TokenError::FromTheFuture { .. })
+        ));
+        assert_eq!(
+            s.channel_token_at("a b", None, NOW),
+            Err(TokenError::InvalidChannel)
+        );
+    }
+
+    #[test]
+    fn user_and_channel_tokens_never_pass_for_each_other() {
+        let s = Signer::new("k").unwrap();
+        let user = s.tokenize_at("private-x", NOW).unwrap();
+        assert_eq!(
+            s.verify_channel_at(&user, None, SKEW, NOW),
+            Err(TokenError::BadSignature)
+        );
+        let channel = s.channel_token_at("private-x", None, NOW).unwrap();
+        assert_eq!(
+            s.verify_at(&channel, None, SKEW, NOW),
+            Err(TokenError::BadSignature)
+        );
+        // The formula: Django's TimestampSigner with the salt + ".channel".
+        let django_like = Signer::with_salt("k", "pushnote.channel", std::iter::empty::<&str>())
+            .unwrap()
+            .tokenize_at("private-x", NOW)
+            .unwrap();
+        assert_eq!(channel, django_like);
     }
 
     #[test]

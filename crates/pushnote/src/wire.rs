@@ -3,12 +3,14 @@
 //! Every bus message is a ZeroMQ multipart message of exactly two frames, `[topic, body]`:
 //!
 //! - `topic` routes. Broadcasts use [`BROADCAST_TOPIC`] (`all` and a NUL byte); a message for
-//!   one user uses `user:` + the user id in UTF-8 + a NUL byte. User ids never contain NUL, so
-//!   ZeroMQ's prefix matching is exact: a subscription to `user:1\0` never matches
-//!   `user:10\0` or `user:1:x\0`.
+//!   one user uses `user:` + the user id in UTF-8 + a NUL byte; a message on a channel uses
+//!   `chan:` + the channel's name + a NUL byte. Neither ids nor names contain NUL, so ZeroMQ's
+//!   prefix matching is exact: a subscription to `user:1\0` never matches `user:10\0` or
+//!   `user:1:x\0`, nor `chan:a\0` `chan:ab\0`, and the prefixes keep users and channels apart.
 //! - `body` is UTF-8 JSON: `{"name":"notify_all","data":…}` on the broadcast topic,
-//!   `{"name":"notify","data":…}` on a user topic. `data` is any JSON value and reaches the
-//!   browser unchanged.
+//!   `{"name":"notify","data":…}` on a user topic, `{"name":"publish","event":…,"data":…}` on
+//!   a channel topic. `data` is any JSON value; it reaches the browser unchanged, and a
+//!   channel's messages in a [`channel_envelope`] that names the channel and the event.
 //!
 //! After the NUL, publishers leave [`STAMP_ROOM`] and the forwarder writes a [`Stamp`] there,
 //! numbering the messages of every topic so that a server can count the ones that never
@@ -27,6 +29,14 @@ pub const USER_TOPIC_PREFIX: &[u8] = b"user:";
 pub const TOPIC_END: u8 = 0;
 /// The longest user id, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 256;
+/// What every channel topic starts with.
+pub const CHANNEL_TOPIC_PREFIX: &[u8] = b"chan:";
+/// The longest channel name, in bytes.
+pub const MAX_CHANNEL_BYTES: usize = 164;
+/// The longest event name, in bytes.
+pub const MAX_EVENT_BYTES: usize = 200;
+/// What the names of private channels start with: subscribing needs a channel token.
+pub const PRIVATE_CHANNEL_PREFIX: &str = "private-";
 /// The bytes of a [`Stamp`] after a topic's NUL.
 pub const STAMP_BYTES: usize = 8;
 
@@ -34,6 +44,8 @@ pub const STAMP_BYTES: usize = 8;
 pub const NOTIFY_ALL: &str = "notify_all";
 /// The body's `name` for a message to one user.
 pub const NOTIFY: &str = "notify";
+/// The body's `name` for a message on a channel.
+pub const PUBLISH: &str = "publish";
 
 /// Who a bus message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +54,8 @@ pub enum Target<'a> {
     All,
     /// Every session subscribed as this user.
     User(&'a str),
+    /// Every session subscribed to this channel.
+    Channel(&'a str),
 }
 
 /// Why a user id or a bus message was refused.
@@ -50,6 +64,15 @@ pub enum WireError {
     /// User ids are 1 to 256 bytes of UTF-8 without control characters.
     #[error("invalid user id: must be 1 to {MAX_USER_ID_BYTES} bytes with no control characters")]
     InvalidUserId,
+    /// Channel names are 1 to 164 bytes of ASCII letters, digits and `_-=@,.;`.
+    #[error(
+        "invalid channel name: must be 1 to {MAX_CHANNEL_BYTES} bytes of ASCII letters, digits \
+         and _-=@,.;"
+    )]
+    InvalidChannel,
+    /// Event names are 1 to 200 bytes of UTF-8 without control characters.
+    #[error("invalid event name: must be 1 to {MAX_EVENT_BYTES} bytes with no control characters")]
+    InvalidEvent,
     /// A bus message has exactly two frames, topic and body.
     #[error("bus message has {0} frames, expected 2 (topic, body)")]
     FrameCount(usize),
@@ -83,11 +106,46 @@ pub fn user_topic(user: &str) -> Result<Vec<u8>, WireError> {
     Ok(t)
 }
 
+/// Checks a channel name: 1 to [`MAX_CHANNEL_BYTES`] bytes of ASCII letters, digits and
+/// `_-=@,.;` (Pusher's rule, so names carry over), so never NUL nor `:`.
+pub fn check_channel(channel: &str) -> Result<(), WireError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-=@,.;".contains(&b);
+    if channel.is_empty() || channel.len() > MAX_CHANNEL_BYTES || !channel.bytes().all(allowed) {
+        return Err(WireError::InvalidChannel);
+    }
+    Ok(())
+}
+
+/// Whether subscribing to `channel` needs a channel token (its name starts with
+/// [`PRIVATE_CHANNEL_PREFIX`]).
+pub fn is_private(channel: &str) -> bool {
+    channel.starts_with(PRIVATE_CHANNEL_PREFIX)
+}
+
+/// Checks an event name: 1 to [`MAX_EVENT_BYTES`] bytes, no control characters.
+pub fn check_event(event: &str) -> Result<(), WireError> {
+    if event.is_empty() || event.len() > MAX_EVENT_BYTES || event.chars().any(char::is_control) {
+        return Err(WireError::InvalidEvent);
+    }
+    Ok(())
+}
+
+/// The topic of messages on `channel`.
+pub fn channel_topic(channel: &str) -> Result<Vec<u8>, WireError> {
+    check_channel(channel)?;
+    let mut t = Vec::with_capacity(CHANNEL_TOPIC_PREFIX.len() + channel.len() + 1);
+    t.extend_from_slice(CHANNEL_TOPIC_PREFIX);
+    t.extend_from_slice(channel.as_bytes());
+    t.push(TOPIC_END);
+    Ok(t)
+}
+
 /// The topic of `target`'s messages.
 pub fn topic(target: Target<'_>) -> Result<Vec<u8>, WireError> {
     match target {
         Target::All => Ok(BROADCAST_TOPIC.to_vec()),
         Target::User(u) => user_topic(u),
+        Target::Channel(c) => channel_topic(c),
     }
 }
 
@@ -174,6 +232,14 @@ pub fn parse_topic(topic: &[u8]) -> Result<Target<'_>, WireError> {
     if topic == BROADCAST_TOPIC {
         return Ok(Target::All);
     }
+    if let Some(name) = topic.strip_prefix(CHANNEL_TOPIC_PREFIX) {
+        let channel = name
+            .strip_suffix(&[TOPIC_END])
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .ok_or(WireError::UnknownTopic)?;
+        check_channel(channel)?;
+        return Ok(Target::Channel(channel));
+    }
     let user = topic
         .strip_prefix(USER_TOPIC_PREFIX)
         .and_then(|t| t.strip_suffix(&[TOPIC_END]))
@@ -197,14 +263,70 @@ pub fn encode_body<T: Serialize + ?Sized>(
     let name = match target {
         Target::All => NOTIFY_ALL,
         Target::User(_) => NOTIFY,
+        Target::Channel(_) => {
+            return Err(serde::ser::Error::custom(
+                "a channel's message carries an event: use encode_channel_body",
+            ))
+        }
     };
     serde_json::to_vec(&BodyOut { name, data })
+}
+
+#[derive(Serialize)]
+struct ChannelBodyOut<'a, T: ?Sized> {
+    name: &'a str,
+    event: &'a str,
+    data: &'a T,
+}
+
+/// Why a channel message's body could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The event name breaks its rule.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The data cannot be serialized as JSON.
+    #[error("data cannot be serialized as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Encodes the body of a message on a channel: `event` (checked) and `data`.
+pub fn encode_channel_body<T: Serialize + ?Sized>(
+    event: &str,
+    data: &T,
+) -> Result<Vec<u8>, BodyError> {
+    check_event(event)?;
+    Ok(serde_json::to_vec(&ChannelBodyOut {
+        name: PUBLISH,
+        event,
+        data,
+    })?)
+}
+
+/// What a page receives for a message on a channel: `{"channel":…,"event":…,"data":…}`, with
+/// `data` as it was published. Made once per message and shared by its sessions.
+pub fn channel_envelope(channel: &str, event: &str, data: &RawValue) -> String {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        channel: &'a str,
+        event: &'a str,
+        data: &'a RawValue,
+    }
+    // Strings and a raw value always serialize.
+    serde_json::to_string(&Envelope {
+        channel,
+        event,
+        data,
+    })
+    .unwrap_or_default()
 }
 
 #[derive(Deserialize)]
 struct BodyIn<'a> {
     #[serde(borrow)]
     name: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    event: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -218,6 +340,8 @@ pub struct BusMessage<'a> {
     pub topic: &'a [u8],
     /// The forwarder's number on it; `None` when an app published it to the server directly.
     pub stamp: Option<Stamp>,
+    /// The event of a channel's message (`None` for the others).
+    pub event: Option<std::borrow::Cow<'a, str>>,
     /// The published data, as the JSON text it was sent as.
     pub data: &'a RawValue,
 }
@@ -234,14 +358,24 @@ pub fn decode<'a>(frames: &'a [Vec<u8>]) -> Result<BusMessage<'a>, WireError> {
     let expected = match target {
         Target::All => NOTIFY_ALL,
         Target::User(_) => NOTIFY,
+        Target::Channel(_) => PUBLISH,
     };
     if body.name != expected {
         return Err(WireError::NameMismatch(body.name.into_owned()));
     }
+    let event = match target {
+        Target::Channel(_) => {
+            let event = body.event.ok_or(WireError::InvalidEvent)?;
+            check_event(&event)?;
+            Some(event)
+        }
+        _ => None,
+    };
     Ok(BusMessage {
         target,
         topic,
         stamp,
+        event,
         data: body.data,
     })
 }
@@ -267,6 +401,95 @@ mod tests {
         assert!(check_user_id("ünïcode").is_ok());
         for bad in ["", "a\0b", "a\nb", &"x".repeat(MAX_USER_ID_BYTES + 1)] {
             assert_eq!(check_user_id(bad), Err(WireError::InvalidUserId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn channels_have_a_namespace_of_their_own_and_exact_topics() {
+        let a = channel_topic("a").unwrap();
+        assert_eq!(a, b"chan:a\0");
+        assert!(!channel_topic("ab").unwrap().starts_with(&a));
+        assert!(!user_topic("a").unwrap().starts_with(&a));
+        assert!(!a.starts_with(&user_topic("a").unwrap()));
+        assert_ne!(channel_topic("all").unwrap(), BROADCAST_TOPIC);
+        assert_eq!(parse_topic(&a).unwrap(), Target::Channel("a"));
+        assert_eq!(parse_topic(b"chan:a\0").unwrap(), Target::Channel("a"));
+        assert_eq!(parse_topic(b"chan:a b\0"), Err(WireError::InvalidChannel));
+        assert_eq!(parse_topic(b"chan:a"), Err(WireError::UnknownTopic));
+    }
+
+    #[test]
+    fn channel_and_event_names_are_checked() {
+        for good in [
+            "news",
+            "private-team-7",
+            "bucket-collection-record",
+            "a_b=c@d,e.f;g",
+            &"x".repeat(MAX_CHANNEL_BYTES),
+        ] {
+            assert!(check_channel(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a:b",
+            "a\0",
+            "ünï",
+            "a/b",
+            &"x".repeat(MAX_CHANNEL_BYTES + 1),
+        ] {
+            assert_eq!(
+                check_channel(bad),
+                Err(WireError::InvalidChannel),
+                "{bad:?}"
+            );
+        }
+        assert!(is_private("private-x") && !is_private("x-private-"));
+        assert!(check_event("live-page-update").is_ok());
+        assert!(check_event("ünïcode event").is_ok());
+        for bad in ["", "a\nb", &"e".repeat(MAX_EVENT_BYTES + 1)] {
+            assert_eq!(check_event(bad), Err(WireError::InvalidEvent), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn channel_bodies_carry_their_event_and_pages_get_an_envelope() {
+        let body = encode_channel_body("create", &serde_json::json!({"id": 1})).unwrap();
+        assert_eq!(
+            body,
+            br#"{"name":"publish","event":"create","data":{"id":1}}"#
+        );
+        let frames = vec![channel_topic("records").unwrap(), body];
+        let m = decode(&frames).unwrap();
+        assert_eq!(m.target, Target::Channel("records"));
+        assert_eq!(m.event.as_deref(), Some("create"));
+        assert_eq!(
+            channel_envelope("records", "create", m.data),
+            r#"{"channel":"records","event":"create","data":{"id":1}}"#
+        );
+        assert_eq!(
+            channel_envelope("c", "say \"hi\"\u{2028}", m.data),
+            "{\"channel\":\"c\",\"event\":\"say \\\"hi\\\"\u{2028}\",\"data\":{\"id\":1}}"
+        );
+        assert!(encode_channel_body("", &1).is_err());
+        assert!(encode_body(Target::Channel("c"), &1).is_err());
+        let topic = channel_topic("c").unwrap();
+        for (body, error) in [
+            (
+                &br#"{"name":"publish","data":1}"#[..],
+                WireError::InvalidEvent,
+            ),
+            (
+                br#"{"name":"publish","event":"","data":1}"#,
+                WireError::InvalidEvent,
+            ),
+            (
+                br#"{"name":"notify","event":"e","data":1}"#,
+                WireError::NameMismatch("notify".into()),
+            ),
+        ] {
+            let frames = [topic.clone(), body.to_vec()];
+            assert_eq!(decode(&frames).unwrap_err(), error);
         }
     }
 

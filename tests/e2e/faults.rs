@@ -332,3 +332,78 @@ async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
         "memory grew from {rss_before} to {rss_after} KiB"
     );
 }
+
+#[tokio::test]
+async fn a_message_the_server_rejects_is_counted_rejected_not_lost() {
+    let (fwd, srv, bus, mut client) = stack(&[]).await;
+    let ctx = zmq::Context::new();
+    let raw = ctx.socket(zmq::XPUB).unwrap();
+    raw.connect(&fwd.sub).unwrap();
+    raw.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    assert_eq!(raw.recv_bytes(0).unwrap(), [1], "the forwarder subscribes");
+    let (rejected, lost) = (
+        srv.metric("pushnote_bus_messages_rejected_total").await,
+        srv.metric(LOST).await,
+    );
+    // Numbered by the forwarder on the broadcast topic like the good ones around them.
+    for body in [&b"{not json"[..], br#"{"name":"notify","data":1}"#] {
+        raw.send_multipart([&b"all\0"[..], body], 0).unwrap();
+    }
+    srv.wait_metric("pushnote_bus_messages_rejected_total", rejected + 2)
+        .await;
+    bus.notify_all(&json!("after")).unwrap();
+    loop {
+        let v = client.next().await;
+        if v == json!("after") {
+            break;
+        }
+        assert!(v.get("sync").is_some(), "unexpected {v}");
+    }
+    assert_eq!(
+        srv.metric(LOST).await,
+        lost,
+        "rejected messages counted lost"
+    );
+}
+
+#[tokio::test]
+async fn publishers_cannot_move_a_single_servers_loss_count_with_forged_stamps() {
+    let srv = spawn_server(
+        &mut server_cmd(&[
+            "--port",
+            "0",
+            "--address",
+            "127.0.0.1",
+            "--single",
+            "--mq_socket",
+            "tcp://127.0.0.1:*",
+            "--metrics",
+        ]),
+        true,
+    );
+    let endpoint = srv.bus.clone().unwrap();
+    let bus = publisher(&endpoint);
+    let mut client = Client::connect(&srv).await;
+    sync(&bus, &mut client, None).await;
+    let ctx = zmq::Context::new();
+    let raw = ctx.socket(zmq::XPUB).unwrap();
+    raw.connect(&endpoint).unwrap();
+    raw.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    raw.recv_bytes(0).expect("the server subscribes");
+    // Run 7, numbers 1 and then 1,000,000: as if 999,998 went missing.
+    for number in [1u32, 1_000_000] {
+        let stamp = pushnote::wire::Stamp { run: 7, number };
+        let topic = [&b"all\0"[..], &stamp.to_bytes()].concat();
+        let body = format!(r#"{{"name":"notify_all","data":{number}}}"#);
+        raw.send_multipart([topic, body.into_bytes()], 0).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let v = client.next().await;
+        if v.get("sync").is_none() {
+            got.push(v);
+        }
+    }
+    assert_eq!(got, [json!(1), json!(1_000_000)]);
+    assert_eq!(srv.metric(LOST).await, 0);
+}

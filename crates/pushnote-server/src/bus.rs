@@ -102,6 +102,7 @@ pub struct Bus {
     sub: zmq::Socket,
     commands: zmq::Socket,
     endpoint: String,
+    mode: BusMode,
     max_message_bytes: usize,
 }
 
@@ -157,6 +158,7 @@ impl Bus {
             sub,
             commands,
             endpoint: resolved,
+            mode,
             max_message_bytes,
         };
         Ok((
@@ -246,6 +248,23 @@ impl Bus {
         true
     }
 
+    /// Counts the messages of a topic that the forwarder numbered and that never arrived
+    /// before this one. Every message the forwarder stamped counts, whether the server then
+    /// takes or rejects it: a rejected message did arrive. Only a forwarder stamps: in single
+    /// mode, what publishers put after the topic is no stamp, and cannot move the count.
+    fn count_gaps(&self, frames: &[Vec<u8>], gaps: &mut Gaps, metrics: &Metrics) {
+        if self.mode != BusMode::Connect {
+            return;
+        }
+        let Some(Ok((topic, Some(stamp)))) = frames.first().map(|t| wire::split_stamp(t)) else {
+            return;
+        };
+        let missed = gaps.record(topic, stamp);
+        if missed > 0 {
+            metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
+        }
+    }
+
     /// Reads and delivers the messages waiting, up to a batch, so commands are not starved.
     fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State) {
         const BATCH: usize = 1024;
@@ -259,6 +278,7 @@ impl Bus {
                 }
             };
             metrics.bus_received.fetch_add(1, Ordering::Relaxed);
+            self.count_gaps(&frames, &mut state.gaps, metrics);
             let size: usize = frames.iter().map(Vec::len).sum();
             if size > self.max_message_bytes {
                 metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
@@ -271,12 +291,6 @@ impl Bus {
             }
             match wire::decode(&frames) {
                 Ok(m) => {
-                    if let Some(stamp) = m.stamp {
-                        let missed = state.gaps.record(m.topic, stamp);
-                        if missed > 0 {
-                            metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
-                        }
-                    }
                     let more_waiting =
                         || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
                     let fanout = &state.fanout;

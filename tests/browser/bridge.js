@@ -2,7 +2,8 @@
 // end-to-end tests, one page per session, over JSON lines:
 //   stdout  {"event":"static","origin":"http://127.0.0.1:PORT"}   the page's origin (and
 //           /sockjs.min.js, for servers' --sockjs-url), then per page:
-//           {"event":"open","id":ID,"transport":NAME}  {"event":"message","id":ID,"data":DATA}
+//           {"event":"open","id":ID,"transport":NAME}
+//           {"event":"message","id":ID,"data":DATA,"type":TYPE}  (TYPE: typeof DATA in the page)
 //           {"event":"close","id":ID,"code":N,"reason":S}  {"event":"console","id":ID,"text":S}
 //           {"event":"pageerror","id":ID,"text":S}  {"event":"error","text":S} (then exit 2)
 //   stdin   {"cmd":"open","id":ID,"url":SOCKJS_URL,"transport":NAME[,"sameOrigin":true]}

@@ -2,8 +2,10 @@
 //! Chromium can use, against the real server: each page is on another origin than the server
 //! (except htmlfile's: the client offers that transport to same-origin pages only; cross-origin
 //! pages get it as iframe-htmlfile), opens on its forced transport, subscribes with a token, and receives broadcasts and its
-//! user's messages unchanged. `tests/browser/bridge.js` drives the browser; `scripts/test`
-//! installs it (npm) and Chromium.
+//! user's messages unchanged. Over WebSocket and HTTP (xhr-streaming, xhr-polling), pages also
+//! join public and private channels and receive their events, and only theirs, in the channel
+//! envelope. `tests/browser/bridge.js` drives the browser; `scripts/test` installs it (npm) and
+//! Chromium.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -98,8 +100,9 @@ impl Bridge {
         }
     }
 
-    /// Waits until every page has had an event (at any time so far) that satisfies `pred`.
-    fn until_each(&mut self, limit: Duration, pred: impl Fn(&Value) -> bool) {
+    /// Waits until every page of `ids` has had an event (at any time so far) that satisfies
+    /// `pred`.
+    fn until_each(&mut self, ids: &[&str], limit: Duration, pred: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + limit;
         loop {
             self.drain();
@@ -109,7 +112,7 @@ impl Bridge {
                 .filter(|e| pred(e))
                 .filter_map(|e| e["id"].as_str())
                 .collect();
-            if TRANSPORTS.iter().all(|t| seen.contains(t)) {
+            if ids.iter().all(|t| seen.contains(t)) {
                 return;
             }
             assert!(
@@ -176,7 +179,7 @@ fn the_stock_client_receives_on_every_transport_chromium_can_use() {
         bridge.command(json!({"cmd": "send", "id": id, "data": subscribe.to_string()}));
         opened.insert(id);
     }
-    bridge.until_each(Duration::from_secs(30), |e| {
+    bridge.until_each(&TRANSPORTS, Duration::from_secs(30), |e| {
         e["event"] == "message" && e["data"]["name"] == "pushnote:subscribed"
     });
 
@@ -209,7 +212,7 @@ fn the_stock_client_receives_on_every_transport_chromium_can_use() {
     }
     bus.notify_all(&json!({"end": true})).unwrap();
 
-    bridge.until_each(Duration::from_secs(30), |e| {
+    bridge.until_each(&TRANSPORTS, Duration::from_secs(30), |e| {
         e["event"] == "message" && e["data"]["end"] == true
     });
     // Give a script that should never run the time to run.
@@ -243,6 +246,160 @@ fn the_stock_client_receives_on_every_transport_chromium_can_use() {
         assert_eq!(got.len(), expected.len(), "{t}: {got:?}");
         for (g, e) in got.iter().zip(&expected) {
             assert!(g == e, "{t}: got {g:.200}, expected {e:.200}");
+        }
+    }
+}
+
+/// The channel test's pages: WebSocket, and HTTP streaming and polling.
+const CHANNEL_TRANSPORTS: [&str; 3] = ["websocket", "xhr-streaming", "xhr-polling"];
+
+fn public_channel(transport: &str) -> String {
+    format!("news-{transport}")
+}
+
+fn private_channel(transport: &str) -> String {
+    format!("private-team-{transport}")
+}
+
+#[test]
+fn the_stock_client_joins_public_and_private_channels_and_receives_only_their_events() {
+    let (mut bridge, origin) = Bridge::start();
+    let fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    assert_ne!(srv.origin, origin, "the page is on another origin");
+    let bus = publisher(&fwd.sub);
+    let signer = signer();
+
+    // Each page asks for its private channel without a token (refused), then joins its public
+    // channel and its private channel with a channel token the app minted.
+    for t in CHANNEL_TRANSPORTS {
+        bridge.command(json!({"cmd": "open", "id": t, "url": srv.url, "transport": t}));
+    }
+    for _ in CHANNEL_TRANSPORTS {
+        let e = bridge.until(Duration::from_secs(60), |e| e["event"] == "open");
+        let id = e["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            e["transport"],
+            id.as_str(),
+            "the page opened on another transport"
+        );
+        let (public, private) = (public_channel(&id), private_channel(&id));
+        let token = signer.channel_token(&private, None).unwrap();
+        for data in [
+            json!({"channel": private}),
+            json!({"channel": public}),
+            json!({"channel": private, "token": token}),
+        ] {
+            let request = json!({"name": "subscribe", "data": data});
+            bridge.command(json!({"cmd": "send", "id": id, "data": request.to_string()}));
+        }
+    }
+    bridge.until_each(&CHANNEL_TRANSPORTS, Duration::from_secs(30), |e| {
+        let id = e["id"].as_str().unwrap_or_default();
+        e["event"] == "message"
+            && e["data"]["name"] == "pushnote:subscribed"
+            && e["data"]["data"]["channel"] == private_channel(id).as_str()
+    });
+
+    // The server's channel subscriptions reach the forwarder a moment after the replies:
+    // publish markers on every channel until its page has one.
+    let mut pending: Vec<(&str, String)> = CHANNEL_TRANSPORTS
+        .iter()
+        .flat_map(|&t| [(t, public_channel(t)), (t, private_channel(t))])
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "channels never reached: {pending:?}"
+        );
+        for (_, channel) in &pending {
+            if let Err(e) = bus.publish(channel, "sync", &json!({"sync": true})) {
+                assert!(matches!(e, pushnote::PublishError::NotConnected(_)), "{e}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        bridge.drain();
+        let log = &bridge.log;
+        pending.retain(|(t, channel)| {
+            !log.iter().any(|e| {
+                e["id"] == *t
+                    && e["event"] == "message"
+                    && e["data"]["event"] == "sync"
+                    && e["data"]["channel"] == channel.as_str()
+            })
+        });
+    }
+
+    // Every page's channels are joined on this server by another page too, so their events
+    // reach the server: only the session must tell them apart. Two channels nobody joined
+    // as well. Then each page's end marker, on its own public channel, after all of them.
+    let event =
+        |t: &str| json!({"id": t, "text": TRICKY, "n": 1.5, "list": [null, true, {"k": "v"}]});
+    let secret = |t: &str| json!({"team": t, "members": ["42", "43"]});
+    for t in CHANNEL_TRANSPORTS {
+        bus.publish(&public_channel(t), "create", &event(t))
+            .unwrap();
+        bus.publish(&private_channel(t), "update", &secret(t))
+            .unwrap();
+    }
+    bus.publish("news-nobody", "create", &event("nobody"))
+        .unwrap();
+    bus.publish("private-nobody", "update", &secret("nobody"))
+        .unwrap();
+    for t in CHANNEL_TRANSPORTS {
+        bus.publish(&public_channel(t), "end", &json!({"end": t}))
+            .unwrap();
+    }
+    bridge.until_each(&CHANNEL_TRANSPORTS, Duration::from_secs(30), |e| {
+        e["event"] == "message" && e["data"]["event"] == "end"
+    });
+    bridge.drain();
+
+    let mut received: HashMap<String, Vec<Value>> = HashMap::new();
+    for e in &bridge.log {
+        let id = e["id"].as_str().unwrap_or_default().to_owned();
+        match e["event"].as_str() {
+            Some("message") => {
+                assert_eq!(e["type"], "object", "{id}: e.data is not an object: {e}");
+                if e["data"]["event"] == "sync" {
+                    let own = [public_channel(&id), private_channel(&id)];
+                    assert!(
+                        own.iter().any(|c| e["data"]["channel"] == c.as_str()),
+                        "{id} got another channel's marker: {e}"
+                    );
+                } else {
+                    received.entry(id).or_default().push(e["data"].clone());
+                }
+            }
+            Some("console") | Some("pageerror") => {
+                assert!(!e["text"].as_str().unwrap().contains("PWNED"), "{id}: {e}")
+            }
+            Some("close") => panic!("{id} closed: {e}"),
+            _ => {}
+        }
+    }
+    for t in CHANNEL_TRANSPORTS {
+        let (public, private) = (public_channel(t), private_channel(t));
+        let got = &received[t];
+        assert_eq!(got.len(), 6, "{t}: {got:#?}");
+        let refused = &got[0];
+        assert_eq!(refused["name"], "pushnote:error", "{t}: {refused}");
+        assert_eq!(refused["data"]["code"], "forbidden", "{t}: {refused}");
+        assert_eq!(
+            refused["data"]["channel"],
+            private.as_str(),
+            "{t}: {refused}"
+        );
+        let expected = [
+            json!({"name": "pushnote:subscribed", "data": {"channel": public}}),
+            json!({"name": "pushnote:subscribed", "data": {"channel": private}}),
+            json!({"channel": public, "event": "create", "data": event(t)}),
+            json!({"channel": private, "event": "update", "data": secret(t)}),
+            json!({"channel": public, "event": "end", "data": {"end": t}}),
+        ];
+        for (g, e) in got[1..].iter().zip(&expected) {
+            assert!(g == e, "{t}: got {g:.300}, expected {e:.300}");
         }
     }
 }

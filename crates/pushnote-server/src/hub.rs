@@ -212,16 +212,17 @@ impl Hub {
         true
     }
 
-    /// Takes `session` out of `topic`; unsubscribes the bus when it was the last.
-    fn leave(&self, topic: &[u8], session: &Session, gauge: &AtomicU64) {
+    /// Takes `session` out of `topic`; unsubscribes the bus when it was the last. False if
+    /// the session was not in it.
+    fn leave(&self, topic: &[u8], session: &Session, gauge: &AtomicU64) -> bool {
         let mut topics = lock(&self.topics);
         let Some(members) = topics.get_mut(topic) else {
-            return;
+            return false;
         };
         let before = members.list.len();
         members.list.retain(|s| s.id() != session.id());
         if members.list.len() == before {
-            return;
+            return false;
         }
         members.shared = None;
         if members.list.is_empty() {
@@ -229,6 +230,7 @@ impl Hub {
             self.bus.unsubscribe(topic);
             gauge.fetch_sub(1, Ordering::Relaxed);
         }
+        true
     }
 
     /// Ties `session` to `user`: from now on it also receives the user's messages, unless the
@@ -308,11 +310,12 @@ impl Hub {
             entry.channels.push((Arc::clone(&name), bound_to));
             name
         };
-        self.join(&topic, session, usize::MAX, &self.metrics.channels);
-        self.metrics
-            .channel_subscriptions
-            .fetch_add(1, Ordering::Relaxed);
-        // Closed meanwhile: `remove` may have run before the channel was in the topic.
+        if self.join(&topic, session, usize::MAX, &self.metrics.channels) {
+            self.metrics
+                .channel_subscriptions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        // Closed meanwhile: `remove` may have run before the session was in the topic.
         if !lock(&self.sessions).by_id.contains_key(&session.id()) {
             self.leave_channel_topic(&name, session);
             return Joined::Gone;
@@ -339,10 +342,11 @@ impl Hub {
 
     fn leave_channel_topic(&self, channel: &str, session: &Session) {
         if let Some(topic) = channel_topic(channel) {
-            self.leave(&topic, session, &self.metrics.channels);
-            self.metrics
-                .channel_subscriptions
-                .fetch_sub(1, Ordering::Relaxed);
+            if self.leave(&topic, session, &self.metrics.channels) {
+                self.metrics
+                    .channel_subscriptions
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -12,7 +12,10 @@ runs `pushnote-bench fanout` against it, stops it, and appends one JSON line per
 With --repeat N each scenario runs N rounds, every server in turn in each round, and the table
 gives each figure's median over the rounds (losses: the worst round). Tail latencies on a
 shared machine drift by tens of percent from one minute to the next; interleaved rounds and
-medians keep that drift out of the comparison.
+medians keep that drift out of the comparison. Scenarios joined with + run in turn within each
+round (`max+cmax`: in each round, every server's broadcast round, then every server's channel
+round), and the table's "÷ notify_all's" rows divide a channel figure by the broadcast figure
+of the same server in the same round.
 
     scripts/compare.py \\
       'pushnote:pushnote=target/release/pushnote-server --single --port {port} --address 127.0.0.1 --mq_socket {bus} --log warn' \\
@@ -28,7 +31,12 @@ Scenarios (--scenarios, comma-separated, default all):
   rtt    no server: `pushnote-bench echo` on the server's core and `pushnote-bench rtt` on the
          load's, 1,000 round trips/s for 10 s; the machine's own latency over the two hops a
          targeted message takes, reported under the name `loopback`
-Servers named in --no-targeted (default floor-raw, which has no users) skip t1k and t19k.
+  cmax, c1m, clight
+         max, 1m and light with every session in one channel (`fanout --channel bench`), the
+         messages published on it instead of broadcast: pushnote's channels beside notify_all
+Servers named in --no-targeted (default floor-raw, which has no users) skip t1k and t19k;
+servers of the original bus format, and those named in --no-channels (builds from before
+channels), skip the channel scenarios.
 """
 
 import argparse
@@ -59,7 +67,14 @@ def wait_port(port, proc, limit=30.0):
     raise RuntimeError(f"nothing listens on port {port} after {limit} s")
 
 
+# The channel scenarios: each is its broadcast scenario with every session in this channel.
+CHANNEL_SCENARIOS = {"cmax": "max", "c1m": "1m", "clight": "light"}
+CHANNEL = "bench"
+
+
 def scenario_args(name, a):
+    if name in CHANNEL_SCENARIOS:
+        return scenario_args(CHANNEL_SCENARIOS[name], a) + ["--channel", CHANNEL]
     if name == "max":
         return ["--sessions", str(a.sessions), "--duration", str(a.duration)]
     if name == "1m":
@@ -153,21 +168,26 @@ def figure(results, name, scenario, key, pick=statistics.median):
     return pick([r[key] for r in mine if r.get("run", "") == newest])
 
 
+def round_ratio(results, mine, other, key):
+    """The median, over the newest run's rounds, of `key` of `mine` divided by `key` of `other`
+    in the same round, or None; each is a (server, scenario)."""
+    def by_round(label, scenario):
+        return {(r.get("run", ""), r.get("round")): r[key] for r in results
+                if r["label"] == label and r["scenario"] == scenario and r.get(key)}
+    a, b = by_round(*mine), by_round(*other)
+    both = [k for k in a if k in b]
+    if not both:
+        return None
+    newest = max(run for run, _ in both)
+    return statistics.median(a[k] / b[k] for k in both if k[0] == newest)
+
+
 def floor_ratio(results, name):
     """The median, over the newest run's rounds, of `name`'s p99 at 1 M/s divided by
     floor-raw's p99 at light load in the same round, or None. Both are about one pass of writes
     over the 10,000 sockets: the ratio says how much slower than the bare floor's single pass a
     server's pass is while it carries a hundred times the messages."""
-    def p99s(label, scenario):
-        return {(r.get("run", ""), r.get("round")): r["latency_p99_us"] for r in results
-                if r["label"] == label and r["scenario"] == scenario
-                and r.get("latency_p99_us")}
-    mine, floor = p99s(name, "1m"), p99s("floor-raw", "light")
-    both = [k for k in mine if k in floor]
-    if not both:
-        return None
-    newest = max(run for run, _ in both)
-    return statistics.median(mine[k] / floor[k] for k in both if k[0] == newest)
+    return round_ratio(results, (name, "1m"), ("floor-raw", "light"), "latency_p99_us")
 
 
 def table(results):
@@ -190,14 +210,32 @@ def table(results):
         ("lost+dup+reordered (max)", "max", "faults", 1.0),
         ("lost+dup+reordered (1 M/s)", "1m", "faults", 1.0),
         ("lost+dup+reordered (targeted)", "t19k", "faults", 1.0),
+        ("channel: max deliveries/s", "cmax", "deliveries_per_s", 1.0),
+        ("… ÷ notify_all's, same round", "cmax", "channel_ratio", 1.0),
+        ("channel: p99 ms at max rate", "cmax", "latency_p99_us", 0.001),
+        ("… ÷ notify_all's, same round", "cmax", "channel_ratio_p99", 1.0),
+        ("channel: deliveries/s at a fixed 1 M/s", "c1m", "deliveries_per_s", 1.0),
+        ("channel: p99 ms at a fixed 1 M/s", "c1m", "latency_p99_us", 0.001),
+        ("… ÷ notify_all's, same round", "c1m", "channel_ratio_p99", 1.0),
+        ("channel: p99 ms, 1 msg/s", "clight", "latency_p99_us", 0.001),
+        ("… ÷ notify_all's, same round", "clight", "channel_ratio_p99", 1.0),
+        ("lost+dup+reordered (channel, max and 1 M/s)", "cmax,c1m", "faults", 1.0),
     ]
+    present = {r["scenario"] for r in results}
+    # Rows of scenarios no run has are left out (the channel rows of runs before channels).
+    rows = [row for row in rows if any(s in present for s in row[1].split(","))]
     head = "| figure | " + " | ".join(names) + " |"
     lines = [head, "|---|" + "---|" * len(names)]
     for label, scen, key, scale in rows:
         cells = []
         for n in names:
             if key == "faults":
-                v = figure(results, n, scen, key, max)
+                vs = [figure(results, n, sc, key, max) for sc in scen.split(",")]
+                vs = [v for v in vs if v is not None]
+                v = max(vs) if vs else None
+            elif key in ("channel_ratio", "channel_ratio_p99"):
+                k = "deliveries_per_s" if key == "channel_ratio" else "latency_p99_us"
+                v = round_ratio(results, (n, scen), (n, CHANNEL_SCENARIOS[scen]), k)
             elif key == "floor_ratio":
                 v = floor_ratio(results, n)
             else:
@@ -218,8 +256,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("servers", nargs="*", help="NAME:FORMAT=COMMAND with {port} and {bus}")
-    p.add_argument("--scenarios", default="max,1m,light,idle,t1k,t19k")
+    p.add_argument("--scenarios", default="max+cmax,1m+c1m,light+clight,idle,t1k,t19k",
+                   help="comma-separated; scenarios joined with + run in turn in each round")
     p.add_argument("--no-targeted", default="floor-raw")
+    p.add_argument("--no-channels", default="",
+                   help="servers (comma-separated) without channels: they skip cmax, c1m, clight")
     p.add_argument("--table", metavar="JSONL", help="only print the table of a results file")
     p.add_argument("--sessions", type=int, default=10_000)
     p.add_argument("--idle-sessions", type=int, default=19_500)
@@ -253,17 +294,29 @@ def main():
         with open(a.out, "a") as f:
             f.write(json.dumps(r) + "\n")
 
-    for i, scenario in enumerate(a.scenarios.split(",")):
+    def skips(server, scenario):
+        name, fmt, _ = server
+        if scenario in ("t1k", "t19k"):
+            return name in a.no_targeted.split(",")
+        if scenario in CHANNEL_SCENARIOS:
+            return fmt != "pushnote" or name in a.no_channels.split(",")
+        return False
+
+    # Each run of a server gets ports of its own (the last one's may linger in TIME_WAIT).
+    slot = 0
+    for group in a.scenarios.split(","):
         for k in range(rounds):
-            if scenario == "rtt":
-                record(run_rtt(a, a.port + 10 * (i * rounds + k)), k)
-                continue
-            for j, server in enumerate(servers):
-                if scenario.startswith("t") and server[0] in a.no_targeted.split(","):
+            for scenario in group.split("+"):
+                slot += 1
+                if scenario == "rtt":
+                    record(run_rtt(a, a.port + 10 * slot), k)
                     continue
-                port = a.port + 10 * (i * rounds + k) + j
-                bus = f"tcp://127.0.0.1:{port + 1000}"
-                record(run_one(server, scenario, a, port, bus), k)
+                for j, server in enumerate(servers):
+                    if skips(server, scenario):
+                        continue
+                    port = a.port + 10 * slot + j
+                    bus = f"tcp://127.0.0.1:{port + 1000}"
+                    record(run_one(server, scenario, a, port, bus), k)
     print(table(results))
 
 

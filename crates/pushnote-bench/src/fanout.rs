@@ -4,6 +4,10 @@
 //! format). Reports session connects/s, the server's RSS per idle session, deliveries/s,
 //! latency quantiles from the timestamps inside the messages, and every message lost,
 //! duplicated or reordered.
+//!
+//! With `--channel`, every session joins that channel instead and the messages are published
+//! on it (`Publisher::publish`): the same load through pushnote's channels, each message
+//! arriving as the `data` of the channel's envelope (`scan.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::reader::{self, Handover};
+use crate::scan::Scan;
 use crate::session::{now_micros, source, Report, Session, Shared};
 use crate::xhr::XhrSession;
 use crate::{endpoints, rss_kib};
@@ -82,8 +87,15 @@ pub struct Fanout {
     /// notification to one user among --sessions.
     #[arg(long, requires = "rate")]
     targeted: bool,
+    /// Every session joins this channel (and subscribes as no user), and the messages are
+    /// published on it, event `tick`, instead of broadcast: pushnote's channels under the same
+    /// load (--bus-format pushnote, WebSocket). A `private-` channel is joined with a channel
+    /// token signed with --secret.
+    #[arg(long, conflicts_with = "targeted")]
+    channel: Option<String>,
     /// The secret pushnote tokens are signed with (the server's --secret), for --targeted with
-    /// --bus-format pushnote; the original format's tokens are the user names themselves.
+    /// --bus-format pushnote (and private channels); the original format's tokens are the user
+    /// names themselves.
     #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// The one-letter key of this load's sequence numbers. Loads sharing servers (one per
@@ -111,16 +123,35 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let rss_start = rss_kib(args.pid);
 
-    if args.targeted && args.transport != Transport::Websocket {
-        anyhow::bail!("--targeted works over --transport websocket only");
+    if (args.targeted || args.channel.is_some()) && args.transport != Transport::Websocket {
+        anyhow::bail!("--targeted and --channel work over --transport websocket only");
+    }
+    if args.channel.is_some() && args.bus_format != BusFormat::Pushnote {
+        anyhow::bail!("--channel needs --bus-format pushnote: the original bus has no channels");
     }
     let transport = args.transport;
-    let signer = match (&args.secret, args.targeted, args.bus_format) {
+    let private = args
+        .channel
+        .as_deref()
+        .is_some_and(pushnote::wire::is_private);
+    let signer = match (&args.secret, args.targeted || private, args.bus_format) {
         (Some(secret), true, BusFormat::Pushnote) => Some(pushnote::Signer::new(secret)?),
-        (None, true, BusFormat::Pushnote) => {
-            anyhow::bail!("--targeted needs --secret (or PUSHNOTE_SECRET) to sign tokens")
-        }
+        (None, true, BusFormat::Pushnote) => anyhow::bail!(
+            "--targeted and private channels need --secret (or PUSHNOTE_SECRET) to sign tokens"
+        ),
         _ => None,
+    };
+    // What each session sends to join the channel, if any: its name, and a private one's token.
+    let join = match (&args.channel, &signer) {
+        (Some(c), Some(signer)) if private => {
+            Some((c.clone(), Some(signer.channel_token(c, None)?)))
+        }
+        (Some(c), _) => {
+            pushnote::wire::check_channel(c)
+                .map_err(|e| anyhow::anyhow!("--channel {c:?}: {e}"))?;
+            Some((c.clone(), None))
+        }
+        (None, _) => None,
     };
 
     // 1. Connect, `concurrency` handshakes at a time.
@@ -133,10 +164,11 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         let gate = gate.clone();
         // pushnote tokens are signed and answered; the original protocol's are the user names.
         let (signed, plain) = match (&signer, args.targeted) {
-            (Some(signer), _) => (Some(signer.tokenize(format!("u{i}"))?), None),
+            (Some(signer), true) => (Some(signer.tokenize(format!("u{i}"))?), None),
             (None, true) => (None, Some(format!("u{i}"))),
-            (None, false) => (None, None),
+            (_, false) => (None, None),
         };
+        let join = join.clone();
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
             if transport == Transport::XhrStreaming {
@@ -145,6 +177,9 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
             let mut s = Session::open(server, &url, source(i), signed.as_deref()).await?;
             if let Some(token) = plain {
                 s.send_subscribe(&token).await?;
+            }
+            if let Some((channel, token)) = join {
+                s.join(&channel, token.as_deref()).await?;
             }
             anyhow::Ok(Conn::Ws(s))
         }));
@@ -163,7 +198,8 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         args.sessions
     );
     // Subscriptions reach the forwarder a moment after the server's reply (PROTOCOL.md §6).
-    let settle = Duration::from_secs(args.settle.max(u64::from(args.targeted)));
+    let routed = args.targeted || args.channel.is_some();
+    let settle = Duration::from_secs(args.settle.max(u64::from(routed)));
     tokio::time::sleep(settle).await;
     let rss_idle = rss_kib(args.pid);
     let per_session = rss_start
@@ -171,16 +207,25 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .map(|(a, b)| b.saturating_sub(a) as f64 / args.sessions.max(1) as f64);
 
     // 2. Readers.
-    let stream = args.stream as u8;
+    let scan = match args.channel {
+        Some(_) => Scan::envelope(args.stream as u8),
+        None => Scan::bare(args.stream as u8),
+    };
     let marks: Marks = Arc::new((0..args.sessions).map(|_| AtomicU64::new(0)).collect());
-    let readers = Readers::start(sessions, stream, &shared, &marks)?;
+    let readers = Readers::start(sessions, scan, &shared, &marks)?;
 
     // 3. The publisher, on a thread of its own (ZeroMQ sockets block).
-    let publish = Publish::connect(args.bus_format, &args.bus, args.stream)?;
-    if args.targeted {
-        // A new publisher learns the servers' subscriptions (one per user) as they arrive, and
-        // ZeroMQ takes them in only while the socket is used; until then it drops messages to
-        // the users it has not heard of. Use it for 2 s with messages to nobody.
+    let publish = Publish::connect(
+        args.bus_format,
+        &args.bus,
+        args.stream,
+        args.channel.clone(),
+    )?;
+    if routed {
+        // A new publisher learns the servers' subscriptions (one per user, or the channel's)
+        // as they arrive, and ZeroMQ takes them in only while the socket is used; until then
+        // it drops messages to the topics it has not heard of. Use it for 2 s with messages to
+        // nobody.
         publish.warm_up(Duration::from_secs(2));
     }
     let duration = Duration::from_secs(args.duration);
@@ -252,7 +297,12 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     let delivered = shared.deliveries.load(Ordering::Relaxed);
     let q = |p| shared.latency.quantile(p);
     let summary = serde_json::json!({
-        "mode": if args.targeted { "targeted" } else { "fanout" },
+        "mode": match (args.targeted, &args.channel) {
+            (true, _) => "targeted",
+            (false, Some(_)) => "channel",
+            (false, None) => "fanout",
+        },
+        "channel": args.channel,
         "transport": format!("{:?}", args.transport).to_lowercase(),
         "label": args.label,
         "sessions": args.sessions,
@@ -312,7 +362,7 @@ struct Readers {
 impl Readers {
     fn start(
         sessions: Vec<Conn>,
-        stream: u8,
+        scan: Scan,
         shared: &Arc<Shared>,
         marks: &Marks,
     ) -> anyhow::Result<Readers> {
@@ -338,7 +388,7 @@ impl Readers {
                     let received = move |seq: u64| {
                         marks[index].fetch_max(seq + 1, Ordering::Relaxed);
                     };
-                    let counting = s.count(stream, shared, received, stop_rx.clone());
+                    let counting = s.count(scan, shared, received, stop_rx.clone());
                     running.push(tokio::spawn(
                         async move { Ok(vec![(index, counting.await)]) },
                     ));
@@ -351,7 +401,7 @@ impl Readers {
                 let received = |index: usize, seq: u64| {
                     marks[index].fetch_max(seq + 1, Ordering::Relaxed);
                 };
-                Ok(reader::read(share, stream, &shared, &received, &stop)?)
+                Ok(reader::read(share, scan, &shared, &received, &stop)?)
             }));
         }
         Ok(Readers {
@@ -380,9 +430,13 @@ fn fmt(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
+/// The event name of the load's messages on a channel.
+const EVENT: &str = "tick";
+
 /// A publisher in one of the two bus formats.
 enum Publish {
-    Pushnote(pushnote::Publisher, char),
+    /// The client crate, the stream key, and the channel the load publishes on, if any.
+    Pushnote(pushnote::Publisher, char, Option<String>),
     Original {
         socket: zmq::Socket,
         _ctx: zmq::Context,
@@ -391,10 +445,15 @@ enum Publish {
 }
 
 impl Publish {
-    fn connect(format: BusFormat, endpoint: &str, stream: char) -> anyhow::Result<Publish> {
+    fn connect(
+        format: BusFormat,
+        endpoint: &str,
+        stream: char,
+        channel: Option<String>,
+    ) -> anyhow::Result<Publish> {
         Ok(match format {
             BusFormat::Pushnote => {
-                Publish::Pushnote(pushnote::Publisher::connect(endpoint)?, stream)
+                Publish::Pushnote(pushnote::Publisher::connect(endpoint)?, stream, channel)
             }
             BusFormat::Original => {
                 let ctx = zmq::Context::new();
@@ -417,21 +476,28 @@ impl Publish {
     fn warm_up(&self, time: Duration) {
         let start = Instant::now();
         while start.elapsed() < time {
-            if let Publish::Pushnote(p, _) = self {
+            if let Publish::Pushnote(p, _, _) = self {
                 let _ = p.notify(&serde_json::json!(null), ["pushnote-bench-nobody"]);
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// Sends message `seq` to everyone, or to user `u<user>`; false when refused.
+    /// Sends message `seq` to everyone (or the channel), or to user `u<user>`; false when
+    /// refused.
     fn send(&self, seq: u64, user: Option<usize>) -> bool {
         let t = now_micros();
         match (self, user) {
-            (Publish::Pushnote(p, k), None) => p
+            (Publish::Pushnote(p, k, Some(channel)), None) => {
+                // The sequence number first: the envelope's scan looks for it there.
+                let data = format!(r#"{{"{k}":{seq},"t":{t}}}"#);
+                serde_json::value::RawValue::from_string(data)
+                    .is_ok_and(|data| p.publish(channel, EVENT, &data).is_ok())
+            }
+            (Publish::Pushnote(p, k, None), None) => p
                 .notify_all(&serde_json::json!({k.to_string(): seq, "t": t}))
                 .is_ok(),
-            (Publish::Pushnote(p, k), Some(u)) => p
+            (Publish::Pushnote(p, k, _), Some(u)) => p
                 .notify(
                     &serde_json::json!({k.to_string(): seq, "t": t}),
                     [format!("u{u}")],

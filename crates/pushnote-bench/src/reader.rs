@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::scan::Scan;
 use crate::session::{Report, Shared};
 use crate::ws::{self, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, READ_ROOM};
 
@@ -35,12 +36,12 @@ pub struct Handover {
     pub mask: u32,
 }
 
-/// Reads `sessions` until `stop` is set, counting the load's messages under the key `stream`
+/// Reads `sessions` until `stop` is set, counting the load's messages as `scan` finds them
 /// (`Report::tally`); `received(index, seq)` is called for each. Then closes each session
 /// still open, and returns every session's report with its index.
 pub fn read(
     sessions: Vec<Handover>,
-    stream: u8,
+    scan: Scan,
     shared: &Shared,
     received: &impl Fn(usize, u64),
     stop: &AtomicBool,
@@ -56,9 +57,9 @@ pub fn read(
     let mut reader = Reader { poll, conns };
     // Bytes read during the handshake may hold whole frames: count them first.
     for token in 0..reader.conns.len() {
-        reader.conns[token].consume(stream, shared, received);
+        reader.conns[token].consume(scan, shared, received);
     }
-    reader.run(stream, shared, received, || stop.load(Ordering::Relaxed))?;
+    reader.run(scan, shared, received, || stop.load(Ordering::Relaxed))?;
     for conn in reader.conns.iter_mut().filter(|c| c.report.ended.is_none()) {
         conn.closing = true;
         let frame = ws::masked(OP_CLOSE, &1000u16.to_be_bytes(), &mut conn.mask);
@@ -66,7 +67,7 @@ pub fn read(
         let _ = conn.stream.write(&frame);
     }
     let deadline = Instant::now() + CLOSE_WAIT;
-    reader.run(stream, shared, received, || Instant::now() >= deadline)?;
+    reader.run(scan, shared, received, || Instant::now() >= deadline)?;
     Ok(reader
         .conns
         .into_iter()
@@ -83,7 +84,7 @@ impl Reader {
     /// Reads what arrives until `done()` or until every session has ended.
     fn run(
         &mut self,
-        stream: u8,
+        scan: Scan,
         shared: &Shared,
         received: &impl Fn(usize, u64),
         done: impl Fn() -> bool,
@@ -101,7 +102,7 @@ impl Reader {
                 if conn.finished() {
                     continue;
                 }
-                conn.read_ready(stream, shared, received);
+                conn.read_ready(scan, shared, received);
                 if conn.finished() {
                     open -= 1;
                 }
@@ -159,7 +160,7 @@ impl Conn {
 
     /// Reads until the socket would block (readiness is edge-triggered), consuming every
     /// whole frame as it comes.
-    fn read_ready(&mut self, stream: u8, shared: &Shared, received: &impl Fn(usize, u64)) {
+    fn read_ready(&mut self, scan: Scan, shared: &Shared, received: &impl Fn(usize, u64)) {
         loop {
             if self.start == self.end {
                 (self.start, self.end) = (0, 0);
@@ -176,7 +177,7 @@ impl Conn {
                 Ok(0) => return self.end("error: connection ended".into()),
                 Ok(n) => {
                     self.end += n;
-                    self.consume(stream, shared, received);
+                    self.consume(scan, shared, received);
                     if self.finished() {
                         return;
                     }
@@ -189,7 +190,7 @@ impl Conn {
     }
 
     /// Handles every whole frame in the buffer.
-    fn consume(&mut self, stream: u8, shared: &Shared, received: &impl Fn(usize, u64)) {
+    fn consume(&mut self, scan: Scan, shared: &Shared, received: &impl Fn(usize, u64)) {
         while !self.finished() {
             let (opcode, header, len) = match ws::frame_at(&self.buf[self.start..self.end]) {
                 Ok(Some(frame)) => frame,
@@ -213,7 +214,7 @@ impl Conn {
                 OP_TEXT => {
                     let index = self.index;
                     self.report
-                        .tally(payload, stream, shared, &|seq| received(index, seq));
+                        .tally(payload, scan, shared, &|seq| received(index, seq));
                 }
                 OP_CLOSE => {
                     shared.closed_by_server.fetch_add(1, Ordering::Relaxed);

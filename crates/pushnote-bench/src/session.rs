@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
-use crate::scan;
+use crate::scan::Scan;
 use crate::track::{Histogram, Stream};
 use crate::ws::{Incoming, Ws};
 
@@ -175,6 +175,22 @@ impl Session {
         report
     }
 
+    /// Joins `channel` (a private one with its channel `token`) and waits for the reply.
+    pub async fn join(&mut self, channel: &str, token: Option<&str>) -> anyhow::Result<()> {
+        let mut data = serde_json::json!({"channel": channel});
+        if let Some(token) = token {
+            data["token"] = token.into();
+        }
+        let request = serde_json::json!({"name": "subscribe", "data": data});
+        let frame = serde_json::to_string(&[request.to_string()])?;
+        self.ws.send_text(&frame).await?;
+        tokio::time::timeout(SUBSCRIBE_WAIT, subscribed(&mut self.ws))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("no reply to joining {channel} within {SUBSCRIBE_WAIT:?}")
+            })?
+    }
+
     /// Sends a subscribe request with `token` without waiting for a reply (servers of the
     /// original protocol send none).
     pub async fn send_subscribe(&mut self, token: &str) -> anyhow::Result<()> {
@@ -219,12 +235,11 @@ impl Session {
 }
 
 impl Report {
-    /// Counts the `fanout` load's messages in one frame (a scan, see `scan.rs`): latency,
-    /// deliveries, and the sequence numbers of stream `stream`, calling `received(seq)` for
-    /// each.
-    pub fn tally(&mut self, frame: &[u8], stream: u8, shared: &Shared, received: &impl Fn(u64)) {
+    /// Counts the `fanout` load's messages in one frame (`scan`, see `scan.rs`): latency,
+    /// deliveries, and the sequence numbers of its stream, calling `received(seq)` for each.
+    pub fn tally(&mut self, frame: &[u8], scan: Scan, shared: &Shared, received: &impl Fn(u64)) {
         let now = now_micros();
-        let n = scan::messages(frame, stream, |seq, t| {
+        let n = scan.messages(frame, |seq, t| {
             shared.latency.record(now.saturating_sub(t));
             self.broadcasts.record(seq);
             received(seq);

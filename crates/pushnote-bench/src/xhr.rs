@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use crate::scan::Scan;
 use crate::session::{Report, Shared};
 
 /// Room made in the read buffer before each read.
@@ -135,7 +136,7 @@ impl XhrSession {
     /// Like the WebSocket session's `count`: reads until `stop`, counting the load's messages.
     pub async fn count(
         mut self,
-        stream: u8,
+        scan: Scan,
         shared: Arc<Shared>,
         received: impl Fn(u64),
         mut stop: watch::Receiver<bool>,
@@ -152,7 +153,7 @@ impl XhrSession {
                     report.ended = Some(f);
                     break;
                 }
-                Ok(f) => report.tally(f.as_bytes(), stream, &shared, &received),
+                Ok(f) => report.tally(f.as_bytes(), scan, &shared, &received),
                 Err(e) => {
                     report.ended = Some(format!("error: {e}"));
                     break;

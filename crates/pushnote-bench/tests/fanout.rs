@@ -123,6 +123,109 @@ fn targeted_messages_reach_their_subscribed_user_only() {
 }
 
 #[test]
+fn channel_messages_reach_every_session_of_the_channel_and_are_read_from_their_envelopes() {
+    let (url, bus) = server();
+    let r = bench(
+        &url,
+        &bus,
+        &[
+            "--sessions",
+            "40",
+            "--channel",
+            "bench",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(r["mode"], "channel", "{r}");
+    assert_eq!(r["channel"], "bench", "{r}");
+    let sent = n(&r, "messages_sent");
+    assert!(sent >= 10, "{r}");
+    assert_eq!(n(&r, "deliveries"), 40 * sent, "{r}");
+    assert_nothing_lost(&r);
+    let (p50, max) = (n(&r, "latency_p50_us"), n(&r, "latency_max_us"));
+    assert!(0 < p50 && p50 <= max && max < 5_000_000, "{r}");
+}
+
+#[test]
+fn a_channel_at_the_maximum_rate_is_paced_by_what_its_slowest_session_read() {
+    // Without --rate the publisher stays at most --window messages ahead of the slowest
+    // session: were the envelopes not read, it would stop after the first 4.
+    let (url, bus) = server();
+    let r = bench(
+        &url,
+        &bus,
+        &[
+            "--sessions",
+            "20",
+            "--channel",
+            "fast",
+            "--window",
+            "4",
+            "--duration",
+            "1",
+        ],
+    );
+    let sent = n(&r, "messages_sent");
+    assert!(sent >= 50, "{r}");
+    assert_eq!(n(&r, "deliveries"), 20 * sent, "{r}");
+    assert_nothing_lost(&r);
+}
+
+#[test]
+fn a_private_channel_is_joined_with_a_channel_token_signed_with_the_secret() {
+    let (url, bus) = server();
+    let r = bench(
+        &url,
+        &bus,
+        &[
+            "--sessions",
+            "10",
+            "--channel",
+            "private-bench",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ],
+    );
+    let sent = n(&r, "messages_sent");
+    assert!(sent >= 10, "{r}");
+    assert_eq!(n(&r, "deliveries"), 10 * sent, "{r}");
+    assert_nothing_lost(&r);
+}
+
+#[test]
+fn a_channel_the_server_would_refuse_is_refused_before_connecting() {
+    // Nothing listens at the URL: the name is checked first.
+    for args in [
+        &["--channel", "no spaces"][..],
+        &["--channel", "bench", "--bus-format", "original"][..],
+        &["--channel", "bench", "--targeted", "--rate", "1"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pushnote-bench"))
+            .args([
+                "fanout",
+                "--url",
+                "http://127.0.0.1:9/sockjs",
+                "--sessions",
+                "1",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("connecting"),
+            "{args:?} refused before connecting: {err}"
+        );
+    }
+}
+
+#[test]
 fn xhr_streaming_sessions_count_every_broadcast_across_their_responses() {
     // Responses end after 1 KiB, so each session reads several of them, opening the next.
     let (url, bus) = server_with(|c| c.sockjs.response_limit = 1024);

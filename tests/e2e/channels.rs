@@ -358,10 +358,7 @@ async fn a_channel_message_that_breaks_the_format_is_dropped_and_counted() {
     let fwd = forwarder();
     let srv = server(&fwd, &[]);
     let ctx = zmq::Context::new();
-    let app = ctx.socket(zmq::XPUB).unwrap();
-    app.connect(&fwd.sub).unwrap();
-    app.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
-    assert_eq!(app.recv_bytes(0).unwrap(), [1], "the forwarder subscribes");
+    let app = raw_publisher(&ctx, &fwd.sub, FORWARDER_SUBSCRIPTION);
     let bus = publisher(&fwd.sub);
     let mut client = Client::connect(&srv).await;
     sync(&bus, &mut client, None).await;
@@ -389,19 +386,7 @@ async fn a_channel_message_that_breaks_the_format_is_dropped_and_counted() {
 
 #[tokio::test]
 async fn single_mode_serves_channels_too() {
-    let srv = spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            "0",
-            "--address",
-            "127.0.0.1",
-            "--single",
-            "--mq_socket",
-            "tcp://127.0.0.1:*",
-            "--metrics",
-        ]),
-        true,
-    );
+    let srv = single_server(&[]);
     let bus = publisher(srv.bus.as_deref().unwrap());
     let mut client = Client::connect(&srv).await;
     sync(&bus, &mut client, None).await;

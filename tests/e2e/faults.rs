@@ -337,10 +337,7 @@ async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
 async fn a_message_the_server_rejects_is_counted_rejected_not_lost() {
     let (fwd, srv, bus, mut client) = stack(&[]).await;
     let ctx = zmq::Context::new();
-    let raw = ctx.socket(zmq::XPUB).unwrap();
-    raw.connect(&fwd.sub).unwrap();
-    raw.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
-    assert_eq!(raw.recv_bytes(0).unwrap(), [1], "the forwarder subscribes");
+    let raw = raw_publisher(&ctx, &fwd.sub, FORWARDER_SUBSCRIPTION);
     let (rejected, lost) = (
         srv.metric("pushnote_bus_messages_rejected_total").await,
         srv.metric(LOST).await,
@@ -368,28 +365,13 @@ async fn a_message_the_server_rejects_is_counted_rejected_not_lost() {
 
 #[tokio::test]
 async fn publishers_cannot_move_a_single_servers_loss_count_with_forged_stamps() {
-    let srv = spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            "0",
-            "--address",
-            "127.0.0.1",
-            "--single",
-            "--mq_socket",
-            "tcp://127.0.0.1:*",
-            "--metrics",
-        ]),
-        true,
-    );
+    let srv = single_server(&[]);
     let endpoint = srv.bus.clone().unwrap();
     let bus = publisher(&endpoint);
     let mut client = Client::connect(&srv).await;
     sync(&bus, &mut client, None).await;
     let ctx = zmq::Context::new();
-    let raw = ctx.socket(zmq::XPUB).unwrap();
-    raw.connect(&endpoint).unwrap();
-    raw.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
-    raw.recv_bytes(0).expect("the server subscribes");
+    let raw = raw_publisher(&ctx, &endpoint, SINGLE_SERVER_SUBSCRIPTION);
     // Run 7, numbers 1 and then 1,000,000: as if 999,998 went missing.
     for number in [1u32, 1_000_000] {
         let stamp = pushnote::wire::Stamp { run: 7, number };

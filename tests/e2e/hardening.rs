@@ -256,37 +256,17 @@ fn forwarder_with_metrics(extra: &[&str]) -> (Forwarder, String) {
     (fwd, url)
 }
 
-async fn metric_of(url: &str, name: &str) -> u64 {
-    let body = http_get(url).await.1;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
-}
-
 /// Waits until `name` at `url` satisfies `ok`; returns its value.
 async fn wait_for(url: &str, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
     let deadline = Instant::now() + WAIT;
     loop {
-        let v = metric_of(url, name).await;
+        let v = metric_at(url, name).await;
         if ok(v) {
             return v;
         }
         assert!(Instant::now() < deadline, "{name} stayed at {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A raw ZeroMQ publisher at `endpoint`, as an app in any language would be, once the
-/// forwarder's subscription has reached it.
-fn raw_publisher(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
-    let s = ctx.socket(zmq::XPUB).unwrap();
-    // No high-water mark: a burst is queued for the forwarder, not dropped on the way.
-    s.set_sndhwm(0).unwrap();
-    s.connect(endpoint).unwrap();
-    s.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
-    let subscription = s.recv_bytes(0).expect("the forwarder subscribes");
-    assert_eq!(subscription, [1]);
-    s
 }
 
 #[tokio::test]
@@ -299,7 +279,7 @@ async fn the_forwarder_drops_and_counts_what_is_over_its_limits() {
     sub.set_subscribe(b"").unwrap();
     sub.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
     sub.connect(&fwd.publish).unwrap();
-    let app = raw_publisher(&ctx, &fwd.sub);
+    let app = raw_publisher(&ctx, &fwd.sub, FORWARDER_SUBSCRIPTION);
     let body = br#"{"name":"notify","data":1}"#;
     let long_topic = format!("user:{}\0", "x".repeat(100));
     let huge = format!(r#"{{"name":"notify","data":"{}"}}"#, "y".repeat(5000));
@@ -315,7 +295,7 @@ async fn the_forwarder_drops_and_counts_what_is_over_its_limits() {
         assert!(Instant::now() < deadline, "the forwarder never forwarded");
     }
     while sub.recv_multipart(0).is_ok() {}
-    let received_before = metric_of(&metrics, "pushnote_mq_messages_received_total").await;
+    let received_before = metric_at(&metrics, "pushnote_mq_messages_received_total").await;
     app.send_multipart([long_topic.as_bytes(), body], 0)
         .unwrap();
     app.send_multipart([&b"user:1\0"[..], huge.as_bytes()], 0)
@@ -331,9 +311,9 @@ async fn the_forwarder_drops_and_counts_what_is_over_its_limits() {
     .await;
     let dropped =
         |reason: &str| format!("pushnote_mq_messages_dropped_total{{reason=\"{reason}\"}}");
-    assert_eq!(metric_of(&metrics, &dropped("topic_too_long")).await, 1);
-    assert_eq!(metric_of(&metrics, &dropped("too_large")).await, 1);
-    assert_eq!(metric_of(&metrics, &dropped("malformed")).await, 2);
+    assert_eq!(metric_at(&metrics, &dropped("topic_too_long")).await, 1);
+    assert_eq!(metric_at(&metrics, &dropped("too_large")).await, 1);
+    assert_eq!(metric_at(&metrics, &dropped("malformed")).await, 2);
     // Only the valid message went on.
     sub.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
     let frames = sub.recv_multipart(0).expect("the valid message");
@@ -349,7 +329,7 @@ async fn the_forwarders_topics_are_bounded_in_bytes_and_forgotten_when_idle() {
     let (fwd, metrics) =
         forwarder_with_metrics(&["--topic-memory", &budget.to_string(), "--topic-idle", "1"]);
     let ctx = zmq::Context::new();
-    let app = raw_publisher(&ctx, &fwd.sub);
+    let app = raw_publisher(&ctx, &fwd.sub, FORWARDER_SUBSCRIPTION);
     let body = br#"{"name":"notify","data":1}"#;
     for i in 0..2_000 {
         let topic = format!("user:{i:0>900}\0");
@@ -359,13 +339,13 @@ async fn the_forwarders_topics_are_bounded_in_bytes_and_forgotten_when_idle() {
         n >= 2_000
     })
     .await;
-    let bytes = metric_of(&metrics, "pushnote_mq_topic_memory_bytes").await;
+    let bytes = metric_at(&metrics, "pushnote_mq_topic_memory_bytes").await;
     assert!(bytes > 0 && bytes <= budget, "{bytes} of {budget}");
-    assert!(metric_of(&metrics, "pushnote_mq_topics_forgotten_total").await > 0);
+    assert!(metric_at(&metrics, "pushnote_mq_topics_forgotten_total").await > 0);
     // Idle for two periods: every topic is forgotten.
     wait_for(&metrics, "pushnote_mq_topics", |n| n == 0).await;
     assert_eq!(
-        metric_of(&metrics, "pushnote_mq_topic_memory_bytes").await,
+        metric_at(&metrics, "pushnote_mq_topic_memory_bytes").await,
         0
     );
 }

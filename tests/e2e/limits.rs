@@ -70,10 +70,7 @@ async fn bad_bus_messages_are_dropped_and_counted() {
 
     // A plain PUB socket, as any app might misuse it.
     let ctx = zmq::Context::new();
-    let raw = ctx.socket(zmq::XPUB).unwrap();
-    raw.connect(&fwd.sub).unwrap();
-    raw.set_rcvtimeo(10_000).unwrap();
-    assert_eq!(raw.recv_bytes(0).unwrap()[0], 1, "the forwarder subscribed");
+    let raw = raw_publisher(&ctx, &fwd.sub, FORWARDER_SUBSCRIPTION);
     let huge = format!(r#"{{"name":"notify_all","data":"{}"}}"#, "x".repeat(10_000));
     // Not two frames: the forwarder drops these itself (a --single server counts them).
     for frames in [

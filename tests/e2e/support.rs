@@ -163,6 +163,41 @@ pub fn spawn_server(cmd: &mut Command, single: bool) -> Server {
     }
 }
 
+/// A `--single` server on loopback with metrics and `extra` flags, binding its bus on a free
+/// port (`Server::bus`); no secret.
+pub fn single_server(extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--port",
+        "0",
+        "--address",
+        "127.0.0.1",
+        "--single",
+        "--mq_socket",
+        "tcp://127.0.0.1:*",
+        "--metrics",
+    ];
+    args.extend_from_slice(extra);
+    spawn_server(&mut server_cmd(&args), true)
+}
+
+/// What a forwarder's app side subscribes to: everything.
+pub const FORWARDER_SUBSCRIPTION: &[u8] = b"\x01";
+/// What a `--single` server subscribes to first: broadcasts.
+pub const SINGLE_SERVER_SUBSCRIPTION: &[u8] = b"\x01all\0";
+
+/// A raw ZeroMQ publisher at `endpoint`, as an app in any language would be, once the peer's
+/// first subscription (`first`) has reached it.
+pub fn raw_publisher(ctx: &zmq::Context, endpoint: &str, first: &[u8]) -> zmq::Socket {
+    let s = ctx.socket(zmq::XPUB).unwrap();
+    // No high-water mark: a burst is queued for the peer, not dropped on the way.
+    s.set_sndhwm(0).unwrap();
+    s.connect(endpoint).unwrap();
+    s.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    let subscription = s.recv_bytes(0).expect("the peer subscribes");
+    assert_eq!(subscription, first);
+    s
+}
+
 /// A server connected to `forwarder`, with the test secret, metrics, and `extra` flags.
 pub fn server(forwarder: &Forwarder, extra: &[&str]) -> Server {
     let mut args = server_args(forwarder, "0");
@@ -186,6 +221,14 @@ pub fn server_args<'a>(forwarder: &'a Forwarder, port: &'a str) -> Vec<&'a str> 
     ]
 }
 
+/// The value of metric `name` (with its labels, if any) in the Prometheus text at `url`.
+pub async fn metric_at(url: &str, name: &str) -> u64 {
+    let body = http_get(url).await.1;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+}
+
 /// Broadcasts a server has read off the bus.
 pub const BROADCASTS: &str = "pushnote_bus_broadcasts_total";
 /// Messages to users a server has read off the bus (those its subscriptions let through).
@@ -193,10 +236,7 @@ pub const USER_MESSAGES: &str = "pushnote_bus_user_messages_total";
 
 impl Server {
     pub async fn metric(&self, name: &str) -> u64 {
-        let body = http_get(&format!("{}/metrics", self.origin)).await.1;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in {body}"))
+        metric_at(&format!("{}/metrics", self.origin), name).await
     }
 
     /// Waits until metric `name` reaches `at_least`.

@@ -54,16 +54,23 @@ pub fn messages(frame: &[u8], stream: u8, mut f: impl FnMut(u64, u64)) -> usize 
     let mut at = 0;
     let mut count = 0;
     while let Some(b) = key(frame, at, stream) {
-        let (seq, end) = number(frame, b);
-        let Some(t) = key(frame, end, b't') else {
+        let Some((seq, micros, end)) = stamp(frame, b) else {
             break;
         };
-        let (micros, end) = number(frame, t);
         f(seq, micros);
         count += 1;
         at = end;
     }
     count
+}
+
+/// The sequence number at `seq_at` and the timestamp under the key `t` after it, and where the
+/// timestamp ends; `None` without a timestamp.
+fn stamp(frame: &[u8], seq_at: usize) -> Option<(u64, u64, usize)> {
+    let (seq, end) = number(frame, seq_at);
+    let t = key(frame, end, b't')?;
+    let (micros, end) = number(frame, t);
+    Some((seq, micros, end))
 }
 
 /// [`messages`] for messages that are each the `data` of a channel's envelope, as
@@ -84,11 +91,9 @@ fn envelopes(frame: &[u8], stream: u8, mut f: impl FnMut(u64, u64)) -> usize {
         if frame.get(i..i + 4) != Some(&[b'"', stream, b'"', b':'][..]) {
             continue;
         }
-        let (seq, end) = number(frame, skip_spaces(frame, i + 4));
-        let Some(t) = key(frame, end, b't') else {
+        let Some((seq, micros, end)) = stamp(frame, skip_spaces(frame, i + 4)) else {
             break;
         };
-        let (micros, end) = number(frame, t);
         f(seq, micros);
         count += 1;
         at = end;

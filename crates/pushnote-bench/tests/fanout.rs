@@ -80,6 +80,17 @@ fn assert_nothing_lost(r: &Value) {
     );
 }
 
+/// At least 10 messages went out, each reached all `sessions` once, in order, nothing lost,
+/// with latencies that make sense.
+fn assert_every_session_got_everything(r: &Value, sessions: u64) {
+    let sent = n(r, "messages_sent");
+    assert!(sent >= 10, "{r}");
+    assert_eq!(n(r, "deliveries"), sessions * sent, "{r}");
+    assert_nothing_lost(r);
+    let (p50, max) = (n(r, "latency_p50_us"), n(r, "latency_max_us"));
+    assert!(0 < p50 && p50 <= max && max < 5_000_000, "{r}");
+}
+
 #[test]
 fn every_broadcast_is_counted_once_per_session_with_its_latency() {
     let (url, bus) = server();
@@ -88,12 +99,7 @@ fn every_broadcast_is_counted_once_per_session_with_its_latency() {
         &bus,
         &["--sessions", "40", "--rate", "20", "--duration", "1"],
     );
-    let sent = n(&r, "messages_sent");
-    assert!(sent >= 10, "{r}");
-    assert_eq!(n(&r, "deliveries"), 40 * sent, "{r}");
-    assert_nothing_lost(&r);
-    let (p50, max) = (n(&r, "latency_p50_us"), n(&r, "latency_max_us"));
-    assert!(0 < p50 && p50 <= max && max < 5_000_000, "{r}");
+    assert_every_session_got_everything(&r, 40);
 }
 
 #[test]
@@ -141,12 +147,7 @@ fn channel_messages_reach_every_session_of_the_channel_and_are_read_from_their_e
     );
     assert_eq!(r["mode"], "channel", "{r}");
     assert_eq!(r["channel"], "bench", "{r}");
-    let sent = n(&r, "messages_sent");
-    assert!(sent >= 10, "{r}");
-    assert_eq!(n(&r, "deliveries"), 40 * sent, "{r}");
-    assert_nothing_lost(&r);
-    let (p50, max) = (n(&r, "latency_p50_us"), n(&r, "latency_max_us"));
-    assert!(0 < p50 && p50 <= max && max < 5_000_000, "{r}");
+    assert_every_session_got_everything(&r, 40);
 }
 
 #[test]

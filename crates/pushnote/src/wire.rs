@@ -99,11 +99,24 @@ pub fn check_user_id(user: &str) -> Result<(), WireError> {
 /// The topic of messages for `user`.
 pub fn user_topic(user: &str) -> Result<Vec<u8>, WireError> {
     check_user_id(user)?;
-    let mut t = Vec::with_capacity(USER_TOPIC_PREFIX.len() + user.len() + 1);
-    t.extend_from_slice(USER_TOPIC_PREFIX);
-    t.extend_from_slice(user.as_bytes());
+    Ok(named_topic(USER_TOPIC_PREFIX, user))
+}
+
+/// `prefix`, `name` and the NUL that ends every topic.
+fn named_topic(prefix: &[u8], name: &str) -> Vec<u8> {
+    let mut t = Vec::with_capacity(prefix.len() + name.len() + 1);
+    t.extend_from_slice(prefix);
+    t.extend_from_slice(name.as_bytes());
     t.push(TOPIC_END);
-    Ok(t)
+    t
+}
+
+/// The name in a topic of `prefix` + name + NUL, if `topic` is one and the name is UTF-8.
+fn topic_name<'t>(topic: &'t [u8], prefix: &[u8]) -> Option<&'t str> {
+    topic
+        .strip_prefix(prefix)?
+        .strip_suffix(&[TOPIC_END])
+        .and_then(|name| std::str::from_utf8(name).ok())
 }
 
 /// Checks a channel name: 1 to [`MAX_CHANNEL_BYTES`] bytes of ASCII letters, digits and
@@ -133,11 +146,7 @@ pub fn check_event(event: &str) -> Result<(), WireError> {
 /// The topic of messages on `channel`.
 pub fn channel_topic(channel: &str) -> Result<Vec<u8>, WireError> {
     check_channel(channel)?;
-    let mut t = Vec::with_capacity(CHANNEL_TOPIC_PREFIX.len() + channel.len() + 1);
-    t.extend_from_slice(CHANNEL_TOPIC_PREFIX);
-    t.extend_from_slice(channel.as_bytes());
-    t.push(TOPIC_END);
-    Ok(t)
+    Ok(named_topic(CHANNEL_TOPIC_PREFIX, channel))
 }
 
 /// The topic of `target`'s messages.
@@ -232,19 +241,12 @@ pub fn parse_topic(topic: &[u8]) -> Result<Target<'_>, WireError> {
     if topic == BROADCAST_TOPIC {
         return Ok(Target::All);
     }
-    if let Some(name) = topic.strip_prefix(CHANNEL_TOPIC_PREFIX) {
-        let channel = name
-            .strip_suffix(&[TOPIC_END])
-            .and_then(|c| std::str::from_utf8(c).ok())
-            .ok_or(WireError::UnknownTopic)?;
+    if topic.starts_with(CHANNEL_TOPIC_PREFIX) {
+        let channel = topic_name(topic, CHANNEL_TOPIC_PREFIX).ok_or(WireError::UnknownTopic)?;
         check_channel(channel)?;
         return Ok(Target::Channel(channel));
     }
-    let user = topic
-        .strip_prefix(USER_TOPIC_PREFIX)
-        .and_then(|t| t.strip_suffix(&[TOPIC_END]))
-        .and_then(|u| std::str::from_utf8(u).ok())
-        .ok_or(WireError::UnknownTopic)?;
+    let user = topic_name(topic, USER_TOPIC_PREFIX).ok_or(WireError::UnknownTopic)?;
     check_user_id(user).map_err(|_| WireError::UnknownTopic)?;
     Ok(Target::User(user))
 }

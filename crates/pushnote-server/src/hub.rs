@@ -376,6 +376,7 @@ impl Hub {
     }
 
     /// The channels `session` is in.
+    #[cfg(test)]
     pub fn channels_of(&self, session: &Session) -> Vec<Arc<str>> {
         lock(&self.sessions)
             .by_id

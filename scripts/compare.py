@@ -34,6 +34,10 @@ Scenarios (--scenarios, comma-separated, default all):
   cmax, c1m, clight
          max, 1m and light with every session in one channel (`fanout --channel bench`), the
          messages published on it instead of broadcast: pushnote's channels beside notify_all
+  pmax, p1m
+         max and 1m with each broadcast padded (`fanout --pad`) to the size of a channel
+         message in its envelope: notify_all carrying as many bytes per delivery as cmax and
+         c1m, to tell what the envelope's bytes cost from what channels' routing does
 Servers named in --no-targeted (default floor-raw, which has no users) skip t1k and t19k;
 servers of the original bus format, and those named in --no-channels (builds from before
 channels), skip the channel scenarios.
@@ -70,11 +74,18 @@ def wait_port(port, proc, limit=30.0):
 # The channel scenarios: each is its broadcast scenario with every session in this channel.
 CHANNEL_SCENARIOS = {"cmax": "max", "c1m": "1m", "clight": "light"}
 CHANNEL = "bench"
+# The padded scenarios: each is its broadcast scenario, each broadcast as large on the wire as
+# a channel message in its envelope.
+PADDED_SCENARIOS = {"pmax": "max", "p1m": "1m"}
+# `{"channel":"bench","event":"tick","data":` and `}` around the data, less `,"p":""`.
+PAD = len('{"channel":"%s","event":"tick","data":}' % CHANNEL) - len(',"p":""')
 
 
 def scenario_args(name, a):
     if name in CHANNEL_SCENARIOS:
         return scenario_args(CHANNEL_SCENARIOS[name], a) + ["--channel", CHANNEL]
+    if name in PADDED_SCENARIOS:
+        return scenario_args(PADDED_SCENARIOS[name], a) + ["--pad", str(PAD)]
     if name == "max":
         return ["--sessions", str(a.sessions), "--duration", str(a.duration)]
     if name == "1m":
@@ -219,6 +230,12 @@ def table(results):
         ("… ÷ notify_all's, same round", "c1m", "channel_ratio_p99", 1.0),
         ("channel: p99 ms, 1 msg/s", "clight", "latency_p99_us", 0.001),
         ("… ÷ notify_all's, same round", "clight", "channel_ratio_p99", 1.0),
+        ("padded notify_all: max deliveries/s", "pmax", "deliveries_per_s", 1.0),
+        ("channel max deliveries/s ÷ padded notify_all's, same round", "pmax", "padded_ratio",
+         1.0),
+        ("padded notify_all: p99 ms at a fixed 1 M/s", "p1m", "latency_p99_us", 0.001),
+        ("channel p99 at 1 M/s ÷ padded notify_all's, same round", "p1m", "padded_ratio_p99",
+         1.0),
         ("lost+dup+reordered (channel, max and 1 M/s)", "cmax,c1m", "faults", 1.0),
     ]
     present = {r["scenario"] for r in results}
@@ -236,6 +253,10 @@ def table(results):
             elif key in ("channel_ratio", "channel_ratio_p99"):
                 k = "deliveries_per_s" if key == "channel_ratio" else "latency_p99_us"
                 v = round_ratio(results, (n, scen), (n, CHANNEL_SCENARIOS[scen]), k)
+            elif key in ("padded_ratio", "padded_ratio_p99"):
+                k = "deliveries_per_s" if key == "padded_ratio" else "latency_p99_us"
+                channel = {"pmax": "cmax", "p1m": "c1m"}[scen]
+                v = round_ratio(results, (n, channel), (n, scen), k)
             elif key == "floor_ratio":
                 v = floor_ratio(results, n)
             else:
@@ -298,7 +319,7 @@ def main():
         name, fmt, _ = server
         if scenario in ("t1k", "t19k"):
             return name in a.no_targeted.split(",")
-        if scenario in CHANNEL_SCENARIOS:
+        if scenario in CHANNEL_SCENARIOS or scenario in PADDED_SCENARIOS:
             return fmt != "pushnote" or name in a.no_channels.split(",")
         return False
 

@@ -93,6 +93,11 @@ pub struct Fanout {
     /// token signed with --secret.
     #[arg(long, conflicts_with = "targeted")]
     channel: Option<String>,
+    /// Adds a field of this many bytes to each broadcast's or user message's data (`"p":"xx…"`,
+    /// after the sequence number and time): a broadcast as large on the wire as a channel's
+    /// message in its envelope, to tell the envelope's bytes from the channel's routing.
+    #[arg(long, default_value_t = 0, conflicts_with = "channel")]
+    pad: usize,
     /// The secret pushnote tokens are signed with (the server's --secret), for --targeted with
     /// --bus-format pushnote (and private channels); the original format's tokens are the user
     /// names themselves.
@@ -220,6 +225,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         &args.bus,
         args.stream,
         args.channel.clone(),
+        args.pad,
     )?;
     if routed {
         // A new publisher learns the servers' subscriptions (one per user, or the channel's)
@@ -437,6 +443,8 @@ const EVENT: &str = "tick";
 enum Publish {
     /// The client crate, the stream key, and the channel the load publishes on, if any.
     Pushnote(pushnote::Publisher, char, Option<String>),
+    /// The client crate, the stream key, and the padding added to every message's data.
+    Padded(pushnote::Publisher, char, String),
     Original {
         socket: zmq::Socket,
         _ctx: zmq::Context,
@@ -450,8 +458,13 @@ impl Publish {
         endpoint: &str,
         stream: char,
         channel: Option<String>,
+        pad: usize,
     ) -> anyhow::Result<Publish> {
         Ok(match format {
+            BusFormat::Pushnote if pad > 0 => {
+                let pad = "x".repeat(pad);
+                Publish::Padded(pushnote::Publisher::connect(endpoint)?, stream, pad)
+            }
             BusFormat::Pushnote => {
                 Publish::Pushnote(pushnote::Publisher::connect(endpoint)?, stream, channel)
             }
@@ -476,7 +489,7 @@ impl Publish {
     fn warm_up(&self, time: Duration) {
         let start = Instant::now();
         while start.elapsed() < time {
-            if let Publish::Pushnote(p, _, _) = self {
+            if let Publish::Pushnote(p, _, _) | Publish::Padded(p, _, _) = self {
                 let _ = p.notify(&serde_json::json!(null), ["pushnote-bench-nobody"]);
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -497,6 +510,14 @@ impl Publish {
             (Publish::Pushnote(p, k, None), None) => p
                 .notify_all(&serde_json::json!({k.to_string(): seq, "t": t}))
                 .is_ok(),
+            (Publish::Padded(p, k, pad), user) => {
+                // The sequence number first, as in the others.
+                let data = format!(r#"{{"{k}":{seq},"t":{t},"p":"{pad}"}}"#);
+                serde_json::value::RawValue::from_string(data).is_ok_and(|data| match user {
+                    None => p.notify_all(&data).is_ok(),
+                    Some(u) => p.notify(&data, [format!("u{u}")]).is_ok(),
+                })
+            }
             (Publish::Pushnote(p, k, _), Some(u)) => p
                 .notify(
                     &serde_json::json!({k.to_string(): seq, "t": t}),

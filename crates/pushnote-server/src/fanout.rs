@@ -19,11 +19,14 @@
 //! during a sweep have had nothing yet and start at the log's end.
 //!
 //! A topic's message (a user's, a channel's) must come after the broadcasts published before
-//! it. Where a shard's sweeper is idle, its sessions have had every broadcast, and the bus
-//! thread writes the message itself to the few sessions of a small topic. Otherwise, and
-//! always for a topic with more than [`DIRECT_MEMBERS`] sessions (written by the sweepers in
-//! parallel, as broadcasts are), the message goes through the shard's inbox: the sweeper first
-//! queues the broadcasts each session has not had ([`Sweep::catch_up`]), then sends it.
+//! it. A large topic's message, one for more than [`DIRECT_MEMBERS`] sessions and for at least
+//! one in [`SWEPT_SHARE`] of them all, joins the broadcasts in the log, marked with the
+//! topic's sessions: a sweep gives each session what of the log is for it, put together in
+//! one frame shared by the sessions given the same, as broadcasts are. A smaller topic's
+//! message is written where a sweep would visit many sessions for few: by the bus thread
+//! itself when the shard's sweeper is idle (its sessions have had everything in the log then);
+//! otherwise through the shard's inbox, the sweeper first queueing what each of the topic's
+//! sessions has not had of the log ([`Sweep::catch_up`]), then the message.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +53,11 @@ const DIRECT_BURST_BYTES: usize = 64 * 1024;
 /// idle; a topic with more is handed to the sweepers, which write it in parallel.
 pub const DIRECT_MEMBERS: usize = 64;
 
+/// A large topic's message is swept, as broadcasts are, when at least one session in this
+/// many is the topic's: a sweep visits every session of its shard, and a visit to a session
+/// the message is not for costs a lookup in the topic's list, far less than a write.
+pub const SWEPT_SHARE: usize = 8;
+
 /// The shards of the sessions, and their sweeper threads.
 pub struct Fanout {
     shards: Vec<Arc<Shard>>,
@@ -58,8 +66,8 @@ pub struct Fanout {
 
 /// What the bus thread hands a sweeper.
 enum Item {
-    /// A broadcast, for `everyone` open when it was read from the bus.
-    Broadcast(Message, Arc<[Session]>),
+    /// A message for the log, with `everyone` open when it was read from the bus.
+    Swept(Entry, Arc<[Session]>),
     /// A topic's message to the topic's sessions (those of this shard among them).
     ToMembers(Message, Arc<[Session]>),
 }
@@ -141,14 +149,19 @@ impl Fanout {
     pub fn broadcast(&self, message: &Message, hub: &Hub) {
         let everyone = hub.everyone();
         for shard in &self.shards {
-            shard.hand(Item::Broadcast(message.clone(), everyone.clone()));
+            let entry = Entry {
+                message: message.clone(),
+                only: None,
+            };
+            shard.hand(Item::Swept(entry, everyone.clone()));
         }
     }
 
     /// Sends a message of `topic` to the topic's sessions here: at once, from this thread, to
     /// a small topic's sessions in a shard whose sweeper is idle (`more_waiting` as for
-    /// [`Pace::Now`]); through the inbox of the shard otherwise, so the message comes after
-    /// the broadcasts on their way. False when the topic has no session here.
+    /// [`Pace::Now`]); swept with the broadcasts for a large topic; through the inbox of the
+    /// shard otherwise, so the message comes after the broadcasts on their way. False when the
+    /// topic has no session here.
     pub fn send_to_topic(
         &self,
         topic: &[u8],
@@ -161,12 +174,24 @@ impl Fanout {
             return false;
         };
         let small = members.len() <= DIRECT_MEMBERS;
+        // Taken after `members`: every session of the topic was open before it joined.
+        let swept = (!small)
+            .then(|| hub.everyone())
+            .filter(|everyone| members.len().saturating_mul(SWEPT_SHARE) >= everyone.len());
         for shard in &self.shards {
             let place = shard.place;
             if small && shard.idle.load(Ordering::Acquire) {
                 let pace = Pace::given(more_waiting);
                 delivery::send(metrics, message, &members, |s| place.holds(s), pace);
-            } else if members.iter().any(|s| place.holds(s)) {
+            } else if !members.iter().any(|s| place.holds(s)) {
+                continue;
+            } else if let Some(everyone) = &swept {
+                let entry = Entry {
+                    message: message.clone(),
+                    only: Some(members.clone()),
+                };
+                shard.hand(Item::Swept(entry, everyone.clone()));
+            } else {
                 shard.hand(Item::ToMembers(message.clone(), members.clone()));
             }
         }
@@ -217,8 +242,8 @@ impl Shard {
             }
             for item in items.drain(..) {
                 match item {
-                    Item::Broadcast(message, everyone) => {
-                        sweep.push(message, &everyone, self.place);
+                    Item::Swept(entry, everyone) => {
+                        sweep.push_entry(entry, &everyone, self.place);
                     }
                     Item::ToMembers(message, members) => {
                         let place = self.place;
@@ -237,13 +262,16 @@ impl Shard {
     }
 }
 
-/// One shard's broadcasts not yet given to all its sessions, and where each session is in
-/// them.
+/// One shard's broadcasts (and large topics' messages) not yet given to all its sessions, and
+/// where each session is in them.
 pub struct Sweep {
-    /// Broadcasts, numbered from `base` on.
-    log: VecDeque<Message>,
+    /// Broadcasts and large topics' messages, numbered from `base` on.
+    log: VecDeque<Entry>,
     /// The number of `log[0]`.
     base: u64,
+    /// How many of `log` are for some sessions only: while none is, every session is given
+    /// everything from its cursor on, with no look at the entries.
+    narrowed: usize,
     /// The hub's list of everyone that `sessions` was taken from.
     source: Arc<[Session]>,
     /// The shard's sessions being swept, in id order. Empty when no sweep is on: every session
@@ -253,8 +281,36 @@ pub struct Sweep {
     cursors: Vec<u64>,
     /// Where the sweep is, when one is on.
     pass: Option<Pass>,
-    /// The burst from one broadcast number to the log's end, for the sessions that are there.
-    burst: Option<(u64, Burst)>,
+    /// The burst last built, for the sessions given the same as the one it was built for.
+    burst: Option<Cached>,
+    /// The numbers of the entries a session is given, while some are for some sessions only.
+    picked: Vec<u64>,
+}
+
+/// A message of the log, and whom it is for.
+pub struct Entry {
+    pub message: Message,
+    /// The sessions of the message's topic, in id order; `None` for a broadcast.
+    pub only: Option<Arc<[Session]>>,
+}
+
+impl Entry {
+    fn is_for(&self, session: &Session) -> bool {
+        match &self.only {
+            None => true,
+            Some(members) => members
+                .binary_search_by_key(&session.id(), Session::id)
+                .is_ok(),
+        }
+    }
+}
+
+/// A burst, and what it holds: the log from entry `from` to the end, or only the entries
+/// `picked` of it.
+struct Cached {
+    from: u64,
+    picked: Option<Vec<u64>>,
+    burst: Burst,
 }
 
 /// One pass over every session.
@@ -271,11 +327,13 @@ impl Default for Sweep {
         Sweep {
             log: VecDeque::new(),
             base: 0,
+            narrowed: 0,
             source: Arc::from([]),
             sessions: Arc::from([]),
             cursors: Vec::new(),
             pass: None,
             burst: None,
+            picked: Vec::new(),
         }
     }
 }
@@ -293,9 +351,18 @@ impl Sweep {
 
     /// Adds a broadcast for the sessions of `everyone` in shard `place`, and starts a sweep if
     /// none is on.
+    #[cfg(test)]
     pub fn push(&mut self, message: Message, everyone: &Arc<[Session]>, place: Place) {
+        let only = None;
+        self.push_entry(Entry { message, only }, everyone, place);
+    }
+
+    /// Adds a message for the sessions of `everyone` in shard `place` (those of them it is
+    /// for), and starts a sweep if none is on.
+    pub fn push_entry(&mut self, entry: Entry, everyone: &Arc<[Session]>, place: Place) {
         self.follow(everyone, place);
-        self.log.push_back(message);
+        self.narrowed += usize::from(entry.only.is_some());
+        self.log.push_back(entry);
         self.burst = None;
         if self.pass.is_none() {
             self.pass = Some(Pass {
@@ -366,7 +433,9 @@ impl Sweep {
         // Every session has had at least what the log held when the pass began.
         let end = self.end();
         let done = usize::try_from(pass.began_at.saturating_sub(self.base)).unwrap_or(usize::MAX);
-        self.log.drain(..done.min(self.log.len()));
+        for gone in self.log.drain(..done.min(self.log.len())) {
+            self.narrowed -= usize::from(gone.only.is_some());
+        }
         self.base = pass.began_at;
         if end > pass.began_at {
             // Broadcasts came during the pass: the sessions visited before them need another.
@@ -400,8 +469,8 @@ impl Sweep {
         }
     }
 
-    /// Gives session `i` everything from its cursor to the log's end, written at once where
-    /// `now` allows; returns how many messages it was given.
+    /// Gives session `i` what is for it from its cursor to the log's end, written at once
+    /// where `now` allows; returns how many messages it was given.
     fn give(&mut self, i: usize, now: bool, metrics: &Metrics) -> u64 {
         let end = self.end();
         let from = self.cursors[i];
@@ -409,16 +478,58 @@ impl Sweep {
             return 0;
         }
         self.cursors[i] = end;
+        let Sweep {
+            log,
+            base,
+            narrowed,
+            sessions,
+            burst,
+            picked,
+            ..
+        } = self;
         // Cursors never fall behind the log's start (see `step`); were one to, it would get
         // the whole log rather than a panic.
-        let skip = usize::try_from(from.saturating_sub(self.base)).unwrap_or(0);
-        let session = &self.sessions[i];
+        let skip = usize::try_from(from.saturating_sub(*base)).unwrap_or(0);
+        let session = &sessions[i];
+        let everything = *narrowed == 0;
+        if !everything {
+            picked.clear();
+            let mine = log
+                .iter()
+                .enumerate()
+                .skip(skip)
+                .filter(|(_, e)| e.is_for(session));
+            picked.extend(mine.map(|(n, _)| *base + n as u64));
+            if picked.is_empty() {
+                return 0;
+            }
+        }
+        let given = if everything {
+            end - from
+        } else {
+            picked.len() as u64
+        };
+        let messages = || -> Vec<Message> {
+            if everything {
+                log.iter().skip(skip).map(|e| e.message.clone()).collect()
+            } else {
+                let at = |n: u64| &log[usize::try_from(n - *base).unwrap_or(usize::MAX)];
+                picked.iter().map(|&n| at(n).message.clone()).collect()
+            }
+        };
         let sent = if now {
-            let burst = match &self.burst {
-                Some((at, burst)) if *at == from => burst,
+            let fits = |c: &Cached| {
+                c.from == from && c.picked.as_deref() == (!everything).then_some(&picked[..])
+            };
+            let burst = match burst {
+                Some(c) if fits(c) => &c.burst,
                 _ => {
-                    let messages = self.log.iter().skip(skip).cloned().collect();
-                    &self.burst.insert((from, Burst::new(messages))).1
+                    let fresh = Cached {
+                        from,
+                        picked: (!everything).then(|| picked.clone()),
+                        burst: Burst::new(messages()),
+                    };
+                    &burst.insert(fresh).burst
                 }
             };
             if burst.messages().len() == 1 || burst.ws_frame_len() <= DIRECT_BURST_BYTES {
@@ -427,9 +538,9 @@ impl Sweep {
                 session.send_all(burst.messages())
             }
         } else {
-            session.send_all(&self.log.make_contiguous()[skip..])
+            session.send_all(&messages())
         };
-        counted(metrics, session, sent, end - from)
+        counted(metrics, session, sent, given)
     }
 }
 
@@ -584,6 +695,76 @@ mod tests {
         assert_eq!(got[0], ["1"]);
         for g in &got[1..] {
             assert_eq!(g, &["1", "\"c\""]);
+        }
+    }
+
+    #[test]
+    fn a_large_topics_messages_are_swept_in_order_with_the_broadcasts_to_its_sessions_alone() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let all = sessions(&hub, 3 * SWEEP_STEP);
+        // Every third session is in the channel.
+        for s in all.iter().step_by(3) {
+            hub.join_channel(s, "big", usize::MAX, None);
+        }
+        let members = hub.members(b"chan:big\0").unwrap();
+        let to_channel = |m: &str| Entry {
+            message: Message::json(m),
+            only: Some(members.clone()),
+        };
+        let mut sweep = Sweep::default();
+        sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
+        sweep.push_entry(to_channel("\"a\""), &hub.everyone(), Place::WHOLE);
+        sweep.step(&metrics, &|| false);
+        sweep.push(Message::json("2"), &hub.everyone(), Place::WHOLE);
+        sweep.push_entry(to_channel("\"b\""), &hub.everyone(), Place::WHOLE);
+        finish(&mut sweep, &metrics);
+        for (i, s) in all.iter().enumerate() {
+            if i % 3 == 0 {
+                assert_eq!(texts(s), ["1", "\"a\"", "2", "\"b\""], "member {i}");
+            } else {
+                assert_eq!(texts(s), ["1", "2"], "not a member: {i}");
+            }
+        }
+        assert_eq!(
+            metrics.deliveries.load(Ordering::Relaxed),
+            2 * all.len() as u64 + 2 * members.len() as u64
+        );
+        assert!(sweep.log.is_empty() && sweep.narrowed == 0 && sweep.burst.is_none());
+    }
+
+    #[test]
+    fn a_topic_of_few_among_many_goes_to_its_sessions_after_the_broadcasts_before_it() {
+        let (hub, _bus) = hub();
+        let hub = Arc::new(hub);
+        let metrics = Arc::new(Metrics::default());
+        let all = sessions(&hub, (DIRECT_MEMBERS + 1) * SWEPT_SHARE + 1);
+        let in_channel = &all[..DIRECT_MEMBERS + 1];
+        for s in in_channel {
+            hub.join_channel(s, "mid", usize::MAX, None);
+        }
+        let fanout = Fanout::start(2, metrics.clone()).unwrap();
+        fanout.broadcast(&Message::json("1"), &hub);
+        let topic = b"chan:mid\0";
+        assert!(fanout.send_to_topic(topic, &Message::json("\"c\""), &hub, &metrics, &|| false));
+        fanout.broadcast(&Message::json("2"), &hub);
+        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let expected = |i: usize| if i <= DIRECT_MEMBERS { 3 } else { 2 };
+        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
+            assert!(std::time::Instant::now() < deadline, "delivered in time");
+            for (g, s) in got.iter_mut().zip(&all) {
+                g.extend(texts(s));
+            }
+            std::thread::yield_now();
+        }
+        drop(fanout);
+        for (i, g) in got.iter().enumerate() {
+            if i <= DIRECT_MEMBERS {
+                assert_eq!(g, &["1", "\"c\"", "2"], "member {i}");
+            } else {
+                assert_eq!(g, &["1", "2"], "not a member: {i}");
+            }
         }
     }
 

@@ -13,9 +13,9 @@
 //! - `subscriptions.rs` — what the hub tells the bus: a topic's first session came, its last
 //!   went.
 //! - `hub.rs` — who is connected and which topics (their user's, channels) each session is in.
-//! - `fanout.rs` — which thread delivers what: broadcasts through a log per shard of the
-//!   sessions, swept by a thread per core; a topic's messages to its sessions, after the
-//!   broadcasts before them.
+//! - `fanout.rs` — which thread delivers what: broadcasts, and large topics' messages, through
+//!   a log per shard of the sessions, swept by a thread per core; a smaller topic's messages
+//!   to its sessions, after the broadcasts before them.
 //! - `delivery.rs` — writing a message to sessions: pacing, counting, closing the slow.
 //! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels.
 //! - `budget.rs` — an allowance that grows back over time: a session's channel requests.

@@ -41,7 +41,7 @@ pub const DEFAULT_SOCKJS_URL: &str =
     "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js";
 
 pub use close::CloseCode;
-pub use message::{Burst, Message};
+pub use message::{Burst, Form, Message};
 pub use origin::Origins;
 pub use routes::{routes, MAX_ID_BYTES};
 pub use session::{QueueLimits, SendError, Session};

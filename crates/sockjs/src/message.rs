@@ -4,6 +4,10 @@
 //! may also send an already-encoded JSON *value* (`a[{"k":1}]` rather than `a["{\"k\":1}"]`),
 //! which the stock client hands to the page as the parsed value. Either way the frame-ready
 //! encoding is computed once, when the message is made, and every session holds a reference.
+//!
+//! A message may come in two forms (say, bare and with its place in a stream): each session
+//! takes the one it asked for ([`crate::Session::set_form`]), and the others share the same
+//! message.
 
 use std::sync::{Arc, OnceLock};
 
@@ -14,7 +18,7 @@ use crate::ws::codec::OutFrame;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message(Arc<Encoded>);
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Encoded {
     /// The JSON element that goes inside an `a[...]` frame, SockJS-escaped.
     json: Box<str>,
@@ -23,6 +27,18 @@ struct Encoded {
     /// The whole WebSocket frame `a[json]`, made by the first session that writes this message
     /// on its own and shared by all the others.
     ws_frame: OnceLock<Box<[u8]>>,
+    /// The message's second form, if it has one.
+    second: Option<Message>,
+}
+
+/// Which form of a message a session takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// The message as made.
+    #[default]
+    First,
+    /// Its second form, where it has one ([`Message::with_second_form`]); the first otherwise.
+    Second,
 }
 
 impl Message {
@@ -32,6 +48,7 @@ impl Message {
             json: frame::quote(text).into_boxed_str(),
             raw: Some(text.into()),
             ws_frame: OnceLock::new(),
+            second: None,
         }))
     }
 
@@ -43,12 +60,30 @@ impl Message {
             json: frame::compact_json(json_text).into_boxed_str(),
             raw: None,
             ws_frame: OnceLock::new(),
+            second: None,
         }))
     }
 
     /// A JSON value message from any serializable value.
     pub fn from_value<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Message> {
         serde_json::to_string(value).map(|s| Message::json(&s))
+    }
+
+    /// This message, with `second` as its second form.
+    pub fn with_second_form(self, second: Message) -> Message {
+        let first = Arc::unwrap_or_clone(self.0);
+        Message(Arc::new(Encoded {
+            second: Some(second.in_form(Form::First).clone()),
+            ..first
+        }))
+    }
+
+    /// The message in `form`.
+    pub fn in_form(&self, form: Form) -> &Message {
+        match (form, &self.0.second) {
+            (Form::Second, Some(second)) => second,
+            _ => self,
+        }
     }
 
     /// The element of an `a[...]` frame that carries this message.
@@ -77,13 +112,19 @@ impl Message {
     }
 }
 
-/// The WebSocket frame `a[m1,m2,…]` that carries `messages` together; the bytes to write start
-/// at the returned offset.
-pub(crate) fn ws_frame_of(messages: &[Message]) -> (Vec<u8>, usize) {
+/// The WebSocket frame `a[m1,m2,…]` that carries `messages` together, each in `form`; the
+/// bytes to write start at the returned offset.
+pub(crate) fn ws_frame_of(messages: &[Message], form: Form) -> (Vec<u8>, usize) {
     // "a[", the messages, a comma between each two, "]".
-    let len: usize = messages.iter().map(|m| m.as_json().len() + 1).sum();
+    let len: usize = messages
+        .iter()
+        .map(|m| m.in_form(form).as_json().len() + 1)
+        .sum();
     let mut out = OutFrame::text_with_capacity(len + 2);
-    frame::push_array(out.payload(), messages.iter().map(Message::as_json));
+    frame::push_array(
+        out.payload(),
+        messages.iter().map(|m| m.in_form(form).as_json()),
+    );
     out.finish()
 }
 
@@ -92,6 +133,8 @@ pub(crate) fn ws_frame_of(messages: &[Message]) -> (Vec<u8>, usize) {
 #[derive(Debug)]
 pub struct Burst {
     messages: Vec<Message>,
+    /// The form the frame carries the messages in.
+    form: Form,
     /// The frame for all of them, from `start` on.
     frame: Vec<u8>,
     start: usize,
@@ -100,12 +143,24 @@ pub struct Burst {
 impl Burst {
     /// `messages`, in order, framed together.
     pub fn new(messages: Vec<Message>) -> Burst {
-        let (frame, start) = ws_frame_of(&messages);
+        Burst::in_form(messages, Form::First)
+    }
+
+    /// `messages`, in order, framed together in `form`, for the sessions that take it (the
+    /// others are given the messages one by one).
+    pub fn in_form(messages: Vec<Message>, form: Form) -> Burst {
+        let (frame, start) = ws_frame_of(&messages, form);
         Burst {
             messages,
+            form,
             frame,
             start,
         }
+    }
+
+    /// The form the frame carries the messages in.
+    pub fn form(&self) -> Form {
+        self.form
     }
 
     /// The messages, in order.

@@ -16,13 +16,13 @@
 //! [`Burst`], which [`Session::send_burst_now`] writes or queues the same way.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::{Burst, CloseCode, Message};
+use crate::{Burst, CloseCode, Form, Message};
 
 /// How much a session may have queued before it counts as too slow and is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,9 @@ struct Inner {
     wake: Notify,
     /// Wakes everyone waiting in [`Session::closing`].
     closing_signal: Notify,
+    /// Whether the session takes messages in their second form; changed under `state`'s lock,
+    /// so that a send sees either the form before a change or the one after.
+    second_form: AtomicBool,
 }
 
 #[derive(Default)]
@@ -84,6 +87,15 @@ struct State {
     /// The rest of a frame the socket took only partly from a direct write: the writer sends
     /// it before anything else.
     unsent: Option<Vec<u8>>,
+}
+
+/// The frame that carries what [`Session::push`] is given, if one does.
+enum Frame<'a> {
+    None,
+    /// One message's own frame, in the session's form.
+    One(&'a Message),
+    /// A burst's frame, if it is in the session's form.
+    Burst(&'a Burst),
 }
 
 /// What a writer takes from the queue at once.
@@ -106,6 +118,7 @@ impl Session {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             closing_signal: Notify::new(),
+            second_form: AtomicBool::new(false),
         }))
     }
 
@@ -123,7 +136,25 @@ impl Session {
     /// Queues `message` for the client. Never blocks. When the queue is over its limits the
     /// session is closed with [`CloseCode::SLOW`] and the message is not queued.
     pub fn send(&self, message: Message) -> Result<(), SendError> {
-        self.push(std::slice::from_ref(&message), None)
+        self.push(std::slice::from_ref(&message), Frame::None)
+    }
+
+    /// From now on, queues and writes every message in `form`: a message sent before this
+    /// call is written as it was sent, and every one sent after it in `form`.
+    pub fn set_form(&self, form: Form) {
+        let _st = self.state();
+        self.0
+            .second_form
+            .store(form == Form::Second, Ordering::Relaxed);
+    }
+
+    /// The form of messages this session takes.
+    pub fn form(&self) -> Form {
+        if self.0.second_form.load(Ordering::Relaxed) {
+            Form::Second
+        } else {
+            Form::First
+        }
     }
 
     /// Like [`Session::send`], but on a WebSocket session with nothing queued the message is
@@ -131,7 +162,7 @@ impl Session {
     /// instead of waking the session's writer. Meant for senders with nothing else waiting:
     /// for a burst of messages, `send` lets the writer put them in fewer, larger frames.
     pub fn send_now(&self, message: Message) -> Result<(), SendError> {
-        self.push(std::slice::from_ref(&message), Some(message.ws_frame()))
+        self.push(std::slice::from_ref(&message), Frame::One(&message))
     }
 
     /// Sends every message of `burst`, in order, as [`Session::send_now`] sends one: a WebSocket
@@ -141,7 +172,7 @@ impl Session {
     pub fn send_burst_now(&self, burst: &Burst) -> Result<(), SendError> {
         match burst.messages() {
             [] => Ok(()),
-            messages => self.push(messages, Some(burst.ws_frame())),
+            messages => self.push(messages, Frame::Burst(burst)),
         }
     }
 
@@ -150,16 +181,23 @@ impl Session {
     pub fn send_all(&self, messages: &[Message]) -> Result<(), SendError> {
         match messages {
             [] => Ok(()),
-            messages => self.push(messages, None),
+            messages => self.push(messages, Frame::None),
         }
     }
 
-    /// Queues `messages`, or writes `frame` (which carries them all) when it can be written now.
-    fn push(&self, messages: &[Message], frame: Option<&[u8]>) -> Result<(), SendError> {
+    /// Queues `messages` in the session's form, or writes `frame` (which carries them all)
+    /// when it can be written now.
+    fn push(&self, messages: &[Message], frame: Frame<'_>) -> Result<(), SendError> {
         let mut st = self.state();
         if st.closing.is_some() || st.closed {
             return Err(SendError::Closed);
         }
+        let form = self.form();
+        let frame = match frame {
+            Frame::None => None,
+            Frame::One(m) => Some(m.in_form(form).ws_frame()),
+            Frame::Burst(b) => (b.form() == form).then(|| b.ws_frame()),
+        };
         if let Some(frame) = frame {
             if st.queue.is_empty() && !st.writing && st.unsent.is_none() {
                 if let Some(stream) = &st.direct {
@@ -178,7 +216,7 @@ impl Session {
                 }
             }
         }
-        let len: usize = messages.iter().map(Message::queued_len).sum();
+        let len: usize = messages.iter().map(|m| m.in_form(form).queued_len()).sum();
         if st.queue.len() + messages.len() > self.0.limits.max_messages
             || st.queued_bytes + len > self.0.limits.max_bytes
         {
@@ -191,7 +229,8 @@ impl Session {
         }
         let was_empty = st.queue.is_empty();
         st.queued_bytes += len;
-        st.queue.extend(messages.iter().cloned());
+        st.queue
+            .extend(messages.iter().map(|m| m.in_form(form).clone()));
         drop(st);
         if was_empty {
             self.0.wake.notify_one();
@@ -342,6 +381,29 @@ mod tests {
         let texts: Vec<_> = msgs.iter().map(|m| m.as_raw().to_owned()).collect();
         assert_eq!(texts, ["a", "b"]);
         assert_eq!(close, None);
+    }
+
+    #[test]
+    fn a_session_takes_each_message_in_its_form_from_the_moment_it_asks() {
+        let s = Session::new(QueueLimits::default());
+        let two = |i: u32| {
+            Message::text(&format!("{i}")).with_second_form(Message::text(&format!("{i}+")))
+        };
+        s.send(two(1)).unwrap();
+        s.set_form(Form::Second);
+        s.send(two(2)).unwrap();
+        s.send_all(&[two(3), Message::text("one form")]).unwrap();
+        // A burst framed in the other form is queued message by message, in this one.
+        s.send_burst_now(&Burst::new(vec![two(4)])).unwrap();
+        s.send_burst_now(&Burst::in_form(vec![two(5)], Form::Second))
+            .unwrap();
+        let (msgs, _) = s.drain();
+        let texts: Vec<_> = msgs.iter().map(|m| m.as_raw().to_owned()).collect();
+        assert_eq!(texts, ["1", "2+", "3+", "one form", "4+", "5+"]);
+        let m = two(6);
+        assert_eq!(m.in_form(Form::First).as_raw(), "6");
+        assert_eq!(m.in_form(Form::Second).as_raw(), "6+");
+        assert_eq!(m.in_form(Form::Second).in_form(Form::Second).as_raw(), "6+");
     }
 
     #[test]

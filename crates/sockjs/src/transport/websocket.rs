@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::frame;
-use crate::message::ws_frame_of;
+use crate::message::{ws_frame_of, Form};
 use crate::registry::Service;
 use crate::session::Batch;
 use crate::ws::codec::{self, Fault, Incoming};
@@ -91,7 +91,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                                 write_session(&mut conn, &session, one.ws_frame(), write_timeout).await
                             }
                             many => {
-                                let (bytes, start) = ws_frame_of(many);
+                                let (bytes, start) = ws_frame_of(many, Form::First);
                                 write_session(&mut conn, &session, &bytes[start..], write_timeout).await
                             }
                         },

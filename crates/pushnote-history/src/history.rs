@@ -1,0 +1,667 @@
+//! The topics, their kept messages, and their limits.
+//!
+//! Each topic keeps its last messages, at most [`Limits::messages`] of them and none older
+//! than [`Limits::age`]. All topics together take at most [`Limits::bytes`], by estimate (each
+//! message its value's [`Weigh::weight`] and [`KEPT_OVERHEAD`], each topic its name and
+//! [`TOPIC_OVERHEAD`]): past that, the oldest messages of any topic go first. A topic that has
+//! kept nothing for [`Limits::idle`] is forgotten, and so is every topic that keeps nothing
+//! when the budget is spent on topics alone; a forgotten topic's next message starts a new
+//! epoch.
+//!
+//! Pure: no I/O, no clock of its own (every call that ages something is given `now`).
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Position;
+
+/// What a kept message costs beyond its value, by estimate: its place in its topic's queue
+/// (offset, time, the value's pointer and length), its place in the queue of all messages
+/// (the topic's shared name and the offset), and the allocator's header and rounding.
+pub const KEPT_OVERHEAD: usize = 80;
+
+/// What a topic costs beyond its name, by estimate: its map slot, epoch, offsets and empty
+/// queue, and the allocator's header and rounding of its shared name.
+pub const TOPIC_OVERHEAD: usize = 128;
+
+/// What a stored value takes, in bytes, beyond what [`KEPT_OVERHEAD`] counts.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Box<[u8]> {
+    fn weight(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Weigh for Vec<u8> {
+    fn weight(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Weigh for Arc<[u8]> {
+    fn weight(&self) -> usize {
+        // The shared allocation's two counts.
+        self.len() + 16
+    }
+}
+
+/// How much history is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most messages kept per topic.
+    pub messages: usize,
+    /// How long a message is kept.
+    pub age: Duration,
+    /// What all topics and their messages may take together, by estimate.
+    pub bytes: usize,
+    /// How long a topic that keeps no message is remembered (its epoch and last offset), so
+    /// that a page that saw its last message is told it missed nothing.
+    pub idle: Duration,
+}
+
+/// Why a page's position cannot be brought up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotRecovered {
+    /// The topic's epoch is another: its history was lost since (or the position is not one
+    /// this history gave).
+    Epoch,
+    /// The position is past the topic's last message.
+    Future,
+    /// Messages after the position were dropped already (too many, too old, or the budget).
+    Evicted,
+}
+
+/// Counters since the history was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Messages dropped before their time: past a topic's count or the byte budget.
+    pub evicted: u64,
+    /// Messages dropped for their age.
+    pub expired: u64,
+    /// Topics forgotten (idle, or for the budget).
+    pub forgotten: u64,
+}
+
+/// Each topic's recent messages and positions.
+pub struct History<V> {
+    limits: Limits,
+    topics: HashMap<Arc<[u8]>, Topic<V>>,
+    /// Every kept message's topic and offset, oldest first. Entries whose message went already
+    /// (past its topic's count, or its topic's epoch ended) are skipped when they come up.
+    order: VecDeque<(Arc<[u8]>, u32, u32)>,
+    /// What the topics and their messages take, by estimate.
+    bytes: usize,
+    /// Messages kept now.
+    kept: usize,
+    next_epoch: u32,
+    /// When topics were last looked at for idleness.
+    swept: Instant,
+    counts: Counts,
+}
+
+struct Topic<V> {
+    epoch: u32,
+    /// The offset of the topic's last message in this epoch; 0 before the first.
+    last: u32,
+    kept: VecDeque<Kept<V>>,
+    /// When the topic last had a message, or was asked for.
+    touched: Instant,
+}
+
+struct Kept<V> {
+    offset: u32,
+    at: Instant,
+    value: V,
+}
+
+fn topic_cost(name: &[u8]) -> usize {
+    name.len() + TOPIC_OVERHEAD
+}
+
+impl<V: Weigh> History<V> {
+    /// An empty history whose epochs differ from any other history's, almost surely.
+    pub fn new(limits: Limits, now: Instant) -> History<V> {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_u32(std::process::id());
+        History {
+            limits,
+            topics: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            kept: 0,
+            next_epoch: h.finish() as u32,
+            swept: now,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Adds the next message of `topic`, made by `make` from its position; returns the
+    /// position. A message too large for the budget is numbered but not kept, and what its
+    /// topic kept before goes with it: a page can then not be brought past it.
+    pub fn append(
+        &mut self,
+        topic: &[u8],
+        make: impl FnOnce(Position) -> V,
+        now: Instant,
+    ) -> Position {
+        self.expire(now);
+        if topic_cost(topic) > self.limits.bytes {
+            // A topic that could never be remembered: each message in an epoch of its own.
+            let epoch = self.fresh_epoch();
+            return Position { epoch, offset: 1 };
+        }
+        if !self.topics.contains_key(topic) {
+            self.make_room(0, topic);
+        }
+        let name = self.topic(topic, now);
+        self.new_epoch_if(|t| t.last == u32::MAX, &name);
+        let t = self.topics.get_mut(&name).expect("made above");
+        t.touched = now;
+        t.last += 1;
+        let position = Position {
+            epoch: t.epoch,
+            offset: t.last,
+        };
+        let value = make(position);
+        let cost = value.weight() + KEPT_OVERHEAD;
+        if self.limits.messages == 0 || cost + topic_cost(topic) > self.limits.bytes {
+            self.drop_kept(&name);
+            return position;
+        }
+        if t.kept.len() >= self.limits.messages {
+            let gone = t.kept.pop_front().expect("at the limit, so not empty");
+            self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
+            self.kept -= 1;
+            self.counts.evicted += 1;
+        }
+        self.make_room(cost, &name);
+        let t = self.topics.get_mut(&name).expect("make_room keeps it");
+        t.kept.push_back(Kept {
+            offset: position.offset,
+            at: now,
+            value,
+        });
+        self.order
+            .push_back((name, position.epoch, position.offset));
+        self.bytes += cost;
+        self.kept += 1;
+        position
+    }
+
+    /// The position of `topic`'s last message (offset 0 when it has had none yet), the topic
+    /// being remembered from now on as if it had had a message.
+    pub fn position(&mut self, topic: &[u8], now: Instant) -> Position {
+        self.expire(now);
+        if topic_cost(topic) > self.limits.bytes {
+            let epoch = self.fresh_epoch();
+            return Position { epoch, offset: 0 };
+        }
+        if !self.topics.contains_key(topic) {
+            self.make_room(0, topic);
+        }
+        let name = self.topic(topic, now);
+        let t = self.topics.get_mut(&name).expect("made above");
+        t.touched = now;
+        Position {
+            epoch: t.epoch,
+            offset: t.last,
+        }
+    }
+
+    /// The messages of `topic` after `seen`, oldest first, or why they cannot all be given.
+    pub fn after(
+        &mut self,
+        topic: &[u8],
+        seen: Position,
+        now: Instant,
+    ) -> Result<impl Iterator<Item = (Position, &V)>, NotRecovered> {
+        self.expire(now);
+        let t = self.topics.get(topic).ok_or(NotRecovered::Epoch)?;
+        if t.epoch != seen.epoch {
+            return Err(NotRecovered::Epoch);
+        }
+        if seen.offset > t.last {
+            return Err(NotRecovered::Future);
+        }
+        let first = t.kept.front().map_or(t.last + 1, |k| k.offset);
+        if seen.offset + 1 < first {
+            return Err(NotRecovered::Evicted);
+        }
+        let skip = (seen.offset + 1 - first) as usize;
+        let epoch = t.epoch;
+        Ok(t.kept.iter().skip(skip).map(move |k| {
+            let offset = k.offset;
+            (Position { epoch, offset }, &k.value)
+        }))
+    }
+
+    /// Drops the messages older than [`Limits::age`], and, once every [`Limits::idle`], the
+    /// topics idle that long with nothing kept. Cheap to call often.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((name, epoch, offset)) = self.order.front() {
+            let live = self
+                .topics
+                .get(name)
+                .filter(|t| t.epoch == *epoch)
+                .and_then(|t| t.kept.front())
+                .filter(|k| k.offset == *offset);
+            match live {
+                Some(k) if now.saturating_duration_since(k.at) < self.limits.age => break,
+                Some(_) => {
+                    self.drop_oldest();
+                    self.counts.expired += 1;
+                }
+                None => {
+                    self.order.pop_front();
+                }
+            }
+        }
+        if now.saturating_duration_since(self.swept) >= self.limits.idle {
+            self.swept = now;
+            let idle = self.limits.idle;
+            self.forget_but(&[], |t| now.saturating_duration_since(t.touched) >= idle);
+        }
+    }
+
+    /// What the topics and their messages take, by estimate.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Messages kept now.
+    pub fn messages(&self) -> usize {
+        self.kept
+    }
+
+    /// Topics remembered now.
+    pub fn topics(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The topic's shared name, the topic made (with a new epoch) if it was not known.
+    fn topic(&mut self, topic: &[u8], now: Instant) -> Arc<[u8]> {
+        if let Some((name, _)) = self.topics.get_key_value(topic) {
+            return name.clone();
+        }
+        let name: Arc<[u8]> = topic.into();
+        let epoch = self.fresh_epoch();
+        self.bytes += topic_cost(topic);
+        self.topics.insert(
+            name.clone(),
+            Topic {
+                epoch,
+                last: 0,
+                kept: VecDeque::new(),
+                touched: now,
+            },
+        );
+        name
+    }
+
+    /// Starts a new epoch for the topic when `ended` says so, dropping what it kept.
+    fn new_epoch_if(&mut self, ended: impl Fn(&Topic<V>) -> bool, name: &[u8]) {
+        if !self.topics.get(name).is_some_and(ended) {
+            return;
+        }
+        let epoch = self.fresh_epoch();
+        self.drop_kept(name);
+        let t = self.topics.get_mut(name).expect("looked up above");
+        t.epoch = epoch;
+        t.last = 0;
+    }
+
+    /// Drops every message `name` keeps.
+    fn drop_kept(&mut self, name: &[u8]) {
+        let Some(t) = self.topics.get_mut(name) else {
+            return;
+        };
+        for gone in t.kept.drain(..) {
+            self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
+            self.kept -= 1;
+            self.counts.evicted += 1;
+        }
+    }
+
+    fn fresh_epoch(&mut self) -> u32 {
+        self.next_epoch = self.next_epoch.wrapping_add(1).max(1);
+        self.next_epoch
+    }
+
+    /// Drops the oldest kept messages until `needed` more bytes (and, if `topic` is new, its
+    /// cost) fit in the budget; failing that, forgets the topics other than `topic` that keep
+    /// nothing.
+    fn make_room(&mut self, needed: usize, topic: &[u8]) {
+        let new_topic = if self.topics.contains_key(topic) {
+            0
+        } else {
+            topic_cost(topic)
+        };
+        let fits = |h: &Self| h.bytes + needed + new_topic <= h.limits.bytes;
+        while !fits(self) && self.kept > 0 {
+            if self.drop_oldest() {
+                self.counts.evicted += 1;
+            }
+        }
+        if !fits(self) {
+            self.forget_but(topic, |_| true);
+        }
+    }
+
+    /// Drops the oldest entry of the queue of all messages, and its message if it is still
+    /// kept; true when it was.
+    fn drop_oldest(&mut self) -> bool {
+        let Some((name, epoch, offset)) = self.order.pop_front() else {
+            return false;
+        };
+        let Some(t) = self.topics.get_mut(&name).filter(|t| t.epoch == epoch) else {
+            return false;
+        };
+        if t.kept.front().is_none_or(|k| k.offset != offset) {
+            return false;
+        }
+        let gone = t.kept.pop_front().expect("looked at above");
+        self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
+        self.kept -= 1;
+        true
+    }
+
+    /// Forgets the topics that keep nothing and that `forget` picks, but for `but`.
+    fn forget_but(&mut self, but: &[u8], forget: impl Fn(&Topic<V>) -> bool) {
+        let mut freed = 0;
+        let mut forgotten = 0;
+        self.topics.retain(|name, t| {
+            let go = t.kept.is_empty() && **name != *but && forget(t);
+            if go {
+                freed += topic_cost(name);
+                forgotten += 1;
+            }
+            !go
+        });
+        self.bytes -= freed;
+        self.counts.forgotten += forgotten;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn limits(messages: usize, bytes: usize) -> Limits {
+        Limits {
+            messages,
+            age: HOUR,
+            bytes,
+            idle: 2 * HOUR,
+        }
+    }
+
+    fn value(s: &str) -> Box<[u8]> {
+        s.as_bytes().into()
+    }
+
+    fn after(
+        h: &mut History<Box<[u8]>>,
+        topic: &[u8],
+        seen: Position,
+        now: Instant,
+    ) -> Vec<String> {
+        match h.after(topic, seen, now) {
+            Ok(m) => m
+                .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
+                .collect(),
+            Err(e) => vec![format!("{e:?}")],
+        }
+    }
+
+    #[test]
+    fn each_topic_numbers_its_messages_from_one_in_an_epoch_of_its_own() {
+        let now = Instant::now();
+        let mut h = History::new(limits(10, 1 << 20), now);
+        let a1 = h.append(b"a", |_| value("1"), now);
+        let b1 = h.append(b"b", |_| value("1"), now);
+        let a2 = h.append(b"a", |_| value("2"), now);
+        assert_eq!((a1.offset, b1.offset, a2.offset), (1, 1, 2));
+        assert_eq!(a1.epoch, a2.epoch);
+        assert_ne!(a1.epoch, b1.epoch);
+        assert_ne!(a1.epoch, 0);
+        assert_eq!(h.position(b"a", now), a2);
+        let other: History<Box<[u8]>> = History::new(limits(10, 1 << 20), now);
+        assert_ne!(
+            other.next_epoch, h.next_epoch,
+            "another history, other epochs"
+        );
+    }
+
+    #[test]
+    fn a_page_is_given_what_came_after_its_position_or_told_why_not() {
+        let now = Instant::now();
+        let mut h = History::new(limits(3, 1 << 20), now);
+        let start = h.position(b"t", now);
+        assert_eq!(start.offset, 0);
+        for m in ["1", "2", "3"] {
+            h.append(b"t", |_| value(m), now);
+        }
+        assert_eq!(after(&mut h, b"t", start, now), ["1", "2", "3"]);
+        let at2 = Position { offset: 2, ..start };
+        assert_eq!(after(&mut h, b"t", at2, now), ["3"]);
+        let at3 = Position { offset: 3, ..start };
+        assert!(after(&mut h, b"t", at3, now).is_empty(), "nothing missed");
+        let future = Position { offset: 4, ..start };
+        assert_eq!(after(&mut h, b"t", future, now), ["Future"]);
+        let other = Position {
+            epoch: start.epoch ^ 1,
+            ..start
+        };
+        assert_eq!(after(&mut h, b"t", other, now), ["Epoch"]);
+        assert_eq!(after(&mut h, b"unknown", start, now), ["Epoch"]);
+        // A fourth message pushes the first out: offset 0 can no longer be brought up to date.
+        h.append(b"t", |_| value("4"), now);
+        assert_eq!(after(&mut h, b"t", start, now), ["Evicted"]);
+        let at1 = Position { offset: 1, ..start };
+        assert_eq!(after(&mut h, b"t", at1, now), ["2", "3", "4"]);
+        assert_eq!(h.messages(), 3);
+        assert_eq!(h.counts().evicted, 1);
+    }
+
+    #[test]
+    fn messages_older_than_the_age_go_and_a_quiet_topic_still_answers_nothing_missed() {
+        let start = Instant::now();
+        let mut h = History::new(limits(10, 1 << 20), start);
+        let p = h.append(b"t", |_| value("old"), start);
+        let later = start + HOUR;
+        assert_eq!(h.messages(), 1);
+        h.expire(later);
+        assert_eq!((h.messages(), h.counts().expired), (0, 1));
+        assert!(after(&mut h, b"t", p, later).is_empty(), "saw the last one");
+        let before = Position { offset: 0, ..p };
+        assert_eq!(after(&mut h, b"t", before, later), ["Evicted"]);
+        // Idle for `idle` with nothing kept: forgotten, and a new epoch when it comes back.
+        h.expire(start + 2 * HOUR);
+        assert_eq!(h.topics(), 0);
+        assert_eq!(h.bytes(), 0);
+        assert_eq!(after(&mut h, b"t", p, start + 2 * HOUR), ["Epoch"]);
+        assert_ne!(
+            h.append(b"t", |_| value("new"), start + 2 * HOUR).epoch,
+            p.epoch
+        );
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_oldest_messages_of_any_topic_first() {
+        let now = Instant::now();
+        let one = 100 + KEPT_OVERHEAD;
+        let topics = 2 * topic_cost(b"a");
+        let mut h = History::new(limits(100, topics + 3 * one), now);
+        let big = || vec![b'x'; 100].into_boxed_slice();
+        let a = h.append(b"a", |_| big(), now);
+        h.append(b"b", |_| big(), now);
+        h.append(b"a", |_| big(), now);
+        assert_eq!(h.bytes(), topics + 3 * one);
+        // The fourth drops the oldest: a's first.
+        h.append(b"b", |_| big(), now);
+        assert_eq!(h.bytes(), topics + 3 * one);
+        assert_eq!(h.messages(), 3);
+        assert_eq!(
+            h.after(b"a", Position { offset: 0, ..a }, now).err(),
+            Some(NotRecovered::Evicted)
+        );
+        assert_eq!(h.after(b"a", a, now).unwrap().count(), 1);
+        assert_eq!(h.counts().evicted, 1);
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget_whatever_the_topics_and_messages() {
+        let now = Instant::now();
+        let budget = 1 << 20;
+        let mut h = History::new(limits(50, budget), now);
+        for i in 0..3_000u32 {
+            let mut topic = vec![b'x'; (i as usize * 7919) % 30_000];
+            topic.extend_from_slice(&i.to_be_bytes());
+            let v = vec![b'v'; (i as usize * 104_729) % 70_000].into_boxed_slice();
+            h.append(&topic[..topic.len() % 40], |_| v, now);
+            h.position(&topic, now);
+            assert!(h.bytes() <= budget, "{} at {i}", h.bytes());
+        }
+        // The queue of all messages holds one entry per kept message, give or take the ones
+        // already gone that have not come up yet: never more than the messages appended.
+        assert!(h.order.len() <= 3_000);
+    }
+
+    #[test]
+    fn offsets_running_out_start_a_new_epoch() {
+        let now = Instant::now();
+        let mut h = History::new(limits(10, 1 << 20), now);
+        let first = h.append(b"t", |_| value("1"), now);
+        h.topics.get_mut(&b"t"[..]).unwrap().last = u32::MAX - 1;
+        assert_eq!(h.append(b"t", |_| value("2"), now).offset, u32::MAX);
+        let next = h.append(b"t", |_| value("3"), now);
+        assert_ne!(next.epoch, first.epoch);
+        assert_eq!(next.offset, 1);
+        assert_eq!(h.messages(), 1);
+    }
+
+    /// A small deterministic generator, for the property test.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn any_interleaving_within_the_bounds_gives_each_reader_exactly_what_was_published() {
+        // Readers come and go on random topics while messages are appended; each reader keeps
+        // the position of the last message it got and, when it comes back, is given what came
+        // after. Within the history's bounds every reader ends with exactly its topic's
+        // sequence, once and in order; past them it is told, and starts again from the topic's
+        // position (as a page would).
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let now = Instant::now();
+            let per_topic = 1 + rng.below(20) as usize;
+            let mut h: History<Box<[u8]>> = History::new(limits(per_topic, 1 << 20), now);
+            let topics: [&[u8]; 3] = [b"all", b"user:1", b"chan:x"];
+            let mut published: Vec<Vec<u32>> = vec![Vec::new(); 3];
+            // Per reader: topic, position, what it got, whether it is connected, and the
+            // index in `published` from which it must have everything.
+            struct Reader {
+                topic: usize,
+                at: Position,
+                got: Vec<u32>,
+                online: bool,
+                from: usize,
+            }
+            let mut readers: Vec<Reader> = (0..6)
+                .map(|i| {
+                    let topic = i % 3;
+                    Reader {
+                        topic,
+                        at: h.position(topics[topic], now),
+                        got: Vec::new(),
+                        online: true,
+                        from: 0,
+                    }
+                })
+                .collect();
+            let mut n = 0u32;
+            for _ in 0..400 {
+                match rng.below(4) {
+                    0 | 1 => {
+                        let topic = rng.below(3) as usize;
+                        n += 1;
+                        let p = h.append(topics[topic], |_| n.to_be_bytes().to_vec().into(), now);
+                        published[topic].push(n);
+                        for r in readers.iter_mut().filter(|r| r.online && r.topic == topic) {
+                            assert_eq!(p.offset, r.at.offset + 1, "live, in order");
+                            r.at = p;
+                            r.got.push(n);
+                        }
+                    }
+                    2 => {
+                        let r = &mut readers[rng.below(6) as usize];
+                        r.online = false;
+                    }
+                    _ => {
+                        let r = &mut readers[rng.below(6) as usize];
+                        if r.online {
+                            continue;
+                        }
+                        r.online = true;
+                        let missed = h.after(topics[r.topic], r.at, now).map(|missed| {
+                            missed
+                                .map(|(p, v)| (p, u32::from_be_bytes(v[..].try_into().unwrap())))
+                                .collect::<Vec<_>>()
+                        });
+                        match missed {
+                            Ok(missed) => {
+                                for (p, n) in missed {
+                                    assert_eq!(p.offset, r.at.offset + 1, "no gap");
+                                    r.at = p;
+                                    r.got.push(n);
+                                }
+                            }
+                            Err(why) => {
+                                assert_eq!(why, NotRecovered::Evicted, "seed {seed}");
+                                let missed = published[r.topic].len() - r.from - r.got.len();
+                                assert!(missed > per_topic, "told only past the bound");
+                                r.at = h.position(topics[r.topic], now);
+                                r.from = published[r.topic].len();
+                                r.got.clear();
+                            }
+                        }
+                    }
+                }
+            }
+            for r in &readers {
+                if r.online {
+                    assert_eq!(r.got, published[r.topic][r.from..], "seed {seed}");
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! What a browser sends once a session is open: parsing never panics, accepts only requests it
-//! can name (a user's subscribe, channel joins and leaves), and refusals, even naming whatever
-//! channel the client sent, stay small JSON.
+//! can name (a user's subscribe, channel joins and leaves, positions, each with a well-formed
+//! position where it has one), and refusals, even naming whatever channel the client sent,
+//! stay small JSON.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
                 "{channel:?}"
             )
         }
+        Ok(Request::Positions { .. }) => assert!(text.contains("positions")),
         Ok(Request::Leave { channel }) => {
             assert!(
                 text.contains("unsubscribe") && text.contains("channel"),

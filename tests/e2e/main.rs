@@ -14,6 +14,7 @@ mod hardening;
 mod interop;
 mod lifecycle;
 mod limits;
+mod recovery;
 mod routing;
 mod tokens;
 mod transports;

@@ -182,20 +182,23 @@ pub fn single_server(extra: &[&str]) -> Server {
 
 /// What a forwarder's app side subscribes to: everything.
 pub const FORWARDER_SUBSCRIPTION: &[u8] = b"\x01";
-/// What a `--single` server subscribes to first: broadcasts.
+/// What a `--single` server subscribes to: broadcasts (and, with history, everything).
 pub const SINGLE_SERVER_SUBSCRIPTION: &[u8] = b"\x01all\0";
 
 /// A raw ZeroMQ publisher at `endpoint`, as an app in any language would be, once the peer's
-/// first subscription (`first`) has reached it.
-pub fn raw_publisher(ctx: &zmq::Context, endpoint: &str, first: &[u8]) -> zmq::Socket {
+/// subscription `expected` has reached it (among the others it sends on connecting).
+pub fn raw_publisher(ctx: &zmq::Context, endpoint: &str, expected: &[u8]) -> zmq::Socket {
     let s = ctx.socket(zmq::XPUB).unwrap();
     // No high-water mark: a burst is queued for the peer, not dropped on the way.
     s.set_sndhwm(0).unwrap();
     s.connect(endpoint).unwrap();
     s.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
-    let subscription = s.recv_bytes(0).expect("the peer subscribes");
-    assert_eq!(subscription, first);
-    s
+    loop {
+        let subscription = s.recv_bytes(0).expect("the peer subscribes");
+        if subscription == expected {
+            return s;
+        }
+    }
 }
 
 /// A server connected to `forwarder`, with the test secret, metrics, and `extra` flags.

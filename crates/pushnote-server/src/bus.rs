@@ -12,9 +12,12 @@
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
 //!
 //! The thread decodes and checks what it reads, frames it as pages receive it (a broadcast's
-//! and a user's message as the bare data, a channel's in its envelope), and hands it to the
+//! and a user's message as the bare data, a channel's in its envelope; where the server keeps
+//! history, also with its position, numbered and kept by `Recovery`), and hands it to the
 //! `Fanout` (the `fanout` module), whose sweeper threads (one per core) deliver broadcasts to
-//! every session and a topic's messages to the topic's sessions.
+//! every session and a topic's messages to the topic's sessions. A server that keeps history
+//! receives every topic's messages, those of users and channels with no session here too, so
+//! that a page that comes back is given what was published while it was away.
 //!
 //! The forwarder numbers each topic's messages ([`wire::Stamp`]); `Gaps` counts the numbers
 //! that never arrived, the messages ZeroMQ dropped on the way here.
@@ -32,6 +35,8 @@ use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::inproc;
 use crate::metrics::Metrics;
+use crate::protocol::{self, Kind};
+use crate::recovery::Recovery;
 use crate::subscriptions::Subscriptions;
 
 /// Whether the server connects to a forwarder or binds the bus itself.
@@ -174,19 +179,28 @@ impl Bus {
         &self.endpoint
     }
 
-    /// Starts the thread that reads the bus and delivers to `hub`.
+    /// Starts the thread that reads the bus and delivers to `hub` through `fanout`, or,
+    /// where the server keeps history, through `recovery`.
     pub fn spawn(
         self,
         control: Arc<BusControl>,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
+        fanout: Arc<Fanout>,
+        recovery: Option<Arc<Recovery>>,
     ) -> Result<BusThread, BusError> {
         let ctx = self.ctx.clone();
-        let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fanout = Fanout::start(sweepers, metrics.clone())?;
+        if recovery.is_some() {
+            self.sub
+                .set_subscribe(b"")
+                .map_err(|source| BusError::Zmq {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                })?;
+        }
         let thread = std::thread::Builder::new()
             .name("pushnote-bus".into())
-            .spawn(move || self.run(&hub, &metrics, fanout))?;
+            .spawn(move || self.run(&hub, &metrics, fanout, recovery))?;
         Ok(BusThread {
             control,
             thread: Some(thread),
@@ -194,9 +208,16 @@ impl Bus {
         })
     }
 
-    fn run(self, hub: &Hub, metrics: &Metrics, fanout: Fanout) {
+    fn run(
+        self,
+        hub: &Hub,
+        metrics: &Metrics,
+        fanout: Arc<Fanout>,
+        recovery: Option<Arc<Recovery>>,
+    ) {
         let mut state = State {
             fanout,
+            recovery,
             gaps: Gaps::default(),
         };
         loop {
@@ -293,34 +314,44 @@ impl Bus {
                 Ok(m) => {
                     let more_waiting =
                         || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-                    let fanout = &state.fanout;
-                    match m.target {
+                    let (kind, bare, unrouted) = match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            fanout.broadcast(&Message::json(m.data.get()), hub);
+                            (Kind::Broadcast, Message::json(m.data.get()), None)
                         }
                         Target::User(_) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            let message = Message::json(m.data.get());
-                            if !fanout.send_to_topic(m.topic, &message, hub, metrics, &more_waiting)
-                            {
-                                metrics
-                                    .bus_user_messages_unrouted
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
+                            let unrouted = &metrics.bus_user_messages_unrouted;
+                            (Kind::User, Message::json(m.data.get()), Some(unrouted))
                         }
                         Target::Channel(channel) => {
                             metrics.bus_channel_messages.fetch_add(1, Ordering::Relaxed);
                             let event = m.event.as_deref().unwrap_or_default();
                             let envelope = wire::channel_envelope(channel, event, m.data);
-                            let message = Message::json(&envelope);
-                            if !fanout.send_to_topic(m.topic, &message, hub, metrics, &more_waiting)
+                            let unrouted = &metrics.bus_channel_messages_unrouted;
+                            let kind = Kind::Channel { channel, event };
+                            (kind, Message::json(&envelope), Some(unrouted))
+                        }
+                    };
+                    let deliver = |fanout: &Fanout, message: &Message| match unrouted {
+                        None => fanout.broadcast(message, hub),
+                        Some(unrouted) => {
+                            if !fanout.send_to_topic(m.topic, message, hub, metrics, &more_waiting)
                             {
-                                metrics
-                                    .bus_channel_messages_unrouted
-                                    .fetch_add(1, Ordering::Relaxed);
+                                unrouted.fetch_add(1, Ordering::Relaxed);
                             }
                         }
+                    };
+                    match &state.recovery {
+                        Some(recovery) => recovery.publish(
+                            m.topic,
+                            |position| {
+                                let second = protocol::positioned(kind, position, m.data);
+                                bare.with_second_form(Message::json(&second))
+                            },
+                            deliver,
+                        ),
+                        None => deliver(&state.fanout, &bare),
                     }
                 }
                 Err(e) => {
@@ -335,7 +366,9 @@ impl Bus {
 /// What the bus thread keeps from one batch of messages to the next.
 struct State {
     /// The broadcasts on their way to every session.
-    fanout: Fanout,
+    fanout: Arc<Fanout>,
+    /// The history, where the server keeps one: every message goes through it.
+    recovery: Option<Arc<Recovery>>,
     gaps: Gaps,
 }
 

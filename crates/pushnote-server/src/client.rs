@@ -1,6 +1,7 @@
 //! One client's protocol state: the SockJS handler that registers sessions in the hub and
 //! answers their requests: subscribing as a user with a token, joining and leaving channels
-//! (private ones with a channel token).
+//! (private ones with a channel token), positions and recovery (through `Recovery`, which
+//! puts the replies in order with the messages).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,12 +9,14 @@ use std::time::Duration;
 
 use pushnote::token::ChannelGrant;
 use pushnote::{wire, Signer, TokenError};
-use sockjs::Session;
+use pushnote_history::Position;
+use sockjs::{Form, Message, Session};
 
 use crate::config;
 use crate::hub::{Hub, Joined, Subscribed};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Refusal, Request};
+use crate::recovery::Recovery;
 
 /// How the server checks tokens.
 #[derive(Clone, Debug)]
@@ -68,7 +71,17 @@ pub struct ClientHandler {
     tokens: Option<TokenPolicy>,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// The history, where the server keeps one.
+    recovery: Option<Arc<Recovery>>,
 }
+
+/// What a `since` without positions on is told.
+const SINCE_NEEDS_POSITIONS: &str = "\"since\" needs positions: send {\"name\": \"positions\"} \
+(with the broadcasts' \"since\") before subscribing";
+
+/// What `positions` on a server without history is told.
+const NO_HISTORY_MESSAGE: &str = "this server keeps no history, so it gives no positions: \
+positions and recovery need pushnote-server --single with --history-size above 0";
 
 /// What a subscribe without a configured secret is told.
 pub const NO_SECRET_MESSAGE: &str =
@@ -97,19 +110,59 @@ fn refusal_of(e: TokenError) -> Refusal {
 
 impl ClientHandler {
     /// A handler registering sessions in `hub` and checking tokens with `tokens` (none: every
-    /// subscribe with a token is refused with `no_secret`).
+    /// subscribe with a token is refused with `no_secret`), giving positions and recovery
+    /// through `recovery` (none: `positions` is refused with `no_history`).
     pub fn new(
         hub: Arc<Hub>,
         tokens: Option<TokenPolicy>,
         limits: Limits,
         metrics: Arc<Metrics>,
+        recovery: Option<Arc<Recovery>>,
     ) -> Self {
         ClientHandler {
             hub,
             tokens,
             limits,
             metrics,
+            recovery,
         }
+    }
+
+    /// The history, when the session takes positions; a `since` without them is refused.
+    fn positioned(
+        &self,
+        session: &Session,
+        since: Option<Position>,
+    ) -> Result<Option<&Recovery>, Refusal> {
+        let on = session.form() == Form::Second;
+        match (&self.recovery, on) {
+            (Some(recovery), true) => Ok(Some(recovery)),
+            _ if since.is_some() => Err(Refusal::new(ErrorCode::BadRequest, SINCE_NEEDS_POSITIONS)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Turns positions on for `session`, after what it missed of the broadcasts since `since`.
+    fn positions(&self, session: &Session, since: Option<Position>) -> Result<(), Refusal> {
+        let recovery = self
+            .recovery
+            .as_ref()
+            .ok_or_else(|| Refusal::new(ErrorCode::NoHistory, NO_HISTORY_MESSAGE))?;
+        if since.is_some() && (session.form() == Form::Second || self.hub.holds_topics(session)) {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "positions with \"since\" come once, first: before any subscribe, and before \
+                 positions without it",
+            ));
+        }
+        recovery.join(
+            session,
+            wire::BROADCAST_TOPIC,
+            since,
+            true,
+            || Ok(()),
+            |(), outcome| protocol::positions(outcome),
+        )
     }
 
     fn policy(&self) -> Result<&TokenPolicy, Refusal> {
@@ -149,12 +202,44 @@ impl ClientHandler {
         Ok(())
     }
 
-    fn subscribe(&self, session: &Session, token: &str) -> Result<sockjs::Message, Refusal> {
+    fn subscribe(
+        &self,
+        session: &Session,
+        token: &str,
+        since: Option<Position>,
+    ) -> Result<Option<Message>, Refusal> {
         self.attempt(session)?;
         let user = self.verify(token)?;
+        let reply = match self.positioned(session, since)? {
+            Some(recovery) => {
+                let topic = wire::user_topic(&user)
+                    .map_err(|e| Refusal::new(ErrorCode::InvalidToken, e.to_string()))?;
+                // A session of the user already has had its messages.
+                let already = self.hub.user_of(session).as_deref() == Some(user.as_str());
+                let since = since.filter(|_| !already);
+                recovery.join(
+                    session,
+                    &topic,
+                    since,
+                    false,
+                    || self.hub_subscribe(session, &user),
+                    |(), outcome| protocol::subscribed(&user, Some(outcome)),
+                )?;
+                None
+            }
+            None => {
+                self.hub_subscribe(session, &user)?;
+                Some(protocol::subscribed(&user, None))
+            }
+        };
+        self.leave_channels_of_other_users(session);
+        Ok(reply)
+    }
+
+    fn hub_subscribe(&self, session: &Session, user: &str) -> Result<(), Refusal> {
         match self
             .hub
-            .subscribe(session, &user, self.limits.max_sessions_per_user)
+            .subscribe(session, user, self.limits.max_sessions_per_user)
         {
             Subscribed::Yes => {}
             Subscribed::UserFull => {
@@ -168,8 +253,7 @@ impl ClientHandler {
             }
             Subscribed::Gone => return Err(Refusal::new(ErrorCode::BadRequest, "closed")),
         }
-        self.leave_channels_of_other_users(session);
-        Ok(protocol::subscribed(&user))
+        Ok(())
     }
 
     /// Tells `session` of the channels it left because their grant was for another user.
@@ -204,8 +288,10 @@ impl ClientHandler {
         session: &Session,
         channel: &str,
         token: Option<&str>,
-    ) -> Result<sockjs::Message, Refusal> {
+        since: Option<Position>,
+    ) -> Result<Option<Message>, Refusal> {
         self.channel_request(session, channel)?;
+        let positioned = self.positioned(session, since)?;
         let mut bound_to = None;
         if wire::is_private(channel) {
             self.attempt(session)?;
@@ -234,13 +320,36 @@ impl ClientHandler {
             }
             bound_to = grant.user;
         }
-        match self.hub.join_channel(
-            session,
-            channel,
-            self.limits.max_channels,
-            bound_to.as_deref(),
-        ) {
-            Joined::Yes => Ok(protocol::joined(channel)),
+        let join = || self.hub_join(session, channel, bound_to.as_deref());
+        match positioned {
+            Some(recovery) => {
+                let topic = wire::channel_topic(channel)
+                    .map_err(|e| Refusal::new(ErrorCode::InvalidChannel, e.to_string()))?;
+                // A session in the channel already has had its messages.
+                let since = since.filter(|_| !self.hub.in_channel(session, channel));
+                recovery.join(session, &topic, since, false, join, |(), outcome| {
+                    protocol::joined(channel, Some(outcome))
+                })?;
+                Ok(None)
+            }
+            None => {
+                join()?;
+                Ok(Some(protocol::joined(channel, None)))
+            }
+        }
+    }
+
+    fn hub_join(
+        &self,
+        session: &Session,
+        channel: &str,
+        bound_to: Option<&str>,
+    ) -> Result<(), Refusal> {
+        match self
+            .hub
+            .join_channel(session, channel, self.limits.max_channels, bound_to)
+        {
+            Joined::Yes => Ok(()),
             Joined::TooMany => Err(Refusal::new(
                 ErrorCode::TooManyChannels,
                 format!(
@@ -252,10 +361,12 @@ impl ClientHandler {
         }
     }
 
-    fn handle(&self, session: &Session, request: Request) -> Result<sockjs::Message, Refusal> {
+    /// Answers `request`: the reply to send, or `None` when it was sent in order with the
+    /// messages already.
+    fn handle(&self, session: &Session, request: Request) -> Result<Option<Message>, Refusal> {
         match request {
-            Request::Subscribe { token } => {
-                let reply = self.subscribe(session, &token);
+            Request::Subscribe { token, since } => {
+                let reply = self.subscribe(session, &token, since);
                 match &reply {
                     Ok(_) => &self.metrics.subscribes,
                     Err(_) => &self.metrics.subscribes_refused,
@@ -266,11 +377,15 @@ impl ClientHandler {
             Request::Unsubscribe => {
                 self.hub.unsubscribe(session);
                 self.leave_channels_of_other_users(session);
-                Ok(protocol::unsubscribed())
+                Ok(Some(protocol::unsubscribed()))
             }
-            Request::Join { channel, token } => {
+            Request::Join {
+                channel,
+                token,
+                since,
+            } => {
                 let reply = self
-                    .join(session, &channel, token.as_deref())
+                    .join(session, &channel, token.as_deref(), since)
                     .map_err(|r| r.on(&channel));
                 match &reply {
                     Ok(_) => &self.metrics.channel_subscribes,
@@ -283,8 +398,9 @@ impl ClientHandler {
                 self.channel_request(session, &channel)
                     .map_err(|r| r.on(&channel))?;
                 self.hub.leave_channel(session, &channel);
-                Ok(protocol::left(&channel))
+                Ok(Some(protocol::left(&channel)))
             }
+            Request::Positions { since } => self.positions(session, since).map(|()| None),
         }
     }
 }
@@ -313,10 +429,12 @@ impl sockjs::Handler for ClientHandler {
                 code = refusal.code.as_str(),
                 "client request refused"
             );
-            protocol::error(&refusal)
+            Some(protocol::error(&refusal))
         });
         // A full queue closes the session; nothing else to do here.
-        let _ = session.send(reply);
+        if let Some(reply) = reply {
+            let _ = session.send(reply);
+        }
         if close {
             session.close(protocol::TOO_MANY_ATTEMPTS);
         }

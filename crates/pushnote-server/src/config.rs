@@ -58,6 +58,15 @@ pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 20;
 /// Seconds shutdown waits for sessions to take their close frames.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 5;
+/// The most messages of one topic (the broadcasts, a user, a channel) kept for recovery.
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+/// How long a message is kept for recovery, in seconds.
+pub const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
+/// What the history may take in all, in MiB.
+pub const DEFAULT_HISTORY_MEMORY_MIB: usize = 64;
+/// How long a topic with no message kept is remembered (its epoch and last position), so that
+/// a page that saw its last message is told it missed nothing.
+pub const HISTORY_TOPIC_IDLE: Duration = Duration::from_secs(3600);
 
 /// Everything a server is configured with.
 #[derive(Clone, Debug)]
@@ -90,6 +99,9 @@ pub struct ServerConfig {
     /// How long a connection may stay open with no request in progress before it is closed
     /// (WebSocket connections and requests in progress are not idle).
     pub idle_timeout: Duration,
+    /// How much history is kept for positions and recovery; `None` keeps none (and a
+    /// session's `positions` request is refused).
+    pub history: Option<pushnote_history::Limits>,
 }
 
 impl ServerConfig {
@@ -122,6 +134,12 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            history: (bus_mode == BusMode::Bind).then_some(pushnote_history::Limits {
+                messages: DEFAULT_HISTORY_SIZE,
+                age: Duration::from_secs(DEFAULT_HISTORY_TTL_SECS),
+                bytes: DEFAULT_HISTORY_MEMORY_MIB << 20,
+                idle: HISTORY_TOPIC_IDLE,
+            }),
         }
     }
 }
@@ -307,6 +325,22 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace: u64,
 
+    /// With --single: the most recent messages kept per topic (the broadcasts, each user, each
+    /// channel), so that a page that comes back is given what it missed (docs/PROTOCOL.md §6,
+    /// "Positions and recovery"); 0 keeps none, and positions are refused.
+    #[arg(long, env = "PUSHNOTE_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
+    pub history_size: usize,
+
+    /// With --single: seconds a message is kept for recovery.
+    #[arg(long, env = "PUSHNOTE_HISTORY_TTL", default_value_t = DEFAULT_HISTORY_TTL_SECS)]
+    pub history_ttl: u64,
+
+    /// With --single: MiB the history may take in all, by estimate (a message counts twice the
+    /// length of its two forms, bare and with its position, plus 272 bytes); past it, the
+    /// oldest messages of any topic are dropped first.
+    #[arg(long, env = "PUSHNOTE_HISTORY_MEMORY", default_value_t = DEFAULT_HISTORY_MEMORY_MIB)]
+    pub history_memory: usize,
+
     #[command(flatten)]
     pub log: pushnote_cli::LogFlags,
 }
@@ -367,6 +401,15 @@ impl Flags {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         config.header_timeout = seconds("header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("idle-timeout", self.idle_timeout)?;
+        if let Some(history) = &mut config.history {
+            if self.history_size == 0 || self.history_memory == 0 {
+                config.history = None;
+            } else {
+                history.messages = self.history_size;
+                history.age = seconds("history-ttl", self.history_ttl)?;
+                history.bytes = self.history_memory.saturating_mul(1 << 20);
+            }
+        }
         Ok(config)
     }
 

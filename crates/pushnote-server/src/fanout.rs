@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use sockjs::{Burst, Message, Session};
+use sockjs::{Burst, Form, Message, Session};
 
 use crate::delivery::{self, counted, Pace};
 use crate::hub::Hub;
@@ -70,6 +70,25 @@ enum Item {
     Swept(Entry, Arc<[Session]>),
     /// A topic's message to the topic's sessions (those of this shard among them).
     ToMembers(Message, Arc<[Session]>),
+    /// Messages for one session, in order with the broadcasts before them.
+    ToSession {
+        session: Session,
+        messages: Vec<Message>,
+        order: InOrder,
+    },
+}
+
+/// How messages for one session go with the broadcasts handed on before them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InOrder {
+    /// After them.
+    After,
+    /// After them, the session taking every message in its second form (with its position)
+    /// from the first of them on that it has not had yet.
+    AfterWithPositions,
+    /// Instead of those the session has not had yet (the messages give them again, from
+    /// history), the session taking every message in its second form from these on.
+    InsteadWithPositions,
 }
 
 /// One shard: its inbox, and how its sweeper is woken.
@@ -197,6 +216,27 @@ impl Fanout {
         }
         true
     }
+
+    /// Sends `messages` to `session` in `order` with the broadcasts handed on before this
+    /// call, and before anything handed on after it.
+    pub fn send_in_order(&self, session: &Session, messages: Vec<Message>, order: InOrder) {
+        let Some(shard) = self.shards.iter().find(|s| s.place.holds(session)) else {
+            return;
+        };
+        if shard.idle.load(Ordering::Acquire) {
+            // The shard's sessions have had every broadcast: nothing to wait for or skip.
+            if order != InOrder::After {
+                session.set_form(Form::Second);
+            }
+            let _ = session.send_all(&messages);
+        } else {
+            shard.hand(Item::ToSession {
+                session: session.clone(),
+                messages,
+                order,
+            });
+        }
+    }
 }
 
 impl Drop for Fanout {
@@ -254,6 +294,21 @@ impl Shard {
                         // sessions' writers to put together.
                         let pace = Pace::given(&more_waiting);
                         delivery::send(metrics, &message, &members, |s| place.holds(s), pace);
+                    }
+                    Item::ToSession {
+                        session,
+                        messages,
+                        order,
+                    } => {
+                        if order != InOrder::After {
+                            session.set_form(Form::Second);
+                        }
+                        if order == InOrder::InsteadWithPositions {
+                            sweep.skip_broadcasts(&session, metrics);
+                        } else {
+                            sweep.catch_up(&session, metrics);
+                        }
+                        let _ = session.send_all(&messages);
                     }
                 }
             }
@@ -419,7 +474,7 @@ impl Sweep {
         let mut stop = pass.next;
         let mut delivered = 0;
         while stop < last {
-            delivered += self.give(stop, true, metrics);
+            delivered += self.give(stop, true, true, metrics);
             stop += 1;
             if interrupt() {
                 break;
@@ -464,14 +519,30 @@ impl Sweep {
             .sessions
             .binary_search_by_key(&session.id(), Session::id)
         {
-            let delivered = self.give(i, false, metrics);
+            let delivered = self.give(i, false, true, metrics);
             metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
         }
     }
 
-    /// Gives session `i` what is for it from its cursor to the log's end, written at once
-    /// where `now` allows; returns how many messages it was given.
-    fn give(&mut self, i: usize, now: bool, metrics: &Metrics) -> u64 {
+    /// Gives `session` none of the broadcasts it has not had yet, but queues the rest of what
+    /// it has not had (large topics' messages).
+    pub fn skip_broadcasts(&mut self, session: &Session, metrics: &Metrics) {
+        if self.pass.is_none() {
+            return;
+        }
+        if let Ok(i) = self
+            .sessions
+            .binary_search_by_key(&session.id(), Session::id)
+        {
+            let delivered = self.give(i, false, false, metrics);
+            metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives session `i` what is for it from its cursor to the log's end (without the
+    /// broadcasts unless `broadcasts`), written at once where `now` allows; returns how many
+    /// messages it was given.
+    fn give(&mut self, i: usize, now: bool, broadcasts: bool, metrics: &Metrics) -> u64 {
         let end = self.end();
         let from = self.cursors[i];
         if from >= end {
@@ -491,14 +562,14 @@ impl Sweep {
         // the whole log rather than a panic.
         let skip = usize::try_from(from.saturating_sub(*base)).unwrap_or(0);
         let session = &sessions[i];
-        let everything = *narrowed == 0;
+        let everything = *narrowed == 0 && broadcasts;
         if !everything {
             picked.clear();
             let mine = log
                 .iter()
                 .enumerate()
                 .skip(skip)
-                .filter(|(_, e)| e.is_for(session));
+                .filter(|(_, e)| e.is_for(session) && (broadcasts || e.only.is_some()));
             picked.extend(mine.map(|(n, _)| *base + n as u64));
             if picked.is_empty() {
                 return 0;
@@ -521,13 +592,14 @@ impl Sweep {
             let fits = |c: &Cached| {
                 c.from == from && c.picked.as_deref() == (!everything).then_some(&picked[..])
             };
+            let form = session.form();
             let burst = match burst {
-                Some(c) if fits(c) => &c.burst,
+                Some(c) if fits(c) && c.burst.form() == form => &c.burst,
                 _ => {
                     let fresh = Cached {
                         from,
                         picked: (!everything).then(|| picked.clone()),
-                        burst: Burst::new(messages()),
+                        burst: Burst::in_form(messages(), form),
                     };
                     &burst.insert(fresh).burst
                 }
@@ -766,6 +838,37 @@ mod tests {
                 assert_eq!(g, &["1", "2"], "not a member: {i}");
             }
         }
+    }
+
+    #[test]
+    fn a_session_given_broadcasts_from_history_skips_those_on_their_way_but_not_the_rest() {
+        let (hub, _bus) = hub();
+        let metrics = Metrics::default();
+        let all = sessions(&hub, 2 * SWEEP_STEP);
+        for s in &all {
+            hub.join_channel(s, "big", usize::MAX, None);
+        }
+        let members = hub.members(b"chan:big\0").unwrap();
+        let mut sweep = Sweep::default();
+        sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
+        let channel = Entry {
+            message: Message::json("\"c\""),
+            only: Some(members),
+        };
+        sweep.push_entry(channel, &hub.everyone(), Place::WHOLE);
+        sweep.push(Message::json("2"), &hub.everyone(), Place::WHOLE);
+        // The last session is given the broadcasts again from history; the first catches up.
+        let (first, last) = (&all[0], &all[all.len() - 1]);
+        sweep.skip_broadcasts(last, &metrics);
+        sweep.catch_up(first, &metrics);
+        finish(&mut sweep, &metrics);
+        assert_eq!(
+            texts(last),
+            ["\"c\""],
+            "the channel's message, no broadcast"
+        );
+        assert_eq!(texts(first), ["1", "\"c\"", "2"]);
+        assert_eq!(texts(&all[1]), ["1", "\"c\"", "2"]);
     }
 
     #[test]

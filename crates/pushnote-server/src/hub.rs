@@ -375,6 +375,22 @@ impl Hub {
         left
     }
 
+    /// Whether `session` is subscribed as a user or in a channel.
+    pub fn holds_topics(&self, session: &Session) -> bool {
+        lock(&self.sessions)
+            .by_id
+            .get(&session.id())
+            .is_some_and(|e| e.user.is_some() || !e.channels.is_empty())
+    }
+
+    /// Whether `session` is in `channel`.
+    pub fn in_channel(&self, session: &Session, channel: &str) -> bool {
+        lock(&self.sessions)
+            .by_id
+            .get(&session.id())
+            .is_some_and(|e| e.channels.iter().any(|(c, _)| &**c == channel))
+    }
+
     /// The channels `session` is in.
     #[cfg(test)]
     pub fn channels_of(&self, session: &Session) -> Vec<Arc<str>> {

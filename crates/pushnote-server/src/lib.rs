@@ -17,7 +17,11 @@
 //!   a log per shard of the sessions, swept by a thread per core; a smaller topic's messages
 //!   to its sessions, after the broadcasts before them.
 //! - `delivery.rs` — writing a message to sessions: pacing, counting, closing the slow.
-//! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels.
+//! - `recovery.rs` — positions and history: every message numbered and kept under one lock
+//!   with the requests that join topics, and what a session missed given back in order
+//!   (the history itself is the `pushnote-history` crate).
+//! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels,
+//!   positions.
 //! - `budget.rs` — an allowance that grows back over time: a session's channel requests.
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `metrics.rs` — counters, served at `/metrics` when enabled.
@@ -38,6 +42,7 @@ pub mod hub;
 mod inproc;
 pub mod metrics;
 pub mod protocol;
+pub(crate) mod recovery;
 pub mod server;
 pub mod subscriptions;
 

@@ -46,12 +46,28 @@ pub struct Metrics {
     pub channel_subscribes_refused: AtomicU64,
     /// Client messages answered with an error.
     pub client_errors: AtomicU64,
+    /// What the history takes now, by estimate, in bytes.
+    pub history_bytes: AtomicU64,
+    /// Messages the history keeps now.
+    pub history_messages: AtomicU64,
+    /// Topics the history remembers now.
+    pub history_topics: AtomicU64,
+    /// Messages the history dropped before their time (a topic's count, or the byte budget).
+    pub history_evicted: AtomicU64,
+    /// Messages the history dropped for their age.
+    pub history_expired: AtomicU64,
+    /// Requests with a position that were given everything missed since.
+    pub recoveries: AtomicU64,
+    /// Messages given to sessions by those requests.
+    pub recovered_messages: AtomicU64,
+    /// Requests with a position answered "not recovered".
+    pub recoveries_failed: AtomicU64,
 }
 
 impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 28] = [
             (
                 "pushnote_sessions",
                 "gauge",
@@ -172,6 +188,56 @@ impl Metrics {
                 "counter",
                 "Client messages answered with an error.",
                 &self.client_errors,
+            ),
+            (
+                "pushnote_history_bytes",
+                "gauge",
+                "What the history of recent messages takes, by estimate (--history-memory).",
+                &self.history_bytes,
+            ),
+            (
+                "pushnote_history_messages",
+                "gauge",
+                "Messages the history keeps now.",
+                &self.history_messages,
+            ),
+            (
+                "pushnote_history_topics",
+                "gauge",
+                "Topics the history remembers now.",
+                &self.history_topics,
+            ),
+            (
+                "pushnote_history_evicted_total",
+                "counter",
+                "Messages dropped from the history before --history-ttl: past --history-size \
+                 for their topic, or past --history-memory.",
+                &self.history_evicted,
+            ),
+            (
+                "pushnote_history_expired_total",
+                "counter",
+                "Messages dropped from the history at --history-ttl.",
+                &self.history_expired,
+            ),
+            (
+                "pushnote_recoveries_total",
+                "counter",
+                "Requests with a position given everything they missed since.",
+                &self.recoveries,
+            ),
+            (
+                "pushnote_recovered_messages_total",
+                "counter",
+                "Messages given to sessions from the history by those requests.",
+                &self.recovered_messages,
+            ),
+            (
+                "pushnote_recoveries_failed_total",
+                "counter",
+                "Requests with a position answered not recovered (another epoch, a position \
+                 from the future, or history that no longer reaches back).",
+                &self.recoveries_failed,
             ),
         ];
         let mut out = String::new();

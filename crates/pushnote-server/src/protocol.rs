@@ -8,13 +8,20 @@
 //!   joins a channel; answered `{"name":"pushnote:subscribed","data":{"channel":"…"}}`.
 //! - `{"name":"unsubscribe","data":{"channel":"…"}}` leaves it; answered
 //!   `{"name":"pushnote:unsubscribed","data":{"channel":"…"}}`.
+//! - `{"name":"positions","data":{"since":{"epoch":…,"offset":…}}}` (`since` optional) makes
+//!   every message arrive with its topic's position ([`positioned`]), after what the session
+//!   missed of the broadcasts since `since`; answered `{"name":"pushnote:positions","data":
+//!   {"position":…,"recovered":…}}`. A subscribe's `data` may then carry `"since"` too.
 //!
 //! Anything refused is answered `{"name":"pushnote:error","data":{"code":…,"message":…}}` with
 //! one of the [`ErrorCode`]s (and `"channel"` when the request named one), and the session
 //! stays open. Pure: parsing and encoding only.
 
+use pushnote_history::history::NotRecovered;
+use pushnote_history::Position;
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 use sockjs::Message;
 
 /// A request from a client.
@@ -24,6 +31,8 @@ pub enum Request {
     Subscribe {
         /// The token, as the app minted it.
         token: String,
+        /// The position of the user's last message the page saw, for what it missed since.
+        since: Option<Position>,
     },
     /// Stop receiving a user's messages; broadcasts and channels only.
     Unsubscribe,
@@ -33,11 +42,18 @@ pub enum Request {
         channel: String,
         /// The channel token, for a private channel.
         token: Option<String>,
+        /// The position of the channel's last message the page saw.
+        since: Option<Position>,
     },
     /// Stop receiving a channel's messages.
     Leave {
         /// The channel, as the client named it.
         channel: String,
+    },
+    /// Receive every message with its position, after what was missed of the broadcasts.
+    Positions {
+        /// The position of the last broadcast the page saw.
+        since: Option<Position>,
     },
 }
 
@@ -68,6 +84,8 @@ pub enum ErrorCode {
     TooManyChannels,
     /// The session sent channel requests faster than the server allows; try again later.
     TooManyRequests,
+    /// Positions were asked of a server that keeps no history.
+    NoHistory,
 }
 
 impl ErrorCode {
@@ -86,6 +104,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManyChannels => "too_many_channels",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::NoHistory => "no_history",
         }
     }
 }
@@ -166,10 +185,24 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
             ))
         }
     };
+    let since = match env.data.get("since") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(p) => Some(position(p).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::BadRequest,
+                "\"since\" must be a position as the server gave it: {\"epoch\": E, \"offset\": N}, \
+                 two whole numbers from 0 to 4294967295",
+            )
+        })?),
+    };
     match (env.name.as_str(), channel) {
-        ("subscribe", Some(channel)) => Ok(Request::Join { channel, token }),
+        ("subscribe", Some(channel)) => Ok(Request::Join {
+            channel,
+            token,
+            since,
+        }),
         ("subscribe", None) => match token {
-            Some(token) => Ok(Request::Subscribe { token }),
+            Some(token) => Ok(Request::Subscribe { token, since }),
             None => Err(Refusal::new(
                 ErrorCode::BadRequest,
                 "subscribe needs data {\"token\": \"…\"} with the user's token, or \
@@ -178,13 +211,96 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
         },
         ("unsubscribe", Some(channel)) => Ok(Request::Leave { channel }),
         ("unsubscribe", None) => Ok(Request::Unsubscribe),
+        ("positions", _) => Ok(Request::Positions { since }),
         (other, _) => Err(Refusal::new(
             ErrorCode::UnknownRequest,
             format!(
-                "unknown request {:?}: this server knows subscribe and unsubscribe",
+                "unknown request {:?}: this server knows subscribe, unsubscribe and positions",
                 truncate(other, 64)
             ),
         )),
+    }
+}
+
+/// A position as a page sends it back: `{"epoch": E, "offset": N}`.
+fn position(value: &serde_json::Value) -> Option<Position> {
+    let number = |key| {
+        value
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let object = value.as_object()?;
+    if object.len() != 2 {
+        return None;
+    }
+    Some(Position {
+        epoch: number("epoch")?,
+        offset: number("offset")?,
+    })
+}
+
+fn position_json(p: Position) -> serde_json::Value {
+    json!({"epoch": p.epoch, "offset": p.offset})
+}
+
+/// What a reply says of a topic's position: nothing without positions; the position, and
+/// whether what was missed since the one given was recovered (and why not), with them.
+fn with_outcome(mut data: serde_json::Value, outcome: Option<Outcome>) -> serde_json::Value {
+    let Some(outcome) = outcome else {
+        return data;
+    };
+    data["position"] = position_json(outcome.position);
+    if let Some(recovered) = outcome.recovered {
+        data["recovered"] = json!(recovered.is_ok());
+        if let Err(why) = recovered {
+            data["reason"] = json!(match why {
+                NotRecovered::Epoch => "epoch",
+                NotRecovered::Future => "future",
+                NotRecovered::Evicted => "evicted",
+            });
+        }
+    }
+    data
+}
+
+/// Where a session stands in a topic after a request, and whether it was brought up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The position of the topic's last message before the reply: every later one comes
+    /// after the reply.
+    pub position: Position,
+    /// Whether what the session missed since the position it gave was given to it, or why
+    /// not (`None` when it gave none).
+    pub recovered: Option<Result<(), NotRecovered>>,
+}
+
+/// The kind of topic a positioned message is of, as pages read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind<'a> {
+    Broadcast,
+    User,
+    Channel { channel: &'a str, event: &'a str },
+}
+
+/// A message with its position, as a session with positions receives it:
+/// `{"kind":"broadcast"|"user","position":P,"data":DATA}`, or for a channel
+/// `{"kind":"channel","channel":C,"event":E,"position":P,"data":DATA}`.
+pub fn positioned(kind: Kind<'_>, position: Position, data: &RawValue) -> String {
+    let p = format!(
+        r#""position":{{"epoch":{},"offset":{}}},"data":{}"#,
+        position.epoch,
+        position.offset,
+        data.get()
+    );
+    match kind {
+        Kind::Broadcast => format!(r#"{{"kind":"broadcast",{p}}}"#),
+        Kind::User => format!(r#"{{"kind":"user",{p}}}"#),
+        Kind::Channel { channel, event } => format!(
+            r#"{{"kind":"channel","channel":{},"event":{},{p}}}"#,
+            json!(channel),
+            json!(event)
+        ),
     }
 }
 
@@ -199,9 +315,16 @@ fn reply(value: serde_json::Value) -> Message {
     Message::json(&value.to_string())
 }
 
-/// The answer to a successful subscribe.
-pub fn subscribed(user: &str) -> Message {
-    reply(json!({"name": "pushnote:subscribed", "data": {"user": user}}))
+/// The answer to a successful subscribe (with the user's position, with positions on).
+pub fn subscribed(user: &str, outcome: Option<Outcome>) -> Message {
+    let data = with_outcome(json!({"user": user}), outcome);
+    reply(json!({"name": "pushnote:subscribed", "data": data}))
+}
+
+/// The answer to a `positions` request: the broadcasts' position.
+pub fn positions(outcome: Outcome) -> Message {
+    let data = with_outcome(json!({}), Some(outcome));
+    reply(json!({"name": "pushnote:positions", "data": data}))
 }
 
 /// The answer to an unsubscribe.
@@ -209,9 +332,11 @@ pub fn unsubscribed() -> Message {
     reply(json!({"name": "pushnote:unsubscribed", "data": {}}))
 }
 
-/// The answer to a successful channel subscribe.
-pub fn joined(channel: &str) -> Message {
-    reply(json!({"name": "pushnote:subscribed", "data": {"channel": channel}}))
+/// The answer to a successful channel subscribe (with the channel's position, with
+/// positions on).
+pub fn joined(channel: &str, outcome: Option<Outcome>) -> Message {
+    let data = with_outcome(json!({"channel": channel}), outcome);
+    reply(json!({"name": "pushnote:subscribed", "data": data}))
 }
 
 /// The answer to a channel unsubscribe, and what a session is told when it leaves a channel
@@ -237,7 +362,10 @@ mod tests {
     fn subscribe_and_unsubscribe_parse() {
         assert_eq!(
             parse(r#"{"name":"subscribe","data":{"token":"t"}}"#),
-            Ok(Request::Subscribe { token: "t".into() })
+            Ok(Request::Subscribe {
+                token: "t".into(),
+                since: None
+            })
         );
         assert_eq!(parse(r#"{"name":"unsubscribe"}"#), Ok(Request::Unsubscribe));
     }
@@ -248,14 +376,16 @@ mod tests {
             parse(r#"{"name":"subscribe","data":{"channel":"news"}}"#),
             Ok(Request::Join {
                 channel: "news".into(),
-                token: None
+                token: None,
+                since: None
             })
         );
         assert_eq!(
             parse(r#"{"name":"subscribe","data":{"channel":"private-a","token":"t"}}"#),
             Ok(Request::Join {
                 channel: "private-a".into(),
-                token: Some("t".into())
+                token: Some("t".into()),
+                since: None
             })
         );
         assert_eq!(
@@ -276,7 +406,7 @@ mod tests {
     #[test]
     fn channel_replies_name_the_channel_and_refusals_cut_it() {
         assert_eq!(
-            joined("news").as_json(),
+            joined("news", None).as_json(),
             r#"{"data":{"channel":"news"},"name":"pushnote:subscribed"}"#
         );
         assert_eq!(
@@ -317,7 +447,7 @@ mod tests {
     #[test]
     fn replies_are_json_values() {
         assert_eq!(
-            subscribed("42").as_json(),
+            subscribed("42", None).as_json(),
             r#"{"data":{"user":"42"},"name":"pushnote:subscribed"}"#
         );
         let e = error(&Refusal::new(ErrorCode::InvalidToken, "bad"));
@@ -330,5 +460,69 @@ mod tests {
     fn unknown_names_are_truncated_in_replies() {
         let long = format!(r#"{{"name":"{}"}}"#, "x".repeat(10_000));
         assert!(parse(&long).unwrap_err().message.len() < 200);
+    }
+
+    #[test]
+    fn positions_and_since_parse_and_bad_positions_are_refused() {
+        let at = Position {
+            epoch: 7,
+            offset: 3,
+        };
+        assert_eq!(
+            parse(r#"{"name":"positions"}"#),
+            Ok(Request::Positions { since: None })
+        );
+        assert_eq!(
+            parse(r#"{"name":"positions","data":{"since":{"epoch":7,"offset":3}}}"#),
+            Ok(Request::Positions { since: Some(at) })
+        );
+        assert_eq!(
+            parse(r#"{"name":"subscribe","data":{"token":"t","since":{"offset":3,"epoch":7}}}"#),
+            Ok(Request::Subscribe {
+                token: "t".into(),
+                since: Some(at)
+            })
+        );
+        for bad in [
+            r#"{"epoch":7}"#,
+            r#"{"epoch":7,"offset":-1}"#,
+            r#"{"epoch":7,"offset":4294967296}"#,
+            r#"{"epoch":7,"offset":1.5}"#,
+            r#"{"epoch":"7","offset":1}"#,
+            r#"{"epoch":7,"offset":1,"more":1}"#,
+            r#"[7,1]"#,
+            r#""7:1""#,
+        ] {
+            let text = format!(r#"{{"name":"positions","data":{{"since":{bad}}}}}"#);
+            assert_eq!(
+                parse(&text).map_err(|r| r.code),
+                Err(ErrorCode::BadRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn positioned_messages_carry_kind_position_and_data() {
+        let at = Position {
+            epoch: 7,
+            offset: 3,
+        };
+        let data = RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap();
+        let parsed = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
+        assert_eq!(
+            parsed(positioned(Kind::Broadcast, at, &data)),
+            json!({"kind": "broadcast", "position": {"epoch": 7, "offset": 3}, "data": {"a": [1, 2]}})
+        );
+        assert_eq!(parsed(positioned(Kind::User, at, &data))["kind"], "user");
+        let channel = Kind::Channel {
+            channel: "news",
+            event: "say \"hi\"",
+        };
+        assert_eq!(
+            parsed(positioned(channel, at, &data)),
+            json!({"kind": "channel", "channel": "news", "event": "say \"hi\"",
+                   "position": {"epoch": 7, "offset": 3}, "data": {"a": [1, 2]}})
+        );
     }
 }

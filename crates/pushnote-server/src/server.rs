@@ -16,8 +16,10 @@ use crate::client::ClientHandler;
 use crate::config::{Listen, ServerConfig};
 use crate::connections::{self, Timeouts};
 use crate::demo;
+use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::recovery::Recovery;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +75,24 @@ impl Server {
             metrics,
         } = self;
         let hub = Arc::new(Hub::new(control.clone(), metrics.clone()));
-        let bus_thread = bus.spawn(control, hub.clone(), metrics.clone())?;
+        let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let fanout = Arc::new(Fanout::start(sweepers, metrics.clone()).map_err(BusError::from)?);
+        let recovery = config
+            .history
+            .map(|limits| Arc::new(Recovery::new(limits, fanout.clone(), metrics.clone())));
+        let bus_thread = bus.spawn(
+            control,
+            hub.clone(),
+            metrics.clone(),
+            fanout,
+            recovery.clone(),
+        )?;
         let handler = Arc::new(ClientHandler::new(
             hub.clone(),
             config.tokens.clone(),
             config.limits,
             metrics.clone(),
+            recovery,
         ));
 
         let sockjs = sockjs::routes(&config.route, config.sockjs.clone(), handler);

@@ -1,0 +1,176 @@
+//! Positions and recovery: every message's place in its topic, each topic's recent messages,
+//! and what a session missed given back to it in order.
+//!
+//! One lock orders it all. The bus thread numbers, keeps and hands on each message while
+//! holding it ([`Recovery::publish`]); a session's request that joins a topic, or asks what it
+//! missed of one, holds it too ([`Recovery::join`]). So a message published before the request
+//! is in the history the request reads, and one published after is handed on to the session
+//! as it is to any other, never both and never neither. What the request sends (the missed
+//! messages, then its reply) goes through the fan-out ([`Fanout::send_in_order`]), which puts
+//! it after the broadcasts handed on before and before anything handed on after.
+//!
+//! Broadcasts are the one topic every session is in from the start: a session that asks what
+//! it missed of them is given, from the history, every broadcast after its position up to the
+//! reply, none of the broadcasts on their way to it are given again, and the page ignores the
+//! bare broadcasts that came before the reply (docs/PROTOCOL.md §6).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use pushnote_history::history::NotRecovered;
+use pushnote_history::{History, Limits, Position, Weigh};
+use sockjs::{Form, Message, Session};
+
+use crate::fanout::{Fanout, InOrder};
+use crate::metrics::Metrics;
+use crate::protocol::Outcome;
+
+/// What a message in both its forms costs beyond their JSON text, by estimate: two shared
+/// allocations, their frames once written, and their headers.
+const KEPT_MESSAGE_OVERHEAD: usize = 2 * 96;
+
+/// A kept message, in both forms.
+pub struct Kept(Message);
+
+impl Weigh for Kept {
+    fn weight(&self) -> usize {
+        // Each form's text, and its WebSocket frame once a session has written it alone.
+        let text = self.0.queued_len() + self.0.in_form(Form::Second).queued_len();
+        2 * text + KEPT_MESSAGE_OVERHEAD
+    }
+}
+
+/// Each topic's positions and recent messages, and the fan-out that delivers in their order.
+pub struct Recovery {
+    history: Mutex<History<Kept>>,
+    fanout: Arc<Fanout>,
+    metrics: Arc<Metrics>,
+}
+
+impl Recovery {
+    pub fn new(limits: Limits, fanout: Arc<Fanout>, metrics: Arc<Metrics>) -> Recovery {
+        Recovery {
+            history: Mutex::new(History::new(limits, Instant::now())),
+            fanout,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, History<Kept>> {
+        // Every critical section leaves the history consistent, so a poisoned lock is safe.
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fan-out this delivers through.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// Numbers the next message of `topic`, made by `make` from its position, keeps it, and
+    /// hands it on with `deliver`, all under the lock.
+    pub fn publish(
+        &self,
+        topic: &[u8],
+        make: impl FnOnce(Position) -> Message,
+        deliver: impl FnOnce(&Fanout, &Message),
+    ) {
+        let mut history = self.lock();
+        let mut made = None;
+        history.append(
+            topic,
+            |position| {
+                let message = make(position);
+                made = Some(message.clone());
+                Kept(message)
+            },
+            Instant::now(),
+        );
+        if let Some(message) = made {
+            deliver(&self.fanout, &message);
+        }
+        self.gauges(&history);
+    }
+
+    /// Runs `join` (which puts the session in `topic`, or refuses) under the lock; then gives
+    /// the session, in order, the messages of `topic` after `since` (if given, and the
+    /// history reaches back to it) and the reply `reply` makes of what `join` returned and the
+    /// outcome.
+    ///
+    /// With `start` (a session's `positions` request), the session is in the broadcasts'
+    /// topic already, and takes messages in their second form (with their positions) from
+    /// here on: from the first of what this gives it, after the broadcasts on their way to it
+    /// (or, where the history gives them, instead of them).
+    pub fn join<T, E>(
+        &self,
+        session: &Session,
+        topic: &[u8],
+        since: Option<Position>,
+        start: bool,
+        join: impl FnOnce() -> Result<T, E>,
+        reply: impl FnOnce(T, Outcome) -> Message,
+    ) -> Result<(), E> {
+        let mut history = self.lock();
+        let joined = join()?;
+        let now = Instant::now();
+        let mut messages = Vec::new();
+        let position = history.position(topic, now);
+        let recovered = since.map(|since| {
+            let (from, outcome) = match history.after(topic, since, now) {
+                Ok(_) => (since, Ok(())),
+                // The history was lost since (a restart): what this run kept from its first
+                // message on is still the session's, and it is told what it may have lost.
+                Err(NotRecovered::Epoch) => (position.start(), Err(NotRecovered::Epoch)),
+                Err(why) => return Err(why),
+            };
+            if let Ok(missed) = history.after(topic, from, now) {
+                messages.extend(missed.map(|(_, kept)| kept.0.clone()));
+            }
+            outcome
+        });
+        let m = &self.metrics;
+        match recovered {
+            Some(Ok(())) => {
+                m.recoveries.fetch_add(1, Ordering::Relaxed);
+                m.recovered_messages
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            }
+            Some(Err(why)) => {
+                tracing::debug!(session = session.id(), ?why, "not recovered");
+                m.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+        messages.push(reply(
+            joined,
+            Outcome {
+                position,
+                recovered,
+            },
+        ));
+        // Where the history gives broadcasts, those on their way are not given again; without
+        // them, those on their way are the session's to have.
+        let from_history = matches!(recovered, Some(Ok(()) | Err(NotRecovered::Epoch)));
+        let order = match (start, from_history) {
+            (false, _) => InOrder::After,
+            (true, true) => InOrder::InsteadWithPositions,
+            (true, false) => InOrder::AfterWithPositions,
+        };
+        self.fanout.send_in_order(session, messages, order);
+        self.gauges(&history);
+        Ok(())
+    }
+
+    fn gauges(&self, history: &History<Kept>) {
+        let m = &self.metrics;
+        m.history_bytes
+            .store(history.bytes() as u64, Ordering::Relaxed);
+        m.history_messages
+            .store(history.messages() as u64, Ordering::Relaxed);
+        m.history_topics
+            .store(history.topics() as u64, Ordering::Relaxed);
+        let counts = history.counts();
+        m.history_evicted.store(counts.evicted, Ordering::Relaxed);
+        m.history_expired.store(counts.expired, Ordering::Relaxed);
+    }
+}

@@ -8,6 +8,7 @@ mod browser;
 mod channels;
 mod client_protocol;
 mod delivery;
+mod deploy;
 mod faults;
 mod flags;
 mod hardening;

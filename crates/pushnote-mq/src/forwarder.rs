@@ -160,6 +160,12 @@ struct Thread {
 
 impl Thread {
     fn run(&mut self) {
+        self.metrics.running.store(1, Ordering::Relaxed);
+        self.forward();
+        self.metrics.running.store(0, Ordering::Relaxed);
+    }
+
+    fn forward(&mut self) {
         const BATCH: usize = 4096;
         let mut frames = Vec::with_capacity(2);
         while !self.stop.load(Ordering::Relaxed) {

@@ -1,7 +1,9 @@
-//! The forwarder's HTTP side: `/metrics` for Prometheus, on the address `--metrics` names.
+//! The forwarder's HTTP side, on the address `--metrics` names: `/metrics` for Prometheus, and
+//! `/health` for supervisors and load balancers.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +51,18 @@ fn respond(metrics: &Metrics, request: &Request<Body>) -> Response<Body> {
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
         }
-        (_, "/metrics") => *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED,
+        (&Method::GET, "/health") => {
+            let running = metrics.running.load(Ordering::Relaxed) == 1;
+            let status = if running { "ready" } else { "stopped" };
+            *response.body_mut() = Body::from(format!(r#"{{"status":"{status}"}}"#));
+            if !running {
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        (_, "/metrics" | "/health") => *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED,
         _ => *response.status_mut() = StatusCode::NOT_FOUND,
     }
     response

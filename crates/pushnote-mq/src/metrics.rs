@@ -31,6 +31,8 @@ impl Dropped {
 /// Every counter and gauge of a forwarder; relaxed atomics, cheap on the hot path.
 #[derive(Default, Debug)]
 pub struct Metrics {
+    /// 1 while the forwarding thread runs.
+    pub running: AtomicU64,
     /// Messages received from apps.
     pub received: AtomicU64,
     /// Messages handed to the server-facing socket.
@@ -68,6 +70,12 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         };
+        row(
+            "pushnote_mq_running",
+            "gauge",
+            "1 while the forwarder forwards (its sockets bound, its thread running).",
+            &self.running,
+        );
         row(
             "pushnote_mq_messages_received_total",
             "counter",

@@ -106,6 +106,8 @@ pub struct Bus {
     ctx: zmq::Context,
     sub: zmq::Socket,
     commands: zmq::Socket,
+    /// The SUB socket's connection events, with a forwarder (`None` in single mode).
+    monitor: Option<zmq::Socket>,
     endpoint: String,
     mode: BusMode,
     max_message_bytes: usize,
@@ -145,8 +147,16 @@ impl Bus {
         sub.set_reconnect_ivl(100).map_err(err)?;
         sub.set_reconnect_ivl_max(1000).map_err(err)?;
         sub.set_subscribe(wire::BROADCAST_TOPIC).map_err(err)?;
+        let mut monitor = None;
         let resolved = match mode {
             BusMode::Connect => {
+                const MONITOR: &str = "inproc://bus-monitor";
+                let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
+                    | zmq::SocketEvent::DISCONNECTED.to_raw();
+                sub.monitor(MONITOR, i32::from(events)).map_err(err)?;
+                let events = ctx.socket(zmq::PAIR).map_err(err)?;
+                events.connect(MONITOR).map_err(err)?;
+                monitor = Some(events);
                 sub.connect(endpoint).map_err(err)?;
                 endpoint.to_owned()
             }
@@ -162,6 +172,7 @@ impl Bus {
             ctx,
             sub,
             commands,
+            monitor,
             endpoint: resolved,
             mode,
             max_message_bytes,
@@ -215,16 +226,23 @@ impl Bus {
         fanout: Arc<Fanout>,
         recovery: Option<Arc<Recovery>>,
     ) {
+        if self.mode == BusMode::Bind {
+            // Apps connect to it: it is ready as soon as it is bound.
+            metrics.bus_connected.store(1, Ordering::Relaxed);
+        }
         let mut state = State {
             fanout,
             recovery,
             gaps: Gaps::default(),
         };
         loop {
-            let mut items = [
+            let mut items = vec![
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.commands.as_poll_item(zmq::POLLIN),
             ];
+            if let Some(monitor) = &self.monitor {
+                items.push(monitor.as_poll_item(zmq::POLLIN));
+            }
             // Losses not logged yet are logged within a second even when nothing else comes.
             let timeout = if state.gaps.unreported > 0 { 1000 } else { -1 };
             if let Err(e) = zmq::poll(&mut items, timeout) {
@@ -235,6 +253,9 @@ impl Bus {
                 return;
             }
             let (sub_ready, cmd_ready) = (items[0].is_readable(), items[1].is_readable());
+            if items.get(2).is_some_and(|i| i.is_readable()) {
+                self.take_connection_events(metrics);
+            }
             if cmd_ready && !self.take_commands(&mut state.gaps) {
                 state.gaps.report(true);
                 return;
@@ -243,6 +264,29 @@ impl Bus {
                 self.take_messages(hub, metrics, &mut state);
             }
             state.gaps.report(false);
+        }
+    }
+
+    /// Notes whether the forwarder is connected, from the SUB socket's events.
+    fn take_connection_events(&self, metrics: &Metrics) {
+        let Some(monitor) = &self.monitor else {
+            return;
+        };
+        while let Ok(frames) = monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some(&[a, b, ..]) = frames.first().map(Vec::as_slice) else {
+                continue;
+            };
+            let event = u16::from_le_bytes([a, b]);
+            let connected = if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
+                tracing::info!(endpoint = %self.endpoint, "bus connected");
+                1
+            } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
+                tracing::warn!(endpoint = %self.endpoint, "bus disconnected; reconnecting");
+                0
+            } else {
+                continue;
+            };
+            metrics.bus_connected.store(connected, Ordering::Relaxed);
         }
     }
 

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub channels: AtomicU64,
     /// Sessions in channels now, summed over the channels.
     pub channel_subscriptions: AtomicU64,
+    /// 1 while the bus is connected to the forwarder (always, in single mode, once bound).
+    pub bus_connected: AtomicU64,
     /// Bus messages received, valid or not.
     pub bus_received: AtomicU64,
     /// Broadcasts received from the bus.
@@ -67,7 +69,13 @@ pub struct Metrics {
 impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 28] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 29] = [
+            (
+                "pushnote_bus_connected",
+                "gauge",
+                "1 while the bus is connected to the forwarder (with --single: once bound).",
+                &self.bus_connected,
+            ),
             (
                 "pushnote_sessions",
                 "gauge",

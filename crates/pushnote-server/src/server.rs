@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,8 +111,22 @@ impl Server {
                     }
                 })
         };
+        let stopping = Arc::new(AtomicBool::new(false));
+        let health_route = {
+            let (metrics, stopping) = (metrics.clone(), stopping.clone());
+            warp::path("health")
+                .and(warp::path::end())
+                .and(warp::get())
+                .map(move || health(&metrics, &stopping))
+        };
         let demo_route = demo::route(config.demo_sockjs_url.clone(), config.route.clone());
-        let routes = sockjs.or(metrics_route).unify().or(demo_route).unify();
+        let routes = sockjs
+            .or(metrics_route)
+            .unify()
+            .or(health_route)
+            .unify()
+            .or(demo_route)
+            .unify();
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let service = sockjs::with_upgrades(warp::service(routes));
@@ -122,6 +137,7 @@ impl Server {
         let serving = tokio::spawn(connections::serve(listener, service, timeouts, stop_rx));
 
         shutdown.await;
+        stopping.store(true, Ordering::Relaxed);
         tracing::info!(sessions = hub.session_count(), "shutting down");
         let _ = stop_tx.send(true);
         hub.close_all(sockjs::CloseCode::GOING_AWAY);
@@ -186,6 +202,31 @@ fn no_ipv6(e: &std::io::Error) -> bool {
     const EAFNOSUPPORT: i32 = 97;
     const EADDRNOTAVAIL: i32 = 99;
     matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
+}
+
+/// `/health`: 200 while the server takes sessions and its bus is connected (a load balancer
+/// may send it pages); 503 while the bus is down or the server is stopping.
+fn health(metrics: &Metrics, stopping: &AtomicBool) -> Response<Body> {
+    let connected = metrics.bus_connected.load(Ordering::Relaxed) == 1;
+    let (status, code) = match (stopping.load(Ordering::Relaxed), connected) {
+        (true, _) => ("stopping", 503),
+        (false, false) => ("unavailable", 503),
+        (false, true) => ("ready", 200),
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "bus": if connected { "connected" } else { "disconnected" },
+        "sessions": metrics.sessions.load(Ordering::Relaxed),
+    });
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = warp::http::StatusCode::from_u16(code).unwrap_or_default();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn metrics_response(body: String) -> Response<Body> {

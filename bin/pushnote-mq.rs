@@ -31,28 +31,25 @@ fn run(flags: &Flags) -> Result<(), String> {
         forwarder.pub_endpoint()
     ));
     runtime.block_on(async {
-        match flags.metrics {
-            None => pushnote_cli::shutdown_signal().await,
-            Some(address) => {
-                let listener = tokio::net::TcpListener::bind(address)
-                    .await
-                    .map_err(|e| format!("--metrics {address}: {e}"))?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|e| format!("--metrics {address}: {e}"))?;
-                say(format_args!(
-                    "pushnote-mq: metrics at http://{local}/metrics"
-                ));
-                http::serve(
-                    listener,
-                    forwarder.metrics(),
-                    pushnote_cli::shutdown_signal(),
-                )
-                .await
-                .map_err(|e| format!("metrics server failed: {e}"))?;
-            }
+        let mut servers = Vec::new();
+        if let Some(address) = flags.metrics {
+            let serves = http::Serves::Metrics(forwarder.metrics());
+            servers.push(http::listen(address, "--metrics", "/metrics", serves).await?);
         }
-        Ok::<_, String>(())
+        if let (Some(address), Some(api_key)) = (flags.http, &flags.api_key) {
+            let publisher = pushnote::Publisher::connect(&pushnote::http_publish::loopback(
+                forwarder.sub_endpoint(),
+            ))
+            .map_err(|e| format!("--http: {e}"))?;
+            let serves = http::Serves::Publish(std::sync::Arc::new(http::Publishing {
+                api_key: api_key.clone(),
+                max_body_bytes: config.max_message_bytes,
+                publisher: std::sync::Arc::new(publisher),
+                metrics: forwarder.metrics(),
+            }));
+            servers.push(http::listen(address, "--http", "/publish", serves).await?);
+        }
+        http::run(servers, pushnote_cli::shutdown_signal()).await
     })?;
     let forwarded = forwarder.stop();
     tracing::info!(forwarded, "stopped");

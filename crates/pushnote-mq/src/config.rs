@@ -101,6 +101,22 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MQ_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Serve POST http://ADDR/publish, for apps that cannot link ZeroMQ: a JSON message or a
+    /// batch, each to everyone, to users or to a channel (docs/PROTOCOL.md §2a). Needs
+    /// --api-key. Off when not given.
+    #[arg(
+        long,
+        env = "PUSHNOTE_MQ_HTTP",
+        value_name = "ADDR",
+        requires = "api_key"
+    )]
+    pub http: Option<SocketAddr>,
+
+    /// The key POST /publish requests must carry (Authorization: Bearer KEY). Prefer the
+    /// environment variable: command lines are visible to other local users.
+    #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     #[command(flatten)]
     pub log: pushnote_cli::LogFlags,
 }
@@ -125,6 +141,9 @@ impl Flags {
         }
         if self.topic_idle == 0 {
             return Err("--topic-idle must be at least 1 second".into());
+        }
+        if self.http.is_some() && self.api_key.as_deref().unwrap_or_default().len() < 16 {
+            return Err("--api-key must be at least 16 characters: it guards --http".into());
         }
         Ok(ForwarderConfig {
             sub_endpoint: self.sub.clone(),

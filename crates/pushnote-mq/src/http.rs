@@ -1,15 +1,19 @@
-//! The forwarder's HTTP side, on the address `--metrics` names: `/metrics` for Prometheus, and
-//! `/health` for supervisors and load balancers.
+//! The forwarder's HTTP side: `/metrics` for Prometheus and `/health` for supervisors, on the
+//! address `--metrics` names; `POST /publish` for apps that cannot link ZeroMQ (and
+//! `/health`), on the address `--http` names.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::body::HttpBody;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::service::{make_service_fn, service_fn};
 use hyper::{Body, Method, Request, Response, StatusCode};
+use pushnote::http_publish;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::metrics::Metrics;
@@ -17,19 +21,37 @@ use crate::metrics::Metrics;
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `metrics` on `listener` until `shutdown` completes.
+/// What one listener serves.
+#[derive(Clone)]
+pub enum Serves {
+    /// `/metrics` and `/health` (`--metrics`).
+    Metrics(Arc<Metrics>),
+    /// `POST /publish` and `/health` (`--http`).
+    Publish(Arc<Publishing>),
+}
+
+/// Publishing over HTTP: the key requests must carry, the largest body, and the publisher
+/// (connected to the forwarder's own app side) the messages go through.
+pub struct Publishing {
+    pub api_key: String,
+    pub max_body_bytes: usize,
+    pub publisher: Arc<pushnote::Publisher>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves `serves` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    serves: Serves,
     shutdown: impl Future<Output = ()>,
 ) -> hyper::Result<()> {
     let incoming = hyper::server::accept::from_stream(connections(listener));
     let make = make_service_fn(move |_| {
-        let metrics = metrics.clone();
+        let serves = serves.clone();
         async move {
             Ok::<_, Infallible>(service_fn(move |request| {
-                let response = respond(&metrics, &request);
-                async move { Ok::<_, Infallible>(response) }
+                let serves = serves.clone();
+                async move { Ok::<_, Infallible>(respond(&serves, request).await) }
             }))
         }
     });
@@ -41,31 +63,164 @@ pub async fn serve(
         .await
 }
 
-fn respond(metrics: &Metrics, request: &Request<Body>) -> Response<Body> {
+fn json(status: u16, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn health(metrics: &Metrics) -> Response<Body> {
+    if metrics.running.load(Ordering::Relaxed) == 1 {
+        json(200, r#"{"status":"ready"}"#.into())
+    } else {
+        json(503, r#"{"status":"stopped"}"#.into())
+    }
+}
+
+fn status(code: StatusCode) -> Response<Body> {
     let mut response = Response::new(Body::empty());
-    match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            *response.body_mut() = Body::from(metrics.render());
+    *response.status_mut() = code;
+    response
+}
+
+async fn respond(serves: &Serves, request: Request<Body>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    match (serves, request.method(), path.as_str()) {
+        (Serves::Metrics(metrics), &Method::GET, "/metrics") => {
+            let mut response = Response::new(Body::from(metrics.render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
+            response
         }
-        (&Method::GET, "/health") => {
-            let running = metrics.running.load(Ordering::Relaxed) == 1;
-            let status = if running { "ready" } else { "stopped" };
-            *response.body_mut() = Body::from(format!(r#"{{"status":"{status}"}}"#));
-            if !running {
-                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            }
+        (Serves::Metrics(metrics), &Method::GET, "/health") => health(metrics),
+        (Serves::Publish(p), &Method::GET, "/health") => health(&p.metrics),
+        (Serves::Publish(p), &Method::POST, "/publish") => publish(p, request).await,
+        (Serves::Metrics(_), _, "/metrics" | "/health")
+        | (Serves::Publish(_), _, "/publish" | "/health") => status(StatusCode::METHOD_NOT_ALLOWED),
+        _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+async fn publish(p: &Arc<Publishing>, request: Request<Body>) -> Response<Body> {
+    let refused = |r: http_publish::Refused| {
+        p.metrics.http_refused.fetch_add(1, Ordering::Relaxed);
+        let mut response = json(r.status, r.body());
+        if r.status == 401 {
             response
                 .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
-        (_, "/metrics" | "/health") => *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED,
-        _ => *response.status_mut() = StatusCode::NOT_FOUND,
+        response
+    };
+    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(r) = http_publish::authorized(authorization, &p.api_key) {
+        return refused(r);
     }
-    response
+    let body = match read_body(request.into_body(), p.max_body_bytes).await {
+        Ok(body) => body,
+        Err(r) => return refused(r),
+    };
+    let items = match http_publish::parse(&body) {
+        Ok(items) => items,
+        Err(r) => return refused(r),
+    };
+    let publishing = p.clone();
+    let published =
+        tokio::task::spawn_blocking(move || http_publish::publish(&publishing.publisher, &items))
+            .await;
+    match published {
+        Ok(Ok(n)) => {
+            p.metrics
+                .http_published
+                .fetch_add(n as u64, Ordering::Relaxed);
+            json(200, format!(r#"{{"published":{n}}}"#))
+        }
+        Ok(Err((n, r))) => {
+            p.metrics
+                .http_published
+                .fetch_add(n as u64, Ordering::Relaxed);
+            refused(r)
+        }
+        Err(e) => refused(http_publish::Refused {
+            status: 500,
+            error: format!("publishing failed: {e}"),
+            index: None,
+        }),
+    }
+}
+
+/// The request's body, or 413 past `limit` bytes.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, http_publish::Refused> {
+    let too_large = || http_publish::Refused {
+        status: 413,
+        error: format!("the body is over {limit} bytes (--max-message-bytes)"),
+        index: None,
+    };
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| http_publish::Refused {
+            status: 400,
+            error: format!("reading the body: {e}"),
+            index: None,
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A listener bound at `address` for `flag`, announced with the URL of `path`.
+pub async fn listen(
+    address: SocketAddr,
+    flag: &str,
+    path: &str,
+    serves: Serves,
+) -> Result<(TcpListener, Serves), String> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("{flag} {address}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("{flag} {address}: {e}"))?;
+    pushnote_cli::say(format_args!("pushnote-mq: {path} at http://{local}{path}"));
+    Ok((listener, serves))
+}
+
+/// Serves every listener until `shutdown` completes.
+pub async fn run(
+    servers: Vec<(TcpListener, Serves)>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = servers
+        .into_iter()
+        .map(|(listener, serves)| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(serve(listener, serves, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        })
+        .collect();
+    shutdown.await;
+    let _ = stop.send(true);
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("HTTP server failed: {e}")),
+            Err(e) => return Err(format!("HTTP server failed: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// The connections `listener` accepts; a failed accept (out of descriptors, say) is logged

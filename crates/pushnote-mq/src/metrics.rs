@@ -31,6 +31,10 @@ impl Dropped {
 /// Every counter and gauge of a forwarder; relaxed atomics, cheap on the hot path.
 #[derive(Default, Debug)]
 pub struct Metrics {
+    /// Messages published through `POST /publish`.
+    pub http_published: AtomicU64,
+    /// `POST /publish` requests refused (bad key, body, target; or the bus not connected).
+    pub http_refused: AtomicU64,
     /// 1 while the forwarding thread runs.
     pub running: AtomicU64,
     /// Messages received from apps.
@@ -75,6 +79,19 @@ impl Metrics {
             "gauge",
             "1 while the forwarder forwards (its sockets bound, its thread running).",
             &self.running,
+        );
+        row(
+            "pushnote_mq_http_published_total",
+            "counter",
+            "Messages published through POST /publish (--http).",
+            &self.http_published,
+        );
+        row(
+            "pushnote_mq_http_refused_total",
+            "counter",
+            "POST /publish requests refused: no or a wrong key, a bad body or target, too \
+             large, or the bus not connected.",
+            &self.http_refused,
         );
         row(
             "pushnote_mq_messages_received_total",

@@ -102,6 +102,8 @@ pub struct ServerConfig {
     /// How much history is kept for positions and recovery; `None` keeps none (and a
     /// session's `positions` request is refused).
     pub history: Option<pushnote_history::Limits>,
+    /// With `--single`, the key of `POST /publish`; `None` serves no publishing over HTTP.
+    pub api_key: Option<String>,
 }
 
 impl ServerConfig {
@@ -140,6 +142,7 @@ impl ServerConfig {
                 bytes: DEFAULT_HISTORY_MEMORY_MIB << 20,
                 idle: HISTORY_TOPIC_IDLE,
             }),
+            api_key: None,
         }
     }
 }
@@ -325,6 +328,12 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace: u64,
 
+    /// With --single: serve POST /publish on the HTTP port for apps that cannot link ZeroMQ, with
+    /// this key (Authorization: Bearer KEY, at least 16 characters; docs/PROTOCOL.md §2a).
+    /// With a forwarder, publish to its --http instead. Prefer the environment variable.
+    #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// With --single: the most recent messages kept per topic (the broadcasts, each user, each
     /// channel), so that a page that comes back is given what it missed (docs/PROTOCOL.md §6,
     /// "Positions and recovery"); 0 keeps none, and positions are refused.
@@ -401,6 +410,18 @@ impl Flags {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         config.header_timeout = seconds("header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("idle-timeout", self.idle_timeout)?;
+        config.api_key = match self.api_key.as_deref() {
+            None | Some("") => None,
+            Some(_) if !self.single => {
+                return Err("--api-key serves POST /publish with --single only: with a \
+                            forwarder, publish over HTTP to pushnote-mq --http"
+                    .into())
+            }
+            Some(key) if key.len() < 16 => {
+                return Err("--api-key must be at least 16 characters".into())
+            }
+            Some(key) => Some(key.to_owned()),
+        };
         if let Some(history) = &mut config.history {
             if self.history_size == 0 || self.history_memory == 0 {
                 config.history = None;

@@ -28,6 +28,9 @@ pub enum ServerError {
     /// The bus could not be opened.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The publisher of `POST /publish` could not connect to the server's own bus.
+    #[error("POST /publish: {0}")]
+    Publish(String),
 }
 
 /// A server whose bus is open, ready to serve.
@@ -75,6 +78,7 @@ impl Server {
             control,
             metrics,
         } = self;
+        let bus_endpoint = bus.endpoint().to_owned();
         let hub = Arc::new(Hub::new(control.clone(), metrics.clone()));
         let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let fanout = Arc::new(Fanout::start(sweepers, metrics.clone()).map_err(BusError::from)?);
@@ -119,11 +123,44 @@ impl Server {
                 .and(warp::get())
                 .map(move || health(&metrics, &stopping))
         };
+        let publishing = match &config.api_key {
+            None => None,
+            Some(key) => {
+                let endpoint = pushnote::http_publish::loopback(&bus_endpoint);
+                let publisher = pushnote::Publisher::connect(&endpoint)
+                    .map_err(|e| ServerError::Publish(e.to_string()))?;
+                Some(Arc::new((key.clone(), publisher)))
+            }
+        };
+        let publish_route = {
+            let limit = config.max_bus_message_bytes as u64;
+            warp::path("publish")
+                .and(warp::path::end())
+                .and(warp::post())
+                .and(warp::header::optional::<String>("authorization"))
+                .and(warp::body::content_length_limit(limit))
+                .and(warp::body::bytes())
+                .and_then(
+                    move |authorization: Option<String>, body: warp::hyper::body::Bytes| {
+                        let publishing = publishing.clone();
+                        async move {
+                            let Some(publishing) = publishing else {
+                                return Err(warp::reject::not_found());
+                            };
+                            Ok::<_, warp::Rejection>(
+                                http_publish(publishing, authorization, body).await,
+                            )
+                        }
+                    },
+                )
+        };
         let demo_route = demo::route(config.demo_sockjs_url.clone(), config.route.clone());
         let routes = sockjs
             .or(metrics_route)
             .unify()
             .or(health_route)
+            .unify()
+            .or(publish_route)
             .unify()
             .or(demo_route)
             .unify();
@@ -202,6 +239,45 @@ fn no_ipv6(e: &std::io::Error) -> bool {
     const EAFNOSUPPORT: i32 = 97;
     const EADDRNOTAVAIL: i32 = 99;
     matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
+}
+
+/// `POST /publish` on a single server: checked whole, then published into its own bus.
+async fn http_publish(
+    publishing: Arc<(String, pushnote::Publisher)>,
+    authorization: Option<String>,
+    body: warp::hyper::body::Bytes,
+) -> Response<Body> {
+    use pushnote::http_publish::{authorized, parse, publish, Refused};
+    let answer = |status: u16, body: String| {
+        let mut r = Response::new(Body::from(body));
+        *r.status_mut() = warp::http::StatusCode::from_u16(status).unwrap_or_default();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == 401 {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    };
+    let refused = |r: Refused| answer(r.status, r.body());
+    if let Err(r) = authorized(authorization.as_deref().map(str::as_bytes), &publishing.0) {
+        return refused(r);
+    }
+    let items = match parse(&body) {
+        Ok(items) => items,
+        Err(r) => return refused(r),
+    };
+    let published = tokio::task::spawn_blocking(move || publish(&publishing.1, &items)).await;
+    match published {
+        Ok(Ok(n)) => answer(200, format!(r#"{{"published":{n}}}"#)),
+        Ok(Err((_, r))) => refused(r),
+        Err(e) => answer(
+            500,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
 }
 
 /// `/health`: 200 while the server takes sessions and its bus is connected (a load balancer

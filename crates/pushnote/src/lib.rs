@@ -20,11 +20,14 @@
 //! - `wire.rs` — the bus format: topics and bodies (pure).
 //! - `token.rs` — tokens in Django's `TimestampSigner` format (pure).
 //! - `publisher.rs` — the ZeroMQ publisher apps call.
+//! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
+//!   publisher (the forwarder's and a single server's `POST /publish`).
 //!
 //! Light by design: no async runtime is needed to publish.
 
 #![forbid(unsafe_code)]
 
+pub mod http_publish;
 mod publisher;
 pub mod token;
 pub mod wire;

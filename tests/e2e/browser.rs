@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const TRANSPORTS: [&str; 9] = [
+pub(crate) const TRANSPORTS: [&str; 9] = [
     "websocket",
     "xhr-streaming",
     "eventsource",
@@ -33,16 +33,16 @@ const TRANSPORTS: [&str; 9] = [
 const TRICKY: &str = "é à ü 中文 日本語 \u{2028}\u{2029} 😀 \"double\" 'single' back\\slash \
                       </script><script>console.log(\"PWNED\")</script> <!-- ]]>";
 
-struct Bridge {
+pub(crate) struct Bridge {
     child: Child,
     stdin: ChildStdin,
     events: mpsc::Receiver<Value>,
     /// Every event so far, in order.
-    log: Vec<Value>,
+    pub(crate) log: Vec<Value>,
 }
 
 impl Bridge {
-    fn start() -> (Bridge, String) {
+    pub(crate) fn start() -> (Bridge, String) {
         let script = repo_path("tests/browser/bridge.js");
         assert!(
             repo_path("tests/browser/node_modules/playwright-core").exists(),
@@ -79,12 +79,12 @@ impl Bridge {
         (bridge, origin)
     }
 
-    fn command(&mut self, cmd: Value) {
+    pub(crate) fn command(&mut self, cmd: Value) {
         writeln!(self.stdin, "{cmd}").expect("bridge running");
     }
 
     /// Waits for the first event (from now on) that satisfies `pred`.
-    fn until(&mut self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+    pub(crate) fn until(&mut self, limit: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -102,7 +102,12 @@ impl Bridge {
 
     /// Waits until every page of `ids` has had an event (at any time so far) that satisfies
     /// `pred`.
-    fn until_each(&mut self, ids: &[&str], limit: Duration, pred: impl Fn(&Value) -> bool) {
+    pub(crate) fn until_each(
+        &mut self,
+        ids: &[&str],
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) {
         let deadline = Instant::now() + limit;
         loop {
             self.drain();
@@ -125,7 +130,7 @@ impl Bridge {
     }
 
     /// Takes what has arrived without waiting.
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         while let Ok(event) = self.events.try_recv() {
             self.log.push(event);
         }

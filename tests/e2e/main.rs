@@ -16,6 +16,7 @@ mod http_publish;
 mod interop;
 mod lifecycle;
 mod limits;
+mod proxy;
 mod recovery;
 mod routing;
 mod tokens;

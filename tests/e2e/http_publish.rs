@@ -22,7 +22,7 @@ fn forwarder_with_http(extra: &[&str]) -> (Forwarder, String, Option<String>) {
     ];
     args.extend_from_slice(extra);
     let mut cmd = Command::new(bin("pushnote-mq"));
-    cmd.env("PUSHNOTE_API_KEY", KEY).args(&args);
+    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args(&args);
     let proc = Proc::spawn(&mut cmd);
     let line = proc.value_after("apps publish to");
     let (sub, publish) = line.split_once(", servers subscribe at ").unwrap();
@@ -210,6 +210,7 @@ fn http_publishing_needs_a_real_key_and_a_server_needs_single_mode_for_it() {
     let run = |bin_name: &str, args: &[&str]| {
         let out = Command::new(bin(bin_name))
             .env_remove("PUSHNOTE_API_KEY")
+            .env_remove("PUSHNOTE_MQ_API_KEY")
             .args(args)
             .output()
             .unwrap();

@@ -114,7 +114,7 @@ pub struct Flags {
 
     /// The key POST /publish requests must carry (Authorization: Bearer KEY). Prefer the
     /// environment variable: command lines are visible to other local users.
-    #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
+    #[arg(long, env = "PUSHNOTE_MQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
     #[command(flatten)]

@@ -79,14 +79,6 @@ fn service(name: &str) -> (HashMap<String, String>, Vec<String>) {
     (env, args)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_as_unit(binary: &str, env: &HashMap<String, String>, args: &[String]) -> Proc {
     let mut cmd = Command::new(bin(binary));
     cmd.env_clear().envs(env).args(args);

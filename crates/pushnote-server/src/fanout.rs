@@ -511,6 +511,18 @@ impl Sweep {
     /// Queues for `session` the broadcasts it has not had yet. Queued, not written: the
     /// message that follows joins them in the same frame.
     pub fn catch_up(&mut self, session: &Session, metrics: &Metrics) {
+        self.queue_for(session, true, metrics);
+    }
+
+    /// Gives `session` none of the broadcasts it has not had yet, but queues the rest of what
+    /// it has not had (large topics' messages).
+    pub fn skip_broadcasts(&mut self, session: &Session, metrics: &Metrics) {
+        self.queue_for(session, false, metrics);
+    }
+
+    /// Queues for `session` what it has not had yet (without the broadcasts unless
+    /// `broadcasts`), and moves its cursor past it all.
+    fn queue_for(&mut self, session: &Session, broadcasts: bool, metrics: &Metrics) {
         if self.pass.is_none() {
             return;
         }
@@ -519,22 +531,7 @@ impl Sweep {
             .sessions
             .binary_search_by_key(&session.id(), Session::id)
         {
-            let delivered = self.give(i, false, true, metrics);
-            metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        }
-    }
-
-    /// Gives `session` none of the broadcasts it has not had yet, but queues the rest of what
-    /// it has not had (large topics' messages).
-    pub fn skip_broadcasts(&mut self, session: &Session, metrics: &Metrics) {
-        if self.pass.is_none() {
-            return;
-        }
-        if let Ok(i) = self
-            .sessions
-            .binary_search_by_key(&session.id(), Session::id)
-        {
-            let delivered = self.give(i, false, false, metrics);
+            let delivered = self.give(i, false, broadcasts, metrics);
             metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
         }
     }

@@ -236,16 +236,20 @@ impl Bus {
             gaps: Gaps::default(),
         };
         loop {
-            let mut items = vec![
+            // The connection events' socket where there is one (no allocation per turn).
+            let mut items = [
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.commands.as_poll_item(zmq::POLLIN),
+                self.monitor
+                    .as_ref()
+                    .unwrap_or(&self.commands)
+                    .as_poll_item(zmq::POLLIN),
             ];
-            if let Some(monitor) = &self.monitor {
-                items.push(monitor.as_poll_item(zmq::POLLIN));
-            }
+            let polled = if self.monitor.is_some() { 3 } else { 2 };
+            let items = &mut items[..polled];
             // Losses not logged yet are logged within a second even when nothing else comes.
             let timeout = if state.gaps.unreported > 0 { 1000 } else { -1 };
-            if let Err(e) = zmq::poll(&mut items, timeout) {
+            if let Err(e) = zmq::poll(items, timeout) {
                 if e == zmq::Error::EINTR {
                     continue;
                 }

@@ -91,6 +91,15 @@ pub enum InOrder {
     InsteadWithPositions,
 }
 
+impl InOrder {
+    /// Turns positions on for `session` where this order says so.
+    fn set_form_of(self, session: &Session) {
+        if self != InOrder::After {
+            session.set_form(Form::Second);
+        }
+    }
+}
+
 /// One shard: its inbox, and how its sweeper is woken.
 struct Shard {
     /// This shard's number, and how many there are.
@@ -225,9 +234,7 @@ impl Fanout {
         };
         if shard.idle.load(Ordering::Acquire) {
             // The shard's sessions have had every broadcast: nothing to wait for or skip.
-            if order != InOrder::After {
-                session.set_form(Form::Second);
-            }
+            order.set_form_of(session);
             let _ = session.send_all(&messages);
         } else {
             shard.hand(Item::ToSession {
@@ -300,9 +307,7 @@ impl Shard {
                         messages,
                         order,
                     } => {
-                        if order != InOrder::After {
-                            session.set_form(Form::Second);
-                        }
+                        order.set_form_of(&session);
                         if order == InOrder::InsteadWithPositions {
                             sweep.skip_broadcasts(&session, metrics);
                         } else {
@@ -630,6 +635,21 @@ mod tests {
             .collect()
     }
 
+    /// What each of `all` is given by the sweepers, read until session `i` has `expected(i)`
+    /// messages (within a deadline).
+    fn received(all: &[Session], expected: impl Fn(usize) -> usize) -> Vec<Vec<String>> {
+        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
+            assert!(std::time::Instant::now() < deadline, "delivered in time");
+            for (g, s) in got.iter_mut().zip(all) {
+                g.extend(texts(s));
+            }
+            std::thread::yield_now();
+        }
+        got
+    }
+
     /// Sweeps until every session has everything; returns how many steps it took.
     fn finish(sweep: &mut Sweep, metrics: &Metrics) -> usize {
         let mut steps = 0;
@@ -750,16 +770,7 @@ mod tests {
             &metrics,
             &|| false
         ));
-        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let expected = |i: usize| if i == 0 { 1 } else { 2 };
-        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
-            assert!(std::time::Instant::now() < deadline, "delivered in time");
-            for (g, s) in got.iter_mut().zip(&all) {
-                g.extend(texts(s));
-            }
-            std::thread::yield_now();
-        }
+        let got = received(&all, |i| if i == 0 { 1 } else { 2 });
         drop(fanout);
         assert_eq!(got[0], ["1"]);
         for g in &got[1..] {
@@ -817,16 +828,7 @@ mod tests {
         let topic = b"chan:mid\0";
         assert!(fanout.send_to_topic(topic, &Message::json("\"c\""), &hub, &metrics, &|| false));
         fanout.broadcast(&Message::json("2"), &hub);
-        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let expected = |i: usize| if i <= DIRECT_MEMBERS { 3 } else { 2 };
-        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
-            assert!(std::time::Instant::now() < deadline, "delivered in time");
-            for (g, s) in got.iter_mut().zip(&all) {
-                g.extend(texts(s));
-            }
-            std::thread::yield_now();
-        }
+        let got = received(&all, |i| if i <= DIRECT_MEMBERS { 3 } else { 2 });
         drop(fanout);
         for (i, g) in got.iter().enumerate() {
             if i <= DIRECT_MEMBERS {
@@ -919,7 +921,6 @@ mod tests {
         let user = &all[all.len() - 1];
         assert_eq!(hub.subscribe(user, "u", usize::MAX), Subscribed::Yes);
         let fanout = Fanout::start(2, metrics.clone()).unwrap();
-        let mut got: Vec<Vec<String>> = vec![Vec::new(); all.len()];
         for m in ["1", "2", "3"] {
             fanout.broadcast(&Message::json(m), &hub);
         }
@@ -929,15 +930,8 @@ mod tests {
                 false
             })
         );
-        let expected = |i: usize| if i == all.len() - 1 { 4 } else { 3 };
+        let got = received(&all, |i| if i == all.len() - 1 { 4 } else { 3 });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while got.iter().enumerate().any(|(i, g)| g.len() < expected(i)) {
-            assert!(std::time::Instant::now() < deadline, "delivered in time");
-            for (g, s) in got.iter_mut().zip(&all) {
-                g.extend(texts(s));
-            }
-            std::thread::yield_now();
-        }
         // Once every sweeper is idle, a user's message is written by the caller, at once.
         while fanout
             .shards

@@ -38,19 +38,6 @@ impl Weigh for Box<[u8]> {
     }
 }
 
-impl Weigh for Vec<u8> {
-    fn weight(&self) -> usize {
-        self.capacity()
-    }
-}
-
-impl Weigh for Arc<[u8]> {
-    fn weight(&self) -> usize {
-        // The shared allocation's two counts.
-        self.len() + 16
-    }
-}
-
 /// How much history is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -156,19 +143,15 @@ impl<V: Weigh> History<V> {
         make: impl FnOnce(Position) -> V,
         now: Instant,
     ) -> Position {
-        self.expire(now);
-        if topic_cost(topic) > self.limits.bytes {
+        let Some(name) = self.enter(topic, now) else {
             // A topic that could never be remembered: each message in an epoch of its own.
             let epoch = self.fresh_epoch();
             return Position { epoch, offset: 1 };
+        };
+        if self.topics[&name].last == u32::MAX {
+            self.new_epoch(&name);
         }
-        if !self.topics.contains_key(topic) {
-            self.make_room(0, topic);
-        }
-        let name = self.topic(topic, now);
-        self.new_epoch_if(|t| t.last == u32::MAX, &name);
-        let t = self.topics.get_mut(&name).expect("made above");
-        t.touched = now;
+        let t = self.topics.get_mut(&name).expect("entered");
         t.last += 1;
         let position = Position {
             epoch: t.epoch,
@@ -182,8 +165,7 @@ impl<V: Weigh> History<V> {
         }
         if t.kept.len() >= self.limits.messages {
             let gone = t.kept.pop_front().expect("at the limit, so not empty");
-            self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
-            self.kept -= 1;
+            self.release(&gone);
             self.counts.evicted += 1;
         }
         self.make_room(cost, &name);
@@ -203,21 +185,42 @@ impl<V: Weigh> History<V> {
     /// The position of `topic`'s last message (offset 0 when it has had none yet), the topic
     /// being remembered from now on as if it had had a message.
     pub fn position(&mut self, topic: &[u8], now: Instant) -> Position {
-        self.expire(now);
-        if topic_cost(topic) > self.limits.bytes {
+        let Some(name) = self.enter(topic, now) else {
             let epoch = self.fresh_epoch();
             return Position { epoch, offset: 0 };
-        }
-        if !self.topics.contains_key(topic) {
-            self.make_room(0, topic);
-        }
-        let name = self.topic(topic, now);
-        let t = self.topics.get_mut(&name).expect("made above");
-        t.touched = now;
+        };
+        let t = &self.topics[&name];
         Position {
             epoch: t.epoch,
             offset: t.last,
         }
+    }
+
+    /// Ages what is kept, then makes `topic` known (with a new epoch, room made for it) if it
+    /// was not, touched at `now`; its shared name, or `None` for a topic too long to remember
+    /// within the budget.
+    fn enter(&mut self, topic: &[u8], now: Instant) -> Option<Arc<[u8]>> {
+        self.expire(now);
+        if topic_cost(topic) > self.limits.bytes {
+            return None;
+        }
+        if let Some((name, _)) = self.topics.get_key_value(topic) {
+            let name = name.clone();
+            self.topics.get_mut(topic).expect("just found").touched = now;
+            return Some(name);
+        }
+        self.make_room(0, topic);
+        let name: Arc<[u8]> = topic.into();
+        let epoch = self.fresh_epoch();
+        self.bytes += topic_cost(topic);
+        let t = Topic {
+            epoch,
+            last: 0,
+            kept: VecDeque::new(),
+            touched: now,
+        };
+        self.topics.insert(name.clone(), t);
+        Some(name)
     }
 
     /// The messages of `topic` after `seen`, oldest first, or why they cannot all be given.
@@ -298,31 +301,8 @@ impl<V: Weigh> History<V> {
         self.limits
     }
 
-    /// The topic's shared name, the topic made (with a new epoch) if it was not known.
-    fn topic(&mut self, topic: &[u8], now: Instant) -> Arc<[u8]> {
-        if let Some((name, _)) = self.topics.get_key_value(topic) {
-            return name.clone();
-        }
-        let name: Arc<[u8]> = topic.into();
-        let epoch = self.fresh_epoch();
-        self.bytes += topic_cost(topic);
-        self.topics.insert(
-            name.clone(),
-            Topic {
-                epoch,
-                last: 0,
-                kept: VecDeque::new(),
-                touched: now,
-            },
-        );
-        name
-    }
-
-    /// Starts a new epoch for the topic when `ended` says so, dropping what it kept.
-    fn new_epoch_if(&mut self, ended: impl Fn(&Topic<V>) -> bool, name: &[u8]) {
-        if !self.topics.get(name).is_some_and(ended) {
-            return;
-        }
+    /// Starts a new epoch for the topic, dropping what it kept.
+    fn new_epoch(&mut self, name: &[u8]) {
         let epoch = self.fresh_epoch();
         self.drop_kept(name);
         let t = self.topics.get_mut(name).expect("looked up above");
@@ -335,11 +315,11 @@ impl<V: Weigh> History<V> {
         let Some(t) = self.topics.get_mut(name) else {
             return;
         };
-        for gone in t.kept.drain(..) {
-            self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
-            self.kept -= 1;
-            self.counts.evicted += 1;
+        let gone = std::mem::take(&mut t.kept);
+        for k in &gone {
+            self.release(k);
         }
+        self.counts.evicted += gone.len() as u64;
     }
 
     fn fresh_epoch(&mut self) -> u32 {
@@ -380,9 +360,14 @@ impl<V: Weigh> History<V> {
             return false;
         }
         let gone = t.kept.pop_front().expect("looked at above");
+        self.release(&gone);
+        true
+    }
+
+    /// Takes a message that went out of the figures.
+    fn release(&mut self, gone: &Kept<V>) {
         self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
         self.kept -= 1;
-        true
     }
 
     /// Forgets the topics that keep nothing and that `forget` picks, but for `but`.

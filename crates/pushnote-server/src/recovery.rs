@@ -62,11 +62,6 @@ impl Recovery {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The fan-out this delivers through.
-    pub fn fanout(&self) -> &Fanout {
-        &self.fanout
-    }
-
     /// Numbers the next message of `topic`, made by `make` from its position, keeps it, and
     /// hands it on with `deliver`, all under the lock.
     pub fn publish(
@@ -115,18 +110,25 @@ impl Recovery {
         let now = Instant::now();
         let mut messages = Vec::new();
         let position = history.position(topic, now);
+        let mut take = |missed: &mut dyn Iterator<Item = (Position, &Kept)>| {
+            messages.extend(missed.map(|(_, kept)| kept.0.clone()));
+        };
         let recovered = since.map(|since| {
-            let (from, outcome) = match history.after(topic, since, now) {
-                Ok(_) => (since, Ok(())),
-                // The history was lost since (a restart): what this run kept from its first
-                // message on is still the session's, and it is told what it may have lost.
-                Err(NotRecovered::Epoch) => (position.start(), Err(NotRecovered::Epoch)),
-                Err(why) => return Err(why),
+            let why = match history.after(topic, since, now) {
+                Ok(mut missed) => {
+                    take(&mut missed);
+                    return Ok(());
+                }
+                Err(why) => why,
             };
-            if let Ok(missed) = history.after(topic, from, now) {
-                messages.extend(missed.map(|(_, kept)| kept.0.clone()));
+            // The history was lost since (a restart): what this run kept from its first
+            // message on is still the session's, and it is told what it may have lost.
+            if why == NotRecovered::Epoch {
+                if let Ok(mut kept) = history.after(topic, position.start(), now) {
+                    take(&mut kept);
+                }
             }
-            outcome
+            Err(why)
         });
         let m = &self.metrics;
         match recovered {

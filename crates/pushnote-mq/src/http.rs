@@ -107,51 +107,45 @@ async fn respond(serves: &Serves, request: Request<Body>) -> Response<Body> {
 }
 
 async fn publish(p: &Arc<Publishing>, request: Request<Body>) -> Response<Body> {
-    let refused = |r: http_publish::Refused| {
-        p.metrics.http_refused.fetch_add(1, Ordering::Relaxed);
-        let mut response = json(r.status, r.body());
-        if r.status == 401 {
-            response
-                .headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        }
+    let answer = answer(p, request).await;
+    let m = &p.metrics;
+    m.http_published
+        .fetch_add(answer.published as u64, Ordering::Relaxed);
+    if answer.status != 200 {
+        m.http_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut response = json(answer.status, answer.body);
+    if answer.status == 401 {
         response
-    };
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// The key checked before the body is read, then the body published.
+async fn answer(p: &Arc<Publishing>, request: Request<Body>) -> http_publish::Answer {
     let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     if let Err(r) = http_publish::authorized(authorization, &p.api_key) {
-        return refused(r);
+        return r.into();
     }
     let body = match read_body(request.into_body(), p.max_body_bytes).await {
         Ok(body) => body,
-        Err(r) => return refused(r),
-    };
-    let items = match http_publish::parse(&body) {
-        Ok(items) => items,
-        Err(r) => return refused(r),
+        Err(r) => return r.into(),
     };
     let publishing = p.clone();
-    let published =
-        tokio::task::spawn_blocking(move || http_publish::publish(&publishing.publisher, &items))
-            .await;
-    match published {
-        Ok(Ok(n)) => {
-            p.metrics
-                .http_published
-                .fetch_add(n as u64, Ordering::Relaxed);
-            json(200, format!(r#"{{"published":{n}}}"#))
-        }
-        Ok(Err((n, r))) => {
-            p.metrics
-                .http_published
-                .fetch_add(n as u64, Ordering::Relaxed);
-            refused(r)
-        }
-        Err(e) => refused(http_publish::Refused {
-            status: 500,
-            error: format!("publishing failed: {e}"),
-            index: None,
-        }),
-    }
+    tokio::task::spawn_blocking(move || http_publish::answer(&publishing.publisher, &body))
+        .await
+        .unwrap_or_else(|e| {
+            let error = format!("publishing failed: {e}");
+            let (status, index) = (500, None);
+            http_publish::Refused {
+                status,
+                error,
+                index,
+            }
+            .into()
+        })
 }
 
 /// The request's body, or 413 past `limit` bytes.

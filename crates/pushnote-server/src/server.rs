@@ -247,37 +247,32 @@ async fn http_publish(
     authorization: Option<String>,
     body: warp::hyper::body::Bytes,
 ) -> Response<Body> {
-    use pushnote::http_publish::{authorized, parse, publish, Refused};
-    let answer = |status: u16, body: String| {
-        let mut r = Response::new(Body::from(body));
-        *r.status_mut() = warp::http::StatusCode::from_u16(status).unwrap_or_default();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if status == 401 {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        r
+    use pushnote::http_publish::{answer, authorized, Answer, Refused};
+    let answer = match authorized(authorization.as_deref().map(str::as_bytes), &publishing.0) {
+        Err(r) => Answer::from(r),
+        Ok(()) => tokio::task::spawn_blocking(move || answer(&publishing.1, &body))
+            .await
+            .unwrap_or_else(|e| {
+                let (status, error, index) = (500, e.to_string(), None);
+                Refused {
+                    status,
+                    error,
+                    index,
+                }
+                .into()
+            }),
     };
-    let refused = |r: Refused| answer(r.status, r.body());
-    if let Err(r) = authorized(authorization.as_deref().map(str::as_bytes), &publishing.0) {
-        return refused(r);
+    let mut r = Response::new(Body::from(answer.body));
+    *r.status_mut() = warp::http::StatusCode::from_u16(answer.status).unwrap_or_default();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if answer.status == 401 {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    let items = match parse(&body) {
-        Ok(items) => items,
-        Err(r) => return refused(r),
-    };
-    let published = tokio::task::spawn_blocking(move || publish(&publishing.1, &items)).await;
-    match published {
-        Ok(Ok(n)) => answer(200, format!(r#"{{"published":{n}}}"#)),
-        Ok(Err((_, r))) => refused(r),
-        Err(e) => answer(
-            500,
-            serde_json::json!({ "error": e.to_string() }).to_string(),
-        ),
-    }
+    r
 }
 
 /// `/health`: 200 while the server takes sessions and its bus is connected (a load balancer

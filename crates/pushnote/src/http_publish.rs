@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The request carries `Authorization: Bearer KEY`, compared with the configured key in
-//! constant time. `docs/PROTOCOL.md` §2a gives the answers. Pure but for [`publish`].
+//! constant time. `docs/PROTOCOL.md` §2a gives the answers. Pure but for [`answer`].
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -168,7 +168,7 @@ fn item(value: serde_json::Value) -> Result<Item, String> {
 
 /// Publishes `items` in order; how many were published, or why the rest were not (the bus
 /// is not connected: 503).
-pub fn publish(publisher: &Publisher, items: &[Item]) -> Result<usize, (usize, Refused)> {
+fn publish(publisher: &Publisher, items: &[Item]) -> Result<usize, (usize, Refused)> {
     for (i, item) in items.iter().enumerate() {
         let sent = match item {
             Item::All { data } => publisher.notify_all(data),
@@ -193,6 +193,45 @@ pub fn publish(publisher: &Publisher, items: &[Item]) -> Result<usize, (usize, R
         }
     }
     Ok(items.len())
+}
+
+/// What a request whose key was accepted is answered: its status and JSON body, and how many
+/// messages were published.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub published: usize,
+}
+
+impl From<Refused> for Answer {
+    fn from(r: Refused) -> Answer {
+        Answer {
+            status: r.status,
+            body: r.body(),
+            published: 0,
+        }
+    }
+}
+
+/// Checks `body` whole, then publishes it through `publisher` (which may block a moment:
+/// call it where blocking is allowed).
+pub fn answer(publisher: &Publisher, body: &[u8]) -> Answer {
+    let items = match parse(body) {
+        Ok(items) => items,
+        Err(r) => return r.into(),
+    };
+    match publish(publisher, &items) {
+        Ok(n) => Answer {
+            status: 200,
+            body: format!(r#"{{"published":{n}}}"#),
+            published: n,
+        },
+        Err((n, r)) => Answer {
+            published: n,
+            ..r.into()
+        },
+    }
 }
 
 /// Where a process on this host reaches a ZeroMQ `endpoint` as bound: an address of every

@@ -73,7 +73,7 @@ impl Message {
     pub fn with_second_form(self, second: Message) -> Message {
         let first = Arc::unwrap_or_clone(self.0);
         Message(Arc::new(Encoded {
-            second: Some(second.in_form(Form::First).clone()),
+            second: Some(second),
             ..first
         }))
     }

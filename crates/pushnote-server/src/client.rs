@@ -15,7 +15,7 @@ use sockjs::{Form, Message, Session};
 use crate::config;
 use crate::hub::{Hub, Joined, Subscribed};
 use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode, Refusal, Request};
+use crate::protocol::{self, ErrorCode, Outcome, Refusal, Request};
 use crate::recovery::Recovery;
 
 /// How the server checks tokens.
@@ -210,30 +210,46 @@ impl ClientHandler {
     ) -> Result<Option<Message>, Refusal> {
         self.attempt(session)?;
         let user = self.verify(token)?;
-        let reply = match self.positioned(session, since)? {
-            Some(recovery) => {
-                let topic = wire::user_topic(&user)
-                    .map_err(|e| Refusal::new(ErrorCode::InvalidToken, e.to_string()))?;
-                // A session of the user already has had its messages.
-                let already = self.hub.user_of(session).as_deref() == Some(user.as_str());
-                let since = since.filter(|_| !already);
-                recovery.join(
-                    session,
-                    &topic,
-                    since,
-                    false,
-                    || self.hub_subscribe(session, &user),
-                    |(), outcome| protocol::subscribed(&user, Some(outcome)),
-                )?;
-                None
-            }
-            None => {
-                self.hub_subscribe(session, &user)?;
-                Some(protocol::subscribed(&user, None))
-            }
-        };
+        let positioned = self.positioned(session, since)?;
+        let reply = self.enter(
+            session,
+            positioned,
+            || wire::user_topic(&user).map_err(|e| (ErrorCode::InvalidToken, e)),
+            since,
+            // A session of the user already has had its messages.
+            || self.hub.user_of(session).as_deref() == Some(user.as_str()),
+            || self.hub_subscribe(session, &user),
+            |outcome| protocol::subscribed(&user, outcome),
+        )?;
         self.leave_channels_of_other_users(session);
         Ok(reply)
+    }
+
+    /// Puts `session` in a topic with `join` and answers with `reply`: at once without
+    /// positions (`positioned`); with them, with the topic's position and in order with the
+    /// messages, after what the session missed since `since` unless it is in the topic
+    /// `already` (then the reply is sent, and `None` returned).
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &self,
+        session: &Session,
+        positioned: Option<&Recovery>,
+        topic: impl FnOnce() -> Result<Vec<u8>, (ErrorCode, wire::WireError)>,
+        since: Option<Position>,
+        already: impl FnOnce() -> bool,
+        join: impl FnOnce() -> Result<(), Refusal>,
+        reply: impl FnOnce(Option<Outcome>) -> Message,
+    ) -> Result<Option<Message>, Refusal> {
+        let Some(recovery) = positioned else {
+            join()?;
+            return Ok(Some(reply(None)));
+        };
+        let topic = topic().map_err(|(code, e)| Refusal::new(code, e.to_string()))?;
+        let since = since.filter(|_| !already());
+        recovery.join(session, &topic, since, false, join, |(), outcome| {
+            reply(Some(outcome))
+        })?;
+        Ok(None)
     }
 
     fn hub_subscribe(&self, session: &Session, user: &str) -> Result<(), Refusal> {
@@ -320,23 +336,16 @@ impl ClientHandler {
             }
             bound_to = grant.user;
         }
-        let join = || self.hub_join(session, channel, bound_to.as_deref());
-        match positioned {
-            Some(recovery) => {
-                let topic = wire::channel_topic(channel)
-                    .map_err(|e| Refusal::new(ErrorCode::InvalidChannel, e.to_string()))?;
-                // A session in the channel already has had its messages.
-                let since = since.filter(|_| !self.hub.in_channel(session, channel));
-                recovery.join(session, &topic, since, false, join, |(), outcome| {
-                    protocol::joined(channel, Some(outcome))
-                })?;
-                Ok(None)
-            }
-            None => {
-                join()?;
-                Ok(Some(protocol::joined(channel, None)))
-            }
-        }
+        self.enter(
+            session,
+            positioned,
+            || wire::channel_topic(channel).map_err(|e| (ErrorCode::InvalidChannel, e)),
+            since,
+            // A session in the channel already has had its messages.
+            || self.hub.in_channel(session, channel),
+            || self.hub_join(session, channel, bound_to.as_deref()),
+            |outcome| protocol::joined(channel, outcome),
+        )
     }
 
     fn hub_join(

@@ -165,26 +165,8 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
             format!("expected JSON {{\"name\": …, \"data\": …}}: {e}"),
         )
     })?;
-    let channel = match env.data.get("channel") {
-        None => None,
-        Some(serde_json::Value::String(c)) => Some(c.clone()),
-        Some(_) => {
-            return Err(Refusal::new(
-                ErrorCode::BadRequest,
-                "\"channel\" must be the channel's name, a string",
-            ))
-        }
-    };
-    let token = match env.data.get("token") {
-        None => None,
-        Some(serde_json::Value::String(t)) => Some(t.clone()),
-        Some(_) => {
-            return Err(Refusal::new(
-                ErrorCode::BadRequest,
-                "\"token\" must be the token string",
-            ))
-        }
-    };
+    let channel = string_field(&env.data, "channel", "the channel's name, a string")?;
+    let token = string_field(&env.data, "token", "the token string")?;
     let since = match env.data.get("since") {
         None | Some(serde_json::Value::Null) => None,
         Some(p) => Some(position(p).ok_or_else(|| {
@@ -218,6 +200,23 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
                 "unknown request {:?}: this server knows subscribe, unsubscribe and positions",
                 truncate(other, 64)
             ),
+        )),
+    }
+}
+
+/// `data[key]` if it is a string, `None` if it is absent; refused otherwise (it must be
+/// `what`).
+fn string_field(
+    data: &serde_json::Value,
+    key: &str,
+    what: &str,
+) -> Result<Option<String>, Refusal> {
+    match data.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("\"{key}\" must be {what}"),
         )),
     }
 }

@@ -17,25 +17,14 @@ async fn join(client: &mut Client, channel: &str, token: Option<&str>) -> Value 
     client
         .emit(json!({"name": "subscribe", "data": data}))
         .await;
-    reply(client).await
+    client.next_unmarked().await
 }
 
 async fn leave(client: &mut Client, channel: &str) -> Value {
     client
         .emit(json!({"name": "unsubscribe", "data": {"channel": channel}}))
         .await;
-    reply(client).await
-}
-
-/// The next message that is not a marker of [`sync`] or [`sync_channel`].
-async fn reply(client: &mut Client) -> Value {
-    loop {
-        let v = client.next().await;
-        let marker = v.get("sync").is_some() || v["data"].get("sync").is_some();
-        if !marker {
-            return v;
-        }
-    }
+    client.next_unmarked().await
 }
 
 fn code(reply: &Value) -> &str {
@@ -78,7 +67,7 @@ async fn sync_channel(publisher: &pushnote::Publisher, client: &mut Client, chan
 async fn until(client: &mut Client, want: &Value) -> Vec<Value> {
     let mut got = Vec::new();
     loop {
-        let v = reply(client).await;
+        let v = client.next_unmarked().await;
         let done = &v == want;
         got.push(v);
         if done {
@@ -263,10 +252,10 @@ async fn private_channels_and_groups_admit_only_the_tokens_holders() {
         .emit(json!({"name": "subscribe", "data": {"token": token("9")}}))
         .await;
     assert_eq!(
-        reply(&mut member).await,
+        member.next_unmarked().await,
         json!({"name": "pushnote:unsubscribed", "data": {"channel": group}})
     );
-    assert_eq!(reply(&mut member).await["data"]["user"], "9");
+    assert_eq!(member.next_unmarked().await["data"]["user"], "9");
     assert!(
         srv.metric("pushnote_channel_subscribes_refused_total")
             .await
@@ -295,7 +284,7 @@ async fn a_refused_channel_leaves_the_other_subscriptions_as_they_were() {
         client
             .emit(json!({"name": "subscribe", "data": {"channel": 7}}))
             .await;
-        reply(&mut client).await
+        client.next_unmarked().await
     };
     assert_eq!(code(&not_a_string), "bad_request");
     // Everything still arrives: the three channels, the user, broadcasts.
@@ -334,7 +323,7 @@ async fn a_flood_of_channel_requests_is_refused_and_costs_the_session_nothing_el
     }
     let (mut taken, mut refused) = (0, 0);
     for _ in 0..60 {
-        let r = reply(&mut client).await;
+        let r = client.next_unmarked().await;
         if r["name"] == "pushnote:error" {
             assert_eq!(code(&r), "too_many_requests");
             refused += 1;
@@ -380,7 +369,7 @@ async fn a_channel_message_that_breaks_the_format_is_dropped_and_counted() {
     srv.wait_metric("pushnote_bus_messages_rejected_total", rejected + 2)
         .await;
     bus.publish("bad", "fine", &json!(1)).unwrap();
-    let fine = reply(&mut client).await;
+    let fine = client.next_unmarked().await;
     assert_eq!(fine, json!({"channel": "bad", "event": "fine", "data": 1}));
 }
 
@@ -402,7 +391,7 @@ async fn single_mode_serves_channels_too() {
     )
     .unwrap();
     assert_eq!(
-        reply(&mut client).await,
+        client.next_unmarked().await,
         json!({"channel": "live-page-7", "event": "live-page-update", "data": {"html": "<p>hi</p>"}})
     );
     // A private channel on a server without a secret: no_secret.

@@ -47,16 +47,6 @@ async fn post(url: &str, key: Option<&str>, body: &str) -> Reply {
     http("POST", url, &headers, body).await
 }
 
-/// The next message that is not a marker of [`sync`].
-async fn next(client: &mut Client) -> Value {
-    loop {
-        let v = client.next().await;
-        if v.get("sync").is_none() && v["data"].get("sync").is_none() {
-            return v;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels() {
     let (fwd, url, _) = forwarder_with_http(&[]);
@@ -69,7 +59,7 @@ async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels()
     client
         .emit(json!({"name": "subscribe", "data": {"channel": "news"}}))
         .await;
-    assert_eq!(next(&mut client).await["name"], "pushnote:subscribed");
+    assert_eq!(client.next_unmarked().await["name"], "pushnote:subscribed");
     // The channel's bus subscription travels in the background: publish until one arrives.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -103,7 +93,7 @@ async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels()
         "{}",
         r.headers
     );
-    assert_eq!(next(&mut client).await, json!({"msg": "Hi all!"}));
+    assert_eq!(client.next_unmarked().await, json!({"msg": "Hi all!"}));
     let batch = r#"[
         {"to": "users", "users": ["u1", "u2"], "data": 1},
         {"to": "channel", "channel": "news", "event": "create", "data": {"id": 2}},
@@ -111,12 +101,12 @@ async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels()
     ]"#;
     let r = post(&url, Some(KEY), batch).await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"published":3}"#));
-    assert_eq!(next(&mut client).await, json!(1));
+    assert_eq!(client.next_unmarked().await, json!(1));
     assert_eq!(
-        next(&mut client).await,
+        client.next_unmarked().await,
         json!({"channel": "news", "event": "create", "data": {"id": 2}})
     );
-    assert_eq!(next(&mut client).await, json!(3));
+    assert_eq!(client.next_unmarked().await, json!(3));
     drop(srv);
     drop(fwd);
 }
@@ -165,7 +155,7 @@ async fn bad_requests_get_their_status_and_publish_nothing() {
     // Nothing of it reached the page: the next message is the one published now.
     let r = post(&url, Some(KEY), r#"{"to":"all","data":"after"}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(next(&mut client).await, json!("after"));
+    assert_eq!(client.next_unmarked().await, json!("after"));
     let (_, text) = http_get(&metrics).await;
     assert!(text.contains("pushnote_mq_http_refused_total 6"), "{text}");
     assert!(
@@ -188,8 +178,8 @@ async fn a_single_server_publishes_what_apps_post_to_it() {
     )
     .await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"published":2}"#));
-    assert_eq!(next(&mut client).await, json!(1));
-    assert_eq!(next(&mut client).await, json!(2));
+    assert_eq!(client.next_unmarked().await, json!(1));
+    assert_eq!(client.next_unmarked().await, json!(2));
     assert_eq!(
         post(&url, None, r#"{"to":"all","data":1}"#).await.status,
         401

@@ -337,12 +337,7 @@ async fn bad_positions_get_clear_answers_and_the_session_carries_on() {
 async fn a_server_with_a_forwarder_keeps_no_history_and_says_so() {
     let (_fwd, srv, _bus, mut client) = stack(&[]).await;
     client.emit(json!({"name": "positions"})).await;
-    let reply = loop {
-        let v = client.next().await;
-        if v.get("sync").is_none() {
-            break v;
-        }
-    };
+    let reply = client.next_unmarked().await;
     assert_eq!(reply["data"]["code"], "no_history", "{reply}");
     assert_eq!(srv.metric("pushnote_history_messages").await, 0);
 }

@@ -461,9 +461,15 @@ impl Client {
     pub async fn subscribe(&mut self, token: &str) -> Value {
         self.emit(serde_json::json!({"name": "subscribe", "data": {"token": token}}))
             .await;
+        self.next_unmarked().await
+    }
+
+    /// The next message that is not a marker of [`sync`] (nor of a channel's sync, which
+    /// arrives in the channel's envelope).
+    pub async fn next_unmarked(&mut self) -> Value {
         loop {
             let v = self.next().await;
-            if v.get("sync").is_none() {
+            if v.get("sync").is_none() && v["data"].get("sync").is_none() {
                 return v;
             }
         }

@@ -79,6 +79,16 @@ impl Bridge {
         (bridge, origin)
     }
 
+    /// Opens page `id` on `transport` at the SockJS `url`: from the bridge's origin, but for
+    /// htmlfile, which the client offers to same-origin pages only (cross-origin pages get it
+    /// as iframe-htmlfile), from the server's own origin.
+    pub(crate) fn open(&mut self, id: &str, url: &str, transport: &str) {
+        let same_origin = transport == "htmlfile";
+        self.command(json!({
+            "cmd": "open", "id": id, "url": url, "transport": transport, "sameOrigin": same_origin
+        }));
+    }
+
     pub(crate) fn command(&mut self, cmd: Value) {
         writeln!(self.stdin, "{cmd}").expect("bridge running");
     }
@@ -166,10 +176,7 @@ fn the_stock_client_receives_on_every_transport_chromium_can_use() {
     let bus = publisher(&fwd.sub);
 
     for t in TRANSPORTS {
-        let same_origin = t == "htmlfile";
-        bridge.command(json!({
-            "cmd": "open", "id": t, "url": srv.url, "transport": t, "sameOrigin": same_origin
-        }));
+        bridge.open(t, &srv.url, t);
     }
     let mut opened = HashSet::new();
     while opened.len() < TRANSPORTS.len() {
@@ -278,7 +285,7 @@ fn the_stock_client_joins_public_and_private_channels_and_receives_only_their_ev
     // Each page asks for its private channel without a token (refused), then joins its public
     // channel and its private channel with a channel token the app minted.
     for t in CHANNEL_TRANSPORTS {
-        bridge.command(json!({"cmd": "open", "id": t, "url": srv.url, "transport": t}));
+        bridge.open(t, &srv.url, t);
     }
     for _ in CHANNEL_TRANSPORTS {
         let e = bridge.until(Duration::from_secs(60), |e| e["event"] == "open");

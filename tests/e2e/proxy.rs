@@ -153,10 +153,7 @@ fn deliveries(
 ) -> HashMap<&'static str, bool> {
     let id = |t: &str| format!("{round}-{t}");
     for t in TRANSPORTS {
-        let same_origin = t == "htmlfile";
-        bridge.command(json!({
-            "cmd": "open", "id": id(t), "url": url, "transport": t, "sameOrigin": same_origin
-        }));
+        bridge.open(&id(t), url, t);
     }
     let deadline = Instant::now() + limit;
     let mut subscribed: Vec<&str> = Vec::new();

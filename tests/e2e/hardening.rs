@@ -134,13 +134,14 @@ async fn requests_in_progress_and_websockets_are_never_idle() {
 async fn http2_is_refused_and_its_connection_closed() {
     let fwd = forwarder();
     let srv = server(&fwd, &["--idle-timeout", "60", "--header-timeout", "60"]);
-    // The prior-knowledge preface, then the start of a HEADERS frame that never completes.
+    // The prior-knowledge preface, a SETTINGS frame, then the start of a HEADERS frame that
+    // never completes, in one write: the server may close as soon as it reads the preface,
+    // and a later write would then meet a broken pipe.
     let mut s = TcpStream::connect(host(&srv)).await.unwrap();
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
-    s.write_all(&[0, 0, 0x40, 1, 4, 0, 0, 0, 1]).await.unwrap();
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    h2.extend_from_slice(&[0, 0, 0x40, 1, 4, 0, 0, 0, 1]);
+    s.write_all(&h2).await.unwrap();
     assert!(
         closed_within(&mut s, WAIT).await,
         "an HTTP/2 connection stays open"

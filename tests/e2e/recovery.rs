@@ -388,9 +388,16 @@ async fn after_a_server_restart_a_page_gets_everything_the_new_run_accepted_and_
             "--metrics",
             "--secret",
             SECRET,
+            // Room for all the new run is sent before the page is back, however slow that is.
+            "--history-size",
+            "100000",
         ]),
         true,
     );
+    // Until the publisher has seen the old run go and the new one subscribe, what it sends is
+    // lost on the way, and nothing tells it so. Once the new run has received a message, every
+    // later one follows it down the same connection: those are what the new run accepted.
+    srv.wait_metric(USER_MESSAGES, 1).await;
     restarted.store(true, Ordering::Release);
     // Messages flow to the new run for a while before the page comes back.
     let deadline = tokio::time::Instant::now() + WAIT;

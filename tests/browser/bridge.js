@@ -8,6 +8,9 @@
 //           {"event":"pageerror","id":ID,"text":S}  {"event":"error","text":S} (then exit 2)
 //   stdin   {"cmd":"open","id":ID,"url":SOCKJS_URL,"transport":NAME[,"sameOrigin":true]}
 //           {"cmd":"send","id":ID,"data":STRING}  {"cmd":"close","id":ID}  {"cmd":"quit"}
+//           {"cmd":"open","id":ID,"url":SOCKJS_URL,"page":"pushnote.html","options":{...}}
+//             a page with pushnote.js from the server (see pushnote.html for its events)
+//           {"cmd":"eval","id":ID,"js":EXPRESSION}  evaluated in the page
 // Pages are served from the bridge's origin, another than the SockJS server's; with
 // "sameOrigin" the page is served (by request interception) from the server's own origin, for
 // transports the client offers only to same-origin pages (htmlfile).
@@ -28,6 +31,7 @@ const watchdog = setTimeout(() => { emit({ event: 'error', text: 'bridge timed o
 
 const files = {
   '/page.html': [path.join(__dirname, 'page.html'), 'text/html; charset=utf-8'],
+  '/pushnote.html': [path.join(__dirname, 'pushnote.html'), 'text/html; charset=utf-8'],
   '/sockjs.min.js': [require.resolve('sockjs-client/dist/sockjs.min.js'), 'application/javascript'],
 };
 
@@ -58,7 +62,7 @@ async function main() {
   const pages = new Map();
   emit({ event: 'static', origin });
 
-  async function open({ id, url, transport, sameOrigin }) {
+  async function open({ id, url, transport, sameOrigin, page: file, options }) {
     const page = await browser.newPage();
     pages.set(id, page);
     page.on('console', (m) => emit({ event: 'console', id, text: m.text() }));
@@ -72,6 +76,11 @@ async function main() {
           (route) => route.fulfill({ contentType: type, body: fs.readFileSync(file) }));
       }
       pageOrigin += '/__bridge';
+    }
+    if (file === 'pushnote.html') {
+      await page.goto(`${pageOrigin}/pushnote.html`);
+      await page.evaluate(([u, o]) => window.start(u, o), [url, options || {}]);
+      return;
     }
     await page.goto(`${pageOrigin}/page.html`);
     await page.evaluate(([u, t]) => window.start(u, t), [url, transport]);
@@ -101,6 +110,7 @@ async function main() {
       else if (!page) fail(`no page ${cmd.id}`);
       else if (cmd.cmd === 'send') await page.evaluate((d) => window.sock.send(d), cmd.data);
       else if (cmd.cmd === 'close') await page.evaluate(() => window.sock.close());
+      else if (cmd.cmd === 'eval') await page.evaluate(cmd.js);
       else fail(`unknown command ${line}`);
     }).catch(fail);
   });

@@ -89,6 +89,19 @@ impl Bridge {
         }));
     }
 
+    /// Opens page `id` with pushnote.js from the server at the SockJS `url`, made with
+    /// `options` (see tests/browser/pushnote.html).
+    pub(crate) fn open_pushnote(&mut self, id: &str, url: &str, options: Value) {
+        self.command(json!({
+            "cmd": "open", "id": id, "url": url, "page": "pushnote.html", "options": options
+        }));
+    }
+
+    /// Evaluates `js` in page `id`.
+    pub(crate) fn eval(&mut self, id: &str, js: &str) {
+        self.command(json!({"cmd": "eval", "id": id, "js": js}));
+    }
+
     pub(crate) fn command(&mut self, cmd: Value) {
         writeln!(self.stdin, "{cmd}").expect("bridge running");
     }

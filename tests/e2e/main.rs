@@ -17,6 +17,7 @@ mod interop;
 mod lifecycle;
 mod limits;
 mod proxy;
+mod pushnote_js;
 mod recovery;
 mod routing;
 mod tokens;

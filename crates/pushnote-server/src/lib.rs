@@ -26,6 +26,7 @@
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `metrics.rs` — counters, served at `/metrics` when enabled.
 //! - `demo.rs` — the demo page.
+//! - `library.rs` — pushnote.js, the browser library (`pushnote.js` beside it).
 //! - `inproc.rs` — in-process ZeroMQ pairs for commanding polling threads.
 
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod demo;
 pub(crate) mod fanout;
 pub mod hub;
 mod inproc;
+pub mod library;
 pub mod metrics;
 pub mod protocol;
 pub(crate) mod recovery;

@@ -19,6 +19,7 @@ use crate::connections::{self, Timeouts};
 use crate::demo;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
+use crate::library;
 use crate::metrics::Metrics;
 use crate::recovery::Recovery;
 
@@ -155,7 +156,10 @@ impl Server {
                 )
         };
         let demo_route = demo::route(config.demo_sockjs_url.clone(), config.route.clone());
-        let routes = sockjs
+        // Before the SockJS routes, which answer every other path under the route.
+        let routes = library::route(&config.route)
+            .or(sockjs)
+            .unify()
             .or(metrics_route)
             .unify()
             .or(health_route)

@@ -1,0 +1,41 @@
+//! pushnote.js, the browser library, served at `<route>/pushnote.js` for pages to load after
+//! the SockJS client.
+
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue, Response};
+use warp::hyper::Body;
+use warp::Filter;
+
+/// The library's source, as served.
+pub const SOURCE: &str = include_str!("pushnote.js");
+
+/// How long browsers and proxies may reuse the file: a server upgraded within the hour may
+/// serve pages the older library, which speaks the same protocol.
+const CACHE_CONTROL: &str = "public, max-age=3600";
+
+/// `GET <route>/pushnote.js`.
+pub fn route(route: &str) -> BoxedFilter<(Response<Body>,)> {
+    let path = format!("{}/pushnote.js", route.trim_end_matches('/'));
+    warp::get()
+        .and(warp::path::full())
+        .and_then(move |full: warp::path::FullPath| {
+            let found = full.as_str() == path;
+            async move {
+                if !found {
+                    return Err(warp::reject::not_found());
+                }
+                let mut r = Response::new(Body::from(SOURCE));
+                let headers = r.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/javascript; charset=UTF-8"),
+                );
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(CACHE_CONTROL),
+                );
+                Ok::<_, warp::Rejection>(r)
+            }
+        })
+        .boxed()
+}

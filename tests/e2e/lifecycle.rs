@@ -130,7 +130,13 @@ async fn the_demo_page_is_served_only_when_asked_for() {
         "{body}"
     );
     assert!(body.contains(r#"var route = "/push";"#));
-    assert!(body.contains("emit(\"subscribe\""));
+    assert!(
+        body.contains(r#"<script src="/push/pushnote.js"></script>"#),
+        "{body}"
+    );
+    let (status, library) = http_get(&format!("{}/push/pushnote.js", demo.origin)).await;
+    assert_eq!(status, 200);
+    assert!(library.contains("function Pushnote(url, options)"));
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The demo page (`--demo`): a page at `/` that connects with the stock SockJS client,
-//! subscribes with a token pasted into it, and shows notifications as they arrive.
+//! The demo page (`--demo`): a page at `/` that connects with pushnote.js over the stock
+//! SockJS client, subscribes with a token pasted into it, joins channels, and shows
+//! notifications, channel events and reconnections as they come.
 
 use warp::filters::BoxedFilter;
 use warp::http::{header, HeaderValue, Response};
@@ -23,7 +24,9 @@ pub fn page(sockjs_url: &str, route: &str) -> String {
             .to_string()
             .replace('<', "\\u003c")
     };
+    let library = format!("{}/pushnote.js", route.trim_end_matches('/'));
     PAGE.replace("{{SOCKJS_URL_ATTR}}", &attr(sockjs_url))
+        .replace("{{LIBRARY_URL_ATTR}}", &attr(&library))
         .replace("{{SOCKJS_URL_JS}}", &js(sockjs_url))
         .replace("{{ROUTE_JS}}", &js(route))
 }
@@ -57,6 +60,9 @@ mod tests {
         let html = page("/s.js?a=1&b=\"x\"", "/push</script><script>alert(1)//");
         assert!(html.contains(r#"<script src="/s.js?a=1&amp;b=&quot;x&quot;"></script>"#));
         assert!(html.contains(r#"var route = "/push\u003c/script>\u003cscript>alert(1)//";"#));
+        assert!(html.contains(
+            r#"<script src="/push&lt;/script&gt;&lt;script&gt;alert(1)/pushnote.js"></script>"#
+        ));
         assert!(!html.contains("</script><script>alert"));
         assert!(!html.contains("{{"));
     }

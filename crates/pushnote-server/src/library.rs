@@ -16,26 +16,32 @@ const CACHE_CONTROL: &str = "public, max-age=3600";
 /// `GET <route>/pushnote.js`.
 pub fn route(route: &str) -> BoxedFilter<(Response<Body>,)> {
     let path = format!("{}/pushnote.js", route.trim_end_matches('/'));
-    warp::get()
-        .and(warp::path::full())
+    // The path first: any other path is not found, whatever its method.
+    warp::path::full()
         .and_then(move |full: warp::path::FullPath| {
             let found = full.as_str() == path;
             async move {
-                if !found {
-                    return Err(warp::reject::not_found());
+                if found {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
                 }
-                let mut r = Response::new(Body::from(SOURCE));
-                let headers = r.headers_mut();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/javascript; charset=UTF-8"),
-                );
-                headers.insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static(CACHE_CONTROL),
-                );
-                Ok::<_, warp::Rejection>(r)
             }
+        })
+        .untuple_one()
+        .and(warp::get())
+        .map(|| {
+            let mut r = Response::new(Body::from(SOURCE));
+            let headers = r.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/javascript; charset=UTF-8"),
+            );
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(CACHE_CONTROL),
+            );
+            r
         })
         .boxed()
 }

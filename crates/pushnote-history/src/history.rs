@@ -38,6 +38,15 @@ impl Weigh for Box<[u8]> {
     }
 }
 
+/// The most messages of one topic kept, by default.
+pub const DEFAULT_MESSAGES: usize = 100;
+/// How long a message is kept, by default, in seconds.
+pub const DEFAULT_AGE_SECS: u64 = 300;
+/// What the history may take in all, by default, in MiB.
+pub const DEFAULT_MEMORY_MIB: usize = 64;
+/// How long a topic with no message kept is remembered, by default, in seconds.
+pub const DEFAULT_IDLE_SECS: u64 = 3600;
+
 /// How much history is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -50,6 +59,17 @@ pub struct Limits {
     /// How long a topic that keeps no message is remembered (its epoch and last offset), so
     /// that a page that saw its last message is told it missed nothing.
     pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            messages: DEFAULT_MESSAGES,
+            age: Duration::from_secs(DEFAULT_AGE_SECS),
+            bytes: DEFAULT_MEMORY_MIB << 20,
+            idle: Duration::from_secs(DEFAULT_IDLE_SECS),
+        }
+    }
 }
 
 /// Why a page's position cannot be brought up to date.

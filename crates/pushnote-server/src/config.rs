@@ -59,14 +59,11 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 20;
 /// Seconds shutdown waits for sessions to take their close frames.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 5;
 /// The most messages of one topic (the broadcasts, a user, a channel) kept for recovery.
-pub const DEFAULT_HISTORY_SIZE: usize = 100;
+pub const DEFAULT_HISTORY_SIZE: usize = pushnote_history::history::DEFAULT_MESSAGES;
 /// How long a message is kept for recovery, in seconds.
-pub const DEFAULT_HISTORY_TTL_SECS: u64 = 300;
+pub const DEFAULT_HISTORY_TTL_SECS: u64 = pushnote_history::history::DEFAULT_AGE_SECS;
 /// What the history may take in all, in MiB.
-pub const DEFAULT_HISTORY_MEMORY_MIB: usize = 64;
-/// How long a topic with no message kept is remembered (its epoch and last position), so that
-/// a page that saw its last message is told it missed nothing.
-pub const HISTORY_TOPIC_IDLE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_HISTORY_MEMORY_MIB: usize = pushnote_history::history::DEFAULT_MEMORY_MIB;
 
 /// Everything a server is configured with.
 #[derive(Clone, Debug)]
@@ -136,12 +133,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
-            history: (bus_mode == BusMode::Bind).then_some(pushnote_history::Limits {
-                messages: DEFAULT_HISTORY_SIZE,
-                age: Duration::from_secs(DEFAULT_HISTORY_TTL_SECS),
-                bytes: DEFAULT_HISTORY_MEMORY_MIB << 20,
-                idle: HISTORY_TOPIC_IDLE,
-            }),
+            history: (bus_mode == BusMode::Bind).then(pushnote_history::Limits::default),
             api_key: None,
         }
     }

@@ -20,6 +20,7 @@
 //! - `wire.rs` — the bus format: topics and bodies (pure).
 //! - `token.rs` — tokens in Django's `TimestampSigner` format (pure).
 //! - `publisher.rs` — the ZeroMQ publisher apps call.
+//! - `recover.rs` — recovery on the bus: servers' requests and the forwarder's answers (pure).
 //! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
 //!   publisher (the forwarder's and a single server's `POST /publish`).
 //!
@@ -29,6 +30,7 @@
 
 pub mod http_publish;
 mod publisher;
+pub mod recover;
 pub mod token;
 pub mod wire;
 

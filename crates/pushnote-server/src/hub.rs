@@ -56,6 +56,8 @@ struct Entry {
     attempts: u32,
     /// What is left of the session's allowance of channel requests.
     requests: Budget,
+    /// The session asked for positions.
+    positions: bool,
 }
 
 /// The sessions of one topic.
@@ -63,7 +65,10 @@ struct Entry {
 struct Members {
     /// In the order they joined.
     list: Vec<Session>,
-    /// `list` in id order, as the last message found it: made again after one came or went.
+    /// Sessions held back from the topic's messages (by id) until what they missed arrives.
+    held: Vec<u64>,
+    /// `list` in id order, less the held, as the last message found it: made again after one
+    /// came, went, was held or let go.
     shared: Option<Arc<[Session]>>,
 }
 
@@ -131,6 +136,7 @@ impl Hub {
                     channels: Vec::new(),
                     attempts: 0,
                     requests: Budget::default(),
+                    positions: false,
                 },
             );
             sessions.everyone.take()
@@ -196,7 +202,7 @@ impl Hub {
         let mut topics = lock(&self.topics);
         let members = topics.entry(topic.into()).or_default();
         if members.list.len() >= max {
-            if members.list.is_empty() {
+            if members.list.is_empty() && members.held.is_empty() {
                 topics.remove(topic);
             }
             return false;
@@ -226,11 +232,36 @@ impl Hub {
         }
         members.shared = None;
         if members.list.is_empty() {
-            topics.remove(topic);
+            if members.held.is_empty() {
+                topics.remove(topic);
+            }
             self.bus.unsubscribe(topic);
             gauge.fetch_sub(1, Ordering::Relaxed);
         }
         true
+    }
+
+    /// Holds `topic`'s messages back from `session` until [`Hub::release`]: the session joins
+    /// the topic as usual (and the bus subscribes), but is left out of [`Hub::members`]
+    /// meanwhile, while what it missed is fetched.
+    pub fn hold(&self, topic: &[u8], session: &Session) {
+        let mut topics = lock(&self.topics);
+        let members = topics.entry(topic.into()).or_default();
+        members.held.push(session.id());
+        members.shared = None;
+    }
+
+    /// Lets `topic`'s messages reach `session` again, if it is in the topic.
+    pub fn release(&self, topic: &[u8], session: &Session) {
+        let mut topics = lock(&self.topics);
+        let Some(members) = topics.get_mut(topic) else {
+            return;
+        };
+        members.held.retain(|&id| id != session.id());
+        members.shared = None;
+        if members.list.is_empty() && members.held.is_empty() {
+            topics.remove(topic);
+        }
     }
 
     /// Ties `session` to `user`: from now on it also receives the user's messages, unless the
@@ -375,6 +406,21 @@ impl Hub {
         left
     }
 
+    /// Notes that `session` asked for positions.
+    pub fn ask_positions(&self, session: &Session) {
+        if let Some(e) = lock(&self.sessions).by_id.get_mut(&session.id()) {
+            e.positions = true;
+        }
+    }
+
+    /// Whether `session` asked for positions (they may not have come yet).
+    pub fn positions_asked(&self, session: &Session) -> bool {
+        lock(&self.sessions)
+            .by_id
+            .get(&session.id())
+            .is_some_and(|e| e.positions)
+    }
+
     /// Whether `session` is subscribed as a user or in a channel.
     pub fn holds_topics(&self, session: &Session) -> bool {
         lock(&self.sessions)
@@ -415,17 +461,20 @@ impl Hub {
     pub fn members(&self, topic: &[u8]) -> Option<Arc<[Session]>> {
         let mut topics = lock(&self.topics);
         let members = topics.get_mut(topic)?;
-        let list = &members.list;
-        Some(
-            members
-                .shared
-                .get_or_insert_with(|| {
-                    let mut sorted = list.clone();
-                    sorted.sort_unstable_by_key(Session::id);
-                    sorted.into()
-                })
-                .clone(),
-        )
+        let (list, held) = (&members.list, &members.held);
+        let shared = members
+            .shared
+            .get_or_insert_with(|| {
+                let mut sorted: Vec<Session> = list
+                    .iter()
+                    .filter(|s| !held.contains(&s.id()))
+                    .cloned()
+                    .collect();
+                sorted.sort_unstable_by_key(Session::id);
+                sorted.into()
+            })
+            .clone();
+        (!shared.is_empty()).then_some(shared)
     }
 
     /// Closes every session with `code` (for example at shutdown).
@@ -521,6 +570,29 @@ pub(crate) mod tests {
         for gauge in [&m.users, &m.channels, &m.channel_subscriptions] {
             assert_eq!(gauge.load(Ordering::Relaxed), 0);
         }
+    }
+
+    #[test]
+    fn a_held_session_is_in_its_topic_but_given_none_of_its_messages_until_let_go() {
+        let (hub, bus) = hub();
+        let (a, b) = (session(&hub), session(&hub));
+        hub.join_channel(&a, "c", 10, None);
+        hub.hold(b"chan:c\0", &b);
+        hub.join_channel(&b, "c", 10, None);
+        assert_eq!(ids(hub.members(b"chan:c\0")), [a.id()]);
+        hub.release(b"chan:c\0", &b);
+        assert_eq!(ids(hub.members(b"chan:c\0")), [a.id(), b.id()]);
+        // Held alone: the bus is subscribed, and no one is given the topic's messages.
+        hub.hold(b"user:2\0", &a);
+        assert_eq!(hub.subscribe(&a, "2", usize::MAX), Subscribed::Yes);
+        assert_eq!(bus.take(), ["+chan:c", "+user:2"]);
+        assert!(hub.members(b"user:2\0").is_none());
+        // Gone while held: the bus unsubscribes at once; letting go forgets the topic.
+        hub.remove(&a);
+        assert_eq!(bus.take(), ["-user:2"]);
+        hub.release(b"user:2\0", &a);
+        hub.remove(&b);
+        assert!(lock(&hub.topics).is_empty());
     }
 
     #[test]

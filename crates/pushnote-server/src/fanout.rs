@@ -38,6 +38,7 @@ use sockjs::{Burst, Form, Message, Session};
 use crate::delivery::{self, counted, Pace};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::protocol::Why;
 
 /// How many sessions a sweeper visits at most before it looks at its inbox, when nothing
 /// has told it to look sooner.
@@ -92,6 +93,18 @@ pub enum InOrder {
 }
 
 impl InOrder {
+    /// The order of a request's answer: `start` (a `positions` request) turns positions on,
+    /// after the broadcasts on their way or, where the history gave them again (`recovered`,
+    /// or another epoch's position answered from the current epoch's first), instead of them.
+    pub fn of(start: bool, recovered: Option<Result<(), Why>>) -> InOrder {
+        let from_history = matches!(recovered, Some(Ok(()) | Err(Why::Epoch)));
+        match (start, from_history) {
+            (false, _) => InOrder::After,
+            (true, true) => InOrder::InsteadWithPositions,
+            (true, false) => InOrder::AfterWithPositions,
+        }
+    }
+
     /// Turns positions on for `session` where this order says so.
     fn set_form_of(self, session: &Session) {
         if self != InOrder::After {

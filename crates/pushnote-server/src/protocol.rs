@@ -254,9 +254,10 @@ fn with_outcome(mut data: serde_json::Value, outcome: Option<Outcome>) -> serde_
         data["recovered"] = json!(recovered.is_ok());
         if let Err(why) = recovered {
             data["reason"] = json!(match why {
-                NotRecovered::Epoch => "epoch",
-                NotRecovered::Future => "future",
-                NotRecovered::Evicted => "evicted",
+                Why::Epoch => "epoch",
+                Why::Future => "future",
+                Why::Evicted => "evicted",
+                Why::Unavailable => "unavailable",
             });
         }
     }
@@ -271,7 +272,31 @@ pub struct Outcome {
     pub position: Position,
     /// Whether what the session missed since the position it gave was given to it, or why
     /// not (`None` when it gave none).
-    pub recovered: Option<Result<(), NotRecovered>>,
+    pub recovered: Option<Result<(), Why>>,
+}
+
+/// Why a session was not brought up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The history of the position's epoch was lost (a restart).
+    Epoch,
+    /// The position is past the topic's last message.
+    Future,
+    /// The history no longer reaches back to the position.
+    Evicted,
+    /// The forwarder did not answer in time (it is down or restarting); the position is the
+    /// last this server saw of the topic, or epoch 0 when it saw none.
+    Unavailable,
+}
+
+impl From<NotRecovered> for Why {
+    fn from(why: NotRecovered) -> Why {
+        match why {
+            NotRecovered::Epoch => Why::Epoch,
+            NotRecovered::Future => Why::Future,
+            NotRecovered::Evicted => Why::Evicted,
+        }
+    }
 }
 
 /// The kind of topic a positioned message is of, as pages read it.

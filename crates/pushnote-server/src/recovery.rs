@@ -128,7 +128,7 @@ impl Recovery {
                     take(&mut kept);
                 }
             }
-            Err(why)
+            Err(why.into())
         });
         let m = &self.metrics;
         match recovered {
@@ -152,13 +152,8 @@ impl Recovery {
         ));
         // Where the history gives broadcasts, those on their way are not given again; without
         // them, those on their way are the session's to have.
-        let from_history = matches!(recovered, Some(Ok(()) | Err(NotRecovered::Epoch)));
-        let order = match (start, from_history) {
-            (false, _) => InOrder::After,
-            (true, true) => InOrder::InsteadWithPositions,
-            (true, false) => InOrder::AfterWithPositions,
-        };
-        self.fanout.send_in_order(session, messages, order);
+        self.fanout
+            .send_in_order(session, messages, InOrder::of(start, recovered));
         self.gauges(&history);
         Ok(())
     }

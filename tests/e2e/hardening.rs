@@ -325,13 +325,20 @@ async fn the_forwarder_drops_and_counts_what_is_over_its_limits() {
 }
 
 #[tokio::test]
-async fn the_forwarders_topics_are_bounded_in_bytes_and_forgotten_when_idle() {
-    let budget = 64 * 1024;
-    let (fwd, metrics) =
-        forwarder_with_metrics(&["--topic-memory", &budget.to_string(), "--topic-idle", "1"]);
+async fn the_forwarders_history_is_bounded_in_bytes_and_forgets_idle_topics() {
+    let budget = 1 << 20;
+    let (fwd, metrics) = forwarder_with_metrics(&[
+        "--history-memory",
+        "1",
+        "--history-ttl",
+        "1",
+        "--topic-idle",
+        "1",
+    ]);
     let ctx = zmq::Context::new();
     let app = raw_publisher(&ctx, &fwd.sub, FORWARDER_SUBSCRIPTION);
     let body = br#"{"name":"notify","data":1}"#;
+    // 2,000 topics of 900 bytes and more: about twice the budget.
     for i in 0..2_000 {
         let topic = format!("user:{i:0>900}\0");
         app.send_multipart([topic.as_bytes(), body], 0).unwrap();
@@ -340,15 +347,13 @@ async fn the_forwarders_topics_are_bounded_in_bytes_and_forgotten_when_idle() {
         n >= 2_000
     })
     .await;
-    let bytes = metric_at(&metrics, "pushnote_mq_topic_memory_bytes").await;
+    let bytes = metric_at(&metrics, "pushnote_mq_history_bytes").await;
     assert!(bytes > 0 && bytes <= budget, "{bytes} of {budget}");
     assert!(metric_at(&metrics, "pushnote_mq_topics_forgotten_total").await > 0);
-    // Idle for two periods: every topic is forgotten.
-    wait_for(&metrics, "pushnote_mq_topics", |n| n == 0).await;
-    assert_eq!(
-        metric_at(&metrics, "pushnote_mq_topic_memory_bytes").await,
-        0
-    );
+    // The messages age out, then their topics, idle, are forgotten.
+    wait_for(&metrics, "pushnote_mq_history_topics", |n| n == 0).await;
+    assert_eq!(metric_at(&metrics, "pushnote_mq_history_bytes").await, 0);
+    assert_eq!(metric_at(&metrics, "pushnote_mq_history_messages").await, 0);
 }
 
 /// The first `n` lines a server started with `extra` flags writes on standard error.

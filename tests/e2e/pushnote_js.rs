@@ -30,7 +30,9 @@ fn pushed(bridge: &Bridge, id: &str, topic: &str) -> Vec<u64> {
     bridge
         .log
         .iter()
-        .filter(|e| e["id"] == id && e["event"] == "push" && e["topic"] == topic)
+        // "null": a message without positions, which says not whether it is a broadcast.
+        .filter(|e| e["id"] == id && e["event"] == "push")
+        .filter(|e| e["topic"] == topic || (topic == "null" && e["topic"].is_null()))
         .map(|e| e["data"]["n"].as_u64().expect("a message with n"))
         .collect()
 }
@@ -288,65 +290,67 @@ fn the_close_codes_say_whether_and_when_a_page_reconnects() {
     bridge.until(LONG, |e| e["id"] == "d" && e["state"] == "open");
 }
 
+/// Publishes rounds of `{"n": n}` to everyone, to `u1` and on `news` through `app` until page
+/// `id` has had a message on each of `topics` (bus subscriptions reach the forwarder in the
+/// background); the `n`s of each come in order.
+fn publish_until_each(bridge: &mut Bridge, app: &pushnote::Publisher, id: &str, topics: &[&str]) {
+    let deadline = Instant::now() + LONG;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let data = json!({ "n": n });
+        app.notify_all(&data).unwrap();
+        app.notify(&data, ["u1"]).unwrap();
+        app.publish("news", "tick", &data).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        bridge.drain();
+        if topics.iter().all(|t| !pushed(bridge, id, t).is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events: {:#?}", bridge.log);
+    }
+    for topic in topics {
+        let got = pushed(bridge, id, topic);
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{topic}: {got:?}");
+    }
+}
+
 #[test]
 fn an_expired_token_is_refreshed_and_a_server_without_history_still_subscribes() {
     let (mut bridge, _) = Bridge::start();
-    let (fwd, srv) = {
-        let fwd = forwarder();
-        let srv = server(&fwd, &["--token-max-age", "60"]);
-        (fwd, srv)
-    };
+    let fwd = forwarder();
+    let srv = server(&fwd, &["--token-max-age", "60"]);
     let stale = signer().tokenize_at("u1", now() - 3600).unwrap();
     bridge.open_pushnote(
         "p",
         &srv.url,
         json!({"token": stale, "refreshTokens": [token("u1")], "channels": ["news"]}),
     );
-    // Positions are asked for and refused (no history here); the page subscribes without them,
-    // is told its token expired, fetches a fresh one and subscribes with it.
+    // The page is told its token expired, fetches a fresh one and subscribes with it.
     bridge.until(LONG, |e| e["id"] == "p" && e["event"] == "refresh");
-    bridge.until(LONG, |e| {
-        e["event"] == "subscribed" && e["data"]["user"] == "u1"
+    wait_log(&mut bridge, "the user and the channel subscribed", |b| {
+        let subscribed: Vec<_> = events(b, "p", "subscribed").collect();
+        subscribed.iter().any(|e| e["data"]["user"] == "u1")
+            && subscribed.iter().any(|e| e["data"]["channel"] == "news")
     });
+    let app = publisher(&fwd.sub);
+    publish_until_each(&mut bridge, &app, "p", &TOPICS);
+
+    // A server that keeps no history refuses positions: the page subscribes without them,
+    // and is given broadcasts bare (it cannot tell them from the user's: none here).
+    let srv = single_server(&["--history-size", "0"]);
+    bridge.open_pushnote("q", &srv.url, json!({"channels": ["news"]}));
     wait_log(&mut bridge, "the channel joined", |b| {
-        events(b, "p", "subscribed").any(|e| e["data"]["channel"] == "news")
+        events(b, "q", "subscribed").any(|e| e["data"]["channel"] == "news")
     });
+    let app = publisher(srv.bus.as_deref().unwrap());
+    publish_until_each(&mut bridge, &app, "q", &["null", "channel:news"]);
     assert_eq!(
-        events(&bridge, "p", "pnerror").count(),
+        events(&bridge, "p", "pnerror")
+            .chain(events(&bridge, "q", "pnerror"))
+            .count(),
         0,
-        "no error reaches the page: {:#?}",
+        "no error reaches the pages: {:#?}",
         bridge.log
     );
-    // Without positions, a notification does not say whether it was a broadcast or the
-    // user's: the app tells them apart here. Bus subscriptions reach the forwarder in the
-    // background: publish until each kind arrived.
-    let app = publisher(&fwd.sub);
-    let deadline = Instant::now() + LONG;
-    let mut n = 0;
-    let bare = |b: &Bridge, key: &str| -> Vec<u64> {
-        events(b, "p", "push")
-            .filter(|e| e["topic"].is_null())
-            .filter_map(|e| e["data"][key].as_u64())
-            .collect()
-    };
-    loop {
-        n += 1;
-        app.notify_all(&json!({ "all": n })).unwrap();
-        app.notify(&json!({ "mine": n }), ["u1"]).unwrap();
-        app.publish("news", "tick", &json!({ "n": n })).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        bridge.drain();
-        let arrived = [
-            bare(&bridge, "all"),
-            bare(&bridge, "mine"),
-            pushed(&bridge, "p", "channel:news"),
-        ];
-        if arrived.iter().all(|a| !a.is_empty()) {
-            for got in arrived {
-                assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-            }
-            break;
-        }
-        assert!(Instant::now() < deadline, "events: {:#?}", bridge.log);
-    }
 }

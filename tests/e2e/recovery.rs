@@ -1,6 +1,7 @@
-//! Positions and recovery end to end, on `--single` servers (which keep the history): pages
-//! that come back with their positions are given what they missed, per topic, in order and
-//! once, while messages flow; or told why not.
+//! Positions and recovery end to end, on `--single` servers (which keep the history) and on
+//! servers of a forwarder (which keeps it for them): pages that come back with their positions,
+//! to the same server or another, are given what they missed, per topic, in order and once,
+//! while messages flow; or told why not.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,9 +177,35 @@ fn assert_seamless(a: &Got, b: &Got, last: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_comes_back_while_messages_flow_misses_none_and_sees_none_twice() {
-    let srv = single_server(&["--secret", SECRET, "--history-size", "100000"]);
+    let srv = single_server(&["--secret", SECRET, "--history-size", "100000", QUEUE, ROOM]);
     let endpoint = srv.bus.clone().unwrap();
-    let mut a = Page::open(&srv).await;
+    comes_back(&srv, &srv, endpoint).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_comes_back_to_another_server_of_a_forwarder_misses_none_and_sees_none_twice() {
+    let fwd = forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--history-size",
+        "100000",
+    ]);
+    let (first, second) = (server(&fwd, &[QUEUE, ROOM]), server(&fwd, &[QUEUE, ROOM]));
+    comes_back(&first, &second, fwd.sub.clone()).await;
+    assert_eq!(first.metric("pushnote_bus_messages_lost_total").await, 0);
+}
+
+/// Room in a session's queue for all a page missed, however slow it comes back on a busy
+/// machine (a page that cannot take what it missed is closed as slow, 3008).
+const QUEUE: &str = "--queue-messages";
+const ROOM: &str = "100000";
+
+/// A page on `first` with positions, subscribed as `u1` and in channel `news`, goes away while
+/// an app publishes to all three at `endpoint`, and comes back on `second` with its positions.
+async fn comes_back(first: &Server, second: &Server, endpoint: String) {
+    let (srv, mut a) = (second, Page::open(first).await);
     let reply = a.positions(None).await;
     assert_eq!(reply["data"]["position"]["offset"], 0, "{reply}");
     assert!(reply["data"].get("recovered").is_none(), "{reply}");
@@ -201,7 +228,7 @@ async fn a_page_that_comes_back_while_messages_flow_misses_none_and_sees_none_tw
     let away_from = rounds.load(Ordering::Acquire);
     // It comes back after at least 200 more rounds, the user with no session meanwhile.
     wait_rounds(&rounds, away_from + 200).await;
-    let mut b = Page::open(&srv).await;
+    let mut b = Page::open(srv).await;
     let reply = b.positions(Some(&since["broadcast"])).await;
     assert_eq!(reply["data"]["recovered"], true, "{reply}");
     let reply = b
@@ -224,6 +251,71 @@ async fn a_page_that_comes_back_while_messages_flow_misses_none_and_sees_none_tw
     assert_seamless(&a_got, &b.got, last);
     assert!(srv.metric("pushnote_recoveries_total").await >= 3);
     assert!(srv.metric("pushnote_recovered_messages_total").await >= 3 * 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_forwarders_history_a_page_is_told_it_was_not_recovered() {
+    let fwd = forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--history-size",
+        "3",
+    ]);
+    let srv = server(&fwd, &[]);
+    let bus = publisher(&fwd.sub);
+    let mut a = Page::open(&srv).await;
+    a.positions(None).await;
+    let since = a.at["broadcast"].clone();
+    a.subscribe(json!({"channel": "news"}), "channel:news")
+        .await;
+    // The forwarder keeps 3 of a topic; 5 go by (the page stays, so that this server has
+    // them too).
+    for n in 1..=5 {
+        bus.publish("news", "tick", &json!({ "n": n })).unwrap();
+    }
+    a.read_until(|p| p.last_n("channel:news") == 5).await;
+    let mut b = Page::open(&srv).await;
+    let reply = b.positions(Some(&since)).await;
+    assert_eq!(
+        reply["data"]["recovered"], true,
+        "no broadcast went by: {reply}"
+    );
+    let news_since = json!({"epoch": since["epoch"], "offset": 0});
+    let reply = b
+        .subscribe(
+            json!({"channel": "news", "since": news_since}),
+            "channel:news",
+        )
+        .await;
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    assert_eq!(
+        reply["data"]["reason"], "epoch",
+        "another topic's epoch: {reply}"
+    );
+    assert!(
+        !b.got.contains_key("channel:news"),
+        "the epoch's first is gone, so none of it: {:?}",
+        b.got
+    );
+    // With the channel's own position from before the five, the history no longer reaches.
+    let mut c = Page::open(&srv).await;
+    c.positions(None).await;
+    let from_start = json!({"epoch": reply["data"]["position"]["epoch"], "offset": 0});
+    let reply = c
+        .subscribe(
+            json!({"channel": "news", "since": from_start}),
+            "channel:news",
+        )
+        .await;
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    assert_eq!(reply["data"]["reason"], "evicted", "{reply}");
+    assert!(!c.got.contains_key("channel:news"), "{:?}", c.got);
+    bus.publish("news", "tick", &json!({ "n": 6 })).unwrap();
+    c.read_until(|p| p.last_n("channel:news") == 6).await;
+    assert_eq!(c.got["channel:news"], [(6, 6)]);
+    assert!(srv.metric("pushnote_recoveries_failed_total").await >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,8 +437,9 @@ async fn bad_positions_get_clear_answers_and_the_session_carries_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_with_a_forwarder_keeps_no_history_and_says_so() {
-    let (_fwd, srv, _bus, mut client) = stack(&[]).await;
+async fn a_single_server_without_history_gives_no_positions_and_says_so() {
+    let srv = single_server(&["--history-size", "0"]);
+    let mut client = Client::connect(&srv).await;
     client.emit(json!({"name": "positions"})).await;
     let reply = client.next_unmarked().await;
     assert_eq!(reply["data"]["code"], "no_history", "{reply}");

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::numbering::ENTRY_OVERHEAD;
+use pushnote_history::history::{
+    Limits, DEFAULT_AGE_SECS, DEFAULT_IDLE_SECS, DEFAULT_MEMORY_MIB, DEFAULT_MESSAGES,
+    TOPIC_OVERHEAD,
+};
 
 /// Messages held per connected app or server before ZeroMQ drops new ones.
 pub const DEFAULT_HWM: i32 = 100_000;
@@ -13,10 +16,6 @@ pub const DEFAULT_HWM: i32 = 100_000;
 pub const DEFAULT_MAX_TOPIC_BYTES: usize = 1024;
 /// The largest message accepted (topic and body), the same as a server's default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// The memory the numbering of topics may take: about 700,000 topics of 25 bytes.
-pub const DEFAULT_TOPIC_MEMORY: usize = 64 * 1024 * 1024;
-/// A topic with no message for between this and twice this is forgotten.
-pub const DEFAULT_TOPIC_IDLE_SECS: u64 = 300;
 
 /// Settings of a forwarder.
 #[derive(Clone, Debug)]
@@ -31,10 +30,8 @@ pub struct ForwarderConfig {
     pub max_topic_bytes: usize,
     /// The largest message, topic and body; larger ones are dropped and counted.
     pub max_message_bytes: usize,
-    /// What the numbering of topics may take, by estimate.
-    pub topic_memory: usize,
-    /// A topic idle for this to twice this is forgotten.
-    pub topic_idle: Duration,
+    /// Each topic's positions and recent messages, kept for servers that ask.
+    pub history: Limits,
 }
 
 impl ForwarderConfig {
@@ -46,8 +43,7 @@ impl ForwarderConfig {
             high_water_mark: DEFAULT_HWM,
             max_topic_bytes: DEFAULT_MAX_TOPIC_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            topic_memory: DEFAULT_TOPIC_MEMORY,
-            topic_idle: Duration::from_secs(DEFAULT_TOPIC_IDLE_SECS),
+            history: Limits::default(),
         }
     }
 }
@@ -56,9 +52,10 @@ impl ForwarderConfig {
 ///
 /// Apps publish into the SUB side; every server subscribes at the PUB side and receives the
 /// broadcasts and the messages of the users connected to it. Both sides bind. Each topic's
-/// messages are numbered on the way, so a server counts those ZeroMQ dropped before reaching
-/// it (its pushnote_bus_messages_lost_total). Every flag has an environment-variable fall-back,
-/// shown in brackets.
+/// messages get a position on the way (so a server counts those ZeroMQ dropped before
+/// reaching it, its pushnote_bus_messages_lost_total), and its last ones are kept, so that a
+/// page that comes back is given what it missed (docs/PROTOCOL.md §6). Every flag has an
+/// environment-variable fall-back, shown in brackets.
 #[derive(clap::Parser, Debug)]
 #[command(name = "pushnote-mq", version)]
 pub struct Flags {
@@ -85,15 +82,26 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MQ_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// Bytes the numbering of topics may take (each topic's bytes and about 64 more). Past it
-    /// idle topics are forgotten, then the numbering starts again (servers count nothing lost
-    /// across that).
-    #[arg(long, env = "PUSHNOTE_MQ_TOPIC_MEMORY", default_value_t = DEFAULT_TOPIC_MEMORY)]
-    pub topic_memory: usize,
+    /// The most recent messages kept per topic (the broadcasts, each user, each channel) for
+    /// pages that come back (docs/PROTOCOL.md §6, "Positions and recovery"); 0 keeps none,
+    /// and positions are still given.
+    #[arg(long, env = "PUSHNOTE_MQ_HISTORY_SIZE", default_value_t = DEFAULT_MESSAGES)]
+    pub history_size: usize,
 
-    /// Seconds without a message after which a topic's numbering is forgotten (within twice
-    /// this); its next message is numbered 1 again.
-    #[arg(long, env = "PUSHNOTE_MQ_TOPIC_IDLE", default_value_t = DEFAULT_TOPIC_IDLE_SECS)]
+    /// Seconds a message is kept for recovery.
+    #[arg(long, env = "PUSHNOTE_MQ_HISTORY_TTL", default_value_t = DEFAULT_AGE_SECS)]
+    pub history_ttl: u64,
+
+    /// MiB the topics and their kept messages may take in all, by estimate (a message counts
+    /// its body and about 80 bytes, a topic its name and about 128); past it, the oldest
+    /// messages of any topic go first, then topics that keep none (a forgotten topic starts a
+    /// new epoch).
+    #[arg(long, env = "PUSHNOTE_MQ_HISTORY_MEMORY", default_value_t = DEFAULT_MEMORY_MIB)]
+    pub history_memory: usize,
+
+    /// Seconds a topic that keeps no message is remembered (its epoch and last position), so
+    /// that a page that saw its last message is told it missed nothing.
+    #[arg(long, env = "PUSHNOTE_MQ_TOPIC_IDLE", default_value_t = DEFAULT_IDLE_SECS)]
     pub topic_idle: u64,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9101). Off
@@ -133,11 +141,12 @@ impl Flags {
         if self.max_message_bytes <= self.max_topic_bytes {
             return Err("--max-message-bytes must be larger than --max-topic-bytes".into());
         }
-        if self.topic_memory < self.max_topic_bytes + ENTRY_OVERHEAD {
-            return Err(format!(
-                "--topic-memory must hold at least one topic: {} bytes or more",
-                self.max_topic_bytes + ENTRY_OVERHEAD
-            ));
+        let bytes = self.history_memory.saturating_mul(1 << 20);
+        if bytes < self.max_topic_bytes + TOPIC_OVERHEAD {
+            return Err("--history-memory must be at least 1 (MiB)".into());
+        }
+        if self.history_ttl == 0 {
+            return Err("--history-ttl must be at least 1 second".into());
         }
         if self.topic_idle == 0 {
             return Err("--topic-idle must be at least 1 second".into());
@@ -151,8 +160,12 @@ impl Flags {
             high_water_mark: self.hwm,
             max_topic_bytes: self.max_topic_bytes,
             max_message_bytes: self.max_message_bytes,
-            topic_memory: self.topic_memory,
-            topic_idle: Duration::from_secs(self.topic_idle),
+            history: Limits {
+                messages: self.history_size,
+                age: Duration::from_secs(self.history_ttl),
+                bytes,
+                idle: Duration::from_secs(self.topic_idle),
+            },
         })
     }
 }
@@ -185,7 +198,8 @@ mod tests {
             (&["--hwm", "0"][..], "--hwm"),
             (&["--max-topic-bytes", "1"], "--max-topic-bytes"),
             (&["--max-message-bytes", "1024"], "--max-message-bytes"),
-            (&["--topic-memory", "100"], "--topic-memory"),
+            (&["--history-memory", "0"], "--history-memory"),
+            (&["--history-ttl", "0"], "--history-ttl"),
             (&["--topic-idle", "0"], "--topic-idle"),
             (&["--metrics", "localhost"], "--metrics"),
         ] {

@@ -1,26 +1,31 @@
 //! The forwarder: takes every message apps publish and republishes it to the servers
-//! subscribed to its topic.
+//! subscribed to its topic, keeping each topic's last messages for the servers that ask.
 //!
-//! Its app-facing SUB socket binds `--sub` and subscribes to everything; its server-facing PUB
-//! socket binds `--pub`. ZeroMQ's PUB filters by the subscriptions each server sent, so a
-//! targeted message reaches only the servers holding that user. Bodies are moved without
-//! copying or parsing; a message that is not `[topic, body]` with a NUL-terminated topic, or
-//! whose topic or size is over its limit, is dropped and counted.
+//! Its app-facing SUB socket binds `--sub` and subscribes to everything; its server-facing XPUB
+//! socket binds `--pub`. ZeroMQ filters by the subscriptions each server sent, so a targeted
+//! message reaches only the servers holding that user. Bodies are moved without parsing; a
+//! message that is not `[topic, body]` with a NUL-terminated topic, whose topic is a reply
+//! topic, or whose topic or size is over its limit, is dropped and counted.
 //!
-//! ZeroMQ's PUB socket drops messages for a server whose queue is full (`--hwm`) without a word,
-//! so the forwarder numbers the messages of each topic (a [`wire::Stamp`] after the topic's
-//! NUL, see [`Numbering`]) and each server counts the numbers it never saw.
+//! Every message gets its topic's next position from the [`History`] (a [`wire::Stamp`] after
+//! the topic's NUL), which keeps a copy of its body within the history's limits. ZeroMQ drops
+//! messages for a server whose queue is full (`--hwm`) without a word; each server counts the
+//! positions it never saw. A server's recovery request ([`recover::Request`], sent up the same
+//! connection) is answered on the one thread that forwards, so the answer goes down that
+//! server's connection exactly between the messages forwarded before it and those after.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pushnote::wire;
+use pushnote::recover::{self, End, Part, Request};
+use pushnote::wire::{self, Stamp};
+use pushnote_history::history::NotRecovered;
+use pushnote_history::{History, Position};
 
 use crate::config::ForwarderConfig;
 use crate::metrics::{Dropped, Metrics};
-use crate::numbering::Numbering;
 
 /// Why the forwarder could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +44,7 @@ pub enum ForwarderError {
 }
 
 /// How long the forwarder's thread waits for messages before it looks at its stop flag and
-/// its housekeeping (idle topics, drop logs).
+/// its housekeeping (aged messages, idle topics, drop logs).
 const TICK: Duration = Duration::from_millis(100);
 
 /// How often drops are logged at most; the metrics count every one at once.
@@ -71,7 +76,7 @@ impl Forwarder {
         sub.set_linger(0).map_err(err(&config.sub_endpoint))?;
         sub.bind(&config.sub_endpoint)
             .map_err(err(&config.sub_endpoint))?;
-        let publisher = ctx.socket(zmq::PUB).map_err(err(&config.pub_endpoint))?;
+        let publisher = ctx.socket(zmq::XPUB).map_err(err(&config.pub_endpoint))?;
         publisher
             .set_sndhwm(config.high_water_mark)
             .map_err(err(&config.pub_endpoint))?;
@@ -90,7 +95,8 @@ impl Forwarder {
             publisher,
             stop: stop.clone(),
             metrics: metrics.clone(),
-            numbering: Numbering::new(config.topic_memory, config.topic_idle, Instant::now()),
+            history: History::new(config.history, Instant::now()),
+            keep: config.history.messages > 0,
             max_topic_bytes: config.max_topic_bytes,
             max_message_bytes: config.max_message_bytes,
             drops: DropLog::default(),
@@ -152,7 +158,9 @@ struct Thread {
     publisher: zmq::Socket,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    numbering: Numbering,
+    history: History<Box<[u8]>>,
+    /// Whether bodies are kept at all (`--history-size` above 0).
+    keep: bool,
     max_topic_bytes: usize,
     max_message_bytes: usize,
     drops: DropLog,
@@ -169,7 +177,10 @@ impl Thread {
         const BATCH: usize = 4096;
         let mut frames = Vec::with_capacity(2);
         while !self.stop.load(Ordering::Relaxed) {
-            let mut items = [self.sub.as_poll_item(zmq::POLLIN)];
+            let mut items = [
+                self.sub.as_poll_item(zmq::POLLIN),
+                self.publisher.as_poll_item(zmq::POLLIN),
+            ];
             match zmq::poll(&mut items, TICK.as_millis() as i64) {
                 Ok(_) => {}
                 Err(zmq::Error::EINTR) => continue,
@@ -178,6 +189,10 @@ impl Thread {
                     return;
                 }
             }
+            let now = Instant::now();
+            if items[1].is_readable() {
+                self.take_requests(now);
+            }
             let mut batch = Batch::default();
             for _ in 0..BATCH {
                 if !self.receive(&mut frames) {
@@ -185,7 +200,7 @@ impl Thread {
                 }
                 batch.received += 1;
                 match self.check(&frames) {
-                    Ok(topic_len) => self.send(&mut frames, topic_len, &mut batch),
+                    Ok(topic_len) => self.send(&mut frames, topic_len, now, &mut batch),
                     Err(why) => {
                         self.metrics.count_drop(why);
                         self.drops.note(why);
@@ -197,17 +212,8 @@ impl Thread {
             m.received.fetch_add(batch.received, Ordering::Relaxed);
             m.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
             m.forwarded_bytes.fetch_add(batch.bytes, Ordering::Relaxed);
-            let now = Instant::now();
-            self.numbering.tick(now);
-            self.metrics
-                .topics
-                .store(self.numbering.topics() as u64, Ordering::Relaxed);
-            self.metrics
-                .topic_bytes
-                .store(self.numbering.bytes() as u64, Ordering::Relaxed);
-            self.metrics
-                .topics_forgotten
-                .store(self.numbering.forgotten(), Ordering::Relaxed);
+            self.history.expire(now);
+            self.gauges();
             self.drops
                 .report(now, self.max_topic_bytes, self.max_message_bytes);
         }
@@ -236,6 +242,125 @@ impl Thread {
         }
     }
 
+    fn gauges(&self) {
+        let (m, h) = (&self.metrics, &self.history);
+        m.history_topics.store(h.topics() as u64, Ordering::Relaxed);
+        m.history_bytes.store(h.bytes() as u64, Ordering::Relaxed);
+        m.history_messages
+            .store(h.messages() as u64, Ordering::Relaxed);
+        let counts = h.counts();
+        m.topics_forgotten
+            .store(counts.forgotten, Ordering::Relaxed);
+        m.history_evicted.store(counts.evicted, Ordering::Relaxed);
+        m.history_expired.store(counts.expired, Ordering::Relaxed);
+    }
+
+    /// Reads what servers sent up: their subscriptions (ZeroMQ applies those itself) and
+    /// their recovery requests, each answered at once.
+    fn take_requests(&mut self, now: Instant) {
+        loop {
+            let frames = match self.publisher.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarder receive from servers failed");
+                    return;
+                }
+            };
+            match frames.as_slice() {
+                [frame] if matches!(frame.first(), Some(0 | 1)) => {}
+                [frame] => match Request::decode(frame) {
+                    Some(request) => self.answer(&request, now),
+                    None => {
+                        self.metrics
+                            .requests_malformed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                _ => {
+                    self.metrics
+                        .requests_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Answers `request` on its server's reply topic: the kept messages after its position
+    /// (or, the position being of another epoch, the current epoch's from its first), then
+    /// the end with the topic's position.
+    fn answer(&mut self, request: &Request<'_>, now: Instant) {
+        let reply_topic = recover::reply_topic(request.server);
+        let id = request.id;
+        let stamp = |p: Position| Stamp {
+            run: p.epoch,
+            number: p.offset,
+        };
+        let position = self.history.position(request.topic, now);
+        let Thread {
+            history, publisher, ..
+        } = self;
+        let mut given = 0u64;
+        let mut give = |kept: &mut dyn Iterator<Item = (Position, &Box<[u8]>)>| {
+            for (at, body) in kept {
+                let part = Part::Message {
+                    id,
+                    position: stamp(at),
+                };
+                let sent = publisher
+                    .send(&reply_topic[..], zmq::SNDMORE)
+                    .and_then(|()| publisher.send(&part.encode()[..], zmq::SNDMORE))
+                    .and_then(|()| publisher.send(&body[..], 0));
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "forwarder send of a recovered message failed");
+                }
+                given += 1;
+            }
+        };
+        let end = match request.since {
+            None => End::Position,
+            Some(since) => {
+                let since = Position {
+                    epoch: since.run,
+                    offset: since.number,
+                };
+                let recovered = match history.after(request.topic, since, now) {
+                    Ok(mut kept) => {
+                        give(&mut kept);
+                        Ok(())
+                    }
+                    Err(why) => Err(why),
+                };
+                match recovered {
+                    Ok(()) => End::Recovered,
+                    Err(NotRecovered::Epoch) => {
+                        if let Ok(mut kept) = history.after(request.topic, position.start(), now) {
+                            give(&mut kept);
+                        }
+                        End::Epoch
+                    }
+                    Err(NotRecovered::Future) => End::Future,
+                    Err(NotRecovered::Evicted) => End::Evicted,
+                }
+            }
+        };
+        let part = Part::End {
+            id,
+            position: stamp(position),
+            end,
+        };
+        let sent = publisher
+            .send(&reply_topic[..], zmq::SNDMORE)
+            .and_then(|()| publisher.send(&part.encode()[..], 0));
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "forwarder send of a recovery answer failed");
+        }
+        self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .recovered_messages
+            .fetch_add(given, Ordering::Relaxed);
+    }
+
     /// The length of the message's topic (up to and including its NUL), or why it is dropped.
     fn check(&self, frames: &[zmq::Message]) -> Result<usize, Dropped> {
         let [topic, body] = frames else {
@@ -246,6 +371,10 @@ impl Thread {
             return Err(Dropped::TopicTooLong);
         }
         let topic_len = topic_len.ok_or(Dropped::Malformed)?;
+        // Only the forwarder answers on reply topics.
+        if topic.starts_with(recover::REPLY_TOPIC_PREFIX) {
+            return Err(Dropped::Malformed);
+        }
         // A topic is followed by the publisher's room for a stamp, or by nothing.
         if !matches!(topic.len() - topic_len, 0 | wire::STAMP_BYTES) {
             return Err(Dropped::Malformed);
@@ -256,10 +385,33 @@ impl Thread {
         Ok(topic_len)
     }
 
-    /// Stamps the topic and hands the message on; the body is moved, not copied.
-    fn send(&mut self, frames: &mut Vec<zmq::Message>, topic_len: usize, batch: &mut Batch) {
+    /// Gives the message its position, keeps a copy of its body, stamps the topic and hands
+    /// the message on (the body itself is moved, not copied).
+    fn send(
+        &mut self,
+        frames: &mut Vec<zmq::Message>,
+        topic_len: usize,
+        now: Instant,
+        batch: &mut Batch,
+    ) {
         let bytes = frames.iter().map(|f| f.len()).sum::<usize>();
-        let stamp = self.numbering.stamp(&frames[0][..topic_len]);
+        let keep = self.keep;
+        let body = &frames[1];
+        let position = self.history.append(
+            &frames[0][..topic_len],
+            |_| {
+                if keep {
+                    Box::from(&body[..])
+                } else {
+                    Box::default()
+                }
+            },
+            now,
+        );
+        let stamp = Stamp {
+            run: position.epoch,
+            number: position.offset,
+        };
         let mut topic = zmq::Message::with_size(topic_len + wire::STAMP_BYTES);
         topic[..topic_len].copy_from_slice(&frames[0][..topic_len]);
         topic[topic_len..].copy_from_slice(&stamp.to_bytes());

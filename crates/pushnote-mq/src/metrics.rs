@@ -45,12 +45,24 @@ pub struct Metrics {
     pub forwarded_bytes: AtomicU64,
     /// Messages dropped, by [`Dropped`] reason.
     pub dropped: [AtomicU64; 3],
-    /// Topics numbered now.
-    pub topics: AtomicU64,
-    /// What the numbered topics take, by estimate.
-    pub topic_bytes: AtomicU64,
+    /// Topics the history knows now.
+    pub history_topics: AtomicU64,
+    /// What the history's topics and messages take, by estimate.
+    pub history_bytes: AtomicU64,
+    /// Messages kept now.
+    pub history_messages: AtomicU64,
+    /// Messages dropped before their time (past --history-size or --history-memory).
+    pub history_evicted: AtomicU64,
+    /// Messages dropped for their age (--history-ttl).
+    pub history_expired: AtomicU64,
     /// Topics forgotten, idle or over the memory budget.
     pub topics_forgotten: AtomicU64,
+    /// Recovery requests answered.
+    pub recoveries: AtomicU64,
+    /// Messages given in answers.
+    pub recovered_messages: AtomicU64,
+    /// Frames from servers that were neither a subscription nor a request.
+    pub requests_malformed: AtomicU64,
 }
 
 impl Metrics {
@@ -112,22 +124,61 @@ impl Metrics {
             &self.forwarded_bytes,
         );
         row(
-            "pushnote_mq_topics",
+            "pushnote_mq_history_topics",
             "gauge",
-            "Topics whose messages are numbered now.",
-            &self.topics,
+            "Topics the history knows (their epoch and last position, and kept messages).",
+            &self.history_topics,
         );
         row(
-            "pushnote_mq_topic_memory_bytes",
+            "pushnote_mq_history_bytes",
             "gauge",
-            "What the numbered topics take, by estimate (bounded by --topic-memory).",
-            &self.topic_bytes,
+            "What the history's topics and messages take, by estimate (bounded by \
+             --history-memory).",
+            &self.history_bytes,
+        );
+        row(
+            "pushnote_mq_history_messages",
+            "gauge",
+            "Messages kept for recovery now.",
+            &self.history_messages,
+        );
+        row(
+            "pushnote_mq_history_evicted_total",
+            "counter",
+            "Messages dropped from the history before their time (--history-size, \
+             --history-memory).",
+            &self.history_evicted,
+        );
+        row(
+            "pushnote_mq_history_expired_total",
+            "counter",
+            "Messages dropped from the history for their age (--history-ttl).",
+            &self.history_expired,
         );
         row(
             "pushnote_mq_topics_forgotten_total",
             "counter",
-            "Topics forgotten, idle (--topic-idle) or over --topic-memory.",
+            "Topics forgotten, idle (--topic-idle) or over --history-memory: their next \
+             message starts a new epoch.",
             &self.topics_forgotten,
+        );
+        row(
+            "pushnote_mq_recoveries_total",
+            "counter",
+            "Recovery requests of servers answered.",
+            &self.recoveries,
+        );
+        row(
+            "pushnote_mq_recovered_messages_total",
+            "counter",
+            "Kept messages given in answers to recovery requests.",
+            &self.recovered_messages,
+        );
+        row(
+            "pushnote_mq_requests_malformed_total",
+            "counter",
+            "Frames from servers that were neither a subscription nor a recovery request.",
+            &self.requests_malformed,
         );
         let name = "pushnote_mq_messages_dropped_total";
         let _ = writeln!(

@@ -8,8 +8,10 @@
 //! joins and unsubscribes it when the last one leaves, so each subscription message upstream
 //! means a topic arrived at or left this server.
 //!
-//! The SUB socket connects to the forwarder (and reconnects by itself, re-sending its
+//! The socket, an XSUB, connects to the forwarder (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
+//! With a forwarder it also carries recovery requests up (`Remote`) and their answers down, on
+//! this server's reply topic.
 //!
 //! The thread decodes and checks what it reads, frames it as pages receive it (a broadcast's
 //! and a user's message as the bare data, a channel's in its envelope; where the server keeps
@@ -19,8 +21,9 @@
 //! receives every topic's messages, those of users and channels with no session here too, so
 //! that a page that comes back is given what was published while it was away.
 //!
-//! The forwarder numbers each topic's messages ([`wire::Stamp`]); `Gaps` counts the numbers
-//! that never arrived, the messages ZeroMQ dropped on the way here.
+//! The forwarder gives each topic's messages their positions ([`wire::Stamp`]), which sessions
+//! with positions on are given with each message; `Gaps` counts the positions that never
+//! arrived, the messages ZeroMQ dropped on the way here.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -28,7 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pushnote::wire::{self, Stamp, Target};
+use pushnote::recover;
+use pushnote::wire::{self, BusMessage, Stamp, Target};
+use pushnote_history::Position;
 use sockjs::Message;
 
 use crate::fanout::Fanout;
@@ -37,6 +42,7 @@ use crate::inproc;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
+use crate::remote::{Remote, Upstream};
 use crate::subscriptions::Subscriptions;
 
 /// Whether the server connects to a forwarder or binds the bus itself.
@@ -67,6 +73,7 @@ pub enum BusError {
 const CMD_SUBSCRIBE: u8 = b'+';
 const CMD_UNSUBSCRIBE: u8 = b'-';
 const CMD_STOP: u8 = b'.';
+const CMD_RECOVER: u8 = b'?';
 
 /// Sends subscription commands to the bus thread. Cheap to call from any thread.
 pub struct BusControl {
@@ -91,6 +98,13 @@ impl BusControl {
     }
 }
 
+impl Upstream for BusControl {
+    /// Sends the request up to the forwarder, after every subscription commanded before it.
+    fn recover(&self, request: &[u8]) {
+        self.command(CMD_RECOVER, request);
+    }
+}
+
 impl Subscriptions for BusControl {
     fn subscribe(&self, topic: &[u8]) {
         self.command(CMD_SUBSCRIBE, topic);
@@ -111,6 +125,8 @@ pub struct Bus {
     endpoint: String,
     mode: BusMode,
     max_message_bytes: usize,
+    /// This server's id among the forwarder's servers: it names the reply topic.
+    server: u64,
 }
 
 /// A running bus thread.
@@ -135,7 +151,7 @@ impl Bus {
             source,
         };
         let ctx = zmq::Context::new();
-        let sub = ctx.socket(zmq::SUB).map_err(err)?;
+        let sub = ctx.socket(zmq::XSUB).map_err(err)?;
         sub.set_rcvhwm(receive_hwm).map_err(err)?;
         // What a SUB socket sends are its subscriptions, one per user here, and it re-sends all
         // of them on every new connection (a restarted forwarder, an app connecting in single
@@ -146,7 +162,11 @@ impl Bus {
         // Reconnect quickly after the forwarder restarts, backing off to one second.
         sub.set_reconnect_ivl(100).map_err(err)?;
         sub.set_reconnect_ivl_max(1000).map_err(err)?;
-        sub.set_subscribe(wire::BROADCAST_TOPIC).map_err(err)?;
+        subscribe(&sub, wire::BROADCAST_TOPIC).map_err(err)?;
+        let server = random_id();
+        if mode == BusMode::Connect {
+            subscribe(&sub, &recover::reply_topic(server)).map_err(err)?;
+        }
         let mut monitor = None;
         let resolved = match mode {
             BusMode::Connect => {
@@ -176,6 +196,7 @@ impl Bus {
             endpoint: resolved,
             mode,
             max_message_bytes,
+            server,
         };
         Ok((
             bus,
@@ -190,8 +211,14 @@ impl Bus {
         &self.endpoint
     }
 
+    /// This server's id on the bus (its reply topic's name).
+    pub fn server_id(&self) -> u64 {
+        self.server
+    }
+
     /// Starts the thread that reads the bus and delivers to `hub` through `fanout`, or,
-    /// where the server keeps history, through `recovery`.
+    /// where the server keeps history, through `recovery`; with a forwarder, recovery
+    /// requests' answers go to `remote`.
     pub fn spawn(
         self,
         control: Arc<BusControl>,
@@ -199,19 +226,24 @@ impl Bus {
         metrics: Arc<Metrics>,
         fanout: Arc<Fanout>,
         recovery: Option<Arc<Recovery>>,
+        remote: Option<Arc<Remote>>,
     ) -> Result<BusThread, BusError> {
         let ctx = self.ctx.clone();
         if recovery.is_some() {
-            self.sub
-                .set_subscribe(b"")
-                .map_err(|source| BusError::Zmq {
-                    endpoint: self.endpoint.clone(),
-                    source,
-                })?;
+            subscribe(&self.sub, b"").map_err(|source| BusError::Zmq {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
         }
+        let state = State {
+            fanout,
+            recovery,
+            remote,
+            gaps: Gaps::default(),
+        };
         let thread = std::thread::Builder::new()
             .name("pushnote-bus".into())
-            .spawn(move || self.run(&hub, &metrics, fanout, recovery))?;
+            .spawn(move || self.run(&hub, &metrics, state))?;
         Ok(BusThread {
             control,
             thread: Some(thread),
@@ -219,22 +251,11 @@ impl Bus {
         })
     }
 
-    fn run(
-        self,
-        hub: &Hub,
-        metrics: &Metrics,
-        fanout: Arc<Fanout>,
-        recovery: Option<Arc<Recovery>>,
-    ) {
+    fn run(self, hub: &Hub, metrics: &Metrics, mut state: State) {
         if self.mode == BusMode::Bind {
             // Apps connect to it: it is ready as soon as it is bound.
             metrics.bus_connected.store(1, Ordering::Relaxed);
         }
-        let mut state = State {
-            fanout,
-            recovery,
-            gaps: Gaps::default(),
-        };
         loop {
             // The connection events' socket where there is one (no allocation per turn).
             let mut items = [
@@ -247,8 +268,16 @@ impl Bus {
             ];
             let polled = if self.monitor.is_some() { 3 } else { 2 };
             let items = &mut items[..polled];
-            // Losses not logged yet are logged within a second even when nothing else comes.
-            let timeout = if state.gaps.unreported > 0 { 1000 } else { -1 };
+            // Losses not logged yet are logged within a second even when nothing else comes;
+            // late recovery answers are given up within a quarter of one.
+            let waiting = state.remote.as_ref().is_some_and(|r| r.waiting());
+            let timeout = if waiting {
+                250
+            } else if state.gaps.unreported > 0 {
+                1000
+            } else {
+                -1
+            };
             if let Err(e) = zmq::poll(items, timeout) {
                 if e == zmq::Error::EINTR {
                     continue;
@@ -266,6 +295,11 @@ impl Bus {
             }
             if sub_ready {
                 self.take_messages(hub, metrics, &mut state);
+            }
+            if waiting {
+                if let Some(remote) = &state.remote {
+                    remote.expire(Instant::now(), |topic| state.gaps.last(topic));
+                }
             }
             state.gaps.report(false);
         }
@@ -301,12 +335,16 @@ impl Bus {
                 continue;
             };
             let result = match op {
-                CMD_SUBSCRIBE => self.sub.set_subscribe(topic),
+                CMD_SUBSCRIBE => subscribe(&self.sub, topic),
                 CMD_UNSUBSCRIBE => {
                     // Messages published while no one here listens are not ours to miss.
                     gaps.forget(topic);
-                    self.sub.set_unsubscribe(topic)
+                    let mut m = Vec::with_capacity(topic.len() + 1);
+                    m.push(0);
+                    m.extend_from_slice(topic);
+                    self.sub.send(m, 0)
                 }
+                CMD_RECOVER => self.sub.send(topic, 0),
                 CMD_STOP => return false,
                 _ => Ok(()),
             };
@@ -346,6 +384,14 @@ impl Bus {
                     return;
                 }
             };
+            if frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
+                if let Some(remote) = &state.remote {
+                    remote.take(&frames, |topic, position, body| {
+                        self.recovered(topic, position, body)
+                    });
+                }
+                continue;
+            }
             metrics.bus_received.fetch_add(1, Ordering::Relaxed);
             self.count_gaps(&frames, &mut state.gaps, metrics);
             let size: usize = frames.iter().map(Vec::len).sum();
@@ -362,25 +408,21 @@ impl Bus {
                 Ok(m) => {
                     let more_waiting =
                         || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-                    let (kind, bare, unrouted) = match m.target {
+                    let unrouted = match m.target {
                         Target::All => {
                             metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            (Kind::Broadcast, Message::json(m.data.get()), None)
+                            None
                         }
                         Target::User(_) => {
                             metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            let unrouted = &metrics.bus_user_messages_unrouted;
-                            (Kind::User, Message::json(m.data.get()), Some(unrouted))
+                            Some(&metrics.bus_user_messages_unrouted)
                         }
-                        Target::Channel(channel) => {
+                        Target::Channel(_) => {
                             metrics.bus_channel_messages.fetch_add(1, Ordering::Relaxed);
-                            let event = m.event.as_deref().unwrap_or_default();
-                            let envelope = wire::channel_envelope(channel, event, m.data);
-                            let unrouted = &metrics.bus_channel_messages_unrouted;
-                            let kind = Kind::Channel { channel, event };
-                            (kind, Message::json(&envelope), Some(unrouted))
+                            Some(&metrics.bus_channel_messages_unrouted)
                         }
                     };
+                    let (kind, bare) = bare_form(&m);
                     let deliver = |fanout: &Fanout, message: &Message| match unrouted {
                         None => fanout.broadcast(message, hub),
                         Some(unrouted) => {
@@ -390,16 +432,21 @@ impl Bus {
                             }
                         }
                     };
-                    match &state.recovery {
-                        Some(recovery) => recovery.publish(
+                    match (&state.recovery, m.stamp) {
+                        (Some(recovery), _) => recovery.publish(
                             m.topic,
-                            |position| {
-                                let second = protocol::positioned(kind, position, m.data);
-                                bare.with_second_form(Message::json(&second))
-                            },
+                            |position| with_position(bare, kind, position, &m),
                             deliver,
                         ),
-                        None => deliver(&state.fanout, &bare),
+                        // The forwarder's stamp is the message's position.
+                        (None, Some(stamp)) if self.mode == BusMode::Connect => {
+                            let position = Position {
+                                epoch: stamp.run,
+                                offset: stamp.number,
+                            };
+                            deliver(&state.fanout, &with_position(bare, kind, position, &m));
+                        }
+                        (None, _) => deliver(&state.fanout, &bare),
                     }
                 }
                 Err(e) => {
@@ -411,24 +458,81 @@ impl Bus {
     }
 }
 
+/// Subscribes `sub` (an XSUB) to `topic`.
+fn subscribe(sub: &zmq::Socket, topic: &[u8]) -> zmq::Result<()> {
+    let mut m = Vec::with_capacity(topic.len() + 1);
+    m.push(1);
+    m.extend_from_slice(topic);
+    sub.send(m, 0)
+}
+
+/// An id for this server that another's is almost surely not.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A message as pages without positions receive it: a broadcast's and a user's as the bare
+/// data, a channel's in its envelope; with its kind.
+fn bare_form<'a>(m: &'a BusMessage<'a>) -> (Kind<'a>, Message) {
+    match m.target {
+        Target::All => (Kind::Broadcast, Message::json(m.data.get())),
+        Target::User(_) => (Kind::User, Message::json(m.data.get())),
+        Target::Channel(channel) => {
+            let event = m.event.as_deref().unwrap_or_default();
+            let envelope = wire::channel_envelope(channel, event, m.data);
+            (Kind::Channel { channel, event }, Message::json(&envelope))
+        }
+    }
+}
+
+/// `bare` with its second form: with its position, as pages with positions receive it.
+fn with_position(bare: Message, kind: Kind<'_>, position: Position, m: &BusMessage) -> Message {
+    let second = protocol::positioned(kind, position, m.data);
+    bare.with_second_form(Message::json(&second))
+}
+
+impl Bus {
+    /// A kept message of `topic` the forwarder gave in a recovery answer, as sessions are
+    /// sent it; `None` if it breaks the bus format or the size limit.
+    fn recovered(&self, topic: &[u8], position: Position, body: &[u8]) -> Option<Message> {
+        if topic.len() + body.len() > self.max_message_bytes {
+            return None;
+        }
+        let frames = [topic.to_vec(), body.to_vec()];
+        let m = wire::decode(&frames).ok()?;
+        let (kind, bare) = bare_form(&m);
+        Some(with_position(bare, kind, position, &m))
+    }
+}
+
 /// What the bus thread keeps from one batch of messages to the next.
 struct State {
     /// The broadcasts on their way to every session.
     fanout: Arc<Fanout>,
     /// The history, where the server keeps one: every message goes through it.
     recovery: Option<Arc<Recovery>>,
+    /// Recovery requests waiting for the forwarder's answers, with a forwarder.
+    remote: Option<Arc<Remote>>,
     gaps: Gaps,
 }
 
 /// How often losses are logged at most; the metric counts every one at once.
 const LOSS_LOG_EVERY: Duration = Duration::from_secs(1);
 
-/// The forwarder's last number on each topic this server listens to, to count the messages
+/// The forwarder's last position on each topic this server listens to, to count the messages
 /// that never arrived (ZeroMQ dropped them past a high-water mark, or while disconnected).
 #[derive(Default)]
 struct Gaps {
-    run: Option<u32>,
-    last: HashMap<Vec<u8>, u32>,
+    last: HashMap<Vec<u8>, Stamp>,
     /// Lost messages not logged yet.
     unreported: u64,
     logged: Option<Instant>,
@@ -436,28 +540,32 @@ struct Gaps {
 
 impl Gaps {
     /// Notes a message's stamp; returns how many messages of its topic were missed just before
-    /// it. The first message of a topic, or of a new run of the forwarder, starts its count.
+    /// it. The first message of a topic, or of a new epoch of it (the forwarder restarted, or
+    /// forgot the topic), starts its count.
     fn record(&mut self, topic: &[u8], stamp: Stamp) -> u64 {
-        if self.run != Some(stamp.run) {
-            if self.run.is_some() {
-                tracing::info!("the forwarder's numbering started again (restarted?)");
-            }
-            self.run = Some(stamp.run);
-            self.last.clear();
-        }
         let missed = match self.last.get_mut(topic) {
             Some(last) => {
-                let missed = stamp.skipped_after(*last).unwrap_or(0);
-                *last = stamp.number;
+                let missed = if last.run == stamp.run {
+                    stamp.skipped_after(last.number).unwrap_or(0)
+                } else {
+                    tracing::debug!("a topic's epoch changed (the forwarder restarted?)");
+                    0
+                };
+                *last = stamp;
                 u64::from(missed)
             }
             None => {
-                self.last.insert(topic.to_vec(), stamp.number);
+                self.last.insert(topic.to_vec(), stamp);
                 0
             }
         };
         self.unreported += missed;
         missed
+    }
+
+    /// The last position seen of `topic`.
+    fn last(&self, topic: &[u8]) -> Option<Stamp> {
+        self.last.get(topic).copied()
     }
 
     /// Stops counting `topic` (nothing of it is received any more).

@@ -1,7 +1,8 @@
 //! One client's protocol state: the SockJS handler that registers sessions in the hub and
 //! answers their requests: subscribing as a user with a token, joining and leaving channels
-//! (private ones with a channel token), positions and recovery (through `Recovery`, which
-//! puts the replies in order with the messages).
+//! (private ones with a channel token), positions and recovery (through `Recovery`, the
+//! server's own history, or `Remote`, the forwarder's, either of which puts the replies in
+//! order with the messages).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,13 +11,44 @@ use std::time::Duration;
 use pushnote::token::ChannelGrant;
 use pushnote::{wire, Signer, TokenError};
 use pushnote_history::Position;
-use sockjs::{Form, Message, Session};
+use sockjs::{Message, Session};
 
 use crate::config;
 use crate::hub::{Hub, Joined, Subscribed};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Outcome, Refusal, Request};
 use crate::recovery::Recovery;
+use crate::remote::Remote;
+
+/// Where positions and what sessions missed come from.
+pub enum Positions {
+    /// The server's own history (`--single`).
+    Local(Arc<Recovery>),
+    /// The forwarder's, asked over the bus.
+    Remote(Arc<Remote>),
+}
+
+impl Positions {
+    /// Puts `session` in `topic` with `join` and gives it, in order, what it missed since
+    /// `since`, then `reply`'s message; `start` for a `positions` request (the broadcasts),
+    /// `held` unless the session is in the topic already.
+    #[allow(clippy::too_many_arguments)]
+    fn join<E>(
+        &self,
+        session: &Session,
+        topic: &[u8],
+        since: Option<Position>,
+        start: bool,
+        held: bool,
+        join: impl FnOnce() -> Result<(), E>,
+        reply: impl FnOnce(Outcome) -> Message + Send + 'static,
+    ) -> Result<(), E> {
+        match self {
+            Positions::Local(r) => r.join(session, topic, since, start, join, |(), o| reply(o)),
+            Positions::Remote(r) => r.join(session, topic, since, start, held, join, reply),
+        }
+    }
+}
 
 /// How the server checks tokens.
 #[derive(Clone, Debug)]
@@ -71,8 +103,8 @@ pub struct ClientHandler {
     tokens: Option<TokenPolicy>,
     limits: Limits,
     metrics: Arc<Metrics>,
-    /// The history, where the server keeps one.
-    recovery: Option<Arc<Recovery>>,
+    /// Where positions come from, if the server gives them.
+    positions: Option<Positions>,
 }
 
 /// What a `since` without positions on is told.
@@ -81,7 +113,7 @@ const SINCE_NEEDS_POSITIONS: &str = "\"since\" needs positions: send {\"name\": 
 
 /// What `positions` on a server without history is told.
 const NO_HISTORY_MESSAGE: &str = "this server keeps no history, so it gives no positions: \
-positions and recovery need pushnote-server --single with --history-size above 0";
+a --single server needs --history-size above 0 for positions and recovery";
 
 /// What a subscribe without a configured secret is told.
 pub const NO_SECRET_MESSAGE: &str =
@@ -111,20 +143,20 @@ fn refusal_of(e: TokenError) -> Refusal {
 impl ClientHandler {
     /// A handler registering sessions in `hub` and checking tokens with `tokens` (none: every
     /// subscribe with a token is refused with `no_secret`), giving positions and recovery
-    /// through `recovery` (none: `positions` is refused with `no_history`).
+    /// through `positions` (none: `positions` is refused with `no_history`).
     pub fn new(
         hub: Arc<Hub>,
         tokens: Option<TokenPolicy>,
         limits: Limits,
         metrics: Arc<Metrics>,
-        recovery: Option<Arc<Recovery>>,
+        positions: Option<Positions>,
     ) -> Self {
         ClientHandler {
             hub,
             tokens,
             limits,
             metrics,
-            recovery,
+            positions,
         }
     }
 
@@ -133,10 +165,10 @@ impl ClientHandler {
         &self,
         session: &Session,
         since: Option<Position>,
-    ) -> Result<Option<&Recovery>, Refusal> {
-        let on = session.form() == Form::Second;
-        match (&self.recovery, on) {
-            (Some(recovery), true) => Ok(Some(recovery)),
+    ) -> Result<Option<&Positions>, Refusal> {
+        let on = self.hub.positions_asked(session);
+        match (&self.positions, on) {
+            (Some(positions), true) => Ok(Some(positions)),
             _ if since.is_some() => Err(Refusal::new(ErrorCode::BadRequest, SINCE_NEEDS_POSITIONS)),
             _ => Ok(None),
         }
@@ -144,24 +176,28 @@ impl ClientHandler {
 
     /// Turns positions on for `session`, after what it missed of the broadcasts since `since`.
     fn positions(&self, session: &Session, since: Option<Position>) -> Result<(), Refusal> {
-        let recovery = self
-            .recovery
+        let positions = self
+            .positions
             .as_ref()
             .ok_or_else(|| Refusal::new(ErrorCode::NoHistory, NO_HISTORY_MESSAGE))?;
-        if since.is_some() && (session.form() == Form::Second || self.hub.holds_topics(session)) {
+        self.spend_request(session)?;
+        if since.is_some() && (self.hub.positions_asked(session) || self.hub.holds_topics(session))
+        {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 "positions with \"since\" come once, first: before any subscribe, and before \
                  positions without it",
             ));
         }
-        recovery.join(
+        self.hub.ask_positions(session);
+        positions.join(
             session,
             wire::BROADCAST_TOPIC,
             since,
             true,
+            false,
             || Ok(()),
-            |(), outcome| protocol::positions(outcome),
+            protocol::positions,
         )
     }
 
@@ -219,7 +255,10 @@ impl ClientHandler {
             // A session of the user already has had its messages.
             || self.hub.user_of(session).as_deref() == Some(user.as_str()),
             || self.hub_subscribe(session, &user),
-            |outcome| protocol::subscribed(&user, outcome),
+            {
+                let user = user.clone();
+                move |outcome| protocol::subscribed(&user, outcome)
+            },
         )?;
         self.leave_channels_of_other_users(session);
         Ok(reply)
@@ -233,22 +272,29 @@ impl ClientHandler {
     fn enter(
         &self,
         session: &Session,
-        positioned: Option<&Recovery>,
+        positioned: Option<&Positions>,
         topic: impl FnOnce() -> Result<Vec<u8>, (ErrorCode, wire::WireError)>,
         since: Option<Position>,
         already: impl FnOnce() -> bool,
         join: impl FnOnce() -> Result<(), Refusal>,
-        reply: impl FnOnce(Option<Outcome>) -> Message,
+        reply: impl FnOnce(Option<Outcome>) -> Message + Send + 'static,
     ) -> Result<Option<Message>, Refusal> {
-        let Some(recovery) = positioned else {
+        let Some(positions) = positioned else {
             join()?;
             return Ok(Some(reply(None)));
         };
         let topic = topic().map_err(|(code, e)| Refusal::new(code, e.to_string()))?;
-        let since = since.filter(|_| !already());
-        recovery.join(session, &topic, since, false, join, |(), outcome| {
-            reply(Some(outcome))
-        })?;
+        let already = already();
+        let since = since.filter(|_| !already);
+        positions.join(
+            session,
+            &topic,
+            since,
+            false,
+            !already,
+            join,
+            move |outcome| reply(Some(outcome)),
+        )?;
         Ok(None)
     }
 
@@ -283,6 +329,12 @@ impl ClientHandler {
     fn channel_request(&self, session: &Session, channel: &str) -> Result<(), Refusal> {
         wire::check_channel(channel)
             .map_err(|e| Refusal::new(ErrorCode::InvalidChannel, e.to_string()))?;
+        self.spend_request(session)
+    }
+
+    /// Spends one of the session's requests that cost the server (and, with positions and a
+    /// forwarder, the forwarder) more than an answer: channel requests and `positions`.
+    fn spend_request(&self, session: &Session) -> Result<(), Refusal> {
         let burst = self.limits.channel_request_burst();
         if !self
             .hub
@@ -291,7 +343,8 @@ impl ClientHandler {
             return Err(Refusal::new(
                 ErrorCode::TooManyRequests,
                 format!(
-                    "more than {burst} channel requests at once or {} a second: try again later",
+                    "more than {burst} channel or positions requests at once or {} a second: \
+                     try again later",
                     config::CHANNEL_REQUESTS_PER_SECOND
                 ),
             ));
@@ -344,7 +397,10 @@ impl ClientHandler {
             // A session in the channel already has had its messages.
             || self.hub.in_channel(session, channel),
             || self.hub_join(session, channel, bound_to.as_deref()),
-            |outcome| protocol::joined(channel, outcome),
+            {
+                let channel = channel.to_owned();
+                move |outcome| protocol::joined(&channel, outcome)
+            },
         )
     }
 

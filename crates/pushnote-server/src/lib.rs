@@ -20,6 +20,8 @@
 //! - `recovery.rs` — positions and history: every message numbered and kept under one lock
 //!   with the requests that join topics, and what a session missed given back in order
 //!   (the history itself is the `pushnote-history` crate).
+//! - `remote.rs` — positions and recovery with a forwarder: requests that join topics ask the
+//!   forwarder's history, and their sessions are given its answer in order.
 //! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels,
 //!   positions.
 //! - `budget.rs` — an allowance that grows back over time: a session's channel requests.
@@ -45,6 +47,7 @@ pub mod library;
 pub mod metrics;
 pub mod protocol;
 pub(crate) mod recovery;
+pub(crate) mod remote;
 pub mod server;
 pub mod subscriptions;
 

@@ -12,8 +12,9 @@ use warp::http::{header, HeaderValue, Response};
 use warp::hyper::Body;
 use warp::Filter;
 
+use crate::bus::BusMode;
 use crate::bus::{Bus, BusControl, BusError};
-use crate::client::ClientHandler;
+use crate::client::{ClientHandler, Positions};
 use crate::config::{Listen, ServerConfig};
 use crate::connections::{self, Timeouts};
 use crate::demo;
@@ -22,6 +23,7 @@ use crate::hub::Hub;
 use crate::library;
 use crate::metrics::Metrics;
 use crate::recovery::Recovery;
+use crate::remote::Remote;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,22 +85,38 @@ impl Server {
         let hub = Arc::new(Hub::new(control.clone(), metrics.clone()));
         let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let fanout = Arc::new(Fanout::start(sweepers, metrics.clone()).map_err(BusError::from)?);
+        // A single server keeps its own history; with a forwarder, the forwarder keeps it.
         let recovery = config
             .history
             .map(|limits| Arc::new(Recovery::new(limits, fanout.clone(), metrics.clone())));
+        let remote = (config.bus_mode == BusMode::Connect).then(|| {
+            Arc::new(Remote::new(
+                bus.server_id(),
+                control.clone(),
+                hub.clone(),
+                fanout.clone(),
+                metrics.clone(),
+            ))
+        });
+        let positions = match (&recovery, &remote) {
+            (Some(recovery), _) => Some(Positions::Local(recovery.clone())),
+            (None, Some(remote)) => Some(Positions::Remote(remote.clone())),
+            (None, None) => None,
+        };
         let bus_thread = bus.spawn(
             control,
             hub.clone(),
             metrics.clone(),
             fanout,
-            recovery.clone(),
+            recovery,
+            remote,
         )?;
         let handler = Arc::new(ClientHandler::new(
             hub.clone(),
             config.tokens.clone(),
             config.limits,
             metrics.clone(),
-            recovery,
+            positions,
         ));
 
         let sockjs = sockjs::routes(&config.route, config.sockjs.clone(), handler);

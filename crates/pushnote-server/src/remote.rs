@@ -1,0 +1,284 @@
+//! Positions and recovery with a forwarder: the forwarder keeps each topic's history, and a
+//! session's request is answered from it.
+//!
+//! A request that puts a session in a topic holds the topic's messages back from the session
+//! ([`Hub::hold`]), joins it (so the bus subscribes first), and asks the forwarder, through the
+//! bus thread and up the same connection, what the topic holds after the session's position
+//! ([`recover::Request`]). The forwarder answers on its one forwarding thread, so its answer
+//! comes down between the topic's messages it forwarded before and those after: every
+//! message up to the answer's position is in the answer or was held back, every later one
+//! comes after it. The bus thread gives the session the answer's messages and the reply
+//! ([`Fanout::send_in_order`]), then lets the topic's messages reach it. Broadcasts, which a
+//! session is in from the start, are given again from the history instead of those on their
+//! way, as with a server's own history (`recovery.rs`).
+//!
+//! An answer that does not come within [`ANSWER_TIMEOUT`] (the forwarder is down, or dropped
+//! it past its high-water mark) is given up: the session is let into the topic and told that
+//! it was not recovered, `"unavailable"`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pushnote::recover::{End, Part, Request};
+use pushnote::wire::Stamp;
+use pushnote_history::Position;
+use sockjs::{Message, Session};
+
+use crate::fanout::{Fanout, InOrder};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::{Outcome, Why};
+
+/// Where requests go up to the forwarder: the bus, after every subscription sent before.
+pub trait Upstream: Send + Sync {
+    /// Sends an encoded [`Request`].
+    fn recover(&self, request: &[u8]);
+}
+
+/// How long a request waits for the forwarder's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most messages one answer may bring; the rest are dropped and the answer is taken as
+/// "evicted" (a forwarder keeps at most `--history-size` a topic).
+const MAX_ANSWER_MESSAGES: usize = 100_000;
+
+/// Makes the reply of a request from its outcome.
+type Reply = Box<dyn FnOnce(Outcome) -> Message + Send>;
+
+/// A request waiting for its answer.
+struct Pending {
+    session: Session,
+    topic: Vec<u8>,
+    /// A `positions` request (the broadcasts, which the session is in already).
+    start: bool,
+    /// The topic's messages are held back from the session until the answer.
+    held: bool,
+    /// The messages of the answer so far, in both forms.
+    messages: Vec<Message>,
+    overflow: bool,
+    reply: Reply,
+    deadline: Instant,
+}
+
+/// The requests waiting for the forwarder.
+pub struct Remote {
+    server: u64,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    upstream: Arc<dyn Upstream>,
+    hub: Arc<Hub>,
+    fanout: Arc<Fanout>,
+    metrics: Arc<Metrics>,
+}
+
+fn stamp(p: Position) -> Stamp {
+    Stamp {
+        run: p.epoch,
+        number: p.offset,
+    }
+}
+
+fn position(s: Stamp) -> Position {
+    Position {
+        epoch: s.run,
+        offset: s.number,
+    }
+}
+
+impl Remote {
+    /// Requests of server `server` (the id its reply topic is named by).
+    pub fn new(
+        server: u64,
+        upstream: Arc<dyn Upstream>,
+        hub: Arc<Hub>,
+        fanout: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+    ) -> Remote {
+        Remote {
+            server,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            upstream,
+            hub,
+            fanout,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `session` in `topic` with `join` (with `start`, a `positions` request: it is in the
+    /// broadcasts already), then asks the forwarder for what it missed since `since` (or the
+    /// topic's position alone); the session is given that, then `reply`'s message. With
+    /// `held` (the session was not in the topic), the topic's messages reach it only after.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join<E>(
+        &self,
+        session: &Session,
+        topic: &[u8],
+        since: Option<Position>,
+        start: bool,
+        held: bool,
+        join: impl FnOnce() -> Result<(), E>,
+        reply: impl FnOnce(Outcome) -> Message + Send + 'static,
+    ) -> Result<(), E> {
+        if held {
+            self.hub.hold(topic, session);
+        }
+        if let Err(e) = join() {
+            if held {
+                self.hub.release(topic, session);
+            }
+            return Err(e);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            Pending {
+                session: session.clone(),
+                topic: topic.to_vec(),
+                start,
+                held,
+                messages: Vec::new(),
+                overflow: false,
+                reply: Box::new(reply),
+                deadline: Instant::now() + ANSWER_TIMEOUT,
+            },
+        );
+        let request = Request {
+            server: self.server,
+            id,
+            since: since.map(stamp),
+            topic,
+        };
+        self.upstream.recover(&request.encode());
+        Ok(())
+    }
+
+    /// Whether requests are waiting (the bus thread then looks at their deadlines).
+    pub fn waiting(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
+    /// Takes one part of an answer (`[reply topic, header, body…]`, on the bus thread);
+    /// `message` makes a kept body of the request's topic into what sessions are sent.
+    pub fn take(
+        &self,
+        frames: &[Vec<u8>],
+        message: impl FnOnce(&[u8], Position, &[u8]) -> Option<Message>,
+    ) {
+        let Some(part) = frames.get(1).and_then(|h| Part::decode(h)) else {
+            tracing::warn!("malformed recovery answer from the forwarder; dropped");
+            return;
+        };
+        match part {
+            Part::Message { id, position: at } => {
+                let mut pending = self.lock();
+                let Some(p) = pending.get_mut(&id) else {
+                    return;
+                };
+                if p.messages.len() >= MAX_ANSWER_MESSAGES {
+                    p.overflow = true;
+                    return;
+                }
+                let made = frames
+                    .get(2)
+                    .and_then(|body| message(&p.topic, position(at), body));
+                match made {
+                    Some(m) => p.messages.push(m),
+                    // A body the server refuses is missed as if it never came.
+                    None => p.overflow = true,
+                }
+            }
+            Part::End {
+                id,
+                position: at,
+                end,
+            } => {
+                let Some(p) = self.lock().remove(&id) else {
+                    return;
+                };
+                let recovered = match end {
+                    End::Position => None,
+                    _ if p.overflow => Some(Err(Why::Evicted)),
+                    End::Recovered => Some(Ok(())),
+                    End::Epoch => Some(Err(Why::Epoch)),
+                    End::Future => Some(Err(Why::Future)),
+                    End::Evicted => Some(Err(Why::Evicted)),
+                };
+                self.answer(p, position(at), recovered);
+            }
+        }
+    }
+
+    /// Gives up the requests whose answer is late: each session is let into its topic and
+    /// told it was not recovered; `last` is the last position this server saw of a topic.
+    pub fn expire(&self, now: Instant, last: impl Fn(&[u8]) -> Option<Stamp>) {
+        let late: Vec<Pending> = {
+            let mut pending = self.lock();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        for mut p in late {
+            tracing::warn!(
+                topic = %String::from_utf8_lossy(&p.topic).trim_end_matches('\0'),
+                "the forwarder did not answer a recovery request in time"
+            );
+            p.messages.clear();
+            let at = last(&p.topic).map_or(
+                Position {
+                    epoch: 0,
+                    offset: 0,
+                },
+                position,
+            );
+            self.answer(p, at, Some(Err(Why::Unavailable)));
+        }
+    }
+
+    fn answer(&self, p: Pending, at: Position, recovered: Option<Result<(), Why>>) {
+        let m = &self.metrics;
+        match recovered {
+            Some(Ok(())) => {
+                m.recoveries.fetch_add(1, Ordering::Relaxed);
+                m.recovered_messages
+                    .fetch_add(p.messages.len() as u64, Ordering::Relaxed);
+            }
+            Some(Err(_)) => {
+                m.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+        let Pending {
+            session,
+            topic,
+            start,
+            held,
+            mut messages,
+            reply,
+            ..
+        } = p;
+        // Messages come with an answer that recovered, or that gives another epoch's position
+        // the current epoch's from its first; none with the others.
+        if !matches!(recovered, Some(Ok(()) | Err(Why::Epoch))) {
+            messages.clear();
+        }
+        messages.push(reply(Outcome {
+            position: at,
+            recovered,
+        }));
+        self.fanout
+            .send_in_order(&session, messages, InOrder::of(start, recovered));
+        if held {
+            self.hub.release(&topic, &session);
+        }
+    }
+}

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use crate::Position;
 
 /// What a kept message costs beyond its value, by estimate: its place in its topic's queue
-/// (offset, time, the value's pointer and length), its place in the queue of all messages
-/// (the topic's shared name and the offset), and the allocator's header and rounding.
+/// (offset, the value's pointer and length), its place in the queue of all messages (the
+/// topic's shared name, epoch, offset and time), and the allocator's header and rounding. The
+/// queue of all messages may hold as many entries again of messages already gone (and
+/// [`COMPACT_SLACK`]) before they are taken out.
 pub const KEPT_OVERHEAD: usize = 80;
 
 /// What a topic costs beyond its name, by estimate: its map slot, epoch, offsets and empty
@@ -99,9 +101,10 @@ pub struct Counts {
 pub struct History<V> {
     limits: Limits,
     topics: HashMap<Arc<[u8]>, Topic<V>>,
-    /// Every kept message's topic and offset, oldest first. Entries whose message went already
-    /// (past its topic's count, or its topic's epoch ended) are skipped when they come up.
-    order: VecDeque<(Arc<[u8]>, u32, u32)>,
+    /// Every kept message's place, oldest first. Entries whose message went already (past its
+    /// topic's count, or its topic's epoch ended) are skipped when they come up, and taken out
+    /// all at once when they are more than the messages kept and [`COMPACT_SLACK`].
+    order: VecDeque<Queued>,
     /// What the topics and their messages take, by estimate.
     bytes: usize,
     /// Messages kept now.
@@ -112,7 +115,21 @@ pub struct History<V> {
     counts: Counts,
 }
 
+/// A kept message's place in the queue of all messages.
+struct Queued {
+    name: Arc<[u8]>,
+    epoch: u32,
+    offset: u32,
+    at: Instant,
+}
+
+/// How many entries of messages already gone the queue of all messages holds, beyond as many
+/// as there are messages kept, before they are taken out.
+const COMPACT_SLACK: usize = 1024;
+
 struct Topic<V> {
+    /// The topic's name, shared with the queue of all messages.
+    name: Arc<[u8]>,
     epoch: u32,
     /// The offset of the topic's last message in this epoch; 0 before the first.
     last: u32,
@@ -123,7 +140,6 @@ struct Topic<V> {
 
 struct Kept<V> {
     offset: u32,
-    at: Instant,
     value: V,
 }
 
@@ -163,15 +179,21 @@ impl<V: Weigh> History<V> {
         make: impl FnOnce(Position) -> V,
         now: Instant,
     ) -> Position {
-        let Some(name) = self.enter(topic, now) else {
-            // A topic that could never be remembered: each message in an epoch of its own.
-            let epoch = self.fresh_epoch();
-            return Position { epoch, offset: 1 };
+        self.expire(now);
+        // A known topic is looked up once, unless room must be made for the message.
+        let Some(t) = self.topics.get_mut(topic) else {
+            if self.enter(topic, now).is_none() {
+                // A topic that could never be remembered: each message in an epoch of its own.
+                let epoch = self.fresh_epoch();
+                return Position { epoch, offset: 1 };
+            }
+            return self.append(topic, make, now);
         };
-        if self.topics[&name].last == u32::MAX {
-            self.new_epoch(&name);
+        if t.last == u32::MAX {
+            self.new_epoch(topic);
+            return self.append(topic, make, now);
         }
-        let t = self.topics.get_mut(&name).expect("entered");
+        t.touched = now;
         t.last += 1;
         let position = Position {
             epoch: t.epoch,
@@ -180,26 +202,54 @@ impl<V: Weigh> History<V> {
         let value = make(position);
         let cost = value.weight() + KEPT_OVERHEAD;
         if self.limits.messages == 0 || cost + topic_cost(topic) > self.limits.bytes {
-            self.drop_kept(&name);
+            self.drop_kept(topic);
             return position;
         }
         if t.kept.len() >= self.limits.messages {
             let gone = t.kept.pop_front().expect("at the limit, so not empty");
-            self.release(&gone);
+            self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
+            self.kept -= 1;
             self.counts.evicted += 1;
         }
-        self.make_room(cost, &name);
-        let t = self.topics.get_mut(&name).expect("make_room keeps it");
-        t.kept.push_back(Kept {
+        let name = t.name.clone();
+        let kept = Kept {
+            offset: position.offset,
+            value,
+        };
+        if self.bytes + cost <= self.limits.bytes {
+            t.kept.push_back(kept);
+        } else {
+            self.make_room(cost, topic);
+            let t = self.topics.get_mut(topic).expect("make_room keeps it");
+            t.kept.push_back(kept);
+        }
+        self.order.push_back(Queued {
+            name,
+            epoch: position.epoch,
             offset: position.offset,
             at: now,
-            value,
         });
-        self.order
-            .push_back((name, position.epoch, position.offset));
         self.bytes += cost;
         self.kept += 1;
+        if self.order.len() > 2 * self.kept + COMPACT_SLACK {
+            self.compact();
+        }
         position
+    }
+
+    /// Takes the entries of messages already gone out of the queue of all messages.
+    fn compact(&mut self) {
+        let topics = &self.topics;
+        self.order.retain(|q| {
+            // A topic's kept messages are a run of offsets: those in it are live.
+            topics
+                .get(&q.name)
+                .filter(|t| t.epoch == q.epoch)
+                .is_some_and(|t| match (t.kept.front(), t.kept.back()) {
+                    (Some(first), Some(last)) => (first.offset..=last.offset).contains(&q.offset),
+                    _ => false,
+                })
+        });
     }
 
     /// The position of `topic`'s last message (offset 0 when it has had none yet), the topic
@@ -234,6 +284,7 @@ impl<V: Weigh> History<V> {
         let epoch = self.fresh_epoch();
         self.bytes += topic_cost(topic);
         let t = Topic {
+            name: name.clone(),
             epoch,
             last: 0,
             kept: VecDeque::new(),
@@ -273,22 +324,12 @@ impl<V: Weigh> History<V> {
     /// Drops the messages older than [`Limits::age`], and, once every [`Limits::idle`], the
     /// topics idle that long with nothing kept. Cheap to call often.
     pub fn expire(&mut self, now: Instant) {
-        while let Some((name, epoch, offset)) = self.order.front() {
-            let live = self
-                .topics
-                .get(name)
-                .filter(|t| t.epoch == *epoch)
-                .and_then(|t| t.kept.front())
-                .filter(|k| k.offset == *offset);
-            match live {
-                Some(k) if now.saturating_duration_since(k.at) < self.limits.age => break,
-                Some(_) => {
-                    self.drop_oldest();
-                    self.counts.expired += 1;
-                }
-                None => {
-                    self.order.pop_front();
-                }
+        while let Some(q) = self.order.front() {
+            if now.saturating_duration_since(q.at) < self.limits.age {
+                break;
+            }
+            if self.drop_oldest() {
+                self.counts.expired += 1;
             }
         }
         if now.saturating_duration_since(self.swept) >= self.limits.idle {
@@ -370,13 +411,13 @@ impl<V: Weigh> History<V> {
     /// Drops the oldest entry of the queue of all messages, and its message if it is still
     /// kept; true when it was.
     fn drop_oldest(&mut self) -> bool {
-        let Some((name, epoch, offset)) = self.order.pop_front() else {
+        let Some(q) = self.order.pop_front() else {
             return false;
         };
-        let Some(t) = self.topics.get_mut(&name).filter(|t| t.epoch == epoch) else {
+        let Some(t) = self.topics.get_mut(&q.name).filter(|t| t.epoch == q.epoch) else {
             return false;
         };
-        if t.kept.front().is_none_or(|k| k.offset != offset) {
+        if t.kept.front().is_none_or(|k| k.offset != q.offset) {
             return false;
         }
         let gone = t.kept.pop_front().expect("looked at above");
@@ -552,6 +593,34 @@ mod tests {
         // The queue of all messages holds one entry per kept message, give or take the ones
         // already gone that have not come up yet: never more than the messages appended.
         assert!(h.order.len() <= 3_000);
+    }
+
+    #[test]
+    fn a_busy_topic_behind_a_quiet_one_does_not_grow_the_queue_of_all_messages() {
+        let now = Instant::now();
+        let mut h = History::new(limits(100, 64 << 20), now);
+        // The quiet topic's one message stays first in the queue for its whole age.
+        h.append(b"quiet", |_| Box::from(&b"q"[..]), now);
+        for _ in 0..100_000 {
+            h.append(b"busy", |_| Box::from(&b"b"[..]), now);
+        }
+        assert_eq!(h.messages(), 101);
+        assert!(
+            h.order.len() <= 2 * 101 + COMPACT_SLACK,
+            "{}",
+            h.order.len()
+        );
+        let quiet = Position {
+            epoch: h.position(b"quiet", now).epoch,
+            offset: 0,
+        };
+        assert_eq!(h.after(b"quiet", quiet, now).unwrap().count(), 1);
+        let busy = h.position(b"busy", now);
+        let from = Position {
+            offset: busy.offset - 100,
+            ..busy
+        };
+        assert_eq!(h.after(b"busy", from, now).unwrap().count(), 100);
     }
 
     #[test]

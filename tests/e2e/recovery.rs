@@ -547,3 +547,80 @@ async fn after_a_server_restart_a_page_gets_everything_the_new_run_accepted_and_
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_arrives_once_and_in_order(
+) {
+    let mut fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    let (sub, publish) = (fwd.sub.clone(), fwd.publish.clone());
+    let mut page = Page::open(&srv).await;
+    page.positions(None).await;
+    page.subscribe(json!({"token": token("u1")}), "user").await;
+    page.subscribe(json!({"channel": "news"}), "channel:news")
+        .await;
+    // An app publishes a round to all three every 10 ms, noting the rounds accepted and
+    // whether the new run accepted them.
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishing = {
+        let (accepted, restarted, stop) = (accepted.clone(), restarted.clone(), stop.clone());
+        let sub = sub.clone();
+        std::thread::spawn(move || {
+            let app = publisher(&sub);
+            let mut n = 0;
+            while !stop.load(Ordering::Acquire) {
+                n += 1;
+                let after = restarted.load(Ordering::Acquire);
+                let data = json!({ "n": n });
+                // While no forwarder runs, sends fail at once: those rounds are not accepted.
+                let sent = app.notify_all(&data).is_ok()
+                    && app.notify(&data, ["u1"]).is_ok()
+                    && app.publish("news", "tick", &data).is_ok();
+                if sent {
+                    accepted.lock().unwrap().push((n, after));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    page.read_until(|p| TOPICS.iter().all(|t| p.last_n(t) >= 20))
+        .await;
+    fwd.proc.signal("KILL");
+    assert!(
+        fwd.proc.wait_exit(WAIT).is_some(),
+        "the forwarder is killed"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _restarted_forwarder = forwarder_with(&["--sub", &sub, "--pub", &publish]);
+    // Every round accepted from now on is the new run's; the server comes back to it in its
+    // own time (ZeroMQ's reconnection back-off), after the app has.
+    restarted.store(true, Ordering::Release);
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    while accepted.lock().unwrap().iter().filter(|(_, a)| *a).count() < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new run accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Release);
+    publishing.join().unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    let last = accepted.last().unwrap().0;
+    page.read_until(|p| TOPICS.iter().all(|t| p.last_n(t) == last))
+        .await;
+    for topic in TOPICS {
+        let got: Vec<u64> = page.got[topic].iter().map(|&(n, _)| n).collect();
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{topic}: in order, once: {got:?}"
+        );
+        for (n, after) in &accepted {
+            if *after {
+                assert!(got.contains(n), "{topic}: accepted by the new run: {n}");
+            }
+        }
+    }
+}

@@ -25,7 +25,7 @@
 //! with positions on are given with each message; `Gaps` counts the positions that never
 //! arrived, the messages ZeroMQ dropped on the way here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,7 +42,7 @@ use crate::inproc;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
-use crate::remote::{Remote, Upstream};
+use crate::remote::{Filled, Remote, Upstream};
 use crate::subscriptions::Subscriptions;
 
 /// Whether the server connects to a forwarder or binds the bus itself.
@@ -240,6 +240,9 @@ impl Bus {
             recovery,
             remote,
             gaps: Gaps::default(),
+            subscribed: HashSet::new(),
+            filling: HashMap::new(),
+            connected_before: false,
         };
         let thread = std::thread::Builder::new()
             .name("pushnote-bus".into())
@@ -286,10 +289,12 @@ impl Bus {
                 return;
             }
             let (sub_ready, cmd_ready) = (items[0].is_readable(), items[1].is_readable());
-            if items.get(2).is_some_and(|i| i.is_readable()) {
-                self.take_connection_events(metrics);
+            if items.get(2).is_some_and(|i| i.is_readable())
+                && self.take_connection_events(metrics, &mut state)
+            {
+                self.ask_for_fill(&mut state);
             }
-            if cmd_ready && !self.take_commands(&mut state.gaps) {
+            if cmd_ready && !self.take_commands(&mut state) {
                 state.gaps.report(true);
                 return;
             }
@@ -297,19 +302,25 @@ impl Bus {
                 self.take_messages(hub, metrics, &mut state);
             }
             if waiting {
-                if let Some(remote) = &state.remote {
-                    remote.expire(Instant::now(), |topic| state.gaps.last(topic));
+                let late = match &state.remote {
+                    Some(remote) => remote.expire(Instant::now(), |topic| state.gaps.last(topic)),
+                    None => Vec::new(),
+                };
+                for filled in late {
+                    self.fill(filled, hub, metrics, &mut state);
                 }
             }
             state.gaps.report(false);
         }
     }
 
-    /// Notes whether the forwarder is connected, from the SUB socket's events.
-    fn take_connection_events(&self, metrics: &Metrics) {
+    /// Notes whether the forwarder is connected, from the socket's events; true when it came
+    /// back after a disconnection.
+    fn take_connection_events(&self, metrics: &Metrics, state: &mut State) -> bool {
         let Some(monitor) = &self.monitor else {
-            return;
+            return false;
         };
+        let mut back = false;
         while let Ok(frames) = monitor.recv_multipart(zmq::DONTWAIT) {
             let Some(&[a, b, ..]) = frames.first().map(Vec::as_slice) else {
                 continue;
@@ -317,6 +328,7 @@ impl Bus {
             let event = u16::from_le_bytes([a, b]);
             let connected = if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
                 tracing::info!(endpoint = %self.endpoint, "bus connected");
+                back |= std::mem::replace(&mut state.connected_before, true);
                 1
             } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
                 tracing::warn!(endpoint = %self.endpoint, "bus disconnected; reconnecting");
@@ -326,19 +338,26 @@ impl Bus {
             };
             metrics.bus_connected.store(connected, Ordering::Relaxed);
         }
+        back
     }
 
     /// Applies every waiting command; false when told to stop.
-    fn take_commands(&self, gaps: &mut Gaps) -> bool {
+    fn take_commands(&self, state: &mut State) -> bool {
         while let Ok(cmd) = self.commands.recv_bytes(zmq::DONTWAIT) {
             let Some((&op, topic)) = cmd.split_first() else {
                 continue;
             };
             let result = match op {
-                CMD_SUBSCRIBE => subscribe(&self.sub, topic),
+                CMD_SUBSCRIBE => {
+                    if self.mode == BusMode::Connect {
+                        state.subscribed.insert(topic.to_vec());
+                    }
+                    subscribe(&self.sub, topic)
+                }
                 CMD_UNSUBSCRIBE => {
                     // Messages published while no one here listens are not ours to miss.
-                    gaps.forget(topic);
+                    state.gaps.forget(topic);
+                    state.subscribed.remove(topic);
                     let mut m = Vec::with_capacity(topic.len() + 1);
                     m.push(0);
                     m.extend_from_slice(topic);
@@ -385,78 +404,157 @@ impl Bus {
                 }
             };
             if frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
-                if let Some(remote) = &state.remote {
+                let filled = state.remote.as_ref().and_then(|remote| {
                     remote.take(&frames, |topic, position, body| {
                         self.recovered(topic, position, body)
-                    });
+                    })
+                });
+                if let Some(filled) = filled {
+                    self.fill(filled, hub, metrics, state);
                 }
                 continue;
             }
-            metrics.bus_received.fetch_add(1, Ordering::Relaxed);
-            self.count_gaps(&frames, &mut state.gaps, metrics);
-            let size: usize = frames.iter().map(Vec::len).sum();
-            if size > self.max_message_bytes {
-                metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    size,
-                    limit = self.max_message_bytes,
-                    "bus message over the size limit; dropped"
-                );
-                continue;
-            }
-            match wire::decode(&frames) {
-                Ok(m) => {
-                    let more_waiting =
-                        || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
-                    let unrouted = match m.target {
-                        Target::All => {
-                            metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
-                            None
-                        }
-                        Target::User(_) => {
-                            metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
-                            Some(&metrics.bus_user_messages_unrouted)
-                        }
-                        Target::Channel(_) => {
-                            metrics.bus_channel_messages.fetch_add(1, Ordering::Relaxed);
-                            Some(&metrics.bus_channel_messages_unrouted)
-                        }
-                    };
-                    let (kind, bare) = bare_form(&m);
-                    let deliver = |fanout: &Fanout, message: &Message| match unrouted {
-                        None => fanout.broadcast(message, hub),
-                        Some(unrouted) => {
-                            if !fanout.send_to_topic(m.topic, message, hub, metrics, &more_waiting)
-                            {
-                                unrouted.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    };
-                    match (&state.recovery, m.stamp) {
-                        (Some(recovery), _) => recovery.publish(
-                            m.topic,
-                            |position| with_position(bare, kind, position, &m),
-                            deliver,
-                        ),
-                        // The forwarder's stamp is the message's position.
-                        (None, Some(stamp)) if self.mode == BusMode::Connect => {
-                            let position = Position {
-                                epoch: stamp.run,
-                                offset: stamp.number,
-                            };
-                            deliver(&state.fanout, &with_position(bare, kind, position, &m));
-                        }
-                        (None, _) => deliver(&state.fanout, &bare),
+            if !state.filling.is_empty() {
+                // A topic waiting for what the restarted forwarder had before: after it.
+                let topic = wire::split_stamp(&frames[0]).ok().map(|(t, _)| t);
+                if let Some(held) = topic.and_then(|t| state.filling.get_mut(t)) {
+                    if held.len() < MAX_HELD {
+                        held.push(frames);
+                        continue;
                     }
                 }
-                Err(e) => {
-                    metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "malformed bus message; dropped");
+            }
+            self.handle(frames, hub, metrics, state);
+        }
+    }
+
+    /// Checks, counts and delivers one bus message.
+    fn handle(&self, frames: Vec<Vec<u8>>, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        metrics.bus_received.fetch_add(1, Ordering::Relaxed);
+        self.count_gaps(&frames, &mut state.gaps, metrics);
+        let size: usize = frames.iter().map(Vec::len).sum();
+        if size > self.max_message_bytes {
+            metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                size,
+                limit = self.max_message_bytes,
+                "bus message over the size limit; dropped"
+            );
+            return;
+        }
+        let m = match wire::decode(&frames) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "malformed bus message; dropped");
+                return;
+            }
+        };
+        let more_waiting = || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+        let unrouted = match m.target {
+            Target::All => {
+                metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Target::User(_) => {
+                metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
+                Some(&metrics.bus_user_messages_unrouted)
+            }
+            Target::Channel(_) => {
+                metrics.bus_channel_messages.fetch_add(1, Ordering::Relaxed);
+                Some(&metrics.bus_channel_messages_unrouted)
+            }
+        };
+        let (kind, bare) = bare_form(&m);
+        let deliver = |fanout: &Fanout, message: &Message| match unrouted {
+            None => fanout.broadcast(message, hub),
+            Some(unrouted) => {
+                if !fanout.send_to_topic(m.topic, message, hub, metrics, &more_waiting) {
+                    unrouted.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        };
+        match (&state.recovery, m.stamp) {
+            (Some(recovery), _) => recovery.publish(
+                m.topic,
+                |position| with_position(bare, kind, position, &m),
+                deliver,
+            ),
+            // The forwarder's stamp is the message's position.
+            (None, Some(stamp)) if self.mode == BusMode::Connect => {
+                let position = Position {
+                    epoch: stamp.run,
+                    offset: stamp.number,
+                };
+                deliver(&state.fanout, &with_position(bare, kind, position, &m));
+            }
+            (None, _) => deliver(&state.fanout, &bare),
+        }
+    }
+
+    /// After the forwarder came back, asks it for what it has of every topic this server is
+    /// in: what it accepted before this server's subscriptions reached it went nowhere. Each
+    /// topic's messages wait meanwhile, so they come after.
+    fn ask_for_fill(&self, state: &mut State) {
+        let Some(remote) = &state.remote else {
+            return;
+        };
+        // Takes in the new connection first, so that the requests go down it.
+        let _ = self.sub.get_events();
+        let topics: Vec<Vec<u8>> = std::iter::once(wire::BROADCAST_TOPIC.to_vec())
+            .chain(state.subscribed.iter().cloned())
+            .collect();
+        for topic in topics {
+            let request = remote.fill(&topic);
+            match self.sub.send(request, 0) {
+                Ok(()) => {
+                    state.filling.entry(topic).or_default();
+                }
+                Err(e) => tracing::warn!(error = %e, "bus fill request failed"),
             }
         }
     }
+
+    /// Delivers what the forwarder had of a topic when it came back (what this server had
+    /// not had), then what of the topic waited for it, then counts what neither gave.
+    fn fill(&self, filled: Filled, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        let Filled {
+            topic,
+            messages,
+            position,
+        } = filled;
+        let held = state.filling.remove(&topic).unwrap_or_default();
+        let had = |stamp: Stamp, last: Option<Stamp>| {
+            last.is_some_and(|l| l.run == stamp.run && stamp.number <= l.number)
+        };
+        for (stamp, body) in messages {
+            if had(stamp, state.gaps.last(&topic)) {
+                continue;
+            }
+            let mut t = topic.clone();
+            t.extend_from_slice(&stamp.to_bytes());
+            self.handle(vec![t, body], hub, metrics, state);
+        }
+        // What the forwarder had but no longer kept is lost.
+        if let Some(position) = position {
+            if !had(position, state.gaps.last(&topic)) && position.number > 0 {
+                let missed = state.gaps.advance(&topic, position);
+                metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
+            }
+        }
+        for frames in held {
+            let stamp = wire::split_stamp(&frames[0]).ok().and_then(|(_, s)| s);
+            if stamp.is_some_and(|s| had(s, state.gaps.last(&topic))) {
+                continue;
+            }
+            self.handle(frames, hub, metrics, state);
+        }
+    }
 }
+
+/// The most messages of one topic held while the forwarder is asked what it had before them;
+/// past it, the topic's messages go on at once.
+const MAX_HELD: usize = 100_000;
 
 /// Subscribes `sub` (an XSUB) to `topic`.
 fn subscribe(sub: &zmq::Socket, topic: &[u8]) -> zmq::Result<()> {
@@ -523,6 +621,13 @@ struct State {
     /// Recovery requests waiting for the forwarder's answers, with a forwarder.
     remote: Option<Arc<Remote>>,
     gaps: Gaps,
+    /// The topics this server is subscribed to besides the broadcasts (with a forwarder).
+    subscribed: HashSet<Vec<u8>>,
+    /// After the forwarder came back: the topics waiting for what it had of them, each with
+    /// its messages that came meanwhile.
+    filling: HashMap<Vec<u8>, Vec<Vec<Vec<u8>>>>,
+    /// The forwarder was connected once (a connection after that is a reconnection).
+    connected_before: bool,
 }
 
 /// How often losses are logged at most; the metric counts every one at once.
@@ -566,6 +671,20 @@ impl Gaps {
     /// The last position seen of `topic`.
     fn last(&self, topic: &[u8]) -> Option<Stamp> {
         self.last.get(topic).copied()
+    }
+
+    /// Moves `topic` on to `position`, which did not arrive; returns how many messages that
+    /// skips (all of its epoch up to it, for an epoch not seen here).
+    fn advance(&mut self, topic: &[u8], position: Stamp) -> u64 {
+        let missed = match self.last(topic) {
+            Some(last) if last.run == position.run => {
+                u64::from(position.number.saturating_sub(last.number))
+            }
+            _ => u64::from(position.number),
+        };
+        self.last.insert(topic.to_vec(), position);
+        self.unreported += missed;
+        missed
     }
 
     /// Stops counting `topic` (nothing of it is received any more).

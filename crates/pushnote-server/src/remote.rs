@@ -62,11 +62,28 @@ struct Pending {
     deadline: Instant,
 }
 
+/// What the forwarder had of a topic when it came back (`Remote::fill`).
+pub struct Filled {
+    pub topic: Vec<u8>,
+    /// Its kept messages, from its epoch's first: each one's position and body.
+    pub messages: Vec<(Stamp, Vec<u8>)>,
+    /// The topic's last position there; `None` when no answer came in time.
+    pub position: Option<Stamp>,
+}
+
+/// A fill request waiting for its answer.
+struct Fill {
+    filled: Filled,
+    deadline: Instant,
+}
+
 /// The requests waiting for the forwarder.
 pub struct Remote {
     server: u64,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Fill requests, asked and answered on the bus thread alone.
+    fills: Mutex<HashMap<u64, Fill>>,
     upstream: Arc<dyn Upstream>,
     hub: Arc<Hub>,
     fanout: Arc<Fanout>,
@@ -100,6 +117,7 @@ impl Remote {
             server,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
+            fills: Mutex::new(HashMap::new()),
             upstream,
             hub,
             fanout,
@@ -161,29 +179,81 @@ impl Remote {
 
     /// Whether requests are waiting (the bus thread then looks at their deadlines).
     pub fn waiting(&self) -> bool {
-        !self.lock().is_empty()
+        !self.lock().is_empty() || !self.lock_fills().is_empty()
+    }
+
+    fn lock_fills(&self) -> MutexGuard<'_, HashMap<u64, Fill>> {
+        self.fills.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request, for the bus thread to send, for everything the forwarder keeps of `topic`'s
+    /// current epoch: after the forwarder came back, what it accepted before this server's
+    /// subscriptions reached it.
+    pub fn fill(&self, topic: &[u8]) -> Vec<u8> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_fills().insert(
+            id,
+            Fill {
+                filled: Filled {
+                    topic: topic.to_vec(),
+                    messages: Vec::new(),
+                    position: None,
+                },
+                deadline: Instant::now() + ANSWER_TIMEOUT,
+            },
+        );
+        // Epoch 0 is no topic's: the answer is the current epoch's, from its first.
+        let since = Some(Stamp { run: 0, number: 0 });
+        Request {
+            server: self.server,
+            id,
+            since,
+            topic,
+        }
+        .encode()
     }
 
     /// Takes one part of an answer (`[reply topic, header, body…]`, on the bus thread);
-    /// `message` makes a kept body of the request's topic into what sessions are sent.
+    /// `message` makes a kept body of the request's topic into what sessions are sent. The
+    /// end of a fill's answer returns what it brought, for the bus thread to deliver.
     pub fn take(
         &self,
         frames: &[Vec<u8>],
         message: impl FnOnce(&[u8], Position, &[u8]) -> Option<Message>,
-    ) {
+    ) -> Option<Filled> {
         let Some(part) = frames.get(1).and_then(|h| Part::decode(h)) else {
             tracing::warn!("malformed recovery answer from the forwarder; dropped");
-            return;
+            return None;
         };
+        let id = match part {
+            Part::Message { id, .. } | Part::End { id, .. } => id,
+        };
+        {
+            let mut fills = self.lock_fills();
+            if let Some(fill) = fills.get_mut(&id) {
+                match part {
+                    Part::Message { position, .. } => {
+                        if fill.filled.messages.len() < MAX_ANSWER_MESSAGES {
+                            let body = frames.get(2).cloned().unwrap_or_default();
+                            fill.filled.messages.push((position, body));
+                        }
+                        return None;
+                    }
+                    Part::End { position, .. } => {
+                        let mut fill = fills.remove(&id).expect("found above");
+                        fill.filled.position = Some(position);
+                        return Some(fill.filled);
+                    }
+                }
+            }
+        }
         match part {
             Part::Message { id, position: at } => {
                 let mut pending = self.lock();
-                let Some(p) = pending.get_mut(&id) else {
-                    return;
-                };
+                let p = pending.get_mut(&id)?;
                 if p.messages.len() >= MAX_ANSWER_MESSAGES {
                     p.overflow = true;
-                    return;
+                    return None;
                 }
                 let made = frames
                     .get(2)
@@ -199,9 +269,7 @@ impl Remote {
                 position: at,
                 end,
             } => {
-                let Some(p) = self.lock().remove(&id) else {
-                    return;
-                };
+                let p = self.lock().remove(&id)?;
                 let recovered = match end {
                     End::Position => None,
                     _ if p.overflow => Some(Err(Why::Evicted)),
@@ -213,11 +281,35 @@ impl Remote {
                 self.answer(p, position(at), recovered);
             }
         }
+        None
     }
 
     /// Gives up the requests whose answer is late: each session is let into its topic and
     /// told it was not recovered; `last` is the last position this server saw of a topic.
-    pub fn expire(&self, now: Instant, last: impl Fn(&[u8]) -> Option<Stamp>) {
+    /// Returns the fills given up, with nothing in them.
+    pub fn expire(&self, now: Instant, last: impl Fn(&[u8]) -> Option<Stamp>) -> Vec<Filled> {
+        let late_fills: Vec<Filled> = {
+            let mut fills = self.lock_fills();
+            let ids: Vec<u64> = fills
+                .iter()
+                .filter(|(_, f)| f.deadline <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| fills.remove(id))
+                .map(|f| Filled {
+                    topic: f.filled.topic,
+                    messages: Vec::new(),
+                    position: None,
+                })
+                .collect()
+        };
+        if !late_fills.is_empty() {
+            tracing::warn!(
+                topics = late_fills.len(),
+                "the forwarder did not answer in time what it had when it came back"
+            );
+        }
         let late: Vec<Pending> = {
             let mut pending = self.lock();
             let ids: Vec<u64> = pending
@@ -242,6 +334,7 @@ impl Remote {
             );
             self.answer(p, at, Some(Err(Why::Unavailable)));
         }
+        late_fills
     }
 
     fn answer(&self, p: Pending, at: Position, recovered: Option<Result<(), Why>>) {

@@ -1,6 +1,7 @@
 //! pushnote.js, served by the server at `<route>/pushnote.js`, in headless Chromium over the
-//! stock SockJS client: reconnection through a `kill -9` with every message once and in order,
-//! the close codes, a token refreshed when it expired, and a server that keeps no history.
+//! stock SockJS client: through a `kill -9` of a single server and of a forwarder, every
+//! message once and in order; the close codes, a token refreshed when it expired, and a server
+//! that keeps no history.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,6 +222,80 @@ fn through_a_dropped_connection_and_a_kill_9_every_accepted_message_arrives_once
         "{states:?}"
     );
     assert_eq!(states.last(), Some(&"open"), "{states:?}");
+}
+
+#[test]
+fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_arrives_once_and_in_order()
+{
+    let (mut bridge, _) = Bridge::start();
+    let mut fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    let (sub, publish) = (fwd.sub.clone(), fwd.publish.clone());
+    bridge.open_pushnote(
+        "p",
+        &srv.url,
+        json!({"token": token("u1"), "channels": ["news"], "minDelay": 200, "maxDelay": 1000}),
+    );
+    wait_log(&mut bridge, "the user and the channel subscribed", |b| {
+        let subscribed: Vec<_> = events(b, "p", "subscribed").collect();
+        subscribed.iter().any(|e| e["data"]["user"] == "u1")
+            && subscribed.iter().any(|e| e["data"]["channel"] == "news")
+    });
+    // An app publishes a round to all three every 10 ms (sends fail at once while no
+    // forwarder runs: those rounds are not accepted).
+    let accepted = Arc::new(Mutex::new(Vec::<(u64, bool)>::new()));
+    let restarted = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = {
+        let (accepted, restarted, stop) = (accepted.clone(), restarted.clone(), stop.clone());
+        let sub = sub.clone();
+        std::thread::spawn(move || {
+            let app = publisher(&sub);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                n += 1;
+                let after = restarted.load(Ordering::Acquire);
+                let data = json!({ "n": n });
+                let sent = app.notify_all(&data).is_ok()
+                    && app.notify(&data, ["u1"]).is_ok()
+                    && app.publish("news", "tick", &data).is_ok();
+                if sent {
+                    accepted.lock().unwrap().push((n, after));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    wait_pushed(&mut bridge, "p", 20);
+    fwd.proc.signal("KILL");
+    assert!(
+        fwd.proc.wait_exit(WAIT).is_some(),
+        "the forwarder is killed"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let _again = forwarder_with(&["--sub", &sub, "--pub", &publish]);
+    restarted.store(true, Ordering::Release);
+    let deadline = Instant::now() + LONG;
+    while accepted.lock().unwrap().iter().filter(|(_, a)| *a).count() < 100 {
+        assert!(Instant::now() < deadline, "the new run accepts messages");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Release);
+    publishing.join().unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    wait_pushed(&mut bridge, "p", accepted.last().unwrap().0);
+    for topic in TOPICS {
+        let got = pushed(&bridge, "p", topic);
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "{topic}: in order, once: {got:?}"
+        );
+        for (n, after) in &accepted {
+            if *after {
+                assert!(got.contains(n), "{topic}: accepted by the new run: {n}");
+            }
+        }
+    }
 }
 
 /// The states page `id` went through, in order.

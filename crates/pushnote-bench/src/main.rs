@@ -8,6 +8,9 @@
 //! as fast as the slowest takes them: connects/s, RSS per idle session, deliveries/s, latency,
 //! loss (`fanout.rs`).
 //!
+//! `storm` cuts sessions with positions by a server restart and measures their coming back
+//! (`storm.rs`).
+//!
 //! `forwarder` measures pushnote-mq alone: messages/s from an app to a server, and loss
 //! (`forwarder.rs`).
 //!
@@ -25,6 +28,7 @@ mod reader;
 mod rtt;
 mod scan;
 mod session;
+mod storm;
 mod track;
 mod ws;
 mod xhr;
@@ -65,6 +69,10 @@ enum Command {
     /// Messages through pushnote-mq as fast as it moves them, from a PUB playing the app to a
     /// SUB playing a server; reports messages/s and every message lost.
     Forwarder(forwarder::ForwarderBench),
+    /// Sessions with positions, each its own user, cut at once by a server restart and coming
+    /// back with their positions while broadcasts and user messages flow; reports how long
+    /// until every one was live again, and every message lost or duplicated.
+    Storm(storm::Storm),
     /// Echoes back what each TCP connection sends, until killed: the other end of `rtt`.
     Echo(rtt::Echo),
     /// Round trips of 8 bytes through an `echo`, at a fixed rate; reports their latency. Pinned
@@ -126,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(soak) => runtime.block_on(run_soak(soak)),
         Command::Fanout(f) => runtime.block_on(fanout::run(f)),
         Command::Forwarder(f) => forwarder::run(f),
+        Command::Storm(s) => runtime.block_on(storm::run(s)),
         Command::Echo(e) => rtt::echo(e),
         Command::Rtt(r) => rtt::rtt(r),
     }

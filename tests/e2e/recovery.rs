@@ -624,3 +624,65 @@ async fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_ar
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_a_forwarder_restarted_with_sigterm_gives_its_pages_all_they_missed() {
+    let fwd = forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--history-size",
+        "100000",
+    ]);
+    let mut srv = server(&fwd, &[QUEUE, ROOM]);
+    let port = srv.origin.rsplit(':').next().unwrap().to_owned();
+    let mut a = Page::open(&srv).await;
+    a.positions(None).await;
+    a.subscribe(json!({"token": token("u1")}), "user").await;
+    a.subscribe(json!({"channel": "news"}), "channel:news")
+        .await;
+    let last = 1000;
+    let rounds = Arc::new(AtomicU64::new(0));
+    let publishing = publish_rounds(fwd.sub.clone(), last, rounds.clone());
+    a.read_until(|p| TOPICS.iter().all(|t| p.last_n(t) >= 100))
+        .await;
+    // The server goes: its pages are told 3001, and what was on its way to them is lost.
+    srv.proc.terminate();
+    let close = loop {
+        match a.client.frame().await {
+            Frame::Close(code, _) => break code,
+            Frame::Messages(m) => m.iter().for_each(|v| a.record(v)),
+            Frame::Heartbeat => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(close, 3001);
+    assert!(srv.proc.wait_exit(WAIT).is_some(), "the server stops");
+    let (a_got, since) = (a.got.clone(), a.at.clone());
+    drop(a);
+    let mut args = server_args(&fwd, &port);
+    args.extend_from_slice(&[QUEUE, ROOM]);
+    let srv = spawn_server(&mut server_cmd(&args), false);
+    // The page comes back to the restarted server with its positions.
+    let mut b = Page::open(&srv).await;
+    let reply = b.positions(Some(&since["broadcast"])).await;
+    assert_eq!(reply["data"]["recovered"], true, "{reply}");
+    for (data, topic) in [
+        (
+            json!({"token": token("u1"), "since": since["user"]}),
+            "user",
+        ),
+        (
+            json!({"channel": "news", "since": since["channel:news"]}),
+            "channel:news",
+        ),
+    ] {
+        let reply = b.subscribe(data, topic).await;
+        assert_eq!(reply["data"]["recovered"], true, "{topic}: {reply}");
+    }
+    b.read_until(|p| TOPICS.iter().all(|t| p.last_n(t) == last))
+        .await;
+    publishing.join().unwrap();
+    assert_seamless(&a_got, &b.got, last);
+}

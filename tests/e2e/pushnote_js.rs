@@ -4,8 +4,6 @@
 //! that keeps no history.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -66,6 +64,21 @@ fn wait_pushed(bridge: &mut Bridge, id: &str, at_least: u64) {
     }
 }
 
+/// Opens page `p` with pushnote.js at `url`, as user `u1` and in channel `news`, reconnecting
+/// within a second, and waits until it is subscribed to both.
+fn open_subscribed(bridge: &mut Bridge, url: &str) {
+    bridge.open_pushnote(
+        "p",
+        url,
+        json!({"token": token("u1"), "channels": ["news"], "minDelay": 200, "maxDelay": 1000}),
+    );
+    wait_log(bridge, "the user and the channel subscribed", |b| {
+        let subscribed: Vec<_> = events(b, "p", "subscribed").collect();
+        subscribed.iter().any(|e| e["data"]["user"] == "u1")
+            && subscribed.iter().any(|e| e["data"]["channel"] == "news")
+    });
+}
+
 /// A `--single` server on `port` binding its bus at `bus`, keeping room for all a run is sent
 /// while a page is away, however slow it comes back.
 fn single_on(port: &str, bus: &str) -> Server {
@@ -109,46 +122,14 @@ fn through_a_dropped_connection_and_a_kill_9_every_accepted_message_arrives_once
     let mut srv = single_on("0", "tcp://127.0.0.1:*");
     let port = srv.origin.rsplit(':').next().unwrap().to_owned();
     let bus = srv.bus.clone().unwrap();
-    bridge.open_pushnote(
-        "p",
-        &srv.url,
-        json!({"token": token("u1"), "channels": ["news"], "minDelay": 200, "maxDelay": 1000}),
-    );
-    wait_log(&mut bridge, "the user and the channel subscribed", |b| {
-        let subscribed: Vec<_> = events(b, "p", "subscribed").collect();
-        subscribed.iter().any(|e| e["data"]["user"] == "u1")
-            && subscribed.iter().any(|e| e["data"]["channel"] == "news")
-    });
+    open_subscribed(&mut bridge, &srv.url);
 
-    // An app publishes a round to all three topics every 3 ms, noting the rounds accepted and
-    // whether that was after the new run had received a message.
-    let accepted = Arc::new(Mutex::new(Vec::<(u64, bool)>::new()));
-    let restarted = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishing = {
-        let (accepted, restarted, stop) = (accepted.clone(), restarted.clone(), stop.clone());
-        let bus = bus.clone();
-        std::thread::spawn(move || {
-            let app = publisher(&bus);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                n += 1;
-                let after = restarted.load(Ordering::Acquire);
-                let data = json!({ "n": n });
-                let sent = app.notify_all(&data).is_ok()
-                    && app.notify(&data, ["u1"]).is_ok()
-                    && app.publish("news", "tick", &data).is_ok();
-                if sent {
-                    accepted.lock().unwrap().push((n, after));
-                }
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        })
-    };
+    // An app publishes a round to all three topics every 3 ms.
+    let rounds = Rounds::start(&bus, Duration::from_millis(3));
     wait_pushed(&mut bridge, "p", 20);
 
     // The page's connection drops; it comes back to the same run and is given what it missed.
-    let dropped = accepted.lock().unwrap().last().unwrap().0;
+    let dropped = rounds.last_accepted();
     bridge.eval("p", "push._sock.close()");
     bridge.until(LONG, |e| e["id"] == "p" && e["state"] == "reconnecting");
     bridge.until(LONG, |e| e["id"] == "p" && e["state"] == "open");
@@ -171,35 +152,18 @@ fn through_a_dropped_connection_and_a_kill_9_every_accepted_message_arrives_once
     // What the publisher sent before it saw the new run may be lost on the way; once the new
     // run has received a message, every later one follows it down the same connection.
     block_on(srv.wait_metric(BROADCASTS, 1));
-    restarted.store(true, Ordering::Release);
-    let deadline = Instant::now() + LONG;
-    while accepted.lock().unwrap().iter().filter(|(_, a)| *a).count() < 100 {
-        assert!(Instant::now() < deadline, "the new run accepts messages");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    rounds.restarted();
+    rounds.wait_accepted_after(100);
     // The page comes back by itself, and is told the old run's history is gone.
     wait_log(&mut bridge, "a page told of every topic it lost", |b| {
         TOPICS
             .iter()
             .all(|t| events(b, "p", "lost").any(|e| e["topic"] == *t))
     });
-    stop.store(true, Ordering::Release);
-    publishing.join().unwrap();
-    let accepted = accepted.lock().unwrap().clone();
-    let last = accepted.last().unwrap().0;
-    wait_pushed(&mut bridge, "p", last);
-
+    let accepted = rounds.stop();
+    wait_pushed(&mut bridge, "p", accepted.last().unwrap().0);
     for topic in TOPICS {
-        let got = pushed(&bridge, "p", topic);
-        assert!(
-            got.windows(2).all(|w| w[0] < w[1]),
-            "{topic}: in order, once: {got:?}"
-        );
-        for (n, after) in &accepted {
-            if *after {
-                assert!(got.contains(n), "{topic}: accepted after the restart: {n}");
-            }
-        }
+        assert_after_restart_all_once_in_order(topic, &pushed(&bridge, "p", topic), &accepted);
     }
     let lost: HashMap<String, String> = events(&bridge, "p", "lost")
         .map(|e| {
@@ -231,41 +195,9 @@ fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_arrives_
     let mut fwd = forwarder();
     let srv = server(&fwd, &[]);
     let (sub, publish) = (fwd.sub.clone(), fwd.publish.clone());
-    bridge.open_pushnote(
-        "p",
-        &srv.url,
-        json!({"token": token("u1"), "channels": ["news"], "minDelay": 200, "maxDelay": 1000}),
-    );
-    wait_log(&mut bridge, "the user and the channel subscribed", |b| {
-        let subscribed: Vec<_> = events(b, "p", "subscribed").collect();
-        subscribed.iter().any(|e| e["data"]["user"] == "u1")
-            && subscribed.iter().any(|e| e["data"]["channel"] == "news")
-    });
-    // An app publishes a round to all three every 10 ms (sends fail at once while no
-    // forwarder runs: those rounds are not accepted).
-    let accepted = Arc::new(Mutex::new(Vec::<(u64, bool)>::new()));
-    let restarted = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let publishing = {
-        let (accepted, restarted, stop) = (accepted.clone(), restarted.clone(), stop.clone());
-        let sub = sub.clone();
-        std::thread::spawn(move || {
-            let app = publisher(&sub);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                n += 1;
-                let after = restarted.load(Ordering::Acquire);
-                let data = json!({ "n": n });
-                let sent = app.notify_all(&data).is_ok()
-                    && app.notify(&data, ["u1"]).is_ok()
-                    && app.publish("news", "tick", &data).is_ok();
-                if sent {
-                    accepted.lock().unwrap().push((n, after));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    open_subscribed(&mut bridge, &srv.url);
+    // An app publishes a round to all three every 10 ms.
+    let rounds = Rounds::start(&sub, Duration::from_millis(10));
     wait_pushed(&mut bridge, "p", 20);
     fwd.proc.signal("KILL");
     assert!(
@@ -274,27 +206,12 @@ fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_arrives_
     );
     std::thread::sleep(Duration::from_secs(1));
     let _again = forwarder_with(&["--sub", &sub, "--pub", &publish]);
-    restarted.store(true, Ordering::Release);
-    let deadline = Instant::now() + LONG;
-    while accepted.lock().unwrap().iter().filter(|(_, a)| *a).count() < 100 {
-        assert!(Instant::now() < deadline, "the new run accepts messages");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    stop.store(true, Ordering::Release);
-    publishing.join().unwrap();
-    let accepted = accepted.lock().unwrap().clone();
+    rounds.restarted();
+    rounds.wait_accepted_after(100);
+    let accepted = rounds.stop();
     wait_pushed(&mut bridge, "p", accepted.last().unwrap().0);
     for topic in TOPICS {
-        let got = pushed(&bridge, "p", topic);
-        assert!(
-            got.windows(2).all(|w| w[0] < w[1]),
-            "{topic}: in order, once: {got:?}"
-        );
-        for (n, after) in &accepted {
-            if *after {
-                assert!(got.contains(n), "{topic}: accepted by the new run: {n}");
-            }
-        }
+        assert_after_restart_all_once_in_order(topic, &pushed(&bridge, "p", topic), &accepted);
     }
 }
 

@@ -184,14 +184,7 @@ async fn a_page_that_comes_back_while_messages_flow_misses_none_and_sees_none_tw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_comes_back_to_another_server_of_a_forwarder_misses_none_and_sees_none_twice() {
-    let fwd = forwarder_with(&[
-        "--sub",
-        "tcp://127.0.0.1:*",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--history-size",
-        "100000",
-    ]);
+    let fwd = forwarder_keeping("100000");
     let (first, second) = (server(&fwd, &[QUEUE, ROOM]), server(&fwd, &[QUEUE, ROOM]));
     comes_back(&first, &second, fwd.sub.clone()).await;
     assert_eq!(first.metric("pushnote_bus_messages_lost_total").await, 0);
@@ -255,14 +248,7 @@ async fn comes_back(first: &Server, second: &Server, endpoint: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_forwarders_history_a_page_is_told_it_was_not_recovered() {
-    let fwd = forwarder_with(&[
-        "--sub",
-        "tcp://127.0.0.1:*",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--history-size",
-        "3",
-    ]);
+    let fwd = forwarder_keeping("3");
     let srv = server(&fwd, &[]);
     let bus = publisher(&fwd.sub);
     let mut a = Page::open(&srv).await;
@@ -559,32 +545,8 @@ async fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_ar
     page.subscribe(json!({"token": token("u1")}), "user").await;
     page.subscribe(json!({"channel": "news"}), "channel:news")
         .await;
-    // An app publishes a round to all three every 10 ms, noting the rounds accepted and
-    // whether the new run accepted them.
-    let accepted = Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
-    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publishing = {
-        let (accepted, restarted, stop) = (accepted.clone(), restarted.clone(), stop.clone());
-        let sub = sub.clone();
-        std::thread::spawn(move || {
-            let app = publisher(&sub);
-            let mut n = 0;
-            while !stop.load(Ordering::Acquire) {
-                n += 1;
-                let after = restarted.load(Ordering::Acquire);
-                let data = json!({ "n": n });
-                // While no forwarder runs, sends fail at once: those rounds are not accepted.
-                let sent = app.notify_all(&data).is_ok()
-                    && app.notify(&data, ["u1"]).is_ok()
-                    && app.publish("news", "tick", &data).is_ok();
-                if sent {
-                    accepted.lock().unwrap().push((n, after));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    // An app publishes a round to all three every 10 ms.
+    let rounds = Rounds::start(&sub, Duration::from_millis(10));
     page.read_until(|p| TOPICS.iter().all(|t| p.last_n(t) >= 20))
         .await;
     fwd.proc.signal("KILL");
@@ -596,45 +558,21 @@ async fn through_a_kill_9_of_the_forwarder_every_message_the_new_run_accepted_ar
     let _restarted_forwarder = forwarder_with(&["--sub", &sub, "--pub", &publish]);
     // Every round accepted from now on is the new run's; the server comes back to it in its
     // own time (ZeroMQ's reconnection back-off), after the app has.
-    restarted.store(true, Ordering::Release);
-    let deadline = tokio::time::Instant::now() + 3 * WAIT;
-    while accepted.lock().unwrap().iter().filter(|(_, a)| *a).count() < 100 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new run accepts"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.store(true, Ordering::Release);
-    publishing.join().unwrap();
-    let accepted = accepted.lock().unwrap().clone();
+    rounds.restarted();
+    rounds.wait_accepted_after(100);
+    let accepted = rounds.stop();
     let last = accepted.last().unwrap().0;
     page.read_until(|p| TOPICS.iter().all(|t| p.last_n(t) == last))
         .await;
     for topic in TOPICS {
         let got: Vec<u64> = page.got[topic].iter().map(|&(n, _)| n).collect();
-        assert!(
-            got.windows(2).all(|w| w[0] < w[1]),
-            "{topic}: in order, once: {got:?}"
-        );
-        for (n, after) in &accepted {
-            if *after {
-                assert!(got.contains(n), "{topic}: accepted by the new run: {n}");
-            }
-        }
+        assert_after_restart_all_once_in_order(topic, &got, &accepted);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_of_a_forwarder_restarted_with_sigterm_gives_its_pages_all_they_missed() {
-    let fwd = forwarder_with(&[
-        "--sub",
-        "tcp://127.0.0.1:*",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--history-size",
-        "100000",
-    ]);
+    let fwd = forwarder_keeping("100000");
     let mut srv = server(&fwd, &[QUEUE, ROOM]);
     let port = srv.origin.rsplit(':').next().unwrap().to_owned();
     let mut a = Page::open(&srv).await;

@@ -591,3 +591,119 @@ pub async fn sync(publisher: &pushnote::Publisher, client: &mut Client, target: 
         );
     }
 }
+
+/// An app publishing rounds `{"n": n}` to everyone, to user `u1` and on channel `news` (event
+/// `tick`), one every `period`, noting each round accepted (with no forwarder or server
+/// subscribed, sends fail at once and the round is not) and whether it came after
+/// [`Rounds::restarted`].
+pub struct Rounds {
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<(u64, bool)>>>,
+    restarted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Rounds {
+    pub fn start(endpoint: &str, period: Duration) -> Rounds {
+        use std::sync::atomic::Ordering;
+        let rounds = Rounds {
+            accepted: Default::default(),
+            restarted: Default::default(),
+            stop: Default::default(),
+            thread: None,
+        };
+        let (accepted, restarted, stop) = (
+            rounds.accepted.clone(),
+            rounds.restarted.clone(),
+            rounds.stop.clone(),
+        );
+        let endpoint = endpoint.to_owned();
+        let thread = std::thread::spawn(move || {
+            let app = publisher(&endpoint);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                n += 1;
+                let after = restarted.load(Ordering::Acquire);
+                let data = serde_json::json!({ "n": n });
+                let sent = app.notify_all(&data).is_ok()
+                    && app.notify(&data, ["u1"]).is_ok()
+                    && app.publish("news", "tick", &data).is_ok();
+                if sent {
+                    accepted.lock().unwrap().push((n, after));
+                }
+                std::thread::sleep(period);
+            }
+        });
+        Rounds {
+            thread: Some(thread),
+            ..rounds
+        }
+    }
+
+    /// The last round accepted so far (0 before the first).
+    pub fn last_accepted(&self) -> u64 {
+        self.accepted.lock().unwrap().last().map_or(0, |&(n, _)| n)
+    }
+
+    /// Rounds accepted from now on count as the restarted run's.
+    pub fn restarted(&self) {
+        self.restarted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits until `n` rounds were accepted since [`Rounds::restarted`].
+    pub fn wait_accepted_after(&self, n: usize) {
+        let deadline = std::time::Instant::now() + 3 * WAIT;
+        while self
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, a)| *a)
+            .count()
+            < n
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the restarted run accepts rounds"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops publishing; every round accepted, in order, each with whether it came after the
+    /// restart.
+    pub fn stop(mut self) -> Vec<(u64, bool)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+/// `got`, the `n`s a page received of `topic`, holds each once and in order, and every round
+/// of `accepted` that came after the restart.
+pub fn assert_after_restart_all_once_in_order(topic: &str, got: &[u64], accepted: &[(u64, bool)]) {
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "{topic}: in order, once: {got:?}"
+    );
+    for (n, after) in accepted {
+        if *after {
+            assert!(got.contains(n), "{topic}: accepted after the restart: {n}");
+        }
+    }
+}
+
+/// A forwarder on free ports that keeps `history_size` messages a topic.
+pub fn forwarder_keeping(history_size: &str) -> Forwarder {
+    forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--history-size",
+        history_size,
+    ])
+}

@@ -356,7 +356,33 @@ async fn past_the_history_a_page_is_told_it_was_not_recovered_and_goes_on_from_n
 async fn bad_positions_get_clear_answers_and_the_session_carries_on() {
     let srv = single_server(&["--secret", SECRET]);
     let bus = publisher(srv.bus.as_deref().unwrap());
+    bad_positions(&srv, &bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_forwarder_bad_positions_and_requests_in_a_loop_get_clear_answers() {
+    let fwd = forwarder();
+    let srv = server(&fwd, &["--max-channels", "5"]);
+    let bus = publisher(&fwd.sub);
+    bad_positions(&srv, &bus).await;
+    // Each positions request costs a request to the forwarder: a page asking in a loop is
+    // told to slow down, and carries on.
     let mut page = Page::open(&srv).await;
+    let mut slowed = 0;
+    for _ in 0..30 {
+        let reply = page.positions(None).await;
+        if reply["data"]["code"] == "too_many_requests" {
+            slowed += 1;
+        }
+    }
+    assert!(slowed > 0, "requests in a loop are refused past the budget");
+    bus.notify_all(&json!({ "n": 99 })).unwrap();
+    page.read_until(|p| p.last_n("broadcast") == 99).await;
+}
+
+/// Bad positions sent to `srv` (whose apps publish through `bus`) get clear answers.
+async fn bad_positions(srv: &Server, bus: &pushnote::Publisher) {
+    let mut page = Page::open(srv).await;
     let code = |reply: &Value| reply["data"]["code"].as_str().unwrap_or("").to_owned();
     // A position without positions on.
     let reply = page
@@ -416,7 +442,7 @@ async fn bad_positions_get_clear_answers_and_the_session_carries_on() {
     let b = page.positions(None).await;
     let future =
         json!({"epoch": epoch, "offset": b["data"]["position"]["offset"].as_u64().unwrap() + 5});
-    let mut other = Page::open(&srv).await;
+    let mut other = Page::open(srv).await;
     let reply = other.positions(Some(&future)).await;
     assert_eq!(reply["data"]["recovered"], false, "{reply}");
     assert_eq!(reply["data"]["reason"], "future", "{reply}");

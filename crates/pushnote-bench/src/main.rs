@@ -80,17 +80,24 @@ enum Command {
     Rtt(rtt::Rtt),
 }
 
+/// The server a load runs against, and how its apps publish and sign tokens.
 #[derive(clap::Args)]
-struct Soak {
+pub(crate) struct Target {
     /// The server's SockJS URL.
     #[arg(long, default_value = "http://127.0.0.1:8080/sockjs")]
-    url: String,
+    pub url: String,
     /// Where to publish (the forwarder's app side, or a --single server).
     #[arg(long, default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
-    bus: String,
+    pub bus: String,
     /// The secret tokens are signed with (the server's --secret).
     #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
-    secret: String,
+    pub secret: String,
+}
+
+#[derive(clap::Args)]
+struct Soak {
+    #[command(flatten)]
+    target: Target,
     /// Sessions that stay connected the whole run (the ones checked for loss).
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
@@ -166,8 +173,8 @@ pub(crate) fn endpoints(url: &str) -> anyhow::Result<(SocketAddr, impl Fn(usize)
 }
 
 async fn run_soak(args: Soak) -> anyhow::Result<()> {
-    let (server, ws_url) = endpoints(&args.url)?;
-    let signer = pushnote::Signer::new(&args.secret)?;
+    let (server, ws_url) = endpoints(&args.target.url)?;
+    let signer = pushnote::Signer::new(&args.target.secret)?;
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let rss_start = rss_kib(args.pid);
@@ -209,7 +216,7 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         .collect();
 
     // 2. The publisher, on its own thread (ZeroMQ sockets block).
-    let bus = Arc::new(pushnote::Publisher::connect(&args.bus)?);
+    let bus = Arc::new(pushnote::Publisher::connect(&args.target.bus)?);
     let users = args.users;
     let per_user = (args.sessions / users.max(1)).max(1) as f64;
     let mut sent_b = 0u64;

@@ -26,15 +26,8 @@ use crate::ws::{Incoming, Ws};
 
 #[derive(clap::Args)]
 pub struct Storm {
-    /// The server's SockJS URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080/sockjs")]
-    url: String,
-    /// Where to publish (the forwarder's app side).
-    #[arg(long, default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
-    bus: String,
-    /// The secret tokens are signed with (the server's --secret).
-    #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
-    secret: String,
+    #[command(flatten)]
+    target: crate::Target,
     /// Sessions, each subscribed as a user of its own.
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
@@ -89,9 +82,9 @@ struct Data {
 }
 
 pub async fn run(args: Storm) -> anyhow::Result<()> {
-    let (server, ws_url) = crate::endpoints(&args.url)?;
+    let (server, ws_url) = crate::endpoints(&args.target.url)?;
     let ws_url = Arc::new(ws_url);
-    let signer = pushnote::Signer::new(&args.secret)?;
+    let signer = pushnote::Signer::new(&args.target.secret)?;
     let shared = Arc::new(Shared::default());
     let gate = Arc::new(Semaphore::new(200));
     eprintln!("connecting {} sessions…", args.sessions);
@@ -114,7 +107,7 @@ pub async fn run(args: Storm) -> anyhow::Result<()> {
     let published = Arc::new(Mutex::new((0u64, vec![0u64; args.sessions])));
     let load = {
         let (published, shared) = (published.clone(), shared.clone());
-        let (bus, sessions) = (args.bus.clone(), args.sessions);
+        let (bus, sessions) = (args.target.bus.clone(), args.sessions);
         let (b_rate, u_rate) = (args.broadcast_rate, args.user_rate);
         std::thread::spawn(move || -> anyhow::Result<u64> {
             let app = pushnote::Publisher::connect(&bus)?;

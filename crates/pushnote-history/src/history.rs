@@ -147,24 +147,30 @@ fn topic_cost(name: &[u8]) -> usize {
     name.len() + TOPIC_OVERHEAD
 }
 
+/// A number another process's is almost surely not (the time and the process id through a
+/// randomly keyed hash): the first of a history's epochs, or a server's id on the bus.
+pub fn fresh_seed() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 impl<V: Weigh> History<V> {
     /// An empty history whose epochs differ from any other history's, almost surely.
     pub fn new(limits: Limits, now: Instant) -> History<V> {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        h.write_u32(std::process::id());
         History {
             limits,
             topics: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
             kept: 0,
-            next_epoch: h.finish() as u32,
+            next_epoch: fresh_seed() as u32,
             swept: now,
             counts: Counts::default(),
         }

@@ -163,7 +163,7 @@ impl Bus {
         sub.set_reconnect_ivl(100).map_err(err)?;
         sub.set_reconnect_ivl_max(1000).map_err(err)?;
         subscribe(&sub, wire::BROADCAST_TOPIC).map_err(err)?;
-        let server = random_id();
+        let server = pushnote_history::history::fresh_seed();
         if mode == BusMode::Connect {
             subscribe(&sub, &recover::reply_topic(server)).map_err(err)?;
         }
@@ -562,20 +562,6 @@ fn subscribe(sub: &zmq::Socket, topic: &[u8]) -> zmq::Result<()> {
     m.push(1);
     m.extend_from_slice(topic);
     sub.send(m, 0)
-}
-
-/// An id for this server that another's is almost surely not.
-fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// A message as pages without positions receive it: a broadcast's and a user's as the bare

@@ -613,6 +613,9 @@ async fn a_server_of_a_forwarder_restarted_with_sigterm_gives_its_pages_all_they
         .await;
     // The server goes: its pages are told 3001, and what was on its way to them is lost.
     srv.proc.terminate();
+    for v in a.client.take_pending() {
+        a.record(&v);
+    }
     let close = loop {
         match a.client.frame().await {
             Frame::Close(code, _) => break code,

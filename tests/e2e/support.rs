@@ -515,6 +515,11 @@ impl Client {
         }
     }
 
+    /// The messages of frames already read that [`Client::next`] has not returned yet.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        self.pending.drain(..).collect()
+    }
+
     /// Asserts that no message arrives for `d`.
     pub async fn expect_silence(&mut self, d: Duration) {
         assert!(self.pending.is_empty(), "unexpected {:?}", self.pending);

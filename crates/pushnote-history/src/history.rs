@@ -327,6 +327,28 @@ impl<V: Weigh> History<V> {
         }))
     }
 
+    /// Where a page that saw `seen` of `topic` is given messages from ([`History::after`]), and
+    /// whether that is all it missed: after `seen`; or, `seen` being of another epoch (the
+    /// history was lost since), from the current epoch's start if the history still holds its
+    /// first message, the page being told it may have lost others; otherwise from nowhere.
+    pub fn resume(
+        &mut self,
+        topic: &[u8],
+        seen: Position,
+        now: Instant,
+    ) -> (Result<(), NotRecovered>, Option<Position>) {
+        let why = match self.after(topic, seen, now) {
+            Ok(_) => return (Ok(()), Some(seen)),
+            Err(why) => why,
+        };
+        if why != NotRecovered::Epoch {
+            return (Err(why), None);
+        }
+        let start = self.position(topic, now).start();
+        let from = self.after(topic, start, now).is_ok().then_some(start);
+        (Err(why), from)
+    }
+
     /// Drops the messages older than [`Limits::age`], and, once every [`Limits::idle`], the
     /// topics idle that long with nothing kept. Cheap to call often.
     pub fn expire(&mut self, now: Instant) {
@@ -599,6 +621,33 @@ mod tests {
         // The queue of all messages holds one entry per kept message, give or take the ones
         // already gone that have not come up yet: never more than the messages appended.
         assert!(h.order.len() <= 3_000);
+    }
+
+    #[test]
+    fn another_epochs_page_resumes_from_the_current_epochs_first_while_it_is_kept() {
+        let now = Instant::now();
+        let mut h = History::new(limits(3, 1 << 20), now);
+        for _ in 0..3 {
+            h.append(b"t", |_| Box::from(&b"m"[..]), now);
+        }
+        let here = h.position(b"t", now);
+        assert_eq!(h.resume(b"t", here, now), (Ok(()), Some(here)));
+        let other = Position {
+            epoch: here.epoch ^ 1,
+            offset: 2,
+        };
+        assert_eq!(
+            h.resume(b"t", other, now),
+            (Err(NotRecovered::Epoch), Some(here.start()))
+        );
+        // A fourth message pushes the epoch's first out: nothing of it is given.
+        h.append(b"t", |_| Box::from(&b"m"[..]), now);
+        assert_eq!(h.resume(b"t", other, now), (Err(NotRecovered::Epoch), None));
+        let future = Position { offset: 9, ..here };
+        assert_eq!(
+            h.resume(b"t", future, now),
+            (Err(NotRecovered::Future), None)
+        );
     }
 
     #[test]

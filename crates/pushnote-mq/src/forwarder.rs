@@ -292,10 +292,6 @@ impl Thread {
     fn answer(&mut self, request: &Request<'_>, now: Instant) {
         let reply_topic = recover::reply_topic(request.server);
         let id = request.id;
-        let stamp = |p: Position| Stamp {
-            run: p.epoch,
-            number: p.offset,
-        };
         let position = self.history.position(request.topic, now);
         let Thread {
             history, publisher, ..
@@ -305,7 +301,7 @@ impl Thread {
             for (at, body) in kept {
                 let part = Part::Message {
                     id,
-                    position: stamp(at),
+                    position: at.into(),
                 };
                 let sent = publisher
                     .send(&reply_topic[..], zmq::SNDMORE)
@@ -320,25 +316,14 @@ impl Thread {
         let end = match request.since {
             None => End::Position,
             Some(since) => {
-                let since = Position {
-                    epoch: since.run,
-                    offset: since.number,
-                };
-                let recovered = match history.after(request.topic, since, now) {
-                    Ok(mut kept) => {
-                        give(&mut kept);
-                        Ok(())
-                    }
-                    Err(why) => Err(why),
-                };
+                let (recovered, from) = history.resume(request.topic, since.into(), now);
+                if let Some(Ok(mut kept)) = from.map(|from| history.after(request.topic, from, now))
+                {
+                    give(&mut kept);
+                }
                 match recovered {
                     Ok(()) => End::Recovered,
-                    Err(NotRecovered::Epoch) => {
-                        if let Ok(mut kept) = history.after(request.topic, position.start(), now) {
-                            give(&mut kept);
-                        }
-                        End::Epoch
-                    }
+                    Err(NotRecovered::Epoch) => End::Epoch,
                     Err(NotRecovered::Future) => End::Future,
                     Err(NotRecovered::Evicted) => End::Evicted,
                 }
@@ -346,7 +331,7 @@ impl Thread {
         };
         let part = Part::End {
             id,
-            position: stamp(position),
+            position: position.into(),
             end,
         };
         let sent = publisher
@@ -408,10 +393,7 @@ impl Thread {
             },
             now,
         );
-        let stamp = Stamp {
-            run: position.epoch,
-            number: position.offset,
-        };
+        let stamp = Stamp::from(position);
         let mut topic = zmq::Message::with_size(topic_len + wire::STAMP_BYTES);
         topic[..topic_len].copy_from_slice(&frames[0][..topic_len]);
         topic[topic_len..].copy_from_slice(&stamp.to_bytes());

@@ -358,10 +358,7 @@ impl Bus {
                     // Messages published while no one here listens are not ours to miss.
                     state.gaps.forget(topic);
                     state.subscribed.remove(topic);
-                    let mut m = Vec::with_capacity(topic.len() + 1);
-                    m.push(0);
-                    m.extend_from_slice(topic);
-                    self.sub.send(m, 0)
+                    subscription(&self.sub, 0, topic)
                 }
                 CMD_RECOVER => self.sub.send(topic, 0),
                 CMD_STOP => return false,
@@ -482,11 +479,7 @@ impl Bus {
             ),
             // The forwarder's stamp is the message's position.
             (None, Some(stamp)) if self.mode == BusMode::Connect => {
-                let position = Position {
-                    epoch: stamp.run,
-                    offset: stamp.number,
-                };
-                deliver(&state.fanout, &with_position(bare, kind, position, &m));
+                deliver(&state.fanout, &with_position(bare, kind, stamp.into(), &m));
             }
             (None, _) => deliver(&state.fanout, &bare),
         }
@@ -558,8 +551,13 @@ const MAX_HELD: usize = 100_000;
 
 /// Subscribes `sub` (an XSUB) to `topic`.
 fn subscribe(sub: &zmq::Socket, topic: &[u8]) -> zmq::Result<()> {
+    subscription(sub, 1, topic)
+}
+
+/// Sends `sub`'s (un)subscription of `topic` upstream: first byte 1 subscribes, 0 cancels.
+fn subscription(sub: &zmq::Socket, op: u8, topic: &[u8]) -> zmq::Result<()> {
     let mut m = Vec::with_capacity(topic.len() + 1);
-    m.push(1);
+    m.push(op);
     m.extend_from_slice(topic);
     sub.send(m, 0)
 }

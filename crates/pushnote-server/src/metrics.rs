@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::protocol::Why;
+
 /// Every counter and gauge of a server. All updates are relaxed atomics: cheap on hot paths.
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -67,6 +69,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a request's outcome: recovered with `given` messages, not recovered, or (`None`)
+    /// a request without a position.
+    pub fn count_recovery(&self, recovered: Option<Result<(), Why>>, given: usize) {
+        match recovered {
+            Some(Ok(())) => {
+                self.recoveries.fetch_add(1, Ordering::Relaxed);
+                self.recovered_messages
+                    .fetch_add(given as u64, Ordering::Relaxed);
+            }
+            Some(Err(_)) => {
+                self.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let rows: [(&str, &str, &str, &AtomicU64); 29] = [

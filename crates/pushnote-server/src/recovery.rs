@@ -18,13 +18,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use pushnote_history::history::NotRecovered;
 use pushnote_history::{History, Limits, Position, Weigh};
 use sockjs::{Form, Message, Session};
 
 use crate::fanout::{Fanout, InOrder};
 use crate::metrics::Metrics;
-use crate::protocol::Outcome;
+use crate::protocol::{Outcome, Why};
 
 /// What a message in both its forms costs beyond their JSON text, by estimate: two shared
 /// allocations, their frames once written, and their headers.
@@ -114,35 +113,18 @@ impl Recovery {
             messages.extend(missed.map(|(_, kept)| kept.0.clone()));
         };
         let recovered = since.map(|since| {
-            let why = match history.after(topic, since, now) {
-                Ok(mut missed) => {
-                    take(&mut missed);
-                    return Ok(());
-                }
-                Err(why) => why,
-            };
-            // The history was lost since (a restart): what this run kept from its first
-            // message on is still the session's, and it is told what it may have lost.
-            if why == NotRecovered::Epoch {
-                if let Ok(mut kept) = history.after(topic, position.start(), now) {
-                    take(&mut kept);
-                }
+            // Another epoch's page (a restart) is given what this run kept from its first
+            // message on, and told what it may have lost.
+            let (recovered, from) = history.resume(topic, since, now);
+            if let Some(Ok(mut kept)) = from.map(|from| history.after(topic, from, now)) {
+                take(&mut kept);
             }
-            Err(why.into())
+            recovered.map_err(Why::from)
         });
-        let m = &self.metrics;
-        match recovered {
-            Some(Ok(())) => {
-                m.recoveries.fetch_add(1, Ordering::Relaxed);
-                m.recovered_messages
-                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            }
-            Some(Err(why)) => {
-                tracing::debug!(session = session.id(), ?why, "not recovered");
-                m.recoveries_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {}
+        if let Some(Err(why)) = recovered {
+            tracing::debug!(session = session.id(), ?why, "not recovered");
         }
+        self.metrics.count_recovery(recovered, messages.len());
         messages.push(reply(
             joined,
             Outcome {

@@ -90,20 +90,6 @@ pub struct Remote {
     metrics: Arc<Metrics>,
 }
 
-fn stamp(p: Position) -> Stamp {
-    Stamp {
-        run: p.epoch,
-        number: p.offset,
-    }
-}
-
-fn position(s: Stamp) -> Position {
-    Position {
-        epoch: s.run,
-        offset: s.number,
-    }
-}
-
 impl Remote {
     /// Requests of server `server` (the id its reply topic is named by).
     pub fn new(
@@ -170,7 +156,7 @@ impl Remote {
         let request = Request {
             server: self.server,
             id,
-            since: since.map(stamp),
+            since: since.map(Stamp::from),
             topic,
         };
         self.upstream.recover(&request.encode());
@@ -257,7 +243,7 @@ impl Remote {
                 }
                 let made = frames
                     .get(2)
-                    .and_then(|body| message(&p.topic, position(at), body));
+                    .and_then(|body| message(&p.topic, at.into(), body));
                 match made {
                     Some(m) => p.messages.push(m),
                     // A body the server refuses is missed as if it never came.
@@ -278,7 +264,7 @@ impl Remote {
                     End::Future => Some(Err(Why::Future)),
                     End::Evicted => Some(Err(Why::Evicted)),
                 };
-                self.answer(p, position(at), recovered);
+                self.answer(p, at.into(), recovered);
             }
         }
         None
@@ -288,49 +274,32 @@ impl Remote {
     /// told it was not recovered; `last` is the last position this server saw of a topic.
     /// Returns the fills given up, with nothing in them.
     pub fn expire(&self, now: Instant, last: impl Fn(&[u8]) -> Option<Stamp>) -> Vec<Filled> {
-        let late_fills: Vec<Filled> = {
-            let mut fills = self.lock_fills();
-            let ids: Vec<u64> = fills
-                .iter()
-                .filter(|(_, f)| f.deadline <= now)
-                .map(|(&id, _)| id)
-                .collect();
-            ids.iter()
-                .filter_map(|id| fills.remove(id))
-                .map(|f| Filled {
-                    topic: f.filled.topic,
-                    messages: Vec::new(),
-                    position: None,
-                })
-                .collect()
-        };
+        let late_fills: Vec<Filled> = take_late(&mut self.lock_fills(), now, |f| f.deadline)
+            .into_iter()
+            .map(|f| Filled {
+                topic: f.filled.topic,
+                messages: Vec::new(),
+                position: None,
+            })
+            .collect();
         if !late_fills.is_empty() {
             tracing::warn!(
                 topics = late_fills.len(),
                 "the forwarder did not answer in time what it had when it came back"
             );
         }
-        let late: Vec<Pending> = {
-            let mut pending = self.lock();
-            let ids: Vec<u64> = pending
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(&id, _)| id)
-                .collect();
-            ids.iter().filter_map(|id| pending.remove(id)).collect()
-        };
-        for mut p in late {
+        let late = take_late(&mut self.lock(), now, |p| p.deadline);
+        for p in late {
             tracing::warn!(
                 topic = %String::from_utf8_lossy(&p.topic).trim_end_matches('\0'),
                 "the forwarder did not answer a recovery request in time"
             );
-            p.messages.clear();
             let at = last(&p.topic).map_or(
                 Position {
                     epoch: 0,
                     offset: 0,
                 },
-                position,
+                Position::from,
             );
             self.answer(p, at, Some(Err(Why::Unavailable)));
         }
@@ -338,18 +307,7 @@ impl Remote {
     }
 
     fn answer(&self, p: Pending, at: Position, recovered: Option<Result<(), Why>>) {
-        let m = &self.metrics;
-        match recovered {
-            Some(Ok(())) => {
-                m.recoveries.fetch_add(1, Ordering::Relaxed);
-                m.recovered_messages
-                    .fetch_add(p.messages.len() as u64, Ordering::Relaxed);
-            }
-            Some(Err(_)) => {
-                m.recoveries_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {}
-        }
+        self.metrics.count_recovery(recovered, p.messages.len());
         let Pending {
             session,
             topic,
@@ -374,4 +332,18 @@ impl Remote {
             self.hub.release(&topic, &session);
         }
     }
+}
+
+/// Takes out of `waiting` the requests whose `deadline` has come.
+fn take_late<T>(
+    waiting: &mut HashMap<u64, T>,
+    now: Instant,
+    deadline: impl Fn(&T) -> Instant,
+) -> Vec<T> {
+    let ids: Vec<u64> = waiting
+        .iter()
+        .filter(|(_, t)| deadline(t) <= now)
+        .map(|(&id, _)| id)
+        .collect();
+    ids.iter().filter_map(|id| waiting.remove(id)).collect()
 }

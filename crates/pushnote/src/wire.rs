@@ -206,6 +206,25 @@ impl Stamp {
     }
 }
 
+/// A stamp is a message's position in its topic: the epoch and the offset.
+impl From<pushnote_history::Position> for Stamp {
+    fn from(p: pushnote_history::Position) -> Stamp {
+        Stamp {
+            run: p.epoch,
+            number: p.offset,
+        }
+    }
+}
+
+impl From<Stamp> for pushnote_history::Position {
+    fn from(s: Stamp) -> pushnote_history::Position {
+        pushnote_history::Position {
+            epoch: s.run,
+            offset: s.number,
+        }
+    }
+}
+
 /// What a publisher sends after a topic's NUL: room for the forwarder's [`Stamp`].
 pub const STAMP_ROOM: [u8; STAMP_BYTES] = [0; STAMP_BYTES];
 

@@ -16,6 +16,7 @@ mod http_publish;
 mod interop;
 mod lifecycle;
 mod limits;
+mod overload;
 mod proxy;
 mod pushnote_js;
 mod recovery;

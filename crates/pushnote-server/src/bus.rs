@@ -36,10 +36,12 @@ use pushnote::wire::{self, BusMessage, Stamp, Target};
 use pushnote_history::Position;
 use sockjs::Message;
 
+use crate::config::BUS_BACKLOG_BYTES;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::inproc;
 use crate::metrics::Metrics;
+use crate::overload::Backlog;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
 use crate::remote::{Filled, Remote, Upstream};
@@ -125,6 +127,10 @@ pub struct Bus {
     endpoint: String,
     mode: BusMode,
     max_message_bytes: usize,
+    /// The most messages read ahead of delivery (the receive high-water mark).
+    receive_hwm: i32,
+    /// How long a message may wait for delivery before it is shed.
+    max_lag: Option<Duration>,
     /// This server's id among the forwarder's servers: it names the reply topic.
     server: u64,
 }
@@ -139,12 +145,14 @@ pub struct BusThread {
 
 impl Bus {
     /// Opens the SUB socket at `endpoint` and the command pair. In [`BusMode::Bind`] a port of
-    /// `*` picks a free port; [`Bus::endpoint`] tells which.
+    /// `*` picks a free port; [`Bus::endpoint`] tells which. Messages that wait for delivery
+    /// longer than `max_lag` are shed.
     pub fn open(
         endpoint: &str,
         mode: BusMode,
         receive_hwm: i32,
         max_message_bytes: usize,
+        max_lag: Option<Duration>,
     ) -> Result<(Bus, Arc<BusControl>), BusError> {
         let err = |source| BusError::Zmq {
             endpoint: endpoint.to_owned(),
@@ -196,6 +204,8 @@ impl Bus {
             endpoint: resolved,
             mode,
             max_message_bytes,
+            receive_hwm,
+            max_lag,
             server,
         };
         Ok((
@@ -243,6 +253,11 @@ impl Bus {
             subscribed: HashSet::new(),
             filling: HashMap::new(),
             connected_before: false,
+            backlog: Backlog::new(
+                self.max_lag,
+                usize::try_from(self.receive_hwm).unwrap_or(0),
+                BUS_BACKLOG_BYTES,
+            ),
         };
         let thread = std::thread::Builder::new()
             .name("pushnote-bus".into())
@@ -274,9 +289,11 @@ impl Bus {
             // Losses not logged yet are logged within a second even when nothing else comes;
             // late recovery answers are given up within a quarter of one.
             let waiting = state.remote.as_ref().is_some_and(|r| r.waiting());
-            let timeout = if waiting {
+            let timeout = if !state.backlog.is_empty() {
+                0
+            } else if waiting {
                 250
-            } else if state.gaps.unreported > 0 {
+            } else if state.gaps.unreported > 0 || metrics.overloaded.load(Ordering::Relaxed) == 1 {
                 1000
             } else {
                 -1
@@ -298,7 +315,7 @@ impl Bus {
                 state.gaps.report(true);
                 return;
             }
-            if sub_ready {
+            if sub_ready || !state.backlog.is_empty() {
                 self.take_messages(hub, metrics, &mut state);
             }
             if waiting {
@@ -311,6 +328,7 @@ impl Bus {
                 }
             }
             state.gaps.report(false);
+            state.backlog.report(Instant::now(), metrics);
         }
     }
 
@@ -388,17 +406,37 @@ impl Bus {
         }
     }
 
-    /// Reads and delivers the messages waiting, up to a batch, so commands are not starved.
-    fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State) {
-        const BATCH: usize = 1024;
-        for _ in 0..BATCH {
-            let frames = match self.sub.recv_multipart(zmq::DONTWAIT) {
-                Ok(f) => f,
+    /// Reads what ZeroMQ holds into the backlog, as far as it has room, for a moment at most
+    /// (so that delivery goes on while messages come faster than they can be read).
+    fn read_ahead(&self, backlog: &mut Backlog) {
+        const TURN: Duration = Duration::from_millis(2);
+        let now = Instant::now();
+        let mut read = 0u32;
+        while backlog.has_room() {
+            read = read.wrapping_add(1);
+            if read & 63 == 0 && now.elapsed() > TURN {
+                return;
+            }
+            match self.sub.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => backlog.push(now, frames),
                 Err(zmq::Error::EAGAIN) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "bus receive failed");
                     return;
                 }
+            }
+        }
+    }
+
+    /// Reads ahead, then delivers the oldest messages waiting, up to a batch, so commands are
+    /// not starved; sheds those that waited past the bound.
+    fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        const BATCH: usize = 1024;
+        self.read_ahead(&mut state.backlog);
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            let Some((frames, late)) = state.backlog.pop(now) else {
+                return;
             };
             if frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
                 let filled = state.remote.as_ref().and_then(|remote| {
@@ -421,7 +459,33 @@ impl Bus {
                     }
                 }
             }
-            self.handle(frames, hub, metrics, state);
+            if late {
+                self.shed(frames, now, metrics, state);
+            } else {
+                self.handle(frames, hub, metrics, state);
+            }
+        }
+    }
+
+    /// Counts a message that waited past the bound, and does not deliver it. Where the
+    /// server keeps history, it is kept there all the same, for the pages that ask.
+    fn shed(&self, frames: Vec<Vec<u8>>, now: Instant, metrics: &Metrics, state: &mut State) {
+        metrics.bus_received.fetch_add(1, Ordering::Relaxed);
+        self.count_gaps(&frames, &mut state.gaps, metrics);
+        state.backlog.count_shed(&frames[0], now, metrics);
+        let Some(recovery) = &state.recovery else {
+            return;
+        };
+        if frames.iter().map(Vec::len).sum::<usize>() > self.max_message_bytes {
+            return;
+        }
+        if let Ok(m) = wire::decode(&frames) {
+            let (kind, bare) = bare_form(&m);
+            recovery.publish(
+                m.topic,
+                |position| with_position(bare, kind, position, &m),
+                |_: &Fanout, _: &Message| {},
+            );
         }
     }
 
@@ -612,6 +676,8 @@ struct State {
     filling: HashMap<Vec<u8>, Vec<Vec<Vec<u8>>>>,
     /// The forwarder was connected once (a connection after that is a reconnection).
     connected_before: bool,
+    /// Messages read and not yet delivered.
+    backlog: Backlog,
 }
 
 /// How often losses are logged at most; the metric counts every one at once.

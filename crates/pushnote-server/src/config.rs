@@ -51,6 +51,13 @@ pub const CHANNEL_REQUESTS_PER_SECOND: u32 = 10;
 pub const DEFAULT_MAX_BUS_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Bus messages the server's socket holds before ZeroMQ drops new ones.
 pub const DEFAULT_BUS_HWM: i32 = 100_000;
+/// How long, in seconds, a bus message may wait for delivery before it is shed: well under
+/// the seconds of delay a backlog hidden in ZeroMQ's queues reached, and above the waits of a
+/// loaded but keeping-up server (p99 under half a second in the soak).
+pub const DEFAULT_MAX_LAG_SECS: f64 = 2.0;
+/// The most bytes of bus messages read ahead of delivery; past them (or past the bus
+/// high-water mark in messages), what comes waits in ZeroMQ's queue.
+pub const BUS_BACKLOG_BYTES: usize = 64 << 20;
 /// Seconds a client may take to send a request's headers.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Seconds a connection may stay open with no request in progress (keep-alive between
@@ -78,6 +85,8 @@ pub struct ServerConfig {
     pub bus_high_water_mark: i32,
     /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
     pub max_bus_message_bytes: usize,
+    /// How long a bus message may wait for delivery before it is shed; `None`: no bound.
+    pub max_lag: Option<Duration>,
     /// How tokens are checked; `None` serves broadcasts only.
     pub tokens: Option<TokenPolicy>,
     /// Sessions per server and per user, subscribe requests per session.
@@ -125,6 +134,7 @@ impl ServerConfig {
             bus_mode,
             bus_high_water_mark: DEFAULT_BUS_HWM,
             max_bus_message_bytes: DEFAULT_MAX_BUS_MESSAGE_BYTES,
+            max_lag: Some(Duration::from_secs_f64(DEFAULT_MAX_LAG_SECS)),
             tokens: None,
             limits: Limits::default(),
             sockjs,
@@ -292,6 +302,14 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MAX_BUS_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_BUS_MESSAGE_BYTES)]
     pub max_bus_message_bytes: usize,
 
+    /// Seconds a bus message may wait for delivery (decimals allowed). When more comes than
+    /// the server can deliver, it falls behind the bus; past this, the oldest messages are
+    /// shed instead of delivered late: counted by kind (pushnote_bus_messages_shed_total),
+    /// logged at most once a second, and /health answers "overloaded" while it lasts. Shed
+    /// messages stay in the history, so pages with positions can recover them. 0: no bound.
+    #[arg(long, env = "PUSHNOTE_MAX_LAG", default_value_t = DEFAULT_MAX_LAG_SECS)]
+    pub max_lag: f64,
+
     /// Serve a demo page at / that subscribes with a pasted token and shows notifications.
     #[arg(long, env = "PUSHNOTE_DEMO", value_parser = FalseyValueParser::new())]
     pub demo: bool,
@@ -391,6 +409,10 @@ impl Flags {
         config.sockjs.queue.max_messages = self.queue_messages.max(1);
         config.sockjs.queue.max_bytes = self.queue_bytes.max(1);
         config.max_bus_message_bytes = self.max_bus_message_bytes;
+        if !(0.0..=3600.0).contains(&self.max_lag) {
+            return Err("--max-lag must be between 0 (no bound) and 3600 seconds".into());
+        }
+        config.max_lag = (self.max_lag > 0.0).then(|| Duration::from_secs_f64(self.max_lag));
         config.limits = Limits {
             max_sessions: self.max_sessions,
             max_sessions_per_user: self.max_sessions_per_user,
@@ -523,6 +545,17 @@ mod tests {
         ] {
             let e = refusal(&[&format!("--{flag}"), "0"]);
             assert_eq!(e, format!("--{flag} must be at least 1 second"));
+        }
+    }
+
+    #[test]
+    fn max_lag_takes_decimals_and_zero_means_no_bound() {
+        let lag = |v: &str| flags(&["--max-lag", v]).config().unwrap().max_lag;
+        assert_eq!(lag("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(lag("0"), None);
+        for bad in ["-1", "NaN", "3601", "inf"] {
+            let e = refusal(&[&format!("--max-lag={bad}")]);
+            assert!(e.contains("--max-lag"), "{bad}: {e}");
         }
     }
 

@@ -17,6 +17,8 @@
 //!   a log per shard of the sessions, swept by a thread per core; a smaller topic's messages
 //!   to its sessions, after the broadcasts before them.
 //! - `delivery.rs` — writing a message to sessions: pacing, counting, closing the slow.
+//! - `overload.rs` — the bus messages read and not yet delivered, how far behind that puts
+//!   the server, and shedding past `--max-lag`.
 //! - `recovery.rs` — positions and history: every message numbered and kept under one lock
 //!   with the requests that join topics, and what a session missed given back in order
 //!   (the history itself is the `pushnote-history` crate).
@@ -45,6 +47,7 @@ pub mod hub;
 mod inproc;
 pub mod library;
 pub mod metrics;
+mod overload;
 pub mod protocol;
 pub(crate) mod recovery;
 pub(crate) mod remote;

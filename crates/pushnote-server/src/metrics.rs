@@ -66,6 +66,17 @@ pub struct Metrics {
     pub recovered_messages: AtomicU64,
     /// Requests with a position answered "not recovered".
     pub recoveries_failed: AtomicU64,
+    /// How long the oldest bus message waiting for delivery has waited, in microseconds.
+    pub bus_lag_micros: AtomicU64,
+    /// 1 while the server is overloaded: behind the bus by more than half `--max-lag`, or it
+    /// shed messages within the last seconds.
+    pub overloaded: AtomicU64,
+    /// Broadcasts shed past `--max-lag`.
+    pub bus_shed_broadcasts: AtomicU64,
+    /// Users' messages shed past `--max-lag`.
+    pub bus_shed_user_messages: AtomicU64,
+    /// Channels' messages shed past `--max-lag`.
+    pub bus_shed_channel_messages: AtomicU64,
 }
 
 impl Metrics {
@@ -87,12 +98,19 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 29] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 30] = [
             (
                 "pushnote_bus_connected",
                 "gauge",
                 "1 while the bus is connected to the forwarder (with --single: once bound).",
                 &self.bus_connected,
+            ),
+            (
+                "pushnote_overloaded",
+                "gauge",
+                "1 while the server is overloaded: behind the bus by more than half --max-lag, \
+                 or it shed messages within the last 5 s.",
+                &self.overloaded,
             ),
             (
                 "pushnote_sessions",
@@ -271,6 +289,30 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let lag = self.bus_lag_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "# HELP pushnote_bus_lag_seconds How long the oldest bus message waiting for delivery \
+             has waited (shed past --max-lag).\n# TYPE pushnote_bus_lag_seconds gauge\n\
+             pushnote_bus_lag_seconds {lag}"
+        );
+        let name = "pushnote_bus_messages_shed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bus messages not delivered because they waited past --max-lag \
+             (recoverable where there is history), by kind.\n# TYPE {name} counter"
+        );
+        for (kind, value) in [
+            ("broadcast", &self.bus_shed_broadcasts),
+            ("user", &self.bus_shed_user_messages),
+            ("channel", &self.bus_shed_channel_messages),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{kind}\"}} {}",
                 value.load(Ordering::Relaxed)
             );
         }

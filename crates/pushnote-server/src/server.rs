@@ -53,6 +53,7 @@ impl Server {
             config.bus_mode,
             config.bus_high_water_mark,
             config.max_bus_message_bytes,
+            config.max_lag,
         )?;
         Ok(Server {
             config,
@@ -297,18 +298,22 @@ async fn http_publish(
     r
 }
 
-/// `/health`: 200 while the server takes sessions and its bus is connected (a load balancer
-/// may send it pages); 503 while the bus is down or the server is stopping.
+/// `/health`: 200 while the server takes sessions, its bus is connected and it keeps up with
+/// it (a load balancer may send it pages); 503 while the bus is down, the server is
+/// overloaded (behind the bus, shedding) or stopping.
 fn health(metrics: &Metrics, stopping: &AtomicBool) -> Response<Body> {
     let connected = metrics.bus_connected.load(Ordering::Relaxed) == 1;
-    let (status, code) = match (stopping.load(Ordering::Relaxed), connected) {
-        (true, _) => ("stopping", 503),
-        (false, false) => ("unavailable", 503),
-        (false, true) => ("ready", 200),
+    let overloaded = metrics.overloaded.load(Ordering::Relaxed) == 1;
+    let (status, code) = match (stopping.load(Ordering::Relaxed), connected, overloaded) {
+        (true, _, _) => ("stopping", 503),
+        (false, false, _) => ("unavailable", 503),
+        (false, true, true) => ("overloaded", 503),
+        (false, true, false) => ("ready", 200),
     };
     let body = serde_json::json!({
         "status": status,
         "bus": if connected { "connected" } else { "disconnected" },
+        "lag": metrics.bus_lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
         "sessions": metrics.sessions.load(Ordering::Relaxed),
     });
     let mut r = Response::new(Body::from(body.to_string()));

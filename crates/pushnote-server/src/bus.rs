@@ -511,7 +511,11 @@ impl Bus {
                 return;
             }
         };
-        let more_waiting = || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+        // More messages after this one, read ahead or still in ZeroMQ's queue: writes can wait
+        // for the sessions' writers to put them together.
+        let read_ahead = !state.backlog.is_empty();
+        let more_waiting =
+            || read_ahead || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
         let unrouted = match m.target {
             Target::All => {
                 metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);

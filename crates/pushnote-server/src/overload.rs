@@ -34,7 +34,8 @@ pub struct Backlog {
     bytes: usize,
     /// How old a message may be and still be delivered; `None`: no bound.
     max_lag: Option<Duration>,
-    /// The most messages and bytes read ahead; past them, what comes waits in ZeroMQ's queue.
+    /// The most messages and bytes kept: past them, the oldest are shed whatever their age
+    /// (reading goes on up to twice as many, then what comes waits in ZeroMQ's queue).
     max_messages: usize,
     max_bytes: usize,
     /// Shed and not logged yet: broadcasts, users' messages, channels' messages.
@@ -44,8 +45,8 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    /// A backlog that sheds what is older than `max_lag` (none if `None`) and reads ahead at
-    /// most `max_messages` messages and `max_bytes` bytes.
+    /// A backlog that sheds what is older than `max_lag` (none if `None`), and the oldest
+    /// past `max_messages` messages or `max_bytes` bytes.
     pub fn new(max_lag: Option<Duration>, max_messages: usize, max_bytes: usize) -> Backlog {
         Backlog {
             waiting: VecDeque::new(),
@@ -64,9 +65,15 @@ impl Backlog {
         self.waiting.is_empty()
     }
 
-    /// Whether there is room to read more ahead.
+    /// Whether there is room to read more ahead: up to twice the bounds, so that reading
+    /// goes on while the oldest past them are shed.
     pub fn has_room(&self) -> bool {
-        self.waiting.len() < self.max_messages && self.bytes < self.max_bytes
+        self.waiting.len() < 2 * self.max_messages && self.bytes < 2 * self.max_bytes
+    }
+
+    /// Whether more is kept than the bounds allow.
+    fn over(&self) -> bool {
+        self.waiting.len() > self.max_messages || self.bytes > self.max_bytes
     }
 
     /// Adds a message read at `at`.
@@ -75,13 +82,16 @@ impl Backlog {
         self.waiting.push_back((at, frames));
     }
 
-    /// The oldest message, and whether it is past the bound at `now` (to be shed).
+    /// The oldest message, and whether it is to be shed: past the lag bound at `now`, or
+    /// beyond the bounds of what is kept.
     pub fn pop(&mut self, now: Instant) -> Option<(Vec<Vec<u8>>, bool)> {
+        let over = self.over();
         let (at, frames) = self.waiting.pop_front()?;
         self.bytes -= size(&frames);
-        let late = self
-            .max_lag
-            .is_some_and(|max| now.saturating_duration_since(at) > max);
+        let late = over
+            || self
+                .max_lag
+                .is_some_and(|max| now.saturating_duration_since(at) > max);
         Some((frames, late))
     }
 
@@ -195,17 +205,31 @@ mod tests {
     }
 
     #[test]
-    fn reading_ahead_stops_at_the_message_or_byte_bound() {
+    fn past_the_message_or_byte_bound_the_oldest_are_shed_and_reading_stops_at_twice_it() {
+        let now = Instant::now();
         let mut backlog = Backlog::new(None, 2, 1 << 20);
-        backlog.push(Instant::now(), frames(b"all\0"));
-        assert!(backlog.has_room());
-        backlog.push(Instant::now(), frames(b"all\0"));
-        assert!(!backlog.has_room(), "two messages");
-        let mut backlog = Backlog::new(None, 100, 10);
-        backlog.push(Instant::now(), frames(b"user:someone\0"));
-        assert!(!backlog.has_room(), "past ten bytes");
-        let now = Instant::now() + Duration::from_secs(3600);
-        assert!(!backlog.pop(now).unwrap().1, "no bound: never late");
+        for _ in 0..3 {
+            backlog.push(now, frames(b"all\0"));
+        }
+        assert!(backlog.has_room(), "reading goes on past the bound");
+        backlog.push(now, frames(b"all\0"));
+        assert!(!backlog.has_room(), "twice the bound: reading stops");
+        assert!(backlog.pop(now).unwrap().1, "four kept, two allowed: shed");
+        assert!(backlog.pop(now).unwrap().1, "three kept: shed");
+        assert!(!backlog.pop(now).unwrap().1, "two kept: delivered");
+        // 15 bytes each, 16 allowed.
+        let mut backlog = Backlog::new(None, 100, 16);
+        for _ in 0..3 {
+            backlog.push(now, frames(b"user:someone\0"));
+        }
+        assert!(!backlog.has_room(), "past twice 16 bytes");
+        assert!(backlog.pop(now).unwrap().1, "45 bytes: shed");
+        assert!(backlog.pop(now).unwrap().1, "30 bytes: shed");
+        let later = now + Duration::from_secs(3600);
+        assert!(
+            !backlog.pop(later).unwrap().1,
+            "15 bytes, no lag bound: delivered"
+        );
         assert!(backlog.has_room());
     }
 }

@@ -1,0 +1,33 @@
+"""pushnote for Python and Django: push data to browsers through pushnote-server.
+
+    from pushnote.pub import notify_all, notify, publish
+    from pushnote.utils import tokenize, channel_token
+
+Built on pushnote's Rust client crate (the `pushnote._native` module), so that the bus
+format, tokens, the wait for the forwarder and the linger at exit are the server's own.
+Settings are described in `pushnote.conf`; errors in `pushnote.exceptions`.
+"""
+
+from .exceptions import (
+    ConfigurationError,
+    InvalidChannelError,
+    InvalidEventError,
+    InvalidUserError,
+    NotConnectedError,
+    PushnoteError,
+    SerializationError,
+    TokenError,
+)
+
+__all__ = (
+    "ConfigurationError",
+    "InvalidChannelError",
+    "InvalidEventError",
+    "InvalidUserError",
+    "NotConnectedError",
+    "PushnoteError",
+    "SerializationError",
+    "TokenError",
+)
+
+from . import pub, utils  # noqa: E402  (pushnote.pub.notify_all works after `import pushnote`)

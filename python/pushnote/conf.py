@@ -1,0 +1,72 @@
+"""pushnote's settings, read when used (so that tests and `override_settings` see changes).
+
+In a Django project they come from django.conf.settings; without Django (or before settings
+are configured), from environment variables of the same names.
+
+PUSHNOTE_MQ_SOCKET   where to publish: the forwarder's app side (pushnote-mq --sub), or a
+                     pushnote-server --single's bus. Default tcp://127.0.0.1:8002.
+PUSHNOTE_SECRET      the secret tokens are signed with; pushnote-server must have the same
+                     (--secret, or its PUSHNOTE_SECRET environment variable). Default: Django's
+                     SECRET_KEY.
+PUSHNOTE_SALT        the salt of tokens; pushnote-server's --salt must match. Default "pushnote".
+PUSHNOTE_TOKENIZER   dotted path to a function(user) -> token used instead of the default.
+"""
+
+import os
+
+from . import _native
+from .exceptions import ConfigurationError
+
+DEFAULT_MQ_SOCKET = _native.DEFAULT_PUBLISH_ENDPOINT
+DEFAULT_SALT = _native.DEFAULT_SALT
+
+
+def _django_settings():
+    """django.conf.settings if Django is installed and configured, else None."""
+    try:
+        from django.conf import settings
+    except ImportError:
+        return None
+    return settings if settings.configured else None
+
+
+def setting(name, default=None):
+    """The setting `name`: Django's if configured, else the environment's, else `default`."""
+    settings = _django_settings()
+    if settings is not None:
+        return getattr(settings, name, default)
+    return os.environ.get(name, default)
+
+
+def mq_socket():
+    value = setting("PUSHNOTE_MQ_SOCKET") or DEFAULT_MQ_SOCKET
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"PUSHNOTE_MQ_SOCKET must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:8002', "
+            f"not {value!r}"
+        )
+    return value
+
+
+def secret():
+    """PUSHNOTE_SECRET, else Django's SECRET_KEY: the original pushnote signed with Django's
+    signing, so apps written for it keep working with the SECRET_KEY they have."""
+    value = setting("PUSHNOTE_SECRET") or setting("SECRET_KEY")
+    if not value:
+        raise ConfigurationError(
+            "no secret to sign pushnote tokens with: set PUSHNOTE_SECRET (recommended: then "
+            "pushnote-server does not need Django's SECRET_KEY) or Django's SECRET_KEY, and "
+            "give pushnote-server the same one (its PUSHNOTE_SECRET environment variable)"
+        )
+    return value
+
+
+def salt():
+    value = setting("PUSHNOTE_SALT") or DEFAULT_SALT
+    if not isinstance(value, str):
+        raise ConfigurationError(f"PUSHNOTE_SALT must be a string, not {value!r}")
+    return value
+
+
+def tokenizer_path():
+    return setting("PUSHNOTE_TOKENIZER")

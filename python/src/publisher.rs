@@ -1,0 +1,173 @@
+//! The `Publisher` class: one connection to the bus, shared by every thread of a process.
+//!
+//! Sends run without the GIL (the first may wait up to the ready timeout for the forwarder's
+//! subscription), so other Python threads go on meanwhile. A publisher belongs to the process
+//! that made it: its ZeroMQ context's I/O thread does not survive `fork`, so in a forked child
+//! an inherited publisher refuses to send, and is never torn down there (tearing down a context
+//! whose threads are gone could block the child for ever). The Python side makes a new one
+//! in the child.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use serde_json::value::RawValue;
+
+use crate::errors::{publish_error, raise};
+
+/// Publishes onto the pushnote bus (the forwarder's app side, or a `--single` server).
+#[pyclass(module = "pushnote._native", frozen)]
+pub struct Publisher {
+    endpoint: String,
+    /// The process that connected; only it may use or drop the connection.
+    pid: u32,
+    /// `None` once closed.
+    inner: Mutex<Option<Arc<pushnote::Publisher>>>,
+}
+
+#[pymethods]
+impl Publisher {
+    /// Connects to `endpoint` (for example "tcp://127.0.0.1:8002"). The connection is made in
+    /// the background: this fails only for a malformed endpoint. `ready_timeout` is how long
+    /// the first send waits for the forwarder, `linger` how long closing waits for unsent
+    /// messages, both in seconds.
+    #[new]
+    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0))]
+    fn new(py: Python<'_>, endpoint: String, ready_timeout: f64, linger: f64) -> PyResult<Self> {
+        let ready_timeout = seconds(py, "ready_timeout", ready_timeout)?;
+        let linger = seconds(py, "linger", linger)?;
+        let publisher = pushnote::Publisher::builder(&endpoint)
+            .ready_timeout(ready_timeout)
+            .linger(linger)
+            .connect()
+            .map_err(|e| {
+                raise(
+                    py,
+                    "ConfigurationError",
+                    format!("cannot connect to {endpoint:?}: {e}"),
+                )
+            })?;
+        Ok(Publisher {
+            endpoint,
+            pid: std::process::id(),
+            inner: Mutex::new(Some(Arc::new(publisher))),
+        })
+    }
+
+    /// Where this publisher publishes.
+    #[getter]
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether a forwarder (or `--single` server) is subscribed now, as far as the socket has
+    /// seen.
+    fn is_connected(&self, py: Python<'_>) -> PyResult<bool> {
+        let publisher = self.live(py)?;
+        Ok(py.allow_threads(|| publisher.is_connected()))
+    }
+
+    /// Sends the JSON text `data` to every connected page.
+    fn notify_all(&self, py: Python<'_>, data: &str) -> PyResult<()> {
+        let publisher = self.live(py)?;
+        let data = json(py, data)?;
+        py.allow_threads(|| publisher.notify_all(&*data))
+            .map_err(|e| publish_error(py, e, "everyone"))
+    }
+
+    /// Sends the JSON text `data` to every page of each user id in `users`.
+    fn notify(&self, py: Python<'_>, data: &str, users: Vec<String>) -> PyResult<()> {
+        let publisher = self.live(py)?;
+        let data = json(py, data)?;
+        py.allow_threads(|| publisher.notify(&*data, &users))
+            .map_err(|e| publish_error(py, e, &format!("users {users:?}")))
+    }
+
+    /// Sends the JSON text `data` as `event` to every page in `channel`.
+    fn publish(&self, py: Python<'_>, channel: &str, event: &str, data: &str) -> PyResult<()> {
+        let publisher = self.live(py)?;
+        let data = json(py, data)?;
+        py.allow_threads(|| publisher.publish(channel, event, &*data))
+            .map_err(|e| publish_error(py, e, &format!("channel {channel:?}, event {event:?}")))
+    }
+
+    /// Closes the connection, waiting up to `linger` for unsent messages to go out. Later
+    /// sends fail; closing again does nothing.
+    fn close(&self, py: Python<'_>) {
+        let publisher = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(publisher) = publisher {
+            if self.pid == std::process::id() {
+                // The linger happens here (or in the last send still running), without the GIL.
+                py.allow_threads(|| drop(publisher));
+            } else {
+                std::mem::forget(publisher);
+            }
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<pushnote._native.Publisher {:?}>", self.endpoint)
+    }
+}
+
+impl Publisher {
+    /// The open connection, if this process made it.
+    fn live(&self, py: Python<'_>) -> PyResult<Arc<pushnote::Publisher>> {
+        if self.pid != std::process::id() {
+            return Err(raise(
+                py,
+                "PushnoteError",
+                format!(
+                    "this publisher was connected by process {} and cannot be used in process \
+                     {} (after fork): connect a new one in this process",
+                    self.pid,
+                    std::process::id()
+                ),
+            ));
+        }
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.clone().ok_or_else(|| {
+            raise(
+                py,
+                "PushnoteError",
+                format!("the publisher of {} is closed", self.endpoint),
+            )
+        })
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // An inherited connection: its context's threads stayed in the parent.
+            let publisher = self
+                .inner
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            std::mem::forget(publisher);
+        }
+    }
+}
+
+/// `text` checked to be one JSON value, kept as it is (no re-encoding).
+fn json(py: Python<'_>, text: &str) -> PyResult<Box<RawValue>> {
+    RawValue::from_string(text.to_owned()).map_err(|e| {
+        raise(
+            py,
+            "SerializationError",
+            format!("data is not valid JSON text: {e}"),
+        )
+    })
+}
+
+/// A duration in seconds, checked.
+fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        raise(
+            py,
+            "ConfigurationError",
+            format!("{name} must be a number of seconds, 0 or more (got {value})"),
+        )
+    })
+}

@@ -1,0 +1,191 @@
+"""The real pushnote binaries on ephemeral loopback ports, and ZeroMQ subscribers that see
+exactly what the package publishes. Every wait has a deadline; every process is killed."""
+
+import ctypes
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import zmq
+
+REPO = Path(__file__).resolve().parents[2]
+# The binaries `cargo test` and `cargo build` make (scripts/test builds them).
+BIN_DIR = Path(os.environ.get("PUSHNOTE_BIN_DIR", REPO / "target" / "debug"))
+# How long any single expected event may take before a test fails.
+WAIT = 20.0
+
+
+def binary(name):
+    path = BIN_DIR / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `cargo build --bins` (scripts/test does)")
+    return str(path)
+
+
+PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here, not in a forked child
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def dies_with_parent(sig=signal.SIGKILL):
+    """A preexec_fn: the child gets `sig` when the test process dies, however it dies (a
+    timeout's SIGKILL included), so that no process outlives the tests."""
+
+    def preexec():
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, int(sig))
+
+    return preexec
+
+
+class Proc:
+    """A spawned process whose stdout lines arrive on a queue; kill() ends it."""
+
+    def __init__(self, args, env=None, cwd=None, merge_stderr=False):
+        self.args = args
+        self.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else None,
+            env=env,
+            cwd=cwd,
+            text=True,
+            preexec_fn=dies_with_parent(),
+        )
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.popen.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def value_after(self, marker, timeout=WAIT):
+        """Waits for a stdout line containing `marker`; returns what follows it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(left, 0))
+            except queue.Empty:
+                raise AssertionError(f"{self.args[0]}: no line with {marker!r} in {timeout} s")
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+
+    def terminate(self):
+        """SIGTERM, then SIGKILL if it has not exited in time."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self):
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=WAIT)
+
+
+class Forwarder:
+    """pushnote-mq on free ports: apps publish to `.sub`, servers subscribe at `.pub`."""
+
+    def __init__(self):
+        self.proc = Proc([binary("pushnote-mq"), "--sub", "tcp://127.0.0.1:*", "--pub",
+                          "tcp://127.0.0.1:*"])
+        line = self.proc.value_after("apps publish to")
+        self.sub, self.pub = line.split(", servers subscribe at ")
+
+
+class Server:
+    """pushnote-server on a free port, connected to `forwarder`, signing with `secret`."""
+
+    def __init__(self, forwarder, secret):
+        env = dict(os.environ, PUSHNOTE_SECRET=secret)
+        self.proc = Proc(
+            [binary("pushnote-server"), "--port", "0", "--address", "127.0.0.1", "--mq_socket",
+             forwarder.pub],
+            env=env,
+        )
+        self.url = self.proc.value_after("listening on")
+
+
+class Bus:
+    """A ZeroMQ subscriber at a forwarder's server side: it receives every message apps publish
+    to `forwarder.sub`, as the forwarder passes it on (stamp included)."""
+
+    def __init__(self, ctx, forwarder):
+        self.forwarder = forwarder
+        self.socket = ctx.socket(zmq.SUB)
+        self.socket.linger = 0
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.connect(forwarder.pub)
+        self._sync()
+
+    def _sync(self):
+        """Waits until the subscription has reached the forwarder (it travels in the
+        background): publishes markers, with a publisher of its own, until one arrives, then
+        reads up to the last one sent."""
+        from pushnote import _native
+
+        probe = _native.Publisher(self.forwarder.sub)
+        try:
+            deadline = time.monotonic() + WAIT
+            marker = None
+            while time.monotonic() < deadline:
+                marker = f'{{"bus-sync":"{unique()}"}}'
+                probe.notify_all(marker)
+                if self.socket.poll(100):
+                    break
+            else:
+                raise AssertionError(f"no message through the forwarder in {WAIT} s")
+            while json.loads(self.receive()[1])["data"] != json.loads(marker):
+                pass
+        finally:
+            probe.close()
+
+    def receive(self, timeout=WAIT):
+        """The next message's frames."""
+        if not self.socket.poll(int(timeout * 1000)):
+            raise AssertionError(f"no message on the bus in {timeout} s")
+        return self.socket.recv_multipart()
+
+    def receive_all(self, count, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        return [self.receive(max(deadline - time.monotonic(), 0)) for _ in range(count)]
+
+    def expect_nothing(self, within=0.3):
+        """Nothing arrives within `within` seconds (a short check after what was expected)."""
+        assert not self.socket.poll(int(within * 1000)), self.socket.recv_multipart()
+
+    def close(self):
+        self.socket.close()
+
+
+def topic_of(frames):
+    """The topic of a message the forwarder passed on, without the forwarder's stamp (the 8
+    bytes after the NUL, where the package leaves room for it: docs/PROTOCOL.md §2)."""
+    name, nul, stamp = frames[0].partition(b"\x00")
+    assert nul and len(stamp) == 8, frames[0]
+    return name.decode()
+
+
+def free_port():
+    """A loopback port free now (nothing listens on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique():
+    return uuid.uuid4().hex[:12]

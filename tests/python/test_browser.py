@@ -1,0 +1,121 @@
+"""The original pushnote's example page, rendered by Django, in headless Chromium with the stock
+sockjs-client: it subscribes with the token {% pushnote_token %} wrote and receives what Django
+views send through the real pushnote-mq and pushnote-server; an anonymous page gets `null`,
+subscribes to nothing and receives the broadcasts only."""
+
+import decimal
+import time
+import urllib.request
+
+import pytest
+from django.core import signing
+
+from browser import Browser
+from pushnote.pub import notify, notify_all, publish
+from support import WAIT, unique
+
+
+@pytest.fixture(scope="module")
+def browser():
+    browser = Browser()
+    yield browser
+    browser.close()
+
+
+def sync(browser, page, send, arrives_as=lambda marker: marker):
+    """Sends markers with `send` until page `page` logs one (as `arrives_as(marker)`): the
+    server's bus subscriptions reach the forwarder in the background, so a message sent right
+    after a page subscribed could precede them."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        marker = {"sync": unique()}
+        send(marker)
+        try:
+            browser.until_logged(page, lambda v: v == arrives_as(marker), timeout=0.3)
+            return
+        except AssertionError:
+            assert time.monotonic() < deadline, f"{page} never received a marker"
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=WAIT) as response:
+        assert response.status == 200, response.read()
+
+
+def sent(msg):
+    """What testsite.views.payload sends, as the page receives it."""
+    return {
+        "msg": msg,
+        "at": "2026-12-03T15:30:01.123Z",
+        "day": "2026-12-03",
+        "price": "19.90",
+        "id": "12345678-1234-5678-1234-567812345678",
+        "greeting": "Hello",
+    }
+
+
+def with_msg(msg):
+    return lambda v: isinstance(v, dict) and v.get("msg") == msg
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_original_example_page_receives_what_django_sends(
+    browser, live_server, forwarder, push_server, settings, django_user_model
+):
+    settings.PUSHNOTE_MQ_SOCKET = forwarder.sub
+    settings.PUSHNOTE_SERVER_URL = push_server.url
+    user = django_user_model.objects.create_user("ada")
+
+    assert browser.open("anonymous", f"{live_server.url}/") == 200
+    assert browser.eval("anonymous", "token") is None
+    browser.wait_for("anonymous", "typeof conn === 'object' && conn.readyState === SockJS.OPEN")
+
+    assert browser.open("ada", f"{live_server.url}/login-as/{user.pk}/") == 200
+    token = browser.eval("ada", "token")
+    signer = signing.TimestampSigner(key=settings.SECRET_KEY, salt="pushnote")
+    assert signer.unsign(token, max_age=600) == str(user.pk)
+    subscribed = browser.until_logged(
+        "ada", lambda v: isinstance(v, dict) and v.get("name") == "pushnote:subscribed"
+    )
+    assert subscribed["data"]["user"] == str(user.pk)
+
+    sync(browser, "ada", lambda marker: notify(marker, users=[user]))
+    sync(browser, "anonymous", notify_all)
+
+    get(f"{live_server.url}/notify/{user.pk}/?msg=for-ada")
+    get(f"{live_server.url}/notify-all/?msg=for-all")
+    assert browser.until_logged("ada", with_msg("for-ada")) == sent("for-ada")
+    assert browser.until_logged("ada", with_msg("for-all")) == sent("for-all")
+    assert browser.until_logged("anonymous", with_msg("for-all")) == sent("for-all")
+    # The user's message went out before the broadcast, on the same path: had the anonymous
+    # page been sent it, it would have arrived first.
+    assert not any(with_msg("for-ada")(v) for v in browser.logged("anonymous"))
+    assert not any(isinstance(v, dict) and v.get("name", "").startswith("pushnote:")
+                   for v in browser.logged("anonymous")), "the anonymous page subscribed"
+    assert "You are logged in" in browser.eval("ada", "$('#summary').text()")
+    assert "You are not logged in" in browser.eval("anonymous", "$('#summary').text()")
+    assert browser.page_errors() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_joins_a_private_channel_with_the_tags_token(
+    browser, live_server, forwarder, push_server, settings
+):
+    settings.PUSHNOTE_MQ_SOCKET = forwarder.sub
+    settings.PUSHNOTE_SERVER_URL = push_server.url
+    channel = f"private-group-{unique()}"
+
+    assert browser.open("member", f"{live_server.url}/channel/{channel}/") == 200
+    joined = browser.until_logged(
+        "member", lambda v: isinstance(v, dict) and v.get("name") == "pushnote:subscribed"
+    )
+    assert joined["data"] == {"channel": channel}
+    sync(browser, "member", lambda marker: publish(channel, "sync", marker),
+         lambda marker: {"channel": channel, "event": "sync", "data": marker})
+
+    publish(channel, "create", {"id": 7, "price": decimal.Decimal("1.50")})
+    received = browser.until_logged(
+        "member", lambda v: isinstance(v, dict) and v.get("event") == "create"
+    )
+    assert received == {"channel": channel, "event": "create", "data": {"id": 7, "price": "1.50"}}
+    assert browser.page_errors() == []

@@ -2,7 +2,9 @@
 //!
 //! `soak` holds many subscribed WebSocket sessions for a long time while broadcasts and
 //! targeted messages flow and other sessions connect and leave, then reports, for the sessions
-//! that stayed, every message lost, duplicated or reordered, and the server's memory over time.
+//! that stayed, every message lost, duplicated or reordered, and the server's memory over time;
+//! with `--overload-factor`, for a while more than the server can deliver, watching its lag
+//! and overload state on `/health` (`health.rs`).
 //!
 //! `fanout` opens N sessions against any SockJS server and broadcasts to them at a fixed rate or
 //! as fast as the slowest takes them: connects/s, RSS per idle session, deliveries/s, latency,
@@ -24,6 +26,7 @@
 
 mod fanout;
 mod forwarder;
+mod health;
 mod reader;
 mod rtt;
 mod scan;
@@ -104,20 +107,32 @@ struct Soak {
     /// Users the staying sessions subscribe as (session i is user i mod USERS).
     #[arg(long, default_value_t = 1_000)]
     users: usize,
-    /// Seconds of load after the rate probe.
+    /// Seconds of load.
     #[arg(long, default_value_t = 600)]
     duration: u64,
-    /// Seconds of the rate probe, which publishes broadcasts as fast as the slowest session
-    /// takes them to find the maximum rate.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds of a probe before the load, for reference: broadcasts alone as fast as the
+    /// slowest session takes them (a burst: not what the mix sustains). 0: none.
+    #[arg(long, default_value_t = 0)]
     probe: u64,
-    /// Broadcasts per second; default: a quarter of the probed maximum.
-    #[arg(long)]
-    broadcast_rate: Option<f64>,
-    /// Targeted messages per second, each to one random user; default: as many deliveries as
-    /// the broadcasts make, so the total is half the probed maximum.
-    #[arg(long)]
-    targeted_rate: Option<f64>,
+    /// Broadcasts per second. The default is half of the mix this machine kind sustains with
+    /// the load generator on the same two cores (docs/BENCHMARKS.md, "Sustained rates": 32
+    /// broadcasts/s with 32,000 targeted/s, 640,000 deliveries/s, for 10,000 sessions).
+    #[arg(long, default_value_t = 16.0)]
+    broadcast_rate: f64,
+    /// Targeted messages per second, each to one random user (the default: half the
+    /// sustained mix, as many deliveries as the broadcasts make).
+    #[arg(long, default_value_t = 16_000.0)]
+    targeted_rate: f64,
+    /// Offer this many times the rates for --overload-for seconds from --overload-at (1: no
+    /// overload). What the server sheds then counts as lost.
+    #[arg(long, default_value_t = 1.0)]
+    overload_factor: f64,
+    /// Second of the load the overload starts at.
+    #[arg(long, default_value_t = 120)]
+    overload_at: u64,
+    /// Seconds the overload lasts.
+    #[arg(long, default_value_t = 60)]
+    overload_for: u64,
     /// Extra sessions connecting per second, each staying 1 to 10 s, then leaving.
     #[arg(long, default_value_t = 50)]
     churn: u32,
@@ -218,7 +233,6 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
     // 2. The publisher, on its own thread (ZeroMQ sockets block).
     let bus = Arc::new(pushnote::Publisher::connect(&args.target.bus)?);
     let users = args.users;
-    let per_user = (args.sessions / users.max(1)).max(1) as f64;
     let mut sent_b = 0u64;
     let mut sent_u = vec![0u64; users];
 
@@ -226,43 +240,39 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
     // user published before that is not routed to this server. Let them settle.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // 3. The probe: broadcasts as fast as the slowest staying session takes them.
-    let (broadcast_rate, targeted_rate) = match (args.broadcast_rate, args.targeted_rate) {
-        (Some(b), Some(t)) => (b, t),
-        (b, t) => {
-            let probe = Duration::from_secs(args.probe);
-            let window = 32;
-            let since = Instant::now();
-            let bus2 = bus.clone();
-            let marks2 = marks.clone();
-            let sent = tokio::task::spawn_blocking(move || {
-                let mut sent = 0u64;
-                while since.elapsed() < probe {
-                    let slowest = marks2.iter().map(|m| m.load(Ordering::Relaxed)).min();
-                    if sent >= slowest.unwrap_or(0) + window {
-                        std::thread::sleep(Duration::from_micros(200));
-                        continue;
-                    }
-                    let msg = serde_json::json!({"b": sent, "t": now_micros()});
-                    if bus2.notify_all(&msg).is_ok() {
-                        sent += 1;
-                    }
+    // 3. The probe, for reference: broadcasts as fast as the slowest staying session takes them.
+    if args.probe > 0 {
+        let probe = Duration::from_secs(args.probe);
+        let window = 32;
+        let since = Instant::now();
+        let bus2 = bus.clone();
+        let marks2 = marks.clone();
+        let sent = tokio::task::spawn_blocking(move || {
+            let mut sent = 0u64;
+            while since.elapsed() < probe {
+                let slowest = marks2.iter().map(|m| m.load(Ordering::Relaxed)).min();
+                if sent >= slowest.unwrap_or(0) + window {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
                 }
-                sent
-            })
-            .await?;
-            sent_b = sent;
-            let max = sent as f64 / since.elapsed().as_secs_f64();
-            eprintln!(
-                "probe: {max:.0} broadcasts/s to {} sessions = {:.0} deliveries/s without loss",
-                args.sessions,
-                max * args.sessions as f64
-            );
-            let b = b.unwrap_or(max / 4.0);
-            let t = t.unwrap_or(b * args.sessions as f64 / per_user);
-            (b, t)
-        }
-    };
+                let msg = serde_json::json!({"b": sent, "t": now_micros()});
+                if bus2.notify_all(&msg).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        })
+        .await?;
+        sent_b = sent;
+        let max = sent as f64 / since.elapsed().as_secs_f64();
+        eprintln!(
+            "probe: {max:.0} broadcasts/s to {} sessions = {:.0} deliveries/s without loss \
+             (broadcasts alone, in a burst)",
+            args.sessions,
+            max * args.sessions as f64
+        );
+    }
+    let (broadcast_rate, targeted_rate) = (args.broadcast_rate, args.targeted_rate);
     eprintln!(
         "soak: {broadcast_rate:.1} broadcasts/s and {targeted_rate:.1} targeted/s for {} s, \
          {} sessions connecting per second beside",
@@ -317,6 +327,21 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration);
     let (sent_tx, sent_rx) = std::sync::mpsc::channel();
     let bus2 = bus.clone();
+    let overload = (
+        Duration::from_secs(args.overload_at),
+        Duration::from_secs(args.overload_at + args.overload_for),
+        args.overload_factor,
+    );
+    if overload.2 != 1.0 {
+        eprintln!(
+            "overload: {}× the rates from {} s to {} s",
+            overload.2,
+            overload.0.as_secs(),
+            overload.1.as_secs()
+        );
+    }
+    let (watch_stop_tx, watch_stop_rx) = watch::channel(false);
+    let watching = tokio::spawn(health::watch(server, Duration::from_secs(1), watch_stop_rx));
     let publisher = std::thread::spawn(move || {
         let start = Instant::now();
         let mut refused = 0u64;
@@ -326,7 +351,13 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         let mut last = Instant::now();
         while start.elapsed() < duration {
             let now = Instant::now();
-            let dt = now.duration_since(last).as_secs_f64();
+            let into = start.elapsed();
+            let factor = if into >= overload.0 && into < overload.1 {
+                overload.2
+            } else {
+                1.0
+            };
+            let dt = now.duration_since(last).as_secs_f64() * factor;
             last = now;
             b_due += dt * broadcast_rate;
             t_due += dt * targeted_rate;
@@ -387,6 +418,11 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
 
     // 6. Let what is in flight arrive, stop everyone, count.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = watch_stop_tx.send(true);
+    let samples = watching.await?;
+    let (max_lag, overloaded_s, last_overloaded) = health::summary(&samples);
+    let shed = health::metric(server, "pushnote_bus_messages_shed_total").await;
+    let bus_lost = health::metric(server, "pushnote_bus_messages_lost_total").await;
     let _ = stop_tx.send(true);
     let _ = churn.await;
     let mut lost = 0u64;
@@ -428,6 +464,12 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         "lost": lost,
         "duplicated": duplicated,
         "reordered": reordered,
+        "overload_factor": args.overload_factor,
+        "max_lag_s": max_lag,
+        "overloaded_s": overloaded_s,
+        "last_overloaded_at_s": last_overloaded,
+        "server_shed": shed,
+        "server_bus_lost": bus_lost,
         "latency_p50_us": quantile(&all, 0.5),
         "latency_p99_us": quantile(&all, 0.99),
         "rss_start_kib": rss_start,
@@ -444,6 +486,13 @@ async fn run_soak(args: Soak) -> anyhow::Result<()> {
         rss_idle.map_or("-".into(), |r| r.to_string()),
         warm.map_or("-".into(), |r| r.to_string()),
         end.map_or("-".into(), |r| r.to_string()),
+    );
+    eprintln!(
+        "server: lag at most {max_lag:.3} s, overloaded for {overloaded_s:.0} s{}; shed {}, \
+         lost on the bus {}",
+        last_overloaded.map_or(String::new(), |t| format!(" (last at {t:.0} s)")),
+        shed.map_or("-".into(), |v| v.to_string()),
+        bus_lost.map_or("-".into(), |v| v.to_string()),
     );
     let clean = lost == 0 && duplicated == 0 && reordered == 0 && ended == 0 && refused == 0;
     std::process::exit(if clean { 0 } else { 1 });

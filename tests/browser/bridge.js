@@ -19,29 +19,15 @@
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const readline = require('readline');
-const { execFileSync } = require('child_process');
-const { chromium } = require('playwright-core');
+const { emit, fail, watchdog, launch, serve } = require('./driver');
 
-const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n');
-const fail = (text) => { emit({ event: 'error', text: String(text) }); process.exit(2); };
-
-const watchdog = setTimeout(() => { emit({ event: 'error', text: 'bridge timed out' }); process.exit(3); },
-  Number(process.env.BRIDGE_TIMEOUT_MS || 120000));
+const timer = watchdog('bridge', 'BRIDGE_TIMEOUT_MS');
 
 const files = {
   '/page.html': [path.join(__dirname, 'page.html'), 'text/html; charset=utf-8'],
   '/pushnote.html': [path.join(__dirname, 'pushnote.html'), 'text/html; charset=utf-8'],
   '/sockjs.min.js': [require.resolve('sockjs-client/dist/sockjs.min.js'), 'application/javascript'],
 };
-
-function chromiumPath() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  for (const name of ['chromium', 'chromium-browser']) {
-    try { return execFileSync('which', [name]).toString().trim(); } catch (_) { /* next */ }
-  }
-  fail('no chromium found: install it (apt-get install chromium) or set CHROMIUM');
-}
 
 async function main() {
   const server = http.createServer((req, res) => {
@@ -53,12 +39,8 @@ async function main() {
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const origin = `http://127.0.0.1:${server.address().port}`;
 
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    // Certificate errors are ignored: the proxy test's TLS certificate is one it made itself.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--ignore-certificate-errors',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  // Certificate errors are ignored: the proxy test's TLS certificate is one it made itself.
+  const browser = await launch(['--ignore-certificate-errors']);
   const pages = new Map();
   emit({ event: 'static', origin });
 
@@ -86,35 +68,20 @@ async function main() {
     await page.evaluate(([u, t]) => window.start(u, t), [url, transport]);
   }
 
-  let chain = Promise.resolve();
-  let quitting = false;
-  const quit = async () => {
-    if (quitting) return;
-    quitting = true;
-    clearTimeout(watchdog);
-    await chain.catch(() => {});
-    await browser.close().catch(() => {});
-    server.close();
-    process.exit(0);
-  };
-  const input = readline.createInterface({ input: process.stdin });
-  input.on('line', (line) => {
-    if (!line.trim()) return;
-    let cmd;
-    try { cmd = JSON.parse(line); } catch (e) { fail(`bad command ${line}`); }
-    if (cmd.cmd === 'quit') { quit(); return; }
-    // Commands run one after another, so a send never overtakes the open before it.
-    chain = chain.then(async () => {
-      const page = pages.get(cmd.id);
-      if (cmd.cmd === 'open') await open(cmd);
-      else if (!page) fail(`no page ${cmd.id}`);
-      else if (cmd.cmd === 'send') await page.evaluate((d) => window.sock.send(d), cmd.data);
+  serve({
+    browser,
+    pages,
+    open,
+    timer,
+    stop: () => server.close(),
+    run: async (cmd, page) => {
+      if (cmd.cmd === 'send') await page.evaluate((d) => window.sock.send(d), cmd.data);
       else if (cmd.cmd === 'close') await page.evaluate(() => window.sock.close());
       else if (cmd.cmd === 'eval') await page.evaluate(cmd.js);
-      else fail(`unknown command ${line}`);
-    }).catch(fail);
+      else return false;
+      return true;
+    },
   });
-  input.on('close', quit);
 }
 
 main().catch(fail);

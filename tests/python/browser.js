@@ -9,22 +9,9 @@
 // exits on quit, on end of input, or after BROWSER_TIMEOUT_MS (default 120 s, exit 3).
 'use strict';
 const path = require('path');
-const readline = require('readline');
-const { execFileSync } = require('child_process');
-const { chromium } = require(path.join(__dirname, '..', 'browser', 'node_modules', 'playwright-core'));
+const { emit, fail, watchdog, launch, serve } = require(path.join(__dirname, '..', 'browser', 'driver'));
 
-const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n');
-const fail = (text) => { emit({ event: 'error', text: String(text) }); process.exit(2); };
-const watchdog = setTimeout(() => { emit({ event: 'error', text: 'browser.js timed out' }); process.exit(3); },
-  Number(process.env.BROWSER_TIMEOUT_MS || 120000));
-
-function chromiumPath() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  for (const name of ['chromium', 'chromium-browser']) {
-    try { return execFileSync('which', [name]).toString().trim(); } catch (_) { /* next */ }
-  }
-  fail('no chromium found: install it (apt-get install chromium) or set CHROMIUM');
-}
+const timer = watchdog('browser.js', 'BROWSER_TIMEOUT_MS');
 
 async function consoleArgs(message) {
   // Each argument as the value it is (objects included), not as printed text.
@@ -32,11 +19,7 @@ async function consoleArgs(message) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: chromiumPath(),
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   const pages = new Map();
   emit({ event: 'ready' });
 
@@ -51,32 +34,17 @@ async function main() {
     emit({ event: 'opened', id, status: response ? response.status() : 0 });
   }
 
-  let chain = Promise.resolve();
-  let quitting = false;
-  const quit = async () => {
-    if (quitting) return;
-    quitting = true;
-    clearTimeout(watchdog);
-    await chain.catch(() => {});
-    await browser.close().catch(() => {});
-    process.exit(0);
-  };
-  const input = readline.createInterface({ input: process.stdin });
-  input.on('line', (line) => {
-    if (!line.trim()) return;
-    let cmd;
-    try { cmd = JSON.parse(line); } catch (e) { fail(`bad command ${line}`); }
-    if (cmd.cmd === 'quit') { quit(); return; }
-    // One command after another, so an eval never overtakes the open before it.
-    chain = chain.then(async () => {
-      const page = pages.get(cmd.id);
-      if (cmd.cmd === 'open') await open(cmd);
-      else if (!page) fail(`no page ${cmd.id}`);
-      else if (cmd.cmd === 'eval') emit({ event: 'eval', id: cmd.id, value: await page.evaluate(cmd.js) });
-      else fail(`unknown command ${line}`);
-    }).catch(fail);
+  serve({
+    browser,
+    pages,
+    open,
+    timer,
+    run: async (cmd, page) => {
+      if (cmd.cmd !== 'eval') return false;
+      emit({ event: 'eval', id: cmd.id, value: await page.evaluate(cmd.js) });
+      return true;
+    },
   });
-  input.on('close', quit);
 }
 
 main().catch(fail);

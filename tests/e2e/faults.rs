@@ -242,13 +242,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
     const SESSIONS: usize = 1_000;
@@ -287,7 +280,7 @@ async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
                 for expected in 0..MESSAGES {
                     let v = c.next().await;
                     assert_eq!(v["n"], expected, "lost or reordered");
-                    latencies.push(now_us().saturating_sub(v["t"].as_u64().unwrap()));
+                    latencies.push(now_micros().saturating_sub(v["t"].as_u64().unwrap()));
                 }
                 latencies
             })
@@ -300,7 +293,7 @@ async fn one_stalled_client_among_a_thousand_costs_the_others_nothing() {
     let big = "y".repeat(64 * 1024);
     let publishing = std::thread::spawn(move || {
         for n in 0..MESSAGES {
-            bus.notify_all(&json!({"n": n, "t": now_us(), "pad": pad}))
+            bus.notify_all(&json!({"n": n, "t": now_micros(), "pad": pad}))
                 .unwrap();
             bus.notify(&json!({"big": big}), ["stalled"]).unwrap();
             std::thread::sleep(Duration::from_millis(40));

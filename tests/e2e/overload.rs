@@ -21,13 +21,6 @@ const OVERLOAD: Duration = Duration::from_secs(8);
 /// time delivers with positions on.
 const OFFERED_PER_SECOND: u64 = 20_000;
 
-fn micros_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
 /// Lets a process run a twentieth of the time (stopped 95 ms in every 100), as a machine
 /// with far less CPU would, until dropped; then lets it run.
 struct Throttle {
@@ -92,7 +85,7 @@ async fn read_until_end(mut page: Client) -> (Received, Client) {
             continue;
         };
         let sent = data["t"].as_u64().unwrap();
-        let latency = Duration::from_micros(micros_now().saturating_sub(sent));
+        let latency = Duration::from_micros(now_micros().saturating_sub(sent));
         got.push((v["position"]["offset"].as_u64().unwrap(), n, latency));
     }
 }
@@ -138,7 +131,7 @@ async fn a_server_past_its_capacity_sheds_past_max_lag_keeps_it_and_recovers_by_
     let mut page = Client::connect(&srv).await;
     sync(&bus, &mut page, None).await;
     let start = positions(&mut page, None).await;
-    bus.notify_all(&json!({"n": 0, "t": micros_now()})).unwrap();
+    bus.notify_all(&json!({"n": 0, "t": now_micros()})).unwrap();
     let first = page.next().await;
     assert_eq!(first["data"]["n"], 0, "{first}");
     let reader = tokio::spawn(read_until_end(page));
@@ -173,7 +166,7 @@ async fn a_server_past_its_capacity_sheds_past_max_lag_keeps_it_and_recovers_by_
                 let due = began.elapsed().as_millis() as u64 * OFFERED_PER_SECOND / 1000;
                 while n < due {
                     n += 1;
-                    bus.notify_all(&json!({"n": n, "t": micros_now()})).unwrap();
+                    bus.notify_all(&json!({"n": n, "t": now_micros()})).unwrap();
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -198,7 +191,7 @@ async fn a_server_past_its_capacity_sheds_past_max_lag_keeps_it_and_recovers_by_
     let shed_name = "pushnote_bus_messages_shed_total{kind=\"broadcast\"}";
     let shed = srv.metric(shed_name).await;
     for i in 1..=20 {
-        bus.notify_all(&json!({"n": offered + i, "t": micros_now()}))
+        bus.notify_all(&json!({"n": offered + i, "t": now_micros()}))
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

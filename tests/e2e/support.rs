@@ -553,6 +553,14 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
+/// This machine's clock, in Unix microseconds: a message's publish time, for its latency.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
 pub fn signer() -> pushnote::Signer {
     pushnote::Signer::new(SECRET).unwrap()
 }

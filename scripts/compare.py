@@ -28,6 +28,8 @@ Scenarios (--scenarios, comma-separated, default all):
   idle   --idle-sessions sessions, idle: RSS per session, and connects/s
   t1k    1,000 sessions of one user each, 1,000 messages/s each to one random user
   t19k   the same with --idle-sessions sessions (targeted latency at N = 19,500)
+  t20k   10,000 sessions of one user each, 20,000 messages/s in all, each to one random user:
+         the targeted path at a high rate (server CPU and latency against the floor's)
   rtt    no server: `pushnote-bench echo` on the server's core and `pushnote-bench rtt` on the
          load's, 1,000 round trips/s for 10 s; the machine's own latency over the two hops a
          targeted message takes, reported under the name `loopback`
@@ -38,9 +40,9 @@ Scenarios (--scenarios, comma-separated, default all):
          max and 1m with each broadcast padded (`fanout --pad`) to the size of a channel
          message in its envelope: notify_all carrying as many bytes per delivery as cmax and
          c1m, to tell what the envelope's bytes cost from what channels' routing does
-Servers named in --no-targeted (default floor-raw, which has no users) skip t1k and t19k;
-servers of the original bus format, and those named in --no-channels (builds from before
-channels), skip the channel scenarios.
+Servers named in --no-targeted (default none: floor-raw matches the original format's
+recipients as plain tokens) skip t1k, t19k and t20k; servers of the original bus format, and
+those named in --no-channels (builds from before channels), skip the channel scenarios.
 """
 
 import argparse
@@ -99,6 +101,8 @@ def scenario_args(name, a):
     if name in ("t1k", "t19k"):
         n = 1000 if name == "t1k" else a.idle_sessions
         return ["--sessions", str(n), "--targeted", "--rate", "1000", "--duration", "10"]
+    if name == "t20k":
+        return ["--sessions", "10000", "--targeted", "--rate", "20000", "--duration", "10"]
     raise SystemExit(f"unknown scenario {name}")
 
 
@@ -218,6 +222,9 @@ def table(results):
         ("session connects/s", "idle", "connects_per_s", 1.0),
         ("targeted p99 ms, N = 1,000", "t1k", "latency_p99_us", 0.001),
         ("targeted p99 ms, N = 19,500", "t19k", "latency_p99_us", 0.001),
+        ("targeted 20,000 msg/s, N = 10,000: p90 ms", "t20k", "latency_p90_us", 0.001),
+        ("targeted 20,000 msg/s, N = 10,000: p99 ms", "t20k", "latency_p99_us", 0.001),
+        ("targeted 20,000 msg/s, N = 10,000: server CPU %", "t20k", "server_cpu_percent", 1.0),
         ("lost+dup+reordered (max)", "max", "faults", 1.0),
         ("lost+dup+reordered (1 M/s)", "1m", "faults", 1.0),
         ("lost+dup+reordered (targeted)", "t19k", "faults", 1.0),
@@ -279,7 +286,8 @@ def main():
     p.add_argument("servers", nargs="*", help="NAME:FORMAT=COMMAND with {port} and {bus}")
     p.add_argument("--scenarios", default="max+cmax,1m+c1m,light+clight,idle,t1k,t19k",
                    help="comma-separated; scenarios joined with + run in turn in each round")
-    p.add_argument("--no-targeted", default="floor-raw")
+    p.add_argument("--no-targeted", default="",
+                   help="servers (comma-separated) without users: they skip t1k, t19k, t20k")
     p.add_argument("--no-channels", default="",
                    help="servers (comma-separated) without channels: they skip cmax, c1m, clight")
     p.add_argument("--table", metavar="JSONL", help="only print the table of a results file")
@@ -317,7 +325,7 @@ def main():
 
     def skips(server, scenario):
         name, fmt, _ = server
-        if scenario in ("t1k", "t19k"):
+        if scenario in ("t1k", "t19k", "t20k"):
             return name in a.no_targeted.split(",")
         if scenario in CHANNEL_SCENARIOS or scenario in PADDED_SCENARIOS:
             return fmt != "pushnote" or name in a.no_channels.split(",")

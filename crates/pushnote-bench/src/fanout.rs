@@ -22,7 +22,7 @@ use crate::reader::{self, Handover};
 use crate::scan::Scan;
 use crate::session::{now_micros, source, Report, Session, Shared};
 use crate::xhr::XhrSession;
-use crate::{endpoints, rss_kib};
+use crate::{cpu_secs, endpoints, rss_kib};
 
 /// How the load publishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -242,6 +242,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         std::thread::spawn(move || publish.load(rate, window, users, duration, &marks2));
 
     let load_start = Instant::now();
+    let cpu_start = cpu_secs(args.pid);
     let mut last = shared.deliveries.load(Ordering::Relaxed);
     let mut last_at = Instant::now();
     let mut rss_load = None;
@@ -267,6 +268,10 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     // What session i should receive: every broadcast, or every message to its user.
     let expected = |i: usize| per_user.as_ref().map_or(sent, |p| p[i]);
     let publish_secs = load_start.elapsed().as_secs_f64();
+    // The server's CPU while the load ran, as a share of one core.
+    let server_cpu_percent = cpu_start
+        .zip(cpu_secs(args.pid))
+        .map(|(a, b)| (b - a) / publish_secs * 100.0);
 
     // 4. Let what is in flight arrive: as long as deliveries keep coming (a slow server can be
     // many seconds behind), until 5 s pass without one or DRAIN_LIMIT in all; what has not
@@ -332,6 +337,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         "rss_idle_kib": rss_idle,
         "rss_per_idle_session_kib": per_session,
         "rss_load_kib": rss_load,
+        "server_cpu_percent": server_cpu_percent,
     });
     println!("{summary}");
     eprintln!(

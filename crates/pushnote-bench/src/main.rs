@@ -170,6 +170,17 @@ pub(crate) fn rss_kib(pid: Option<u32>) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The CPU time (user and system) process `pid` has used, in seconds, from `/proc/<pid>/stat`
+/// (its 14th and 15th fields, in the kernel's fixed 100 ticks a second).
+pub(crate) fn cpu_secs(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// `http://host:port/route` → the server's address and the WebSocket URL of a new session.
 pub(crate) fn endpoints(url: &str) -> anyhow::Result<(SocketAddr, impl Fn(usize) -> String)> {
     let rest = url

@@ -49,8 +49,9 @@ def mq_socket():
 
 
 def secret():
-    """PUSHNOTE_SECRET, else Django's SECRET_KEY: the original pushnote signed with Django's
-    signing, so apps written for it keep working with the SECRET_KEY they have."""
+    """PUSHNOTE_SECRET, else Django's SECRET_KEY: every Django app has one, so an app moving
+    from the original pushnote (which keyed its tokens with PUSHNOTE_SALT) needs no new
+    setting."""
     value = setting("PUSHNOTE_SECRET") or setting("SECRET_KEY")
     if not value:
         raise ConfigurationError(

@@ -96,9 +96,11 @@ class Browser:
             assert event["event"] != "error", f"browser.js failed: {event}"
             self.log.append(event)
 
-    def page_errors(self):
+    def page_errors(self, page=None):
+        """The errors pages (or page `page`) have thrown so far."""
         self.drain()
-        return [e for e in self.log if e["event"] == "pageerror"]
+        return [e for e in self.log
+                if e["event"] == "pageerror" and (page is None or e["id"] == page)]
 
     def close(self):
         try:

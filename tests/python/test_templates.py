@@ -1,10 +1,12 @@
 """{% pushnote_token %} and {% pushnote_channel_token %} render JavaScript literals: a quoted
-token for a signed-in user, null for an anonymous one."""
+token for a signed-in user, null for an anonymous one; written between quotes, as pages made
+for the original pushnote have them, the token's characters alone, or nothing."""
 
 import json
 import re
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 from django.template import Context, Template
 
@@ -52,6 +54,48 @@ def test_channel_token_tags(client, django_user_model, settings):
     html = client.get("/channel/private-group-7/").content.decode()
     assert unsign(script_value(html, "userChannelToken"), settings.SECRET_KEY,
                   "pushnote.channel") == f"private-group-7:{user.pk}"
+
+
+def render(source, user):
+    return Template("{% load pushnote %}" + source).render(Context({"user": user}))
+
+
+@pytest.mark.django_db
+def test_between_quotes_the_tag_writes_the_token_alone(django_user_model, settings):
+    user = django_user_model.objects.create_user("ada")
+    for quote in ('"', "'"):
+        html = render(f"var token = {quote}{{% pushnote_token %}}{quote};\n", user)
+        token = re.fullmatch(f"var token = {quote}([^\"'<>&]+){quote};\n", html)
+        assert token, html
+        assert unsign(token.group(1), settings.SECRET_KEY) == str(user.pk)
+    html = render("var t = \"{% pushnote_channel_token 'private-7' user=user %}\";", user)
+    token = re.fullmatch(r'var t = "([^"]+)";', html).group(1)
+    assert unsign(token, settings.SECRET_KEY, "pushnote.channel") == f"private-7:{user.pk}"
+
+
+def test_between_quotes_an_anonymous_page_gets_the_empty_string():
+    anonymous = AnonymousUser()
+    assert render('var token = "{% pushnote_token %}";', anonymous) == 'var token = "";'
+    assert render("var token = '{% pushnote_token %}';", anonymous) == "var token = '';"
+    assert render("var token = {% pushnote_token %};", anonymous) == "var token = null;"
+    assert render("var token = \"{% pushnote_token %}\";", None) == 'var token = "";'
+
+
+def test_between_quotes_nothing_ends_the_string_or_the_script(settings):
+    settings.PUSHNOTE_TOKENIZER = "testsite.tokenizers.hostile"
+    expected = "7:\"'</script>\\&"
+    for quote in ('"', "'"):
+        html = render(f"var token = {quote}{{% pushnote_token user %}}{quote};", 7)
+        contents = html[len("var token = ") + 1:-2]
+        assert not set("\"'<>&") & set(contents.replace("\\\"", "")), html
+        assert json.loads(f'"{contents}"') == expected
+    html = render("var token = {% pushnote_token user %};", 7)
+    assert json.loads(html[len("var token = "):-1]) == expected
+
+
+def test_the_tag_stores_the_literal_with_as():
+    html = render('{% pushnote_token as t %}"{{ t }}" {% pushnote_token as u %}{{ u }}', None)
+    assert html == '"null" null'
 
 
 def test_a_custom_tokenizer_is_what_the_tag_writes(settings):

@@ -5,8 +5,10 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template import engines
+from django.template.loader import get_template
 from django.utils.translation import gettext_lazy
 
 import pushnote
@@ -16,6 +18,16 @@ from pushnote.pub import notify, notify_all
 def example(request):
     """The original pushnote's example page."""
     return render(request, "pushnote.html", {"pushnote_url": settings.PUSHNOTE_SERVER_URL})
+
+
+def example_quoted(request):
+    """The original pushnote's example page as apps written for it have it: the token tag
+    between quotes (`var token = "{% pushnote_token %}";`), the only difference."""
+    source = get_template("pushnote.html").template.source
+    assert source.count("{% pushnote_token %}") == 1, "the example page changed"
+    quoted = source.replace("{% pushnote_token %}", '"{% pushnote_token %}"')
+    page = engines["django"].from_string(quoted)
+    return HttpResponse(page.render({"pushnote_url": settings.PUSHNOTE_SERVER_URL}, request))
 
 
 def channel_page(request, channel):
@@ -31,9 +43,10 @@ def script(request, name):
 
 
 def login_as(request, user_id):
-    """Signs the browser in as the user (a test site has no passwords to type)."""
+    """Signs the browser in as the user (a test site has no passwords to type), then shows the
+    example page named by `?page=` (default: the original's)."""
     login(request, get_object_or_404(get_user_model(), pk=user_id))
-    return redirect("example")
+    return redirect(request.GET.get("page", "example"))
 
 
 def payload(request):

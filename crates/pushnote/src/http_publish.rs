@@ -30,8 +30,8 @@ use crate::{PublishError, Publisher};
 pub const MAX_BATCH: usize = 1000;
 
 /// The most bus messages one request may make: one for each message to everyone or to a
-/// channel, one for each user named. A tenth of a publisher's send high-water mark, so that
-/// a request is never cut short by its own size.
+/// channel, one for each user named. A tenth of a publisher's send high-water mark, past
+/// which ZeroMQ would drop the rest of a request without a word.
 pub const MAX_MESSAGES: usize = 10_000;
 
 /// One message to publish, checked.
@@ -180,6 +180,14 @@ fn item(value: &RawValue) -> Result<Item, String> {
 }
 
 impl Item {
+    /// How many bus messages this item makes.
+    fn len(&self) -> usize {
+        match self {
+            Item::Users { users, .. } => users.len(),
+            Item::All { .. } | Item::Channel { .. } => 1,
+        }
+    }
+
     /// The bus messages this item makes.
     fn outgoing(&self) -> Result<Outgoing, PublishError> {
         match self {
@@ -208,8 +216,8 @@ fn prepare(items: &[Item], limits: Limits) -> Result<Vec<Outgoing>, Refused> {
                 error,
                 index: Some(i),
             };
-            let out = item.outgoing().map_err(|e| refused(400, e.to_string()))?;
-            total += out.len();
+            // Counted before they are made: a request's memory stays within its size.
+            total += item.len();
             if total > MAX_MESSAGES {
                 return Err(refused(
                     413,
@@ -220,6 +228,7 @@ fn prepare(items: &[Item], limits: Limits) -> Result<Vec<Outgoing>, Refused> {
                     ),
                 ));
             }
+            let out = item.outgoing().map_err(|e| refused(400, e.to_string()))?;
             limits.check(out).map_err(|e| match e {
                 PublishError::TooLarge { .. } | PublishError::TooManyUsers { .. } => {
                     refused(413, e.to_string())

@@ -37,10 +37,11 @@ fn run(flags: &Flags) -> Result<(), String> {
             servers.push(http::listen(address, "--metrics", "/metrics", serves).await?);
         }
         if let (Some(address), Some(api_key)) = (flags.http, &flags.api_key) {
-            let publisher = pushnote::Publisher::connect(&pushnote::http_publish::loopback(
-                forwarder.sub_endpoint(),
-            ))
-            .map_err(|e| format!("--http: {e}"))?;
+            let endpoint = pushnote::http_publish::loopback(forwarder.sub_endpoint());
+            let publisher = pushnote::Publisher::builder(&endpoint)
+                .max_message_bytes(config.max_message_bytes)
+                .connect()
+                .map_err(|e| format!("--http: {e}"))?;
             let serves = http::Serves::Publish(std::sync::Arc::new(http::Publishing {
                 api_key: api_key.clone(),
                 max_body_bytes: config.max_message_bytes,

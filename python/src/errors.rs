@@ -30,7 +30,9 @@ pub fn publish_error(py: Python<'_>, e: PublishError, names: &str) -> PyErr {
         PublishError::UserId(_) => "InvalidUserError",
         PublishError::Channel(WireError::InvalidEvent) => "InvalidEventError",
         PublishError::Channel(_) => "InvalidChannelError",
-        PublishError::Zmq(_) => "PushnoteError",
+        PublishError::Zmq(_)
+        | PublishError::TooLarge { .. }
+        | PublishError::TooManyUsers { .. } => "PushnoteError",
     };
     let message = match e {
         PublishError::NotConnected(endpoint) => format!(

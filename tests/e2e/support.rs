@@ -501,6 +501,27 @@ impl Client {
         }
     }
 
+    /// The messages of the next frame of messages, unparsed, each as the server wrote it in
+    /// the frame. Skips heartbeats.
+    pub async fn next_texts(&mut self) -> Vec<String> {
+        assert!(self.pending.is_empty(), "unexpected {:?}", self.pending);
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                Some(Ok(WsMessage::Text(t))) if t.starts_with('a') => {
+                    let messages: Vec<&serde_json::value::RawValue> =
+                        serde_json::from_str(&t[1..]).expect("a[] json");
+                    return messages.iter().map(|m| m.get().to_owned()).collect();
+                }
+                Some(Ok(WsMessage::Text(t))) if t == "h" => {}
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                other => panic!("expected messages, got {other:?}"),
+            }
+        }
+    }
+
     /// The next message, skipping heartbeats. Panics on close.
     pub async fn next(&mut self) -> Value {
         loop {

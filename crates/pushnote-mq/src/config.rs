@@ -15,7 +15,7 @@ pub const DEFAULT_HWM: i32 = 100_000;
 /// id takes 262 bytes, so this leaves room for longer names of other kinds.
 pub const DEFAULT_MAX_TOPIC_BYTES: usize = 1024;
 /// The largest message accepted (topic and body), the same as a server's default.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = pushnote::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// Settings of a forwarder.
 #[derive(Clone, Debug)]

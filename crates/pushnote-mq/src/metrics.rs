@@ -101,8 +101,8 @@ impl Metrics {
         row(
             "pushnote_mq_http_refused_total",
             "counter",
-            "POST /publish requests refused: no or a wrong key, a bad body or target, too \
-             large, or the bus not connected.",
+            "POST /publish requests refused: no or a wrong key, a bad body or target, a \
+             message the bus would drop or too many, or the bus not connected.",
             &self.http_refused,
         );
         row(

@@ -48,7 +48,7 @@ pub const DEFAULT_MAX_CHANNELS: usize = 100;
 /// its burst of twice `--max-channels`.
 pub const CHANNEL_REQUESTS_PER_SECOND: u32 = 10;
 /// The largest bus message accepted.
-pub const DEFAULT_MAX_BUS_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_BUS_MESSAGE_BYTES: usize = pushnote::DEFAULT_MAX_MESSAGE_BYTES;
 /// Bus messages the server's socket holds before ZeroMQ drops new ones.
 pub const DEFAULT_BUS_HWM: i32 = 100_000;
 /// How long, in seconds, a bus message may wait for delivery before it is shed: well under

@@ -77,6 +77,10 @@ pub struct Metrics {
     pub bus_shed_user_messages: AtomicU64,
     /// Channels' messages shed past `--max-lag`.
     pub bus_shed_channel_messages: AtomicU64,
+    /// Messages published through `POST /publish` (`--single` with `--api-key`).
+    pub http_published: AtomicU64,
+    /// `POST /publish` requests refused.
+    pub http_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -98,7 +102,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 30] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 32] = [
             (
                 "pushnote_bus_connected",
                 "gauge",
@@ -282,6 +286,19 @@ impl Metrics {
                 "Requests with a position answered not recovered (another epoch, a position \
                  from the future, or history that no longer reaches back).",
                 &self.recoveries_failed,
+            ),
+            (
+                "pushnote_http_published_total",
+                "counter",
+                "Messages published through POST /publish (--single with --api-key).",
+                &self.http_published,
+            ),
+            (
+                "pushnote_http_refused_total",
+                "counter",
+                "POST /publish requests refused: no or a wrong key, a bad body or target, a \
+                 message the bus would drop or too many, or the bus not connected.",
+                &self.http_refused,
             ),
         ];
         let mut out = String::new();

@@ -147,13 +147,16 @@ impl Server {
             None => None,
             Some(key) => {
                 let endpoint = pushnote::http_publish::loopback(&bus_endpoint);
-                let publisher = pushnote::Publisher::connect(&endpoint)
+                let publisher = pushnote::Publisher::builder(&endpoint)
+                    .max_message_bytes(config.max_bus_message_bytes)
+                    .connect()
                     .map_err(|e| ServerError::Publish(e.to_string()))?;
                 Some(Arc::new((key.clone(), publisher)))
             }
         };
         let publish_route = {
             let limit = config.max_bus_message_bytes as u64;
+            let metrics = metrics.clone();
             warp::path("publish")
                 .and(warp::path::end())
                 .and(warp::post())
@@ -162,13 +165,13 @@ impl Server {
                 .and(warp::body::bytes())
                 .and_then(
                     move |authorization: Option<String>, body: warp::hyper::body::Bytes| {
-                        let publishing = publishing.clone();
+                        let (publishing, metrics) = (publishing.clone(), metrics.clone());
                         async move {
                             let Some(publishing) = publishing else {
                                 return Err(warp::reject::not_found());
                             };
                             Ok::<_, warp::Rejection>(
-                                http_publish(publishing, authorization, body).await,
+                                http_publish(publishing, authorization, body, &metrics).await,
                             )
                         }
                     },
@@ -269,6 +272,7 @@ async fn http_publish(
     publishing: Arc<(String, pushnote::Publisher)>,
     authorization: Option<String>,
     body: warp::hyper::body::Bytes,
+    metrics: &Metrics,
 ) -> Response<Body> {
     use pushnote::http_publish::{answer, authorized, Answer, Refused};
     let answer = match authorized(authorization.as_deref().map(str::as_bytes), &publishing.0) {
@@ -285,6 +289,12 @@ async fn http_publish(
                 .into()
             }),
     };
+    metrics
+        .http_published
+        .fetch_add(answer.published as u64, Ordering::Relaxed);
+    if answer.status != 200 {
+        metrics.http_refused.fetch_add(1, Ordering::Relaxed);
+    }
     let mut r = Response::new(Body::from(answer.body));
     *r.status_mut() = warp::http::StatusCode::from_u16(answer.status).unwrap_or_default();
     r.headers_mut().insert(

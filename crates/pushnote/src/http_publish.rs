@@ -10,6 +10,11 @@
 //! {"to": "channel", "channel": "news", "event": "create", "data": DATA}
 //! ```
 //!
+//! `data` is passed on as the text it was sent as, byte for byte: numbers, key order and
+//! escapes as the app wrote them. A request is answered 200 only when every bus message it
+//! makes was handed to the bus: one the bus would drop for its size, or more of them than
+//! [`MAX_MESSAGES`], refuse the whole request.
+//!
 //! The request carries `Authorization: Bearer KEY`, compared with the configured key in
 //! constant time. `docs/PROTOCOL.md` §2a gives the answers. Pure but for [`answer`].
 
@@ -17,11 +22,17 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
+use crate::publisher::{Limits, Outgoing};
 use crate::wire;
 use crate::{PublishError, Publisher};
 
 /// The most messages one request may carry.
 pub const MAX_BATCH: usize = 1000;
+
+/// The most bus messages one request may make: one for each message to everyone or to a
+/// channel, one for each user named. A tenth of a publisher's send high-water mark, past
+/// which ZeroMQ would drop the rest of a request without a word.
+pub const MAX_MESSAGES: usize = 10_000;
 
 /// One message to publish, checked.
 #[derive(Debug)]
@@ -97,13 +108,15 @@ pub fn authorized(authorization: Option<&[u8]>, key: &str) -> Result<(), Refused
     }
 }
 
-/// Reads and checks a request's body: every message of it, or why none is published.
+/// Reads and checks a request's body: every message of it, or why none is published. Each
+/// message's `data` is kept as the text it was sent as.
 pub fn parse(body: &[u8]) -> Result<Vec<Item>, Refused> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| Refused::bad(format!("the body is not JSON: {e}"), None))?;
-    let (items, batch) = match value {
-        serde_json::Value::Array(items) => (items, true),
-        one => (vec![one], false),
+    let not_json = |e: serde_json::Error| Refused::bad(format!("the body is not JSON: {e}"), None);
+    let whole: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    let items: Vec<&RawValue> = if whole.get().starts_with('[') {
+        serde_json::from_str(whole.get()).map_err(not_json)?
+    } else {
+        vec![whole]
     };
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(Refused::bad(
@@ -114,12 +127,12 @@ pub fn parse(body: &[u8]) -> Result<Vec<Item>, Refused> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, v)| item(v).map_err(|e| Refused::bad(e, batch.then_some(i))))
+        .map(|(i, v)| item(v).map_err(|e| Refused::bad(e, Some(i))))
         .collect()
 }
 
-fn item(value: serde_json::Value) -> Result<Item, String> {
-    let raw: Raw = serde_json::from_value(value).map_err(|e| {
+fn item(value: &RawValue) -> Result<Item, String> {
+    let raw: Raw = serde_json::from_str(value.get()).map_err(|e| {
         format!("expected {{\"to\": \"all\"|\"users\"|\"channel\", …, \"data\": …}}: {e}")
     })?;
     let data = raw.data;
@@ -166,33 +179,84 @@ fn item(value: serde_json::Value) -> Result<Item, String> {
     }
 }
 
-/// Publishes `items` in order; how many were published, or why the rest were not (the bus
-/// is not connected: 503).
-fn publish(publisher: &Publisher, items: &[Item]) -> Result<usize, (usize, Refused)> {
-    for (i, item) in items.iter().enumerate() {
-        let sent = match item {
-            Item::All { data } => publisher.notify_all(data),
-            Item::Users { users, data } => publisher.notify(data, users.iter()),
+impl Item {
+    /// How many bus messages this item makes.
+    fn len(&self) -> usize {
+        match self {
+            Item::Users { users, .. } => users.len(),
+            Item::All { .. } | Item::Channel { .. } => 1,
+        }
+    }
+
+    /// The bus messages this item makes.
+    fn outgoing(&self) -> Result<Outgoing, PublishError> {
+        match self {
+            Item::All { data } => Outgoing::all(data),
+            Item::Users { users, data } => Outgoing::users(data, users),
             Item::Channel {
                 channel,
                 event,
                 data,
-            } => publisher.publish(channel, event, data),
-        };
-        if let Err(e) = sent {
+            } => Outgoing::channel(channel, event, data),
+        }
+    }
+}
+
+/// The bus messages of `items`, each checked against `limits` and all of them together
+/// against [`MAX_MESSAGES`]; or why none is published (413 when too large or too many, with
+/// the item at fault).
+fn prepare(items: &[Item], limits: Limits) -> Result<Vec<Outgoing>, Refused> {
+    let mut total = 0;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let refused = |status, error| Refused {
+                status,
+                error,
+                index: Some(i),
+            };
+            // Counted before they are made: a request's memory stays within its size.
+            total += item.len();
+            if total > MAX_MESSAGES {
+                return Err(refused(
+                    413,
+                    format!(
+                        "the request makes over {MAX_MESSAGES} bus messages (one per message to \
+                         everyone or a channel, one per user named), the most one request \
+                         may: send the rest in other requests; nothing was published"
+                    ),
+                ));
+            }
+            let out = item.outgoing().map_err(|e| refused(400, e.to_string()))?;
+            limits.check(out).map_err(|e| match e {
+                PublishError::TooLarge { .. } | PublishError::TooManyUsers { .. } => {
+                    refused(413, e.to_string())
+                }
+                other => refused(400, other.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// Publishes `messages` in order; how many were published, or why the rest were not (the
+/// bus is not connected: 503).
+fn publish(publisher: &Publisher, messages: &[Outgoing]) -> Result<usize, (usize, Refused)> {
+    for (i, out) in messages.iter().enumerate() {
+        if let Err(e) = publisher.send(out) {
             let status = match e {
                 PublishError::NotConnected(_) => 503,
                 _ => 500,
             };
             let refused = Refused {
                 status,
-                error: format!("{e}: {i} of {} published", items.len()),
+                error: format!("{e}: {i} of {} published", messages.len()),
                 index: Some(i),
             };
             return Err((i, refused));
         }
     }
-    Ok(items.len())
+    Ok(messages.len())
 }
 
 /// What a request whose key was accepted is answered: its status and JSON body, and how many
@@ -214,14 +278,15 @@ impl From<Refused> for Answer {
     }
 }
 
-/// Checks `body` whole, then publishes it through `publisher` (which may block a moment:
-/// call it where blocking is allowed).
+/// Checks `body` whole, and every bus message it makes against `publisher`'s limits, then
+/// publishes it through `publisher` (which may block a moment: call it where blocking is
+/// allowed).
 pub fn answer(publisher: &Publisher, body: &[u8]) -> Answer {
-    let items = match parse(body) {
-        Ok(items) => items,
+    let messages = match parse(body).and_then(|items| prepare(&items, publisher.limits())) {
+        Ok(messages) => messages,
         Err(r) => return r.into(),
     };
-    match publish(publisher, &items) {
+    match publish(publisher, &messages) {
         Ok(n) => Answer {
             status: 200,
             body: format!(r#"{{"published":{n}}}"#),
@@ -274,6 +339,14 @@ mod tests {
             r#"[{"to":"all","data":1},{"to":"channel","channel":"a b","event":"e","data":1}]"#,
         );
         assert_eq!((r.status, r.index), (400, Some(1)));
+        // A single message is item 0; a body that is no message at all names none.
+        assert_eq!(refused(r#"{"to":"everyone","data":1}"#).index, Some(0));
+        assert_eq!(refused(r#"[1]"#).index, Some(0));
+        assert!(refused(r#"{"to":"all","data":1,"to":"all"}"#)
+            .error
+            .contains("duplicate field"));
+        assert_eq!(refused("{").index, None);
+        assert_eq!(refused("[]").index, None);
         for body in [
             r#"{"to":"everyone","data":1}"#,
             r#"{"to":"users","data":1}"#,
@@ -291,6 +364,104 @@ mod tests {
             vec![r#"{"to":"all","data":1}"#; MAX_BATCH + 1].join(",")
         );
         assert_eq!(refused(&too_many).status, 400);
+    }
+
+    #[test]
+    fn data_is_kept_as_the_text_it_was_sent_as() {
+        let data =
+            r#"{"b":1e2,"a":1.50,"c":123456789012345678901234567890,"d":"\u00e9", "e" : [ -0.0 ]}"#;
+        for body in [
+            format!(r#"{{"to":"all","data":{data}}}"#),
+            format!(r#" [ {{ "data" : {data} , "to" : "users", "users": ["7"] }} ] "#),
+            format!(r#"{{"to":"channel","channel":"c","event":"e","data":{data}}}"#),
+        ] {
+            let items = parse(body.as_bytes()).unwrap();
+            let kept = match &items[..] {
+                [Item::All { data } | Item::Users { data, .. } | Item::Channel { data, .. }] => {
+                    data.get()
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(kept, data, "{body}");
+            let out = items[0].outgoing().unwrap();
+            let body = String::from_utf8(out.body().to_vec()).unwrap();
+            assert!(body.ends_with(&format!(r#""data":{data}}}"#)), "{body}");
+        }
+    }
+
+    #[test]
+    fn what_the_bus_would_drop_refuses_the_request_naming_the_item() {
+        let limits = Limits {
+            max_message_bytes: 100,
+            max_messages: 100_000,
+        };
+        let prepared = |body: &str| prepare(&parse(body.as_bytes()).unwrap(), limits);
+        // topic "all\0" + 8 bytes of stamp room, {"name":"notify_all","data":…}: 41 + data.
+        let fits = format!(r#""{}""#, "x".repeat(100 - 41 - 2));
+        let over = format!(r#""{}""#, "x".repeat(100 - 41 - 1));
+        assert_eq!(
+            prepared(&format!(r#"{{"to":"all","data":{fits}}}"#))
+                .unwrap()
+                .len(),
+            1
+        );
+        let r = prepared(&format!(r#"{{"to":"all","data":{over}}}"#)).unwrap_err();
+        assert_eq!((r.status, r.index), (413, Some(0)), "{}", r.error);
+        assert!(
+            r.error.contains("101 bytes") && r.error.contains("100"),
+            "{}",
+            r.error
+        );
+        let r = prepared(&format!(
+            r#"[{{"to":"all","data":1}},{{"to":"channel","channel":"c","event":"e","data":{fits}}}]"#
+        ))
+        .unwrap_err();
+        assert_eq!((r.status, r.index), (413, Some(1)), "{}", r.error);
+        // Each user's topic counts: the longest one decides.
+        let long = "u".repeat(70);
+        let r = prepared(&format!(
+            r#"{{"to":"users","users":["1","{long}"],"data":1}}"#
+        ))
+        .unwrap_err();
+        assert_eq!((r.status, r.index), (413, Some(0)), "{}", r.error);
+    }
+
+    #[test]
+    fn a_request_makes_at_most_max_messages_bus_messages() {
+        let limits = Limits {
+            max_message_bytes: 1 << 20,
+            max_messages: 100_000,
+        };
+        let users = |n: usize| {
+            let ids: Vec<String> = (0..n).map(|i| format!(r#""{i}""#)).collect();
+            format!(r#"{{"to":"users","users":[{}],"data":1}}"#, ids.join(","))
+        };
+        let prepared = |body: &str| prepare(&parse(body.as_bytes()).unwrap(), limits);
+        assert_eq!(
+            prepared(&users(MAX_MESSAGES)).unwrap()[0].len(),
+            MAX_MESSAGES
+        );
+        let r = prepared(&users(MAX_MESSAGES + 1)).unwrap_err();
+        assert_eq!((r.status, r.index), (413, Some(0)));
+        assert!(r.error.contains(&MAX_MESSAGES.to_string()), "{}", r.error);
+        let r = prepared(&format!(
+            r#"[{},{{"to":"all","data":1}}]"#,
+            users(MAX_MESSAGES)
+        ))
+        .unwrap_err();
+        assert_eq!((r.status, r.index), (413, Some(1)));
+        // A publisher whose socket holds fewer refuses more users than it holds.
+        let small = Limits {
+            max_messages: 10,
+            ..limits
+        };
+        let r = prepare(&parse(users(11).as_bytes()).unwrap(), small).unwrap_err();
+        assert_eq!((r.status, r.index), (413, Some(0)));
+        assert!(
+            r.error.contains("11 users") && r.error.contains("10"),
+            "{}",
+            r.error
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub mod recover;
 pub mod token;
 pub mod wire;
 
-pub use publisher::{PublishError, Publisher, PublisherBuilder};
+pub use publisher::{
+    PublishError, Publisher, PublisherBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEND_HWM,
+};
 pub use token::{ChannelGrant, Signer, TokenError, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_SALT};
 
 /// The forwarder's app-facing endpoint by default: where apps publish.

@@ -14,7 +14,15 @@
 //! peer has subscribed. Messages sent in the instant between the peer's death and the
 //! socket's noticing it (a TCP reset, usually well under a millisecond) are lost without an
 //! error. While connected, up to the send high-water mark (100,000 messages by default) wait
-//! for a slow peer; past it, ZeroMQ drops new ones.
+//! for a slow peer; past it, ZeroMQ drops new ones, without a word. A `notify` for more users
+//! than the mark would be cut short that way: it is refused whole
+//! ([`PublishError::TooManyUsers`]). ZeroMQ learns what the peer has read in steps (about every
+//! half mark), so a burst near the mark can lose messages too: keep bursts well below it (HTTP
+//! publishing allows a tenth of it per request).
+//!
+//! A message larger than the bus takes ([`PublisherBuilder::max_message_bytes`], by default
+//! the forwarder's and a server's default limit) is refused with [`PublishError::TooLarge`]
+//! instead of being sent for the peer to drop.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -43,7 +51,30 @@ pub enum PublishError {
     /// ZeroMQ failed.
     #[error("zeromq: {0}")]
     Zmq(#[from] zmq::Error),
+    /// The message, topic and body, is larger than the bus takes
+    /// ([`PublisherBuilder::max_message_bytes`]): the forwarder or server would drop it.
+    /// Nothing was sent.
+    #[error(
+        "the message is {bytes} bytes (topic and body), over the {limit} the bus takes; \
+         nothing was sent"
+    )]
+    TooLarge { bytes: usize, limit: usize },
+    /// More users in one `notify` than the publisher's socket holds
+    /// ([`PublisherBuilder::send_high_water_mark`]): ZeroMQ would drop the ones past it.
+    /// Nothing was sent; notify them in several calls.
+    #[error(
+        "{users} users in one notify, over the {limit} messages the publisher holds (its send \
+         high-water mark); nothing was sent: notify them in several calls"
+    )]
+    TooManyUsers { users: usize, limit: usize },
 }
+
+/// The largest bus message, topic and body, a publisher sends by default: what a forwarder
+/// (`--max-message-bytes`) and a server (`--max-bus-message-bytes`) take by default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Messages a publisher's socket holds by default before ZeroMQ drops new ones.
+pub const DEFAULT_SEND_HWM: i32 = 100_000;
 
 /// Settings of a [`Publisher`].
 #[derive(Clone, Debug)]
@@ -52,6 +83,7 @@ pub struct PublisherBuilder {
     ready_timeout: Duration,
     linger: Duration,
     send_hwm: i32,
+    max_message_bytes: usize,
 }
 
 impl PublisherBuilder {
@@ -68,9 +100,18 @@ impl PublisherBuilder {
     }
 
     /// How many messages may wait for the network before ZeroMQ drops new ones
-    /// (default 100,000).
+    /// (default 100,000); also the most users one `notify` takes. 0 is no limit.
     pub fn send_high_water_mark(mut self, messages: i32) -> Self {
         self.send_hwm = messages;
+        self
+    }
+
+    /// The largest message the bus takes, topic and body, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE_BYTES`]): set it to the forwarder's `--max-message-bytes` (or the
+    /// server's `--max-bus-message-bytes`). Larger messages are refused with
+    /// [`PublishError::TooLarge`].
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
         self
     }
 
@@ -89,6 +130,13 @@ impl PublisherBuilder {
         Ok(Publisher {
             endpoint: self.endpoint,
             ready_timeout: self.ready_timeout,
+            limits: Limits {
+                max_message_bytes: self.max_message_bytes,
+                max_messages: usize::try_from(self.send_hwm)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .unwrap_or(usize::MAX),
+            },
             inner: Mutex::new(Inner {
                 socket,
                 topics: 0,
@@ -103,6 +151,7 @@ impl PublisherBuilder {
 pub struct Publisher {
     endpoint: String,
     ready_timeout: Duration,
+    limits: Limits,
     inner: Mutex<Inner>,
     // Dropped after the socket (fields drop in order), which makes the drop wait for linger.
     _ctx: zmq::Context,
@@ -138,7 +187,8 @@ impl Publisher {
             endpoint: endpoint.to_owned(),
             ready_timeout: Duration::from_secs(2),
             linger: Duration::from_secs(2),
-            send_hwm: 100_000,
+            send_hwm: DEFAULT_SEND_HWM,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -153,24 +203,18 @@ impl Publisher {
 
     /// Sends `data` to every connected session.
     pub fn notify_all<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), PublishError> {
-        let body = wire::encode_body(Target::All, data)?;
-        self.send(&[(wire::topic_with_stamp_room(Target::All)?, &body)])
+        self.send(&self.limits.check(Outgoing::all(data)?)?)
     }
 
-    /// Sends `data` to every session of each user in `users` (one bus message per user).
+    /// Sends `data` to every session of each user in `users` (one bus message per user): to
+    /// all of them, or, refused whole, to none.
     pub fn notify<T, I, U>(&self, data: &T, users: I) -> Result<(), PublishError>
     where
         T: Serialize + ?Sized,
         I: IntoIterator<Item = U>,
         U: std::fmt::Display,
     {
-        let topics = users
-            .into_iter()
-            .map(|u| wire::topic_with_stamp_room(Target::User(&u.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let body = wire::encode_body(Target::User(""), data)?;
-        let messages: Vec<_> = topics.into_iter().map(|t| (t, &body)).collect();
-        self.send(&messages)
+        self.send(&self.limits.check(Outgoing::users(data, users)?)?)
     }
 
     /// Sends `data` as `event` to every session subscribed to `channel`; pages receive
@@ -182,16 +226,20 @@ impl Publisher {
         event: &str,
         data: &T,
     ) -> Result<(), PublishError> {
-        let topic =
-            wire::topic_with_stamp_room(Target::Channel(channel)).map_err(PublishError::Channel)?;
-        let body = wire::encode_channel_body(event, data).map_err(|e| match e {
-            wire::BodyError::Wire(e) => PublishError::Channel(e),
-            wire::BodyError::Json(e) => PublishError::Serialize(e),
-        })?;
-        self.send(&[(topic, &body)])
+        self.send(
+            &self
+                .limits
+                .check(Outgoing::channel(channel, event, data)?)?,
+        )
     }
 
-    fn send(&self, messages: &[(Vec<u8>, &Vec<u8>)]) -> Result<(), PublishError> {
+    /// What this publisher refuses to send.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sends bus messages made and checked.
+    pub(crate) fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.take_subscriptions()?;
         if inner.topics == 0 {
@@ -209,11 +257,108 @@ impl Publisher {
         // Only a fresh publisher waits: once the peer has been seen, a lost peer is reported
         // at once.
         inner.waited = true;
-        for (topic, body) in messages {
+        for topic in &out.topics {
             inner.socket.send(&topic[..], zmq::SNDMORE)?;
-            inner.socket.send(&body[..], 0)?;
+            inner.socket.send(&out.body[..], 0)?;
         }
         Ok(())
+    }
+}
+
+/// Bus messages made but not sent yet: one body under each of one or more topics (each with
+/// room for the forwarder's stamp).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    topics: Vec<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+impl Outgoing {
+    /// A broadcast of `data`.
+    pub(crate) fn all<T: Serialize + ?Sized>(data: &T) -> Result<Outgoing, PublishError> {
+        Ok(Outgoing {
+            topics: vec![wire::topic_with_stamp_room(Target::All)?],
+            body: wire::encode_body(Target::All, data)?,
+        })
+    }
+
+    /// `data` for each of `users`.
+    pub(crate) fn users<T, I, U>(data: &T, users: I) -> Result<Outgoing, PublishError>
+    where
+        T: Serialize + ?Sized,
+        I: IntoIterator<Item = U>,
+        U: std::fmt::Display,
+    {
+        let topics = users
+            .into_iter()
+            .map(|u| wire::topic_with_stamp_room(Target::User(&u.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = wire::encode_body(Target::User(""), data)?;
+        Ok(Outgoing { topics, body })
+    }
+
+    /// `data` as `event` on `channel`.
+    pub(crate) fn channel<T: Serialize + ?Sized>(
+        channel: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<Outgoing, PublishError> {
+        let topic =
+            wire::topic_with_stamp_room(Target::Channel(channel)).map_err(PublishError::Channel)?;
+        let body = wire::encode_channel_body(event, data).map_err(|e| match e {
+            wire::BodyError::Wire(e) => PublishError::Channel(e),
+            wire::BodyError::Json(e) => PublishError::Serialize(e),
+        })?;
+        Ok(Outgoing {
+            topics: vec![topic],
+            body,
+        })
+    }
+
+    /// How many bus messages these are.
+    pub(crate) fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// The body they share.
+    #[cfg(test)]
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The size of the largest of them, topic and body, as the bus measures it.
+    fn largest(&self) -> usize {
+        self.topics.iter().map(Vec::len).max().unwrap_or(0) + self.body.len()
+    }
+}
+
+/// What a publisher refuses to send, so that nothing it sends is dropped for its size or cut
+/// short by its own socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The largest bus message, topic and body.
+    pub max_message_bytes: usize,
+    /// The most bus messages one call sends: the socket's send high-water mark.
+    pub max_messages: usize,
+}
+
+impl Limits {
+    /// `out`, or why it is not sent.
+    pub(crate) fn check(self, out: Outgoing) -> Result<Outgoing, PublishError> {
+        if out.len() > self.max_messages {
+            return Err(PublishError::TooManyUsers {
+                users: out.len(),
+                limit: self.max_messages,
+            });
+        }
+        let bytes = out.largest();
+        if bytes > self.max_message_bytes {
+            return Err(PublishError::TooLarge {
+                bytes,
+                limit: self.max_message_bytes,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -2,6 +2,8 @@
 //! nobody publishes to, cannot make the forwarder and its servers replay without bound, and a
 //! page that asks while the forwarder restarts is given each message once.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -137,4 +139,172 @@ async fn joins_of_channels_nobody_publishes_to_never_flush_the_forwarders_histor
     let publish = |n| bus.publish("real", "tick", &message(n)).unwrap();
     a_real_channel_survives(&srv, publish, 20, flood).await;
     drop(probe);
+}
+
+/// What `/proc/<pid>/status` says of a process's resident memory, in bytes: now (`VmRSS`) or
+/// at its peak (`VmHWM`).
+fn resident(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    kib * 1024
+}
+
+/// A page's one SockJS frame: positions, then `rounds` × (join `channel` with `since`, leave).
+fn amplifying_frame(channel: &str, since: &Value, rounds: usize) -> String {
+    let mut requests = vec![json!({"name": "positions"}).to_string()];
+    for _ in 0..rounds {
+        requests.push(
+            json!({"name": "subscribe", "data": {"channel": channel, "since": since}}).to_string(),
+        );
+        requests.push(json!({"name": "unsubscribe", "data": {"channel": channel}}).to_string());
+    }
+    serde_json::to_string(&requests).unwrap()
+}
+
+/// Reads what a page is sent until it has `replies` replies named `name` or it is closed;
+/// returns the replies.
+async fn drain(client: &mut Client, name: &str, replies: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < replies {
+        match client.frame().await {
+            Frame::Messages(m) => got.extend(m.into_iter().filter(|v| v["name"] == name)),
+            Frame::Heartbeat | Frame::Open => {}
+            // Closed as slow (3008): it could not take what it asked for.
+            Frame::Close(..) | Frame::Gone(_) => break,
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_asking_again_and_again_for_large_history_cost_the_forwarder_and_server_a_bounded_amount(
+) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let fwd = forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--metrics",
+        &metrics,
+    ]);
+    let srv = server(&fwd, &[]);
+    let bus = publisher(&fwd.sub);
+    let mut bystander = Client::connect(&srv).await;
+    sync(&bus, &mut bystander, None).await;
+    // A channel holding 100 messages of 64 KB, which a page saw from the start.
+    let mut page = Client::connect(&srv).await;
+    let (replies, _) = ask_all(
+        &mut page,
+        &[
+            json!({"name": "positions"}),
+            json!({"name": "subscribe", "data": {"channel": "big"}}),
+        ],
+    )
+    .await;
+    let since = replies[1]["data"]["position"].clone();
+    let pad = "x".repeat(64 * 1024);
+    for n in 1..=100 {
+        bus.publish("big", "tick", &json!({"n": n, "pad": pad}))
+            .unwrap();
+    }
+    let mut got = 0;
+    while got < 100 {
+        if page.next().await["channel"] == "big" {
+            got += 1;
+        }
+    }
+    drop(page);
+    let (server_pid, forwarder_pid) = (srv.proc.child.id(), fwd.proc.child.id());
+    let before = (
+        resident(server_pid, "VmRSS:"),
+        resident(forwarder_pid, "VmRSS:"),
+    );
+    // Four pages each send one frame: positions, then 100 × (join with since, leave), each
+    // join asking for the 6.4 MB the channel holds: 2.6 GB, unbounded.
+    let frame = amplifying_frame("big", &since, 100);
+    let attack = std::time::Instant::now();
+    let mut pages = Vec::new();
+    for _ in 0..4 {
+        let mut client = Client::connect(&srv).await;
+        client.send_raw(&frame).await;
+        pages.push(client);
+    }
+    // Another session's broadcast still arrives, and in good time.
+    let sent = std::time::Instant::now();
+    bus.notify_all(&json!({"bystander": 1})).unwrap();
+    while bystander.next().await.get("bystander").is_none() {}
+    let latency = sent.elapsed();
+    let mut joins = Vec::new();
+    for client in &mut pages {
+        joins.extend(drain(client, "pushnote:subscribed", 100).await);
+    }
+    // The forwarder has answered every request.
+    let forwarder_metrics = format!("http://{metrics}/metrics");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric_at(&forwarder_metrics, "pushnote_mq_recoveries_total").await < 400 {
+        assert!(tokio::time::Instant::now() < deadline, "answered in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = (
+        resident(server_pid, "VmHWM:"),
+        resident(forwarder_pid, "VmHWM:"),
+    );
+    let mib = |b: u64| b >> 20;
+    eprintln!(
+        "server {} → peak {} MiB, forwarder {} → peak {} MiB, broadcast in {latency:?}",
+        mib(before.0),
+        mib(peak.0),
+        mib(before.1),
+        mib(peak.1)
+    );
+    assert!(
+        peak.0.saturating_sub(before.0) < 100 << 20,
+        "server: {} MiB → {} MiB",
+        mib(before.0),
+        mib(peak.0)
+    );
+    assert!(
+        peak.1.saturating_sub(before.1) < 64 << 20,
+        "forwarder: {} MiB → {} MiB",
+        mib(before.1),
+        mib(peak.1)
+    );
+    // What the forwarder replays comes down the same connection as the broadcasts, before
+    // them: a generous deadline for a debug build on a busy machine.
+    assert!(latency < Duration::from_secs(5), "broadcast in {latency:?}");
+    // Each join was answered: recovered, or busy (given nothing), or, where this server took
+    // longer than its wait for the answers, unavailable.
+    for j in &joins {
+        let d = &j["data"];
+        assert!(
+            d["recovered"] == true || d["reason"] == "busy" || d["reason"] == "unavailable",
+            "recovered, busy, or unavailable: {j}"
+        );
+    }
+    assert!(srv.metric("pushnote_recoveries_busy_total").await > 0);
+    let replayed = metric_at(&forwarder_metrics, "pushnote_mq_recovered_bytes_total").await;
+    // The forwarder replays at most a second's worth of its default --recovery-rate (8 MiB a
+    // second) at once, and that rate after.
+    let rate = 8.0 * (1 << 20) as f64;
+    let bound = rate * (1.0 + attack.elapsed().as_secs_f64());
+    assert!(
+        (replayed as f64) <= bound,
+        "replayed {} MiB in {:?}",
+        mib(replayed),
+        attack.elapsed()
+    );
+    // The pages carry on: a broadcast reaches those still open.
+    bus.notify_all(&json!({"after": 1})).unwrap();
+    while bystander.next().await.get("after").is_none() {}
 }

@@ -308,3 +308,139 @@ async fn pages_asking_again_and_again_for_large_history_cost_the_forwarder_and_s
     bus.notify_all(&json!({"after": 1})).unwrap();
     while bystander.next().await.get("after").is_none() {}
 }
+
+/// What a page with positions received of each topic: each message's epoch, offset and `n`.
+#[derive(Default)]
+struct Seen {
+    topics: std::collections::HashMap<String, Vec<(u64, u64, u64)>>,
+}
+
+impl Seen {
+    /// Notes `v` if it is a message with its position (bare ones, before the positions reply,
+    /// are given again from the history and ignored, as a page does).
+    fn note(&mut self, v: &Value) {
+        let Some(kind) = v["kind"].as_str() else {
+            return;
+        };
+        let p = &v["position"];
+        let at = (
+            p["epoch"].as_u64().unwrap(),
+            p["offset"].as_u64().unwrap(),
+            v["data"]["n"].as_u64().unwrap_or(0),
+        );
+        self.topics.entry(kind.to_owned()).or_default().push(at);
+    }
+
+    fn last_n(&self, kind: &str) -> u64 {
+        self.topics
+            .get(kind)
+            .and_then(|t| t.iter().map(|&(_, _, n)| n).max())
+            .unwrap_or(0)
+    }
+
+    /// Every topic's messages arrived once each.
+    fn assert_none_twice(&self, round: usize) {
+        for (kind, got) in &self.topics {
+            let mut positions: Vec<(u64, u64)> = got.iter().map(|&(e, o, _)| (e, o)).collect();
+            positions.sort_unstable();
+            let before = positions.len();
+            positions.dedup();
+            assert_eq!(
+                positions.len(),
+                before,
+                "round {round}, {kind}: {} given twice: {got:?}",
+                before - positions.len()
+            );
+        }
+    }
+}
+
+/// Publishes `{"n": n}` to everyone and to `u1` for each n of `ns`.
+fn publish_to_all_and_u1(app: &pushnote::Publisher, ns: std::ops::RangeInclusive<u64>) {
+    for n in ns {
+        app.notify_all(&json!({ "n": n })).unwrap();
+        app.notify(&json!({ "n": n }), ["u1"]).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_asks_while_the_forwarder_restarts_is_given_each_message_once() {
+    let mut fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    let (sub, publish) = (fwd.sub.clone(), fwd.publish.clone());
+    // Rounds at the seam: the restarted forwarder holds messages when the page's requests reach it.
+    let mut seams = 0;
+    for round in 0..8 {
+        if seams == 3 {
+            break;
+        }
+        // A page with positions, to come back with.
+        let app = publisher(&sub);
+        let mut before = Client::connect(&srv).await;
+        sync(&app, &mut before, None).await;
+        ask_all(
+            &mut before,
+            &[
+                json!({"name": "positions"}),
+                json!({"name": "subscribe", "data": {"token": token("u1")}}),
+            ],
+        )
+        .await;
+        publish_to_all_and_u1(&app, 1..=1);
+        let mut since = (Value::Null, Value::Null);
+        while since.0.is_null() || since.1.is_null() {
+            let v = before.next().await;
+            match v["kind"].as_str() {
+                Some("broadcast") => since.0 = v["position"].clone(),
+                Some("user") => since.1 = v["position"].clone(),
+                _ => {}
+            }
+        }
+        drop((before, app));
+        fwd.proc.signal("KILL");
+        assert!(
+            fwd.proc.wait_exit(WAIT).is_some(),
+            "the forwarder is killed"
+        );
+        // The server retries its connection ever less often.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The page comes back while the forwarder is down, and the forwarder within the
+        // server's 3 s wait for the answers; apps publish to it before the server is back.
+        let mut page = Client::connect(&srv).await;
+        page.emit(json!({"name": "positions", "data": {"since": since.0}}))
+            .await;
+        page.emit(json!({"name": "subscribe", "data": {"token": token("u1"), "since": since.1}}))
+            .await;
+        fwd = forwarder_with(&["--sub", &sub, "--pub", &publish]);
+        let app = publisher(&sub);
+        publish_to_all_and_u1(&app, 1..=5);
+        let mut seen = Seen::default();
+        let mut replies = Vec::new();
+        while replies.len() < 2 {
+            let v = page.next().await;
+            if v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("pushnote:"))
+            {
+                let d = &v["data"];
+                let reason = d["reason"].as_str().unwrap_or("");
+                assert!(
+                    d["recovered"] == true || ["epoch", "unavailable"].contains(&reason),
+                    "{v}"
+                );
+                replies.push(v);
+            } else {
+                seen.note(&v);
+            }
+        }
+        if replies[0]["data"]["position"]["offset"].as_u64() > Some(0) {
+            seams += 1;
+        }
+        publish_to_all_and_u1(&app, 6..=10);
+        while seen.last_n("broadcast") < 10 || seen.last_n("user") < 10 {
+            seen.note(&page.next().await);
+        }
+        seen.assert_none_twice(round);
+    }
+    eprintln!("{seams} rounds at the seam");
+}

@@ -71,6 +71,8 @@ struct Waiting {
 struct Pending {
     session: Session,
     topic: Vec<u8>,
+    /// The position it asked from.
+    since: Option<Stamp>,
     /// A `positions` request (the broadcasts, which the session is in already).
     start: bool,
     /// The topic's messages are held back from the session until the answer.
@@ -204,6 +206,7 @@ impl Remote {
                 Pending {
                     session: session.clone(),
                     topic: topic.to_vec(),
+                    since: since.map(Stamp::from),
                     start,
                     held,
                     messages: Vec::new(),
@@ -263,6 +266,46 @@ impl Remote {
             topic,
         }
         .encode()
+    }
+
+    /// After the forwarder came back: every waiting request asked again under a new id, for
+    /// the bus thread to send after its fill requests ([`Remote::fill`]). A request sent
+    /// while the forwarder was away, or before the bus thread knew it was back, may have
+    /// reached the new run ahead of the fills, and its answer would give the session the new
+    /// epoch's messages that the fill then gives every session of the topic again; asked
+    /// again after the fills, its answer comes after theirs (the session being held back
+    /// from the topic, or taking broadcasts without positions, until it), and an answer to
+    /// the old id is ignored.
+    pub fn ask_again(&self) -> Vec<Vec<u8>> {
+        let mut guard = self.lock();
+        let waiting = &mut *guard;
+        let mut ids: Vec<u64> = waiting.requests.keys().copied().collect();
+        // In the order they were asked: a session's requests are answered in order.
+        ids.sort_unstable();
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut requests = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(mut p) = waiting.requests.remove(&id) else {
+                continue;
+            };
+            waiting.held -= std::mem::take(&mut p.received);
+            p.messages = Vec::new();
+            p.overflow = false;
+            p.busy = false;
+            p.deadline = deadline;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let request = Request {
+                server: self.server,
+                id,
+                since: p.since,
+                max_bytes: u32::try_from(p.allowance).unwrap_or(u32::MAX),
+                topic: &p.topic,
+            };
+            requests.push(request.encode());
+            waiting.requests.insert(id, p);
+        }
+        self.gauge(waiting);
+        requests
     }
 
     /// Takes one part of an answer (`[reply topic, header, body…]`, on the bus thread);

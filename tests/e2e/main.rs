@@ -20,6 +20,7 @@ mod overload;
 mod proxy;
 mod pushnote_js;
 mod recovery;
+mod recovery_bounds;
 mod routing;
 mod tokens;
 mod transports;

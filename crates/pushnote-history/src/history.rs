@@ -8,6 +8,12 @@
 //! when the budget is spent on topics alone; a forgotten topic's next message starts a new
 //! epoch.
 //!
+//! A topic nobody published to costs nothing: asking its position remembers nothing. Its
+//! position is offset 0 of the epoch its first message will start ([`History::position`]), an
+//! epoch drawn from the topic's name, the history's random key and how many topics of its
+//! bucket were forgotten, so that a page told that position before the first message is
+//! given every message from the first, and a page of a forgotten epoch is told it lost some.
+//!
 //! Pure: no I/O, no clock of its own (every call that ages something is given `now`).
 
 use std::collections::hash_map::RandomState;
@@ -97,10 +103,18 @@ pub struct Counts {
     pub forgotten: u64,
 }
 
+/// How many buckets the topics are counted in when forgotten: a topic nobody published to has
+/// an epoch that changes when a topic of its bucket is forgotten.
+const FORGET_BUCKETS: usize = 4096;
+
 /// Each topic's recent messages and positions.
 pub struct History<V> {
     limits: Limits,
     topics: HashMap<Arc<[u8]>, Topic<V>>,
+    /// The random key of the epochs of topics nobody published to.
+    key: RandomState,
+    /// Per bucket of topic names, how many of its topics were forgotten (wrapping).
+    forgotten: Box<[u32]>,
     /// Every kept message's place, oldest first. Entries whose message went already (past its
     /// topic's count, or its topic's epoch ended) are skipped when they come up, and taken out
     /// all at once when they are more than the messages kept and [`COMPACT_SLACK`].
@@ -143,6 +157,14 @@ struct Kept<V> {
     value: V,
 }
 
+/// A kept message of epoch `epoch` with its position.
+fn positioned<V>(epoch: u32) -> impl Fn(&Kept<V>) -> (Position, &V) {
+    move |k| {
+        let offset = k.offset;
+        (Position { epoch, offset }, &k.value)
+    }
+}
+
 fn topic_cost(name: &[u8]) -> usize {
     name.len() + TOPIC_OVERHEAD
 }
@@ -167,6 +189,8 @@ impl<V: Weigh> History<V> {
         History {
             limits,
             topics: HashMap::new(),
+            key: RandomState::new(),
+            forgotten: vec![0; FORGET_BUCKETS].into_boxed_slice(),
             order: VecDeque::new(),
             bytes: 0,
             kept: 0,
@@ -258,23 +282,42 @@ impl<V: Weigh> History<V> {
         });
     }
 
-    /// The position of `topic`'s last message (offset 0 when it has had none yet), the topic
-    /// being remembered from now on as if it had had a message.
+    /// The position of `topic`'s last message. A topic nobody published to (or forgotten) is
+    /// not remembered for being asked: it stands at offset 0 of the epoch its next message
+    /// starts ([`History::unpublished_epoch`]).
     pub fn position(&mut self, topic: &[u8], now: Instant) -> Position {
-        let Some(name) = self.enter(topic, now) else {
-            let epoch = self.fresh_epoch();
-            return Position { epoch, offset: 0 };
-        };
-        let t = &self.topics[&name];
-        Position {
-            epoch: t.epoch,
-            offset: t.last,
+        self.expire(now);
+        match self.topics.get_mut(topic) {
+            Some(t) => {
+                t.touched = now;
+                Position {
+                    epoch: t.epoch,
+                    offset: t.last,
+                }
+            }
+            None => Position {
+                epoch: self.unpublished_epoch(topic),
+                offset: 0,
+            },
         }
     }
 
-    /// Ages what is kept, then makes `topic` known (with a new epoch, room made for it) if it
-    /// was not, touched at `now`; its shared name, or `None` for a topic too long to remember
-    /// within the budget.
+    /// The bucket `topic` is counted in when forgotten.
+    fn bucket(&self, topic: &[u8]) -> usize {
+        (self.key.hash_one((0u8, topic)) % FORGET_BUCKETS as u64) as usize
+    }
+
+    /// The epoch the next message of `topic`, which the history does not remember, starts:
+    /// the same until a topic of its bucket is forgotten, never 0.
+    fn unpublished_epoch(&self, topic: &[u8]) -> u32 {
+        let forgotten = self.forgotten[self.bucket(topic)];
+        let epoch = self.key.hash_one((1u8, topic, forgotten)) as u32;
+        epoch.max(1)
+    }
+
+    /// Ages what is kept, then makes `topic` known (in the epoch pages were told it would
+    /// start, room made for it) if it was not, touched at `now`; its shared name, or `None` for
+    /// a topic too long to remember within the budget.
     fn enter(&mut self, topic: &[u8], now: Instant) -> Option<Arc<[u8]>> {
         self.expire(now);
         if topic_cost(topic) > self.limits.bytes {
@@ -287,7 +330,8 @@ impl<V: Weigh> History<V> {
         }
         self.make_room(0, topic);
         let name: Arc<[u8]> = topic.into();
-        let epoch = self.fresh_epoch();
+        // The epoch pages asking before the first message were told.
+        let epoch = self.unpublished_epoch(topic);
         self.bytes += topic_cost(topic);
         let t = Topic {
             name: name.clone(),
@@ -308,23 +352,24 @@ impl<V: Weigh> History<V> {
         now: Instant,
     ) -> Result<impl Iterator<Item = (Position, &V)>, NotRecovered> {
         self.expire(now);
-        let t = self.topics.get(topic).ok_or(NotRecovered::Epoch)?;
-        if t.epoch != seen.epoch {
-            return Err(NotRecovered::Epoch);
-        }
-        if seen.offset > t.last {
-            return Err(NotRecovered::Future);
-        }
-        let first = t.kept.front().map_or(t.last + 1, |k| k.offset);
-        if seen.offset + 1 < first {
-            return Err(NotRecovered::Evicted);
-        }
-        let skip = (seen.offset + 1 - first) as usize;
-        let epoch = t.epoch;
-        Ok(t.kept.iter().skip(skip).map(move |k| {
-            let offset = k.offset;
-            (Position { epoch, offset }, &k.value)
-        }))
+        let (kept, skip, epoch) = match self.topics.get(topic) {
+            // Nobody published to it (since it was forgotten): a page that stands before the
+            // first message of the epoch it will start has missed nothing.
+            None if seen.epoch != self.unpublished_epoch(topic) => return Err(NotRecovered::Epoch),
+            None if seen.offset > 0 => return Err(NotRecovered::Future),
+            None => (None, 0, seen.epoch),
+            Some(t) if t.epoch != seen.epoch => return Err(NotRecovered::Epoch),
+            Some(t) if seen.offset > t.last => return Err(NotRecovered::Future),
+            Some(t) => {
+                let first = t.kept.front().map_or(t.last + 1, |k| k.offset);
+                if seen.offset + 1 < first {
+                    return Err(NotRecovered::Evicted);
+                }
+                let skip = (seen.offset + 1 - first) as usize;
+                (Some(&t.kept), skip, t.epoch)
+            }
+        };
+        Ok(kept.into_iter().flatten().skip(skip).map(positioned(epoch)))
     }
 
     /// Where a page that saw `seen` of `topic` is given messages from ([`History::after`]), and
@@ -462,17 +507,22 @@ impl<V: Weigh> History<V> {
     /// Forgets the topics that keep nothing and that `forget` picks, but for `but`.
     fn forget_but(&mut self, but: &[u8], forget: impl Fn(&Topic<V>) -> bool) {
         let mut freed = 0;
-        let mut forgotten = 0;
+        let mut gone = Vec::new();
         self.topics.retain(|name, t| {
             let go = t.kept.is_empty() && **name != *but && forget(t);
             if go {
                 freed += topic_cost(name);
-                forgotten += 1;
+                gone.push(name.clone());
             }
             !go
         });
+        // The epoch a forgotten topic's next message starts is not the one it had.
+        for name in &gone {
+            let bucket = self.bucket(name);
+            self.forgotten[bucket] = self.forgotten[bucket].wrapping_add(1);
+        }
         self.bytes -= freed;
-        self.counts.forgotten += forgotten;
+        self.counts.forgotten += gone.len() as u64;
     }
 }
 
@@ -676,6 +726,97 @@ mod tests {
             ..busy
         };
         assert_eq!(h.after(b"busy", from, now).unwrap().count(), 100);
+    }
+
+    #[test]
+    fn a_topic_nobody_published_to_costs_nothing_and_its_first_message_is_recovered() {
+        let now = Instant::now();
+        let mut h = History::new(limits(10, 1 << 20), now);
+        let asked: Vec<Position> = (0..10_000u32)
+            .map(|i| h.position(format!("never-{i}").as_bytes(), now))
+            .collect();
+        assert_eq!((h.topics(), h.bytes()), (0, 0), "asking remembers nothing");
+        assert!(asked.iter().all(|p| p.offset == 0 && p.epoch != 0));
+        let before = h.position(b"t", now);
+        assert_eq!(h.position(b"t", now), before, "the same answer every time");
+        assert!(
+            after(&mut h, b"t", before, now).is_empty(),
+            "nothing missed"
+        );
+        let ahead = Position {
+            offset: 1,
+            ..before
+        };
+        assert_eq!(after(&mut h, b"t", ahead, now), ["Future"]);
+        let other = Position {
+            epoch: before.epoch ^ 1,
+            offset: 0,
+        };
+        assert_eq!(after(&mut h, b"t", other, now), ["Epoch"]);
+        // The first message starts the epoch the page was told: it is given from the first.
+        let first = h.append(b"t", |_| value("1"), now);
+        assert_eq!(
+            first,
+            Position {
+                offset: 1,
+                ..before
+            }
+        );
+        h.append(b"t", |_| value("2"), now);
+        assert_eq!(after(&mut h, b"t", before, now), ["1", "2"]);
+        assert_eq!(h.resume(b"t", before, now), (Ok(()), Some(before)));
+    }
+
+    #[test]
+    fn a_forgotten_topic_starts_an_epoch_no_page_was_told() {
+        let start = Instant::now();
+        let mut h = History::new(limits(10, 1 << 20), start);
+        let before = h.position(b"t", start);
+        let p = h.append(b"t", |_| value("1"), start);
+        assert_eq!(p.epoch, before.epoch);
+        // Kept nothing for `idle`: forgotten.
+        let later = start + 2 * HOUR;
+        h.expire(later);
+        assert_eq!(h.topics(), 0);
+        let now_before = h.position(b"t", later);
+        assert_ne!(now_before.epoch, before.epoch, "not the forgotten epoch");
+        assert_eq!(after(&mut h, b"t", before, later), ["Epoch"]);
+        assert_eq!(after(&mut h, b"t", p, later), ["Epoch"]);
+        let next = h.append(b"t", |_| value("2"), later);
+        assert_eq!(
+            next,
+            Position {
+                offset: 1,
+                ..now_before
+            }
+        );
+        assert_eq!(after(&mut h, b"t", p, later), ["Epoch"]);
+        assert_eq!(
+            h.resume(b"t", p, later),
+            (Err(NotRecovered::Epoch), Some(now_before)),
+            "given the new epoch from its first"
+        );
+    }
+
+    #[test]
+    fn asking_about_topics_nobody_published_to_never_evicts_what_is_kept() {
+        let now = Instant::now();
+        let budget = 64 * 1024;
+        let mut h = History::new(limits(100, budget), now);
+        for i in 0..20 {
+            h.append(b"real", |_| value(&format!("{i:0>1000}")), now);
+        }
+        let since = Position {
+            offset: 0,
+            ..h.position(b"real", now)
+        };
+        for i in 0..100_000u32 {
+            let name = format!("{i:x}-{}", "x".repeat(150));
+            let p = h.position(name.as_bytes(), now);
+            assert!(h.after(name.as_bytes(), p, now).is_ok());
+        }
+        assert_eq!(after(&mut h, b"real", since, now).len(), 20);
+        assert_eq!((h.topics(), h.counts().evicted), (1, 0));
     }
 
     #[test]

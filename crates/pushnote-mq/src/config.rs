@@ -16,6 +16,8 @@ pub const DEFAULT_HWM: i32 = 100_000;
 pub const DEFAULT_MAX_TOPIC_BYTES: usize = 1024;
 /// The largest message accepted (topic and body), the same as a server's default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = pushnote::DEFAULT_MAX_MESSAGE_BYTES;
+/// MiB of kept messages recovery answers may replay a second, over every server.
+pub const DEFAULT_RECOVERY_RATE_MIB: u64 = 8;
 
 /// Settings of a forwarder.
 #[derive(Clone, Debug)]
@@ -32,6 +34,9 @@ pub struct ForwarderConfig {
     pub max_message_bytes: usize,
     /// Each topic's positions and recent messages, kept for servers that ask.
     pub history: Limits,
+    /// Bytes of kept messages recovery answers may replay a second (and at once), over every
+    /// server; an answer past it gives none and says the forwarder is busy.
+    pub recovery_rate: u64,
 }
 
 impl ForwarderConfig {
@@ -44,6 +49,7 @@ impl ForwarderConfig {
             max_topic_bytes: DEFAULT_MAX_TOPIC_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             history: Limits::default(),
+            recovery_rate: DEFAULT_RECOVERY_RATE_MIB << 20,
         }
     }
 }
@@ -104,6 +110,13 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MQ_TOPIC_IDLE", default_value_t = DEFAULT_IDLE_SECS)]
     pub topic_idle: u64,
 
+    /// MiB of kept messages that answers to servers' recovery requests may replay a second,
+    /// over every server (and at most that at once). An answer that would pass it gives none
+    /// and the page is told "busy" (docs/PROTOCOL.md §6); counted and logged at most once a
+    /// second.
+    #[arg(long, env = "PUSHNOTE_MQ_RECOVERY_RATE", default_value_t = DEFAULT_RECOVERY_RATE_MIB)]
+    pub recovery_rate: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9101). Off
     /// when not given.
     #[arg(long, env = "PUSHNOTE_MQ_METRICS", value_name = "ADDR")]
@@ -151,6 +164,9 @@ impl Flags {
         if self.topic_idle == 0 {
             return Err("--topic-idle must be at least 1 second".into());
         }
+        if self.recovery_rate == 0 {
+            return Err("--recovery-rate must be at least 1 (MiB a second)".into());
+        }
         if self.http.is_some() && self.api_key.as_deref().unwrap_or_default().len() < 16 {
             return Err("--api-key must be at least 16 characters: it guards --http".into());
         }
@@ -166,6 +182,7 @@ impl Flags {
                 bytes,
                 idle: Duration::from_secs(self.topic_idle),
             },
+            recovery_rate: self.recovery_rate.saturating_mul(1 << 20),
         })
     }
 }
@@ -201,6 +218,7 @@ mod tests {
             (&["--history-memory", "0"], "--history-memory"),
             (&["--history-ttl", "0"], "--history-ttl"),
             (&["--topic-idle", "0"], "--topic-idle"),
+            (&["--recovery-rate", "0"], "--recovery-rate"),
             (&["--metrics", "localhost"], "--metrics"),
         ] {
             let e = config(args).unwrap_err();

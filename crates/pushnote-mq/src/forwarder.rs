@@ -26,6 +26,7 @@ use pushnote_history::{History, Position};
 
 use crate::config::ForwarderConfig;
 use crate::metrics::{Dropped, Metrics};
+use crate::replay::Replay;
 
 /// Why the forwarder could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,7 @@ impl Forwarder {
             stop: stop.clone(),
             metrics: metrics.clone(),
             history: History::new(config.history, Instant::now()),
+            replay: Replay::new(config.recovery_rate, Instant::now()),
             keep: config.history.messages > 0,
             max_topic_bytes: config.max_topic_bytes,
             max_message_bytes: config.max_message_bytes,
@@ -159,6 +161,8 @@ struct Thread {
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     history: History<Box<[u8]>>,
+    /// What recovery answers may still replay.
+    replay: Replay,
     /// Whether bodies are kept at all (`--history-size` above 0).
     keep: bool,
     max_topic_bytes: usize,
@@ -216,6 +220,7 @@ impl Thread {
             self.gauges();
             self.drops
                 .report(now, self.max_topic_bytes, self.max_message_bytes);
+            self.replay.report(now);
         }
     }
 
@@ -288,44 +293,40 @@ impl Thread {
 
     /// Answers `request` on its server's reply topic: the kept messages after its position
     /// (or, the position being of another epoch, the current epoch's from its first), then
-    /// the end with the topic's position.
+    /// the end with the topic's position. Messages that would pass the request's allowance,
+    /// or what answers may replay for now (`--recovery-rate`), are not given: the answer ends
+    /// busy.
     fn answer(&mut self, request: &Request<'_>, now: Instant) {
         let reply_topic = recover::reply_topic(request.server);
         let id = request.id;
-        let position = self.history.position(request.topic, now);
-        let Thread {
-            history, publisher, ..
-        } = self;
-        let mut given = 0u64;
-        let mut give = |kept: &mut dyn Iterator<Item = (Position, &Box<[u8]>)>| {
-            for (at, body) in kept {
-                let part = Part::Message {
-                    id,
-                    position: at.into(),
-                };
-                let sent = publisher
-                    .send(&reply_topic[..], zmq::SNDMORE)
-                    .and_then(|()| publisher.send(&part.encode()[..], zmq::SNDMORE))
-                    .and_then(|()| publisher.send(&body[..], 0));
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "forwarder send of a recovered message failed");
-                }
-                given += 1;
-            }
-        };
+        let topic = request.topic;
+        let position = self.history.position(topic, now);
+        let mut given = (0, 0);
         let end = match request.since {
             None => End::Position,
             Some(since) => {
-                let (recovered, from) = history.resume(request.topic, since.into(), now);
-                if let Some(Ok(mut kept)) = from.map(|from| history.after(request.topic, from, now))
-                {
-                    give(&mut kept);
-                }
-                match recovered {
-                    Ok(()) => End::Recovered,
-                    Err(NotRecovered::Epoch) => End::Epoch,
-                    Err(NotRecovered::Future) => End::Future,
-                    Err(NotRecovered::Evicted) => End::Evicted,
+                let (recovered, from) = self.history.resume(topic, since.into(), now);
+                let bytes: u64 = match from.map(|from| self.history.after(topic, from, now)) {
+                    Some(Ok(kept)) => kept.map(|(_, body)| body.len() as u64).sum(),
+                    _ => 0,
+                };
+                if bytes > u64::from(request.max_bytes) || !self.replay.spend(bytes, now) {
+                    self.replay.refused();
+                    self.metrics.recoveries_busy.fetch_add(1, Ordering::Relaxed);
+                    End::Busy
+                } else {
+                    let Thread {
+                        history, publisher, ..
+                    } = self;
+                    if let Some(Ok(kept)) = from.map(|from| history.after(topic, from, now)) {
+                        given = give(publisher, &reply_topic, id, kept);
+                    }
+                    match recovered {
+                        Ok(()) => End::Recovered,
+                        Err(NotRecovered::Epoch) => End::Epoch,
+                        Err(NotRecovered::Future) => End::Future,
+                        Err(NotRecovered::Evicted) => End::Evicted,
+                    }
                 }
             }
         };
@@ -334,16 +335,17 @@ impl Thread {
             position: position.into(),
             end,
         };
-        let sent = publisher
+        let sent = self
+            .publisher
             .send(&reply_topic[..], zmq::SNDMORE)
-            .and_then(|()| publisher.send(&part.encode()[..], 0));
+            .and_then(|()| self.publisher.send(&part.encode()[..], 0));
         if let Err(e) = sent {
             tracing::warn!(error = %e, "forwarder send of a recovery answer failed");
         }
-        self.metrics.recoveries.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .recovered_messages
-            .fetch_add(given, Ordering::Relaxed);
+        let m = &self.metrics;
+        m.recoveries.fetch_add(1, Ordering::Relaxed);
+        m.recovered_messages.fetch_add(given.0, Ordering::Relaxed);
+        m.recovered_bytes.fetch_add(given.1, Ordering::Relaxed);
     }
 
     /// The length of the message's topic (up to and including its NUL), or why it is dropped.
@@ -410,6 +412,33 @@ impl Thread {
             Err(e) => tracing::warn!(error = %e, "forwarder send failed"),
         }
     }
+}
+
+/// Sends the kept messages `kept` as parts of answer `id` on `reply_topic`; how many, and
+/// their bodies' bytes.
+fn give<'a>(
+    publisher: &zmq::Socket,
+    reply_topic: &[u8],
+    id: u64,
+    kept: impl Iterator<Item = (Position, &'a Box<[u8]>)>,
+) -> (u64, u64) {
+    let (mut count, mut bytes) = (0, 0);
+    for (at, body) in kept {
+        let part = Part::Message {
+            id,
+            position: at.into(),
+        };
+        let sent = publisher
+            .send(reply_topic, zmq::SNDMORE)
+            .and_then(|()| publisher.send(&part.encode()[..], zmq::SNDMORE))
+            .and_then(|()| publisher.send(&body[..], 0));
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "forwarder send of a recovered message failed");
+        }
+        count += 1;
+        bytes += body.len() as u64;
+    }
+    (count, bytes)
 }
 
 /// What one batch of messages did, added to the metrics once per batch.

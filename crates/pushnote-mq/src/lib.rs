@@ -7,6 +7,7 @@
 //! - `config.rs` — the flags, their defaults, and the checks that make a [`ForwarderConfig`].
 //! - `forwarder.rs` — the sockets and the thread that moves messages, with their limits, and
 //!   answers servers' recovery requests.
+//! - `replay.rs` — what recovery answers may replay a second.
 //! - `metrics.rs` — the forwarder's counters as Prometheus text.
 //! - `http.rs` — `/metrics` over HTTP (`--metrics ADDR`).
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod forwarder;
 pub mod http;
 pub mod metrics;
+pub mod replay;
 
 pub use config::{Flags, ForwarderConfig};
 pub use forwarder::{Forwarder, ForwarderError};

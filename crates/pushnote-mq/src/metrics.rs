@@ -61,6 +61,10 @@ pub struct Metrics {
     pub recoveries: AtomicU64,
     /// Messages given in answers.
     pub recovered_messages: AtomicU64,
+    /// Bytes of the kept bodies given in answers.
+    pub recovered_bytes: AtomicU64,
+    /// Answers that gave nothing: past the request's allowance or `--recovery-rate`.
+    pub recoveries_busy: AtomicU64,
     /// Frames from servers that were neither a subscription nor a request.
     pub requests_malformed: AtomicU64,
 }
@@ -173,6 +177,19 @@ impl Metrics {
             "counter",
             "Kept messages given in answers to recovery requests.",
             &self.recovered_messages,
+        );
+        row(
+            "pushnote_mq_recovered_bytes_total",
+            "counter",
+            "Bytes of kept message bodies given in answers to recovery requests.",
+            &self.recovered_bytes,
+        );
+        row(
+            "pushnote_mq_recoveries_busy_total",
+            "counter",
+            "Recovery requests answered busy, with nothing: what they missed would pass the \
+             server's allowance or --recovery-rate.",
+            &self.recoveries_busy,
         );
         row(
             "pushnote_mq_requests_malformed_total",

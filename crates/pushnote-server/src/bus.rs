@@ -574,6 +574,13 @@ impl Bus {
                 Err(e) => tracing::warn!(error = %e, "bus fill request failed"),
             }
         }
+        // Sessions' requests waiting for an answer go again after the fills, so that their
+        // answers come after the fills' and nothing is given twice.
+        for request in remote.ask_again() {
+            if let Err(e) = self.sub.send(request, 0) {
+                tracing::warn!(error = %e, "bus recovery request failed");
+            }
+        }
     }
 
     /// Delivers what the forwarder had of a topic when it came back (what this server had

@@ -71,6 +71,9 @@ pub const DEFAULT_HISTORY_SIZE: usize = pushnote_history::history::DEFAULT_MESSA
 pub const DEFAULT_HISTORY_TTL_SECS: u64 = pushnote_history::history::DEFAULT_AGE_SECS;
 /// What the history may take in all, in MiB.
 pub const DEFAULT_HISTORY_MEMORY_MIB: usize = pushnote_history::history::DEFAULT_MEMORY_MIB;
+/// With a forwarder: MiB of kept messages the recovery answers being received may hold at
+/// once.
+pub const DEFAULT_RECOVERY_MEMORY_MIB: usize = 32;
 
 /// Everything a server is configured with.
 #[derive(Clone, Debug)]
@@ -110,6 +113,10 @@ pub struct ServerConfig {
     pub history: Option<pushnote_history::Limits>,
     /// With `--single`, the key of `POST /publish`; `None` serves no publishing over HTTP.
     pub api_key: Option<String>,
+    /// With a forwarder: bytes of kept messages the recovery answers being received may hold
+    /// at once (each answer also at most a session's queue bytes); an answer past it gives
+    /// none and says "busy".
+    pub recovery_memory: usize,
 }
 
 impl ServerConfig {
@@ -145,6 +152,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             history: (bus_mode == BusMode::Bind).then(pushnote_history::Limits::default),
             api_key: None,
+            recovery_memory: DEFAULT_RECOVERY_MEMORY_MIB << 20,
         }
     }
 }
@@ -360,6 +368,13 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_HISTORY_MEMORY", default_value_t = DEFAULT_HISTORY_MEMORY_MIB)]
     pub history_memory: usize,
 
+    /// With a forwarder: MiB of kept messages that the forwarder's answers to this server's
+    /// recovery requests may hold here at once (each answer at most --queue-bytes). An answer
+    /// that would pass it gives none, and the page is told "busy" (docs/PROTOCOL.md §6);
+    /// counted and logged at most once a second.
+    #[arg(long, env = "PUSHNOTE_RECOVERY_MEMORY", default_value_t = DEFAULT_RECOVERY_MEMORY_MIB)]
+    pub recovery_memory: usize,
+
     #[command(flatten)]
     pub log: pushnote_cli::LogFlags,
 }
@@ -436,6 +451,7 @@ impl Flags {
             }
             Some(key) => Some(key.to_owned()),
         };
+        config.recovery_memory = self.recovery_memory.saturating_mul(1 << 20);
         if let Some(history) = &mut config.history {
             if self.history_size == 0 || self.history_memory == 0 {
                 config.history = None;

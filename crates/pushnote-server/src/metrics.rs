@@ -66,6 +66,11 @@ pub struct Metrics {
     pub recovered_messages: AtomicU64,
     /// Requests with a position answered "not recovered".
     pub recoveries_failed: AtomicU64,
+    /// Of those, the ones answered "busy": past `--recovery-memory` or the forwarder's
+    /// `--recovery-rate`.
+    pub recoveries_busy: AtomicU64,
+    /// Bytes of kept messages in the answers being received from the forwarder now.
+    pub recovery_bytes_held: AtomicU64,
     /// How long the oldest bus message waiting for delivery has waited, in microseconds.
     pub bus_lag_micros: AtomicU64,
     /// 1 while the server is overloaded: behind the bus by more than half `--max-lag`, or it
@@ -93,8 +98,11 @@ impl Metrics {
                 self.recovered_messages
                     .fetch_add(given as u64, Ordering::Relaxed);
             }
-            Some(Err(_)) => {
+            Some(Err(why)) => {
                 self.recoveries_failed.fetch_add(1, Ordering::Relaxed);
+                if why == Why::Busy {
+                    self.recoveries_busy.fetch_add(1, Ordering::Relaxed);
+                }
             }
             None => {}
         }
@@ -299,6 +307,20 @@ impl Metrics {
                 "POST /publish requests refused: no or a wrong key, a bad body or target, a \
                  message the bus would drop or too many, or the bus not connected.",
                 &self.http_refused,
+            ),
+            (
+                "pushnote_recoveries_busy_total",
+                "counter",
+                "Requests with a position answered busy, given nothing: what they missed would \
+                 pass --recovery-memory here or the forwarder's --recovery-rate.",
+                &self.recoveries_busy,
+            ),
+            (
+                "pushnote_recovery_bytes",
+                "gauge",
+                "Bytes of kept messages in the recovery answers being received from the \
+                 forwarder (bounded by --recovery-memory).",
+                &self.recovery_bytes_held,
             ),
         ];
         let mut out = String::new();

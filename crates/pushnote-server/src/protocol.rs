@@ -258,6 +258,7 @@ fn with_outcome(mut data: serde_json::Value, outcome: Option<Outcome>) -> serde_
                 Why::Future => "future",
                 Why::Evicted => "evicted",
                 Why::Unavailable => "unavailable",
+                Why::Busy => "busy",
             });
         }
     }
@@ -287,6 +288,10 @@ pub enum Why {
     /// The forwarder did not answer in time (it is down or restarting); the position is the
     /// last this server saw of the topic, or epoch 0 when it saw none.
     Unavailable,
+    /// What the session missed would pass what recovery may take for now: this server's
+    /// answers in flight (`--recovery-memory`) or what the forwarder may replay
+    /// (`pushnote-mq --recovery-rate`). Nothing was given.
+    Busy,
 }
 
 impl From<NotRecovered> for Why {

@@ -120,7 +120,7 @@
    *   which reconnecting cannot help); change.code and change.reason say why it closed.
    * - "subscribed" (reply data), "unsubscribed" (reply data).
    * - "lost" (topic, reason): what the page missed of a topic could not be given
-   *   ("evicted", "epoch", "future", "unavailable", "no_history"); fetch its current state from the app.
+   *   ("evicted", "epoch", "future", "unavailable", "busy", "no_history"); fetch its current state from the app.
    * - "error" (data): an error answer of the server ({code, message[, channel]}).
    */
   function Pushnote(url, options) {

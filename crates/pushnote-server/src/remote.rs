@@ -15,6 +15,14 @@
 //! An answer that does not come within [`ANSWER_TIMEOUT`] (the forwarder is down, or dropped
 //! it past its high-water mark) is given up: the session is let into the topic and told that
 //! it was not recovered, `"unavailable"`.
+//!
+//! What answers may bring is bounded. Each request is allowed a session's queue bytes (more
+//! would close the session as slow anyway): the forwarder gives nothing past a request's
+//! allowance, nor past what it may replay a second over all its servers (its
+//! `--recovery-rate`), and says so. The answers being received hold at most
+//! `--recovery-memory` in all here: an answer that would pass it is dropped as it comes. The
+//! session is then told `"busy"`. So pages asking again and again for a topic of large
+//! messages cost this server and the forwarder at most that, however many sessions ask.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,10 +55,24 @@ const MAX_ANSWER_MESSAGES: usize = 100_000;
 /// Makes the reply of a request from its outcome.
 type Reply = Box<dyn FnOnce(Outcome) -> Message + Send>;
 
+/// How often requests answered busy, or given up, are logged at most; the metrics count every
+/// one at once.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The requests waiting for their answers, and what their answers brought so far in all.
+#[derive(Default)]
+struct Waiting {
+    requests: HashMap<u64, Pending>,
+    /// The bytes of kept bodies the waiting requests' answers brought so far.
+    held: usize,
+}
+
 /// A request waiting for its answer.
 struct Pending {
     session: Session,
     topic: Vec<u8>,
+    /// The position it asked from.
+    since: Option<Stamp>,
     /// A `positions` request (the broadcasts, which the session is in already).
     start: bool,
     /// The topic's messages are held back from the session until the answer.
@@ -58,6 +80,13 @@ struct Pending {
     /// The messages of the answer so far, in both forms.
     messages: Vec<Message>,
     overflow: bool,
+    /// The most bytes of kept bodies its answer may bring.
+    allowance: usize,
+    /// The bytes of kept bodies its answer brought so far.
+    received: usize,
+    /// The answer brought more than its allowance, or than the server's answers may hold: it
+    /// is answered busy.
+    busy: bool,
     reply: Reply,
     deadline: Instant,
 }
@@ -81,7 +110,13 @@ struct Fill {
 pub struct Remote {
     server: u64,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<Waiting>,
+    /// What the answers being received may hold at once, in all.
+    memory: usize,
+    /// What one answer may bring.
+    per_answer: usize,
+    /// Requests answered busy, not logged yet, and when that was last logged.
+    busy_log: Mutex<(u64, Option<Instant>)>,
     /// Fill requests, asked and answered on the bus thread alone.
     fills: Mutex<HashMap<u64, Fill>>,
     upstream: Arc<dyn Upstream>,
@@ -91,18 +126,25 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Requests of server `server` (the id its reply topic is named by).
+    /// Requests of server `server` (the id its reply topic is named by), whose answers may
+    /// bring `memory` bytes at once in all, and `per_answer` each.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: u64,
         upstream: Arc<dyn Upstream>,
         hub: Arc<Hub>,
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
+        memory: usize,
+        per_answer: usize,
     ) -> Remote {
         Remote {
             server,
             next_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Waiting::default()),
+            memory,
+            per_answer,
+            busy_log: Mutex::new((0, None)),
             fills: Mutex::new(HashMap::new()),
             upstream,
             hub,
@@ -111,8 +153,24 @@ impl Remote {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes request `id` out of the waiting ones, and what its answer brought out of what
+    /// they hold.
+    fn take_pending(&self, id: u64) -> Option<Pending> {
+        let mut waiting = self.lock();
+        let p = waiting.requests.remove(&id)?;
+        waiting.held -= p.received;
+        self.gauge(&waiting);
+        Some(p)
+    }
+
+    fn gauge(&self, waiting: &Waiting) {
+        self.metrics
+            .recovery_bytes_held
+            .store(waiting.held as u64, Ordering::Relaxed);
     }
 
     /// Puts `session` in `topic` with `join` (with `start`, a `positions` request: it is in the
@@ -140,23 +198,32 @@ impl Remote {
             return Err(e);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
-            id,
-            Pending {
-                session: session.clone(),
-                topic: topic.to_vec(),
-                start,
-                held,
-                messages: Vec::new(),
-                overflow: false,
-                reply: Box::new(reply),
-                deadline: Instant::now() + ANSWER_TIMEOUT,
-            },
-        );
+        let allowance = self.per_answer.min(self.memory).min(u32::MAX as usize);
+        {
+            let mut waiting = self.lock();
+            waiting.requests.insert(
+                id,
+                Pending {
+                    session: session.clone(),
+                    topic: topic.to_vec(),
+                    since: since.map(Stamp::from),
+                    start,
+                    held,
+                    messages: Vec::new(),
+                    overflow: false,
+                    allowance,
+                    received: 0,
+                    busy: false,
+                    reply: Box::new(reply),
+                    deadline: Instant::now() + ANSWER_TIMEOUT,
+                },
+            );
+        }
         let request = Request {
             server: self.server,
             id,
             since: since.map(Stamp::from),
+            max_bytes: u32::try_from(allowance).unwrap_or(u32::MAX),
             topic,
         };
         self.upstream.recover(&request.encode());
@@ -165,7 +232,7 @@ impl Remote {
 
     /// Whether requests are waiting (the bus thread then looks at their deadlines).
     pub fn waiting(&self) -> bool {
-        !self.lock().is_empty() || !self.lock_fills().is_empty()
+        !self.lock().requests.is_empty() || !self.lock_fills().is_empty()
     }
 
     fn lock_fills(&self) -> MutexGuard<'_, HashMap<u64, Fill>> {
@@ -194,9 +261,51 @@ impl Remote {
             server: self.server,
             id,
             since,
+            // Not a page's: what the forwarder may replay bounds it.
+            max_bytes: u32::MAX,
             topic,
         }
         .encode()
+    }
+
+    /// After the forwarder came back: every waiting request asked again under a new id, for
+    /// the bus thread to send after its fill requests ([`Remote::fill`]). A request sent
+    /// while the forwarder was away, or before the bus thread knew it was back, may have
+    /// reached the new run ahead of the fills, and its answer would give the session the new
+    /// epoch's messages that the fill then gives every session of the topic again; asked
+    /// again after the fills, its answer comes after theirs (the session being held back
+    /// from the topic, or taking broadcasts without positions, until it), and an answer to
+    /// the old id is ignored.
+    pub fn ask_again(&self) -> Vec<Vec<u8>> {
+        let mut guard = self.lock();
+        let waiting = &mut *guard;
+        let mut ids: Vec<u64> = waiting.requests.keys().copied().collect();
+        // In the order they were asked: a session's requests are answered in order.
+        ids.sort_unstable();
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut requests = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(mut p) = waiting.requests.remove(&id) else {
+                continue;
+            };
+            waiting.held -= std::mem::take(&mut p.received);
+            p.messages = Vec::new();
+            p.overflow = false;
+            p.busy = false;
+            p.deadline = deadline;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let request = Request {
+                server: self.server,
+                id,
+                since: p.since,
+                max_bytes: u32::try_from(p.allowance).unwrap_or(u32::MAX),
+                topic: &p.topic,
+            };
+            requests.push(request.encode());
+            waiting.requests.insert(id, p);
+        }
+        self.gauge(waiting);
+        requests
     }
 
     /// Takes one part of an answer (`[reply topic, header, body…]`, on the bus thread);
@@ -235,8 +344,27 @@ impl Remote {
         }
         match part {
             Part::Message { id, position: at } => {
-                let mut pending = self.lock();
-                let p = pending.get_mut(&id)?;
+                let mut guard = self.lock();
+                let waiting = &mut *guard;
+                let p = waiting.requests.get_mut(&id)?;
+                if p.busy {
+                    return None;
+                }
+                let len = frames.get(2).map_or(0, Vec::len);
+                if p.received + len > p.allowance || waiting.held + len > self.memory {
+                    // More than it was allowed (a forwarder of an earlier release), or than
+                    // the answers here may hold: none of it.
+                    p.busy = true;
+                    p.messages = Vec::new();
+                    waiting.held -= std::mem::take(&mut p.received);
+                    self.gauge(waiting);
+                    return None;
+                }
+                p.received += len;
+                waiting.held += len;
+                self.metrics
+                    .recovery_bytes_held
+                    .store(waiting.held as u64, Ordering::Relaxed);
                 if p.messages.len() >= MAX_ANSWER_MESSAGES {
                     p.overflow = true;
                     return None;
@@ -255,10 +383,12 @@ impl Remote {
                 position: at,
                 end,
             } => {
-                let p = self.lock().remove(&id)?;
+                let p = self.take_pending(id)?;
                 let recovered = match end {
                     End::Position => None,
+                    _ if p.busy => Some(Err(Why::Busy)),
                     _ if p.overflow => Some(Err(Why::Evicted)),
+                    End::Busy => Some(Err(Why::Busy)),
                     End::Recovered => Some(Ok(())),
                     End::Epoch => Some(Err(Why::Epoch)),
                     End::Future => Some(Err(Why::Future)),
@@ -288,12 +418,21 @@ impl Remote {
                 "the forwarder did not answer in time what it had when it came back"
             );
         }
-        let late = take_late(&mut self.lock(), now, |p| p.deadline);
-        for p in late {
+        let late = {
+            let mut waiting = self.lock();
+            let late = take_late(&mut waiting.requests, now, |p| p.deadline);
+            waiting.held -= late.iter().map(|p| p.received).sum::<usize>();
+            self.gauge(&waiting);
+            late
+        };
+        if !late.is_empty() {
+            // One line a turn of the bus thread (four a second at most), however many.
             tracing::warn!(
-                topic = %String::from_utf8_lossy(&p.topic).trim_end_matches('\0'),
-                "the forwarder did not answer a recovery request in time"
+                requests = late.len(),
+                "the forwarder did not answer recovery requests in time"
             );
+        }
+        for p in late {
             let at = last(&p.topic).map_or(
                 Position {
                     epoch: 0,
@@ -308,6 +447,9 @@ impl Remote {
 
     fn answer(&self, p: Pending, at: Position, recovered: Option<Result<(), Why>>) {
         self.metrics.count_recovery(recovered, p.messages.len());
+        if recovered == Some(Err(Why::Busy)) {
+            self.log_busy();
+        }
         let Pending {
             session,
             topic,
@@ -331,6 +473,24 @@ impl Remote {
         if held {
             self.hub.release(&topic, &session);
         }
+    }
+}
+
+impl Remote {
+    /// Logs the requests answered busy, at most once every [`LOG_EVERY`].
+    fn log_busy(&self) {
+        let mut log = self.busy_log.lock().unwrap_or_else(|e| e.into_inner());
+        log.0 += 1;
+        if log.1.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            requests = std::mem::take(&mut log.0),
+            memory = self.memory,
+            "recovery requests answered busy: what they missed would pass --recovery-memory \
+             here or the forwarder's --recovery-rate"
+        );
+        log.1 = Some(Instant::now());
     }
 }
 

@@ -97,6 +97,8 @@ impl Server {
                 hub.clone(),
                 fanout.clone(),
                 metrics.clone(),
+                config.recovery_memory,
+                config.sockjs.queue.max_bytes,
             ))
         });
         let positions = match (&recovery, &remote) {

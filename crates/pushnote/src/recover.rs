@@ -14,13 +14,20 @@
 use crate::wire::Stamp;
 
 /// A request's first byte.
-pub const REQUEST: u8 = 2;
+pub const REQUEST: u8 = 3;
+
+/// The first byte of a request of earlier releases, without an allowance: read as one with
+/// no allowance of its own ([`u32::MAX`]).
+pub const REQUEST_WITHOUT_ALLOWANCE: u8 = 2;
 
 /// What reply topics start with.
 pub const REPLY_TOPIC_PREFIX: &[u8] = b"rep:";
 
 /// The bytes of a request before its topic.
-const REQUEST_HEAD: usize = 1 + 8 + 8 + 1 + 8;
+const REQUEST_HEAD: usize = 1 + 8 + 8 + 1 + 8 + 4;
+
+/// The bytes of a request of earlier releases before its topic.
+const REQUEST_HEAD_WITHOUT_ALLOWANCE: usize = REQUEST_HEAD - 4;
 
 /// The bytes of a reply header.
 pub const HEADER_BYTES: usize = 8 + 1 + 8;
@@ -34,6 +41,9 @@ pub struct Request<'a> {
     pub id: u64,
     /// The last position the page saw; `None` asks for the topic's position alone.
     pub since: Option<Stamp>,
+    /// The most bytes of kept bodies the answer may bring: past it, the answer gives none and
+    /// ends [`End::Busy`].
+    pub max_bytes: u32,
     /// The topic, with its NUL.
     pub topic: &'a [u8],
 }
@@ -47,13 +57,19 @@ impl Request<'_> {
         out.extend_from_slice(&self.id.to_be_bytes());
         out.push(u8::from(self.since.is_some()));
         out.extend_from_slice(&self.since.map_or([0; 8], Stamp::to_bytes));
+        out.extend_from_slice(&self.max_bytes.to_be_bytes());
         out.extend_from_slice(self.topic);
         out
     }
 
     /// Reads a frame a server sent; `None` if it is not a well-formed request.
     pub fn decode(frame: &[u8]) -> Option<Request<'_>> {
-        if frame.len() <= REQUEST_HEAD || frame[0] != REQUEST {
+        let head = match frame.first() {
+            Some(&REQUEST) => REQUEST_HEAD,
+            Some(&REQUEST_WITHOUT_ALLOWANCE) => REQUEST_HEAD_WITHOUT_ALLOWANCE,
+            _ => return None,
+        };
+        if frame.len() <= head {
             return None;
         }
         let u64_at = |at: usize| u64::from_be_bytes(frame[at..at + 8].try_into().expect("8"));
@@ -62,7 +78,11 @@ impl Request<'_> {
             1 => Some(Stamp::from_bytes(frame[18..26].try_into().expect("8"))),
             _ => return None,
         };
-        let topic = &frame[REQUEST_HEAD..];
+        let max_bytes = match head {
+            REQUEST_HEAD => u32::from_be_bytes(frame[26..30].try_into().expect("4")),
+            _ => u32::MAX,
+        };
+        let topic = &frame[head..];
         if topic.last() != Some(&0) || topic[..topic.len() - 1].contains(&0) {
             return None;
         }
@@ -70,6 +90,7 @@ impl Request<'_> {
             server: u64_at(1),
             id: u64_at(9),
             since,
+            max_bytes,
             topic,
         })
     }
@@ -97,6 +118,9 @@ pub enum End {
     Future,
     /// The history no longer reaches back to the position; nothing was given.
     Evicted,
+    /// What the position missed would pass the request's allowance or what the forwarder
+    /// may replay for now (`pushnote-mq --recovery-rate`); nothing was given.
+    Busy,
 }
 
 /// One part of an answer, as its header says.
@@ -119,6 +143,7 @@ impl Part {
                     End::Epoch => 3,
                     End::Future => 4,
                     End::Evicted => 5,
+                    End::Busy => 6,
                 };
                 (id, kind, position)
             }
@@ -141,6 +166,7 @@ impl Part {
             3 => End::Epoch,
             4 => End::Future,
             5 => End::Evicted,
+            6 => End::Busy,
             _ => return None,
         };
         Some(Part::End { id, position, end })
@@ -159,6 +185,7 @@ mod tests {
                 server: u64::MAX - 1,
                 id: 3,
                 since,
+                max_bytes: 1 << 20,
                 topic: b"user:42\0",
             };
             assert_eq!(Request::decode(&r.encode()), Some(r));
@@ -173,10 +200,29 @@ mod tests {
                 position: at,
                 end: End::Evicted,
             },
+            Part::End {
+                id: 4,
+                position: at,
+                end: End::Busy,
+            },
         ];
         for p in parts {
             assert_eq!(Part::decode(&p.encode()), Some(p));
         }
+    }
+
+    #[test]
+    fn a_request_of_earlier_releases_reads_as_one_with_no_allowance_of_its_own() {
+        let at = Stamp { run: 7, number: 42 };
+        let mut old = vec![REQUEST_WITHOUT_ALLOWANCE];
+        old.extend_from_slice(&5u64.to_be_bytes());
+        old.extend_from_slice(&6u64.to_be_bytes());
+        old.push(1);
+        old.extend_from_slice(&at.to_bytes());
+        old.extend_from_slice(b"all\0");
+        let r = Request::decode(&old).unwrap();
+        assert_eq!((r.server, r.id, r.since), (5, 6, Some(at)));
+        assert_eq!((r.max_bytes, r.topic), (u32::MAX, &b"all\0"[..]));
     }
 
     #[test]
@@ -185,6 +231,7 @@ mod tests {
             server: 1,
             id: 1,
             since: None,
+            max_bytes: 0,
             topic: b"all\0",
         }
         .encode();
@@ -200,6 +247,14 @@ mod tests {
         two_nuls.extend_from_slice(b"\0x\0");
         assert!(Request::decode(&two_nuls).is_none());
         assert!(Part::decode(&[0; HEADER_BYTES - 1]).is_none());
+        let mut unknown = Part::End {
+            id: 1,
+            position: Stamp { run: 1, number: 1 },
+            end: End::Busy,
+        }
+        .encode();
+        unknown[8] = 7;
+        assert!(Part::decode(&unknown).is_none(), "an end of no kind");
         assert_eq!(reply_topic(255), b"rep:00000000000000ff\0");
     }
 }

@@ -110,7 +110,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 32] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 34] = [
             (
                 "pushnote_bus_connected",
                 "gauge",

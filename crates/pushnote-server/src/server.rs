@@ -16,7 +16,7 @@ use crate::bus::BusMode;
 use crate::bus::{Bus, BusControl, BusError};
 use crate::client::{ClientHandler, Positions};
 use crate::config::{Listen, ServerConfig};
-use crate::connections::{self, Timeouts};
+use pushnote_cli::connections::{self, Timeouts};
 use crate::demo;
 use crate::fanout::Fanout;
 use crate::hub::Hub;

@@ -1,5 +1,5 @@
-//! The server's connections: accepting them, serving HTTP/1.1 on each, and closing those that
-//! carry nothing.
+//! The HTTP connections of a process: accepting them, serving HTTP/1.1 on each, and closing
+//! those that carry nothing.
 //!
 //! A connection is *idle* while no request is in progress on it: from its accept until its
 //! first request, and between the end of one response and the next request (keep-alive). A
@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use warp::http::{Request, Response};
-use warp::hyper::body::{Bytes, HttpBody, SizeHint};
-use warp::hyper::server::conn::Http;
-use warp::hyper::service::Service;
-use warp::hyper::{Body, HeaderMap};
+use hyper::body::{Bytes, HttpBody, SizeHint};
+use hyper::server::conn::Http;
+use hyper::service::Service;
+use hyper::{Body, HeaderMap, Request, Response};
 
 /// How long connections take to be served and when they count as idle.
 #[derive(Clone, Copy, Debug)]
@@ -305,7 +304,7 @@ pub struct Guarded {
 
 impl HttpBody for Guarded {
     type Data = Bytes;
-    type Error = warp::hyper::Error;
+    type Error = hyper::Error;
 
     fn poll_data(
         mut self: Pin<&mut Self>,

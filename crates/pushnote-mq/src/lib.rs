@@ -8,7 +8,8 @@
 //! - `forwarder.rs` — the sockets and the thread that moves messages, with their limits, and
 //!   answers servers' recovery requests.
 //! - `metrics.rs` — the forwarder's counters as Prometheus text.
-//! - `http.rs` — `/metrics` over HTTP (`--metrics ADDR`).
+//! - `http.rs` — `/metrics` and `/health` over HTTP (`--metrics ADDR`), `POST /publish`
+//!   (`--http ADDR`), served within the HTTP side's bounds (`config::HttpLimits`).
 
 #![forbid(unsafe_code)]
 

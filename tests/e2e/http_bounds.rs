@@ -239,7 +239,7 @@ async fn a_trickled_body_from_a_key_holder_times_out_with_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forwarders_idle_http_connections_are_closed() {
     let (_fwd, url, metrics) =
-        forwarder_with_http(&["--idle-timeout", "1", "--header-timeout", "30"], None);
+        forwarder_with_http(&["--idle-timeout", "2", "--header-timeout", "30"], None);
     let mut held = Vec::new();
     for port in [host_of(&url), host_of(&metrics)] {
         // One that has finished a request (kept alive), one that never sends one.

@@ -183,24 +183,6 @@ impl Connections {
         let mut exhausted_logged: Option<Instant> = None;
         let mut full_logged: Option<Instant> = None;
         loop {
-            // At the most connections, close the one idle the longest and wait for its
-            // descriptor; new clients wait in the listen backlog meanwhile.
-            if let Some(max) = self.max.filter(|max| self.open.len() >= *max) {
-                let room = self.room.notified();
-                if self.open.evict(1) > 0 {
-                    if full_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-                        full_logged = Some(Instant::now());
-                        tracing::warn!(
-                            max,
-                            evicted = self.stats.evicted.load(Ordering::Relaxed),
-                            "HTTP connections at their most: closing the one idle the longest \
-                             for each new one"
-                        );
-                    }
-                    let _ = tokio::time::timeout(ROOM_WAIT, room).await;
-                    continue;
-                }
-            }
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = stop.wait_for(|s| *s) => return,
@@ -230,11 +212,26 @@ impl Connections {
                     continue;
                 }
             };
-            if let Some(max) = self.max {
-                if self.open.len() >= max && self.open.evict(1) == 0 {
+            // At the most connections, the one idle the longest is closed for the new one, and
+            // the next is accepted once its descriptor is back (new clients wait in the listen
+            // backlog meanwhile); with none idle, the new one is closed at once.
+            let mut room = None;
+            if let Some(max) = self.max.filter(|max| self.open.len() >= *max) {
+                let notified = self.room.notified();
+                if self.open.evict(1) == 0 {
                     self.refuse(max);
                     continue;
                 }
+                if full_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                    full_logged = Some(Instant::now());
+                    tracing::warn!(
+                        max,
+                        evicted = self.stats.evicted.load(Ordering::Relaxed),
+                        "HTTP connections at their most: closing the one idle the longest for \
+                         each new one"
+                    );
+                }
+                room = Some(notified);
             }
             let _ = stream.set_nodelay(true);
             let conn = self.open.add();
@@ -246,6 +243,9 @@ impl Connections {
                 conn,
                 stop.clone(),
             ));
+            if let Some(room) = room {
+                let _ = tokio::time::timeout(ROOM_WAIT, room).await;
+            }
         }
     }
 
@@ -291,7 +291,10 @@ impl Connections {
             loop {
                 // While a request is in progress, look again one idle period later.
                 let wake = conn.idle_since().unwrap_or_else(Instant::now) + idle_timeout;
+                // The connection first: a request already received is read (and the connection
+                // no longer idle) before a timer that ran out meanwhile is looked at.
                 tokio::select! {
+                    biased;
                     result = &mut connection => {
                         if let Err(e) = result {
                             if e.is_timeout() {
@@ -587,6 +590,70 @@ mod tests {
         assert_eq!(open.evict(10), 0);
         drop(request);
         assert_eq!(open.evict(10), 1);
+    }
+
+    /// Waits, up to 5 s, for `check` to hold.
+    async fn eventually(mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(Instant::now() < deadline, "not in time");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether the peer closed `s` within 5 s.
+    async fn closed(s: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 64];
+        let eof = async {
+            while let Ok(n) = s.read(&mut chunk).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), eof)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn past_the_most_connections_the_idle_give_way_then_new_ones_are_refused() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let long = Duration::from_secs(60);
+        let timeouts = Timeouts {
+            header: long,
+            idle: long,
+        };
+        let connections = Connections::new(timeouts, Some(1), stats.clone());
+        // Every request stays in progress.
+        let service = hyper::service::service_fn(|_: Request<Body>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        });
+        let (_stop, stop) = watch::channel(false);
+        tokio::spawn(connections.clone().serve(listener, service, stop));
+        let mut idle = TcpStream::connect(address).await.unwrap();
+        eventually(|| connections.len() == 1).await;
+        let mut busy = TcpStream::connect(address).await.unwrap();
+        assert!(closed(&mut idle).await, "the idle one gave way");
+        busy.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        eventually(|| {
+            lock(&connections.open.by_id)
+                .values()
+                .all(|c| c.in_flight.load(Ordering::Acquire) == 1)
+        })
+        .await;
+        let mut third = TcpStream::connect(address).await.unwrap();
+        assert!(closed(&mut third).await, "refused");
+        assert_eq!(stats.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(connections.len(), 1, "the request in progress stays");
     }
 
     #[test]

@@ -45,12 +45,18 @@ fn run(flags: &Flags) -> Result<(), String> {
             let serves = http::Serves::Publish(std::sync::Arc::new(http::Publishing {
                 api_key: api_key.clone(),
                 max_body_bytes: config.max_message_bytes,
+                body_timeout: config.http.body_timeout,
                 publisher: std::sync::Arc::new(publisher),
                 metrics: forwarder.metrics(),
             }));
             servers.push(http::listen(address, "--http", "/publish", serves).await?);
         }
-        http::run(servers, pushnote_cli::shutdown_signal()).await
+        let connections = pushnote_cli::connections::Connections::new(
+            config.http.timeouts,
+            Some(config.http.max_connections),
+            forwarder.metrics().http_connections.clone(),
+        );
+        http::run(servers, connections, pushnote_cli::shutdown_signal()).await
     })?;
     let forwarded = forwarder.stop();
     tracing::info!(forwarded, "stopped");

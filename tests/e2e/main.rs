@@ -12,6 +12,7 @@ mod deploy;
 mod faults;
 mod flags;
 mod hardening;
+mod http_bounds;
 mod http_publish;
 mod interop;
 mod lifecycle;

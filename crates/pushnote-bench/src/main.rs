@@ -175,7 +175,10 @@ pub(crate) fn rss_kib(pid: Option<u32>) -> Option<u64> {
 pub(crate) fn cpu_secs(pid: Option<u32>) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) as f64 / 100.0)

@@ -1,5 +1,7 @@
 //! What the pushnote binaries share: the logging flags and their set-up, the shutdown signal,
-//! and lines on standard output.
+//! lines on standard output, and the HTTP layer both processes serve on: `connections.rs`
+//! (idle and header timeouts, room made when descriptors run out) and `body.rs` (a request's
+//! body read within bounds of size and time).
 //!
 //! Logs go to standard error: coloured text on a terminal, plain text anywhere else (a file, a
 //! pipe, a service manager's journal), or one JSON object per line with `--log-format json`,
@@ -8,6 +10,9 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+
+pub mod body;
+pub mod connections;
 
 /// The default log filter.
 pub const DEFAULT_LOG: &str = "info";

@@ -18,6 +18,47 @@ pub const DEFAULT_MAX_TOPIC_BYTES: usize = 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = pushnote::DEFAULT_MAX_MESSAGE_BYTES;
 /// MiB of kept messages recovery answers may replay a second, over every server.
 pub const DEFAULT_RECOVERY_RATE_MIB: u64 = 8;
+/// Seconds a client may take to send a request's headers, as on a server.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = pushnote_cli::connections::DEFAULT_HEADER_TIMEOUT_SECS;
+/// Seconds an HTTP connection may stay open with no request in progress, as on a server.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = pushnote_cli::connections::DEFAULT_IDLE_TIMEOUT_SECS;
+/// Seconds a `POST /publish` body may take to arrive, as on a server.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = pushnote_cli::body::DEFAULT_BODY_TIMEOUT_SECS;
+/// The share of the process's file descriptors (`ulimit -n`) the HTTP listeners may hold
+/// together by default, as a divisor: half. The other half is the bus's: every app and server
+/// connected takes one, and ZeroMQ a few of its own.
+pub const HTTP_SHARE_OF_DESCRIPTORS: usize = 2;
+/// The descriptor limit assumed where it cannot be read.
+const ASSUMED_DESCRIPTOR_LIMIT: usize = 1024;
+
+/// HTTP connections the `--http` and `--metrics` listeners hold together at most, by default:
+/// half this process's descriptor limit.
+pub fn default_max_http_connections() -> usize {
+    let limit = pushnote_cli::connections::descriptor_limit().unwrap_or(ASSUMED_DESCRIPTOR_LIMIT);
+    (limit / HTTP_SHARE_OF_DESCRIPTORS).max(1)
+}
+
+/// The HTTP side's bounds: `--http` and `--metrics` together.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// How long a request's headers may take, and an idle connection stay open.
+    pub timeouts: pushnote_cli::connections::Timeouts,
+    /// How long a `POST /publish` body may take to arrive (then 408).
+    pub body_timeout: Duration,
+    /// Connections open at once over both listeners; past it, the one idle the longest gives
+    /// way, or the new one is closed. The descriptors left are the bus's.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            timeouts: pushnote_cli::connections::Timeouts::default(),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
+            max_connections: default_max_http_connections(),
+        }
+    }
+}
 
 /// Settings of a forwarder.
 #[derive(Clone, Debug)]
@@ -37,6 +78,8 @@ pub struct ForwarderConfig {
     /// Bytes of kept messages recovery answers may replay a second (and at once), over every
     /// server; an answer past it gives none and says the forwarder is busy.
     pub recovery_rate: u64,
+    /// The bounds of `--http` and `--metrics`.
+    pub http: HttpLimits,
 }
 
 impl ForwarderConfig {
@@ -50,6 +93,7 @@ impl ForwarderConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             history: Limits::default(),
             recovery_rate: DEFAULT_RECOVERY_RATE_MIB << 20,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -138,6 +182,28 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Seconds an HTTP client (--http, --metrics) may take to send a request's headers; slower
+    /// connections are closed.
+    #[arg(long, env = "PUSHNOTE_MQ_HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout: u64,
+
+    /// Seconds an HTTP connection (--http, --metrics) may stay open with no request in
+    /// progress (an idle keep-alive connection) before it is closed.
+    #[arg(long, env = "PUSHNOTE_MQ_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout: u64,
+
+    /// Seconds a POST /publish body may take to arrive, from the end of its headers; a slower
+    /// one is answered 408.
+    #[arg(long, env = "PUSHNOTE_MQ_BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT_SECS)]
+    pub body_timeout: u64,
+
+    /// HTTP connections --http and --metrics hold together at most, so that the bus keeps the
+    /// other descriptors (every app and server connected takes one). Past it, the connection
+    /// idle the longest (or sending a body the longest) is closed for the new one; with none,
+    /// the new one is closed at once. Both are counted. [default: half of ulimit -n]
+    #[arg(long, env = "PUSHNOTE_MQ_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    pub max_http_connections: Option<usize>,
+
     #[command(flatten)]
     pub log: pushnote_cli::LogFlags,
 }
@@ -167,6 +233,23 @@ impl Flags {
         if self.recovery_rate == 0 {
             return Err("--recovery-rate must be at least 1 (MiB a second)".into());
         }
+        let seconds = |flag: &str, value: u64| {
+            (value > 0)
+                .then(|| Duration::from_secs(value))
+                .ok_or_else(|| format!("--{flag} must be at least 1 second"))
+        };
+        let http = HttpLimits {
+            timeouts: pushnote_cli::connections::Timeouts {
+                header: seconds("header-timeout", self.header_timeout)?,
+                idle: seconds("idle-timeout", self.idle_timeout)?,
+            },
+            body_timeout: seconds("body-timeout", self.body_timeout)?,
+            max_connections: match self.max_http_connections {
+                Some(0) => return Err("--max-http-connections must be at least 1".into()),
+                Some(n) => n,
+                None => default_max_http_connections(),
+            },
+        };
         if self.http.is_some() && self.api_key.as_deref().unwrap_or_default().len() < 16 {
             return Err("--api-key must be at least 16 characters: it guards --http".into());
         }
@@ -183,6 +266,7 @@ impl Flags {
                 idle: Duration::from_secs(self.topic_idle),
             },
             recovery_rate: self.recovery_rate.saturating_mul(1 << 20),
+            http,
         })
     }
 }
@@ -220,6 +304,10 @@ mod tests {
             (&["--topic-idle", "0"], "--topic-idle"),
             (&["--recovery-rate", "0"], "--recovery-rate"),
             (&["--metrics", "localhost"], "--metrics"),
+            (&["--idle-timeout", "0"], "--idle-timeout"),
+            (&["--header-timeout", "0"], "--header-timeout"),
+            (&["--body-timeout", "0"], "--body-timeout"),
+            (&["--max-http-connections", "0"], "--max-http-connections"),
         ] {
             let e = config(args).unwrap_err();
             assert!(e.contains(expected), "{args:?}: {e}");

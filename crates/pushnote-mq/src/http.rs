@@ -1,6 +1,8 @@
 //! The forwarder's HTTP side: `/metrics` for Prometheus and `/health` for supervisors, on the
 //! address `--metrics` names; `POST /publish` for apps that cannot link ZeroMQ (and
-//! `/health`), on the address `--http` names.
+//! `/health`), on the address `--http` names. Both listeners are served by one
+//! [`Connections`]: idle and header timeouts, and at most `--max-http-connections` between
+//! them, so that HTTP clients cannot take the descriptors the bus needs.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,17 +11,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::HttpBody;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::service::{make_service_fn, service_fn};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
 use hyper::{Body, Method, Request, Response, StatusCode};
 use pushnote::http_publish;
-use tokio::net::{TcpListener, TcpStream};
+use pushnote_cli::body::{self, BodyError};
+use pushnote_cli::connections::Connections;
+use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
-
-/// How long a client may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one listener serves.
 #[derive(Clone)]
@@ -35,32 +35,10 @@ pub enum Serves {
 pub struct Publishing {
     pub api_key: String,
     pub max_body_bytes: usize,
+    /// How long a body may take to arrive (then 408).
+    pub body_timeout: Duration,
     pub publisher: Arc<pushnote::Publisher>,
     pub metrics: Arc<Metrics>,
-}
-
-/// Serves `serves` on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    serves: Serves,
-    shutdown: impl Future<Output = ()>,
-) -> hyper::Result<()> {
-    let incoming = hyper::server::accept::from_stream(connections(listener));
-    let make = make_service_fn(move |_| {
-        let serves = serves.clone();
-        async move {
-            Ok::<_, Infallible>(service_fn(move |request| {
-                let serves = serves.clone();
-                async move { Ok::<_, Infallible>(respond(&serves, request).await) }
-            }))
-        }
-    });
-    hyper::Server::builder(incoming)
-        .http1_only(true)
-        .http1_header_read_timeout(HEADER_TIMEOUT)
-        .serve(make)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 fn json(status: u16, body: String) -> Response<Body> {
@@ -123,15 +101,33 @@ async fn publish(p: &Arc<Publishing>, request: Request<Body>) -> Response<Body> 
     response
 }
 
-/// The key checked before the body is read, then the body published.
+/// The key and the declared length checked on the headers, before any of the body is read;
+/// then the body read within its bounds, and published.
 async fn answer(p: &Arc<Publishing>, request: Request<Body>) -> http_publish::Answer {
-    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    if let Err(r) = http_publish::authorized(authorization, &p.api_key) {
+    let headers = request.headers();
+    let authorization = headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+    let length = headers.get(CONTENT_LENGTH).map(|v| v.as_bytes());
+    let checked = http_publish::authorized(authorization, &p.api_key).and_then(|()| {
+        if body::declared_too_large(length, p.max_body_bytes) {
+            Err(refused(BodyError::TooLarge(p.max_body_bytes)))
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(r) = checked {
+        p.metrics
+            .http_refused_unread
+            .fetch_add(1, Ordering::Relaxed);
         return r.into();
     }
-    let body = match read_body(request.into_body(), p.max_body_bytes).await {
+    let body = match body::read(request.into_body(), p.max_body_bytes, p.body_timeout).await {
         Ok(body) => body,
-        Err(r) => return r.into(),
+        Err(e) => {
+            if matches!(e, BodyError::TooSlow(_)) {
+                p.metrics.http_body_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            return refused(e).into();
+        }
     };
     let publishing = p.clone();
     tokio::task::spawn_blocking(move || http_publish::answer(&publishing.publisher, &body))
@@ -148,29 +144,18 @@ async fn answer(p: &Arc<Publishing>, request: Request<Body>) -> http_publish::An
         })
 }
 
-/// The request's body, or 413 past `limit` bytes.
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, http_publish::Refused> {
-    let too_large = || http_publish::Refused {
-        status: 413,
-        error: format!("the body is over {limit} bytes (--max-message-bytes)"),
-        index: None,
+/// Why a body was not read, as the request is answered.
+fn refused(e: BodyError) -> http_publish::Refused {
+    let flag = match e {
+        BodyError::TooLarge(_) => " (--max-message-bytes)",
+        BodyError::TooSlow(_) => " (--body-timeout)",
+        BodyError::Incomplete => "",
     };
-    if body.size_hint().lower() > limit as u64 {
-        return Err(too_large());
+    http_publish::Refused {
+        status: e.status(),
+        error: format!("{e}{flag}"),
+        index: None,
     }
-    let mut out = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| http_publish::Refused {
-            status: 400,
-            error: format!("reading the body: {e}"),
-            index: None,
-        })?;
-        if out.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// A listener bound at `address` for `flag`, announced with the URL of `path`.
@@ -190,47 +175,32 @@ pub async fn listen(
     Ok((listener, serves))
 }
 
-/// Serves every listener until `shutdown` completes.
+/// Serves every listener on `connections` until `shutdown` completes; then stops accepting,
+/// and answers the requests in progress for up to a second.
 pub async fn run(
     servers: Vec<(TcpListener, Serves)>,
+    connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tasks: Vec<_> = servers
-        .into_iter()
-        .map(|(listener, serves)| {
-            let mut stopped = stopped.clone();
-            tokio::spawn(serve(listener, serves, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }))
-        })
-        .collect();
+    for (listener, serves) in servers {
+        let service = service_fn(move |request| {
+            let serves = serves.clone();
+            async move { Ok::<_, Infallible>(respond(&serves, request).await) }
+        });
+        tokio::spawn(
+            connections
+                .clone()
+                .serve(listener, service, stopped.clone()),
+        );
+    }
     shutdown.await;
     let _ = stop.send(true);
-    for task in tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("HTTP server failed: {e}")),
-            Err(e) => return Err(format!("HTTP server failed: {e}")),
+    let drained = async {
+        while !connections.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
     Ok(())
-}
-
-/// The connections `listener` accepts; a failed accept (out of descriptors, say) is logged
-/// and retried after a pause instead of ending the server.
-fn connections(
-    listener: TcpListener,
-) -> impl futures_util::Stream<Item = Result<TcpStream, Infallible>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => return Some((Ok(stream), listener)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    })
 }

@@ -9,7 +9,8 @@
 //!   answers servers' recovery requests.
 //! - `replay.rs` — what recovery answers may replay a second.
 //! - `metrics.rs` — the forwarder's counters as Prometheus text.
-//! - `http.rs` — `/metrics` over HTTP (`--metrics ADDR`).
+//! - `http.rs` — `/metrics` and `/health` over HTTP (`--metrics ADDR`), `POST /publish`
+//!   (`--http ADDR`), served within the HTTP side's bounds (`config::HttpLimits`).
 
 #![forbid(unsafe_code)]
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Why the forwarder dropped a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,13 @@ pub struct Metrics {
     pub http_published: AtomicU64,
     /// `POST /publish` requests refused (bad key, body, target; or the bus not connected).
     pub http_refused: AtomicU64,
+    /// `POST /publish` requests answered on their headers, their body unread (a wrong key,
+    /// a declared length over the limit).
+    pub http_refused_unread: AtomicU64,
+    /// `POST /publish` bodies that did not arrive within `--body-timeout` (408).
+    pub http_body_timeouts: AtomicU64,
+    /// What the HTTP connections (`--http`, `--metrics`) did.
+    pub http_connections: Arc<pushnote_cli::connections::Stats>,
     /// 1 while the forwarding thread runs.
     pub running: AtomicU64,
     /// Messages received from apps.
@@ -108,6 +116,19 @@ impl Metrics {
             "POST /publish requests refused: no or a wrong key, a bad body or target, a \
              message the bus would drop or too many, or the bus not connected.",
             &self.http_refused,
+        );
+        row(
+            "pushnote_mq_http_refused_unread_total",
+            "counter",
+            "POST /publish requests answered on their headers, their body unread: no or a \
+             wrong key (401), a Content-Length over --max-message-bytes (413).",
+            &self.http_refused_unread,
+        );
+        row(
+            "pushnote_mq_http_body_timeouts_total",
+            "counter",
+            "POST /publish bodies that did not arrive within --body-timeout (answered 408).",
+            &self.http_body_timeouts,
         );
         row(
             "pushnote_mq_messages_received_total",
@@ -197,6 +218,8 @@ impl Metrics {
             "Frames from servers that were neither a subscription nor a recovery request.",
             &self.requests_malformed,
         );
+        self.http_connections
+            .render("pushnote_mq_http_connections", &mut out);
         let name = "pushnote_mq_messages_dropped_total";
         let _ = writeln!(
             out,

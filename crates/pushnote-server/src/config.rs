@@ -58,11 +58,13 @@ pub const DEFAULT_MAX_LAG_SECS: f64 = 2.0;
 /// The most bytes of bus messages read ahead of delivery; past them (or past the bus
 /// high-water mark in messages), what comes waits in ZeroMQ's queue.
 pub const BUS_BACKLOG_BYTES: usize = 64 << 20;
-/// Seconds a client may take to send a request's headers.
-pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Seconds a client may take to send a request's headers (the forwarder's default too).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = pushnote_cli::connections::DEFAULT_HEADER_TIMEOUT_SECS;
 /// Seconds a connection may stay open with no request in progress (keep-alive between
 /// requests). Clients of the polling transports send their next request at once.
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 20;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = pushnote_cli::connections::DEFAULT_IDLE_TIMEOUT_SECS;
+/// Seconds a request's body (`POST /publish`, `xhr_send`, `jsonp_send`) may take to arrive.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = pushnote_cli::body::DEFAULT_BODY_TIMEOUT_SECS;
 /// Seconds shutdown waits for sessions to take their close frames.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 5;
 /// The most messages of one topic (the broadcasts, a user, a channel) kept for recovery.
@@ -108,6 +110,9 @@ pub struct ServerConfig {
     /// How long a connection may stay open with no request in progress before it is closed
     /// (WebSocket connections and requests in progress are not idle).
     pub idle_timeout: Duration,
+    /// How long a request's body (`POST /publish`; the SockJS send endpoints take theirs from
+    /// `sockjs.body_timeout`, set to the same) may take to arrive before it is answered 408.
+    pub body_timeout: Duration,
     /// How much history is kept for positions and recovery; `None` keeps none (and a
     /// session's `positions` request is refused).
     pub history: Option<pushnote_history::Limits>,
@@ -133,6 +138,7 @@ impl ServerConfig {
                 max_bytes: DEFAULT_QUEUE_BYTES,
             },
             sockjs_url: sockjs::DEFAULT_SOCKJS_URL.to_owned(),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
             ..sockjs::Options::default()
         };
         ServerConfig {
@@ -150,6 +156,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
             history: (bus_mode == BusMode::Bind).then(pushnote_history::Limits::default),
             api_key: None,
             recovery_memory: DEFAULT_RECOVERY_MEMORY_MIB << 20,
@@ -342,6 +349,13 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
 
+    /// Seconds a request's body may take to arrive, from the end of its headers (POST
+    /// /publish, and the SockJS send endpoints xhr_send and jsonp_send); a slower one is
+    /// answered 408. While a body is coming, its connection is among the first closed when
+    /// file descriptors run out: it holds no session.
+    #[arg(long, env = "PUSHNOTE_BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT_SECS)]
+    pub body_timeout: u64,
+
     /// Seconds shutdown waits for sessions to take their close frames.
     #[arg(long, env = "PUSHNOTE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace: u64,
@@ -439,6 +453,8 @@ impl Flags {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace);
         config.header_timeout = seconds("header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("idle-timeout", self.idle_timeout)?;
+        config.body_timeout = seconds("body-timeout", self.body_timeout)?;
+        config.sockjs.body_timeout = config.body_timeout;
         config.api_key = match self.api_key.as_deref() {
             None | Some("") => None,
             Some(_) if !self.single => {

@@ -6,8 +6,6 @@
 //!   `ServerConfig` and the address to listen on.
 //! - `server.rs` — `Server::run`, which wires the parts and serves a bound listener until a
 //!   shutdown future completes; `listen`, which binds it.
-//! - `connections.rs` — accepting connections and serving HTTP/1.1 on each: idle and header
-//!   timeouts, and room made when file descriptors run out.
 //! - `bus.rs` — the ZeroMQ subscriber thread: decodes and checks bus messages, frames them as
 //!   pages receive them, and hands them on; its subscription commands.
 //! - `subscriptions.rs` — what the hub tells the bus: a topic's first session came, its last
@@ -39,7 +37,6 @@ mod budget;
 pub mod bus;
 pub mod client;
 pub mod config;
-mod connections;
 pub(crate) mod delivery;
 pub mod demo;
 pub(crate) mod fanout;

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::protocol::Why;
 
@@ -86,6 +87,13 @@ pub struct Metrics {
     pub http_published: AtomicU64,
     /// `POST /publish` requests refused.
     pub http_refused: AtomicU64,
+    /// What the HTTP connections did: open, closed idle, evicted, header timeouts.
+    pub connections: Arc<pushnote_cli::connections::Stats>,
+    /// `POST /publish` requests answered on their headers, their body unread: no key
+    /// configured (404), a wrong key (401), a declared length over the limit (413).
+    pub publish_refused_unread: AtomicU64,
+    /// `POST /publish` bodies that did not arrive within `--body-timeout` (408).
+    pub publish_body_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -110,7 +118,21 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 34] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 36] = [
+            (
+                "pushnote_http_publish_refused_unread_total",
+                "counter",
+                "POST /publish requests answered on their headers, their body unread: no \
+                 --api-key (404), no or a wrong key (401), a Content-Length over the limit \
+                 (413).",
+                &self.publish_refused_unread,
+            ),
+            (
+                "pushnote_http_publish_body_timeouts_total",
+                "counter",
+                "POST /publish bodies that did not arrive within --body-timeout (answered 408).",
+                &self.publish_body_timeouts,
+            ),
             (
                 "pushnote_bus_connected",
                 "gauge",
@@ -331,6 +353,8 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        self.connections
+            .render("pushnote_http_connections", &mut out);
         let lag = self.bus_lag_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(
             out,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use warp::http::{header, HeaderValue, Response};
+use warp::http::{header, HeaderMap, HeaderValue, Response};
 use warp::hyper::Body;
 use warp::Filter;
 
@@ -16,7 +16,6 @@ use crate::bus::BusMode;
 use crate::bus::{Bus, BusControl, BusError};
 use crate::client::{ClientHandler, Positions};
 use crate::config::{Listen, ServerConfig};
-use crate::connections::{self, Timeouts};
 use crate::demo;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
@@ -24,6 +23,8 @@ use crate::library;
 use crate::metrics::Metrics;
 use crate::recovery::Recovery;
 use crate::remote::Remote;
+use pushnote_cli::body::{self, BodyError};
+use pushnote_cli::connections::{Connections, Timeouts};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -156,28 +157,32 @@ impl Server {
                 Some(Arc::new((key.clone(), publisher)))
             }
         };
+        // The route and the key are checked on the headers, before any of the body is read.
         let publish_route = {
-            let limit = config.max_bus_message_bytes as u64;
+            let bounds = BodyBounds {
+                limit: config.max_bus_message_bytes,
+                timeout: config.body_timeout,
+            };
             let metrics = metrics.clone();
             warp::path("publish")
                 .and(warp::path::end())
                 .and(warp::post())
-                .and(warp::header::optional::<String>("authorization"))
-                .and(warp::body::content_length_limit(limit))
-                .and(warp::body::bytes())
-                .and_then(
-                    move |authorization: Option<String>, body: warp::hyper::body::Bytes| {
-                        let (publishing, metrics) = (publishing.clone(), metrics.clone());
-                        async move {
-                            let Some(publishing) = publishing else {
-                                return Err(warp::reject::not_found());
-                            };
-                            Ok::<_, warp::Rejection>(
-                                http_publish(publishing, authorization, body, &metrics).await,
-                            )
-                        }
-                    },
-                )
+                .and(warp::header::headers_cloned())
+                .and(warp::body::stream())
+                .and_then(move |headers: HeaderMap, body| {
+                    let (publishing, metrics) = (publishing.clone(), metrics.clone());
+                    async move {
+                        let Some(publishing) = publishing else {
+                            metrics
+                                .publish_refused_unread
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Err(warp::reject::not_found());
+                        };
+                        Ok::<_, warp::Rejection>(
+                            http_publish(publishing, &metrics, bounds, headers, body).await,
+                        )
+                    }
+                })
         };
         let demo_route = demo::route(config.demo_sockjs_url.clone(), config.route.clone());
         // Before the SockJS routes, which answer every other path under the route.
@@ -199,7 +204,8 @@ impl Server {
             header: config.header_timeout,
             idle: config.idle_timeout,
         };
-        let serving = tokio::spawn(connections::serve(listener, service, timeouts, stop_rx));
+        let connections = Connections::new(timeouts, None, metrics.connections.clone());
+        let serving = tokio::spawn(connections.serve(listener, service, stop_rx));
 
         shutdown.await;
         stopping.store(true, Ordering::Relaxed);
@@ -269,27 +275,81 @@ fn no_ipv6(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
 }
 
-/// `POST /publish` on a single server: checked whole, then published into its own bus.
-async fn http_publish(
+/// How much of a `POST /publish` body is read, and for how long.
+#[derive(Clone, Copy)]
+struct BodyBounds {
+    limit: usize,
+    timeout: Duration,
+}
+
+/// `POST /publish` on a single server: the key and the declared length checked on the
+/// headers, the body read within its bounds and checked whole, then published into the
+/// server's own bus.
+async fn http_publish<S, B>(
     publishing: Arc<(String, pushnote::Publisher)>,
-    authorization: Option<String>,
-    body: warp::hyper::body::Bytes,
     metrics: &Metrics,
-) -> Response<Body> {
+    bounds: BodyBounds,
+    headers: HeaderMap,
+    body: S,
+) -> Response<Body>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: warp::hyper::body::Buf,
+{
     use pushnote::http_publish::{answer, authorized, Answer, Refused};
-    let answer = match authorized(authorization.as_deref().map(str::as_bytes), &publishing.0) {
-        Err(r) => Answer::from(r),
-        Ok(()) => tokio::task::spawn_blocking(move || answer(&publishing.1, &body))
-            .await
-            .unwrap_or_else(|e| {
-                let (status, error, index) = (500, e.to_string(), None);
-                Refused {
-                    status,
-                    error,
-                    index,
+    let refused = |status: u16, error: String| {
+        Answer::from(Refused {
+            status,
+            error,
+            index: None,
+        })
+    };
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let length = headers.get(header::CONTENT_LENGTH).map(|v| v.as_bytes());
+    let checked = match authorized(authorization, &publishing.0) {
+        Err(r) => Err(Answer::from(r)),
+        Ok(()) if body::declared_too_large(length, bounds.limit) => Err(refused(
+            413,
+            format!(
+                "the body is over {} bytes (--max-bus-message-bytes)",
+                bounds.limit
+            ),
+        )),
+        Ok(()) => Ok(()),
+    };
+    let answer = match checked {
+        Err(answer) => {
+            metrics
+                .publish_refused_unread
+                .fetch_add(1, Ordering::Relaxed);
+            answer
+        }
+        Ok(()) => match body::read(body, bounds.limit, bounds.timeout).await {
+            Err(e) => {
+                if matches!(e, BodyError::TooSlow(_)) {
+                    metrics
+                        .publish_body_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
                 }
-                .into()
-            }),
+                let flag = match e {
+                    BodyError::TooLarge(_) => " (--max-bus-message-bytes)",
+                    BodyError::TooSlow(_) => " (--body-timeout)",
+                    BodyError::Incomplete => "",
+                };
+                refused(e.status(), format!("{e}{flag}"))
+            }
+            Ok(body) => tokio::task::spawn_blocking(move || answer(&publishing.1, &body))
+                .await
+                .unwrap_or_else(|e| {
+                    let (status, error, index) = (500, e.to_string(), None);
+                    Refused {
+                        status,
+                        error,
+                        index,
+                    }
+                    .into()
+                }),
+        },
     };
     metrics
         .http_published

@@ -76,9 +76,12 @@ pub struct Options {
     pub max_message_bytes: usize,
     /// How much one session may have queued before it is closed as slow.
     pub queue: QueueLimits,
-    /// How long one write to a client, or the upload of one request body, may take before the
-    /// client counts as gone (default 10 s).
+    /// How long one write to a client may take before the client counts as gone (default
+    /// 10 s).
     pub write_timeout: Duration,
+    /// How long the body of a send request (`xhr_send`, `jsonp_send`) may take to arrive
+    /// before it is answered 408 (default 10 s): a client trickling a body holds a connection.
+    pub body_timeout: Duration,
     /// Whether `/info` tells clients that a JSESSIONID cookie is needed, and session responses
     /// set one: load balancers that route by that cookie keep a session on one server.
     pub cookie_needed: bool,
@@ -108,6 +111,7 @@ impl Default for Options {
             max_message_bytes: 64 * 1024,
             queue: QueueLimits::default(),
             write_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             cookie_needed: false,
             disconnect_delay: Duration::from_secs(5),
             response_limit: 128 * 1024,

@@ -744,7 +744,7 @@ async fn oversized_sends_are_refused_and_close_the_session() {
 async fn a_trickled_send_body_times_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = serve(Options {
-        write_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(300),
         ..Options::default()
     });
     let url = format!("/custom/000/{}", sid());

@@ -35,14 +35,14 @@ pub(crate) enum SendFailure {
 }
 
 /// Reads a request body, refusing it once it passes `max_request_bytes`, or when it has not
-/// all arrived within `write_timeout` (a client trickling a body holds a connection).
+/// all arrived within `body_timeout` (a client trickling a body holds a connection).
 pub(crate) async fn read_body<S, B>(body: S, options: &Options) -> Result<Vec<u8>, SendFailure>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     tokio::time::timeout(
-        options.write_timeout,
+        options.body_timeout,
         read_limited(body, options.max_request_bytes),
     )
     .await

@@ -15,7 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// The secret the servers of these tests sign with.
-pub const SECRET: &str = "e2e-test-secret";
+pub const SECRET: &str = "e2e-test-secret-7Hq2Lx9Vb4Nw6Zr1";
 
 pub fn bin(name: &str) -> PathBuf {
     match name {

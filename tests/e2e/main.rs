@@ -23,3 +23,4 @@ mod recovery;
 mod routing;
 mod tokens;
 mod transports;
+mod wire_checks;

@@ -637,9 +637,19 @@ mod tests {
 
     #[test]
     fn tokens_need_a_secret_and_take_their_ages() {
+        const STRONG: &str = "a-secret-of-32-characters-7Hq2Lx";
         assert!(flags(&[]).config().unwrap().tokens.is_none());
-        assert!(flags(&["--secret", ""]).config().unwrap().tokens.is_none());
-        let policy = flags(&["--secret", "s", "--token-max-age", "0"])
+        for (weak, why) in [("", "empty"), ("s", "1 characters"), ("change-me", "placeholder")] {
+            let e = refusal(&["--secret", weak]);
+            assert!(e.contains("--secret") && e.contains(why), "{weak:?}: {e}");
+            let e = refusal(&["--secret", STRONG, "--old-secrets", weak]);
+            assert!(e.contains("--old-secrets") && e.contains(why), "{weak:?}: {e}");
+            if !weak.is_empty() {
+                let e = refusal(&["-S", "--api-key", weak]);
+                assert!(e.contains("--api-key") && e.contains(why), "{weak:?}: {e}");
+            }
+        }
+        let policy = flags(&["--secret", STRONG, "--token-max-age", "0"])
             .config()
             .unwrap()
             .tokens

@@ -639,11 +639,18 @@ mod tests {
     fn tokens_need_a_secret_and_take_their_ages() {
         const STRONG: &str = "a-secret-of-32-characters-7Hq2Lx";
         assert!(flags(&[]).config().unwrap().tokens.is_none());
-        for (weak, why) in [("", "empty"), ("s", "1 characters"), ("change-me", "placeholder")] {
+        for (weak, why) in [
+            ("", "empty"),
+            ("s", "1 characters"),
+            ("change-me", "placeholder"),
+        ] {
             let e = refusal(&["--secret", weak]);
             assert!(e.contains("--secret") && e.contains(why), "{weak:?}: {e}");
             let e = refusal(&["--secret", STRONG, "--old-secrets", weak]);
-            assert!(e.contains("--old-secrets") && e.contains(why), "{weak:?}: {e}");
+            assert!(
+                e.contains("--old-secrets") && e.contains(why),
+                "{weak:?}: {e}"
+            );
             if !weak.is_empty() {
                 let e = refusal(&["-S", "--api-key", weak]);
                 assert!(e.contains("--api-key") && e.contains(why), "{weak:?}: {e}");

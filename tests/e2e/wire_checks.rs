@@ -154,17 +154,17 @@ fn weak_secrets_and_api_keys_stop_the_server_and_the_forwarder_with_exit_code_78
         &["--secret", "31 characters", "at least 32"],
     );
     refused(
-        &mut server(&[]).env(
+        server(&[]).env(
             "PUSHNOTE_SECRET",
             "django-insecure-k9#2m@x!v7q$w1z&e4r%t8y*u3i(o6p)a5s",
         ),
         &["PUSHNOTE_SECRET", "placeholder"],
     );
     refused(
-        &mut server(&[]).env("PUSHNOTE_SECRET", "ab".repeat(30)),
+        server(&[]).env("PUSHNOTE_SECRET", "ab".repeat(30)),
         &["2 distinct characters"],
     );
-    refused(&mut server(&[]).env("PUSHNOTE_SECRET", ""), &["empty"]);
+    refused(server(&[]).env("PUSHNOTE_SECRET", ""), &["empty"]);
     refused(
         &mut server(&[
             "--secret",
@@ -189,7 +189,7 @@ fn weak_secrets_and_api_keys_stop_the_server_and_the_forwarder_with_exit_code_78
         &["--api-key", "placeholder"],
     );
     refused(
-        &mut forwarder(&["--http", "127.0.0.1:0"]).env("PUSHNOTE_MQ_API_KEY", "0123456789abcdef"),
+        forwarder(&["--http", "127.0.0.1:0"]).env("PUSHNOTE_MQ_API_KEY", "0123456789abcdef"),
         &["PUSHNOTE_MQ_API_KEY", "at least 32"],
     );
 }
@@ -468,4 +468,109 @@ async fn a_channel_named_private_in_another_case_is_refused() {
     c.emit(json!({"name": "subscribe", "data": {"channel": "team-7"}}))
         .await;
     assert_eq!(c.next().await["name"], "pushnote:subscribed");
+}
+
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next message of a raw WebSocket client, parsed.
+async fn raw_next(ws: &mut RawWs) -> Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message")
+        {
+            Some(Ok(WsMessage::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_raw_websocket_client_receives_a_channels_message_in_its_envelope() {
+    let srv = single_server(&[]);
+    let bus = publisher(srv.bus.as_deref().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(srv.raw_ws_url())
+        .await
+        .unwrap();
+    let join = json!({"name": "subscribe", "data": {"channel": "news"}});
+    ws.send(WsMessage::Text(join.to_string())).await.unwrap();
+    assert_eq!(raw_next(&mut ws).await["name"], "pushnote:subscribed");
+    // Published until one arrives: the publisher may connect before the server's subscription.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let got = loop {
+        bus.publish("news", "create", &json!({"id": "r1"})).unwrap();
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(300), raw_next(&mut ws)).await {
+            break got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing arrived");
+    };
+    assert_eq!(
+        got,
+        json!({"channel": "news", "event": "create", "data": {"id": "r1"}})
+    );
+}
+
+/// A session with positions on; the broadcasts' position.
+async fn with_positions(srv: &Server, since: Option<Value>) -> (Client, Value) {
+    let mut c = Client::connect(srv).await;
+    let data = since.map_or(json!({}), |p| json!({"since": p}));
+    c.emit(json!({"name": "positions", "data": data})).await;
+    let reply = c.next().await;
+    assert_eq!(reply["name"], "pushnote:positions", "{reply}");
+    (c, reply)
+}
+
+#[tokio::test]
+async fn a_since_for_a_topic_joined_already_is_answered_without_recovered() {
+    let srv = single_server(&[]);
+    let (mut c, _) = with_positions(&srv, None).await;
+    c.emit(json!({"name": "subscribe", "data": {"channel": "news"}}))
+        .await;
+    let first = c.next().await;
+    let position = first["data"]["position"].clone();
+    assert!(position.is_object(), "{first}");
+    c.emit(json!({"name": "subscribe", "data": {"channel": "news", "since": position}}))
+        .await;
+    let again = c.next().await;
+    assert_eq!(again["name"], "pushnote:subscribed", "{again}");
+    assert_eq!(again["data"]["position"], position);
+    assert!(again["data"].get("recovered").is_none(), "{again}");
+}
+
+#[tokio::test]
+async fn an_epoch_answer_gives_the_new_epoch_only_while_it_holds_its_first_message() {
+    for (size, given) in [("10", 3), ("2", 0)] {
+        let srv = single_server(&["--history-size", size]);
+        let bus = publisher(srv.bus.as_deref().unwrap());
+        let (_first, reply) = with_positions(&srv, None).await;
+        let epoch = reply["data"]["position"]["epoch"].as_u64().unwrap();
+        for i in 0..3 {
+            bus.notify_all(&json!({"n": i})).unwrap();
+        }
+        srv.wait_metric(BROADCASTS, 3).await;
+        // A page of another run of the server: its position is of another epoch.
+        let other = json!({"epoch": epoch ^ 1, "offset": 1});
+        let mut c = Client::connect(&srv).await;
+        c.emit(json!({"name": "positions", "data": {"since": other}}))
+            .await;
+        let mut before = Vec::new();
+        let reply = loop {
+            let m = c.next().await;
+            if m["name"] == "pushnote:positions" {
+                break m;
+            }
+            before.push(m);
+        };
+        assert_eq!(reply["data"]["recovered"], false, "{reply}");
+        assert_eq!(reply["data"]["reason"], "epoch", "{reply}");
+        assert_eq!(reply["data"]["position"]["offset"], 3, "{reply}");
+        let offsets: Vec<u64> = before
+            .iter()
+            .map(|m| m["position"]["offset"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (1..=given).collect();
+        assert_eq!(offsets, expected, "--history-size {size}: {before:?}");
+    }
 }

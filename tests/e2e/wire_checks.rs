@@ -574,3 +574,33 @@ async fn an_epoch_answer_gives_the_new_epoch_only_while_it_holds_its_first_messa
         assert_eq!(offsets, expected, "--history-size {size}: {before:?}");
     }
 }
+
+#[tokio::test]
+async fn with_a_forwarder_the_replies_that_wait_for_it_keep_their_order() {
+    let fwd = forwarder();
+    let srv = server(&fwd, &[]);
+    let (mut c, _) = with_positions(&srv, None).await;
+    // Three joins that ask the forwarder, and a refusal answered at once, in one frame.
+    let join =
+        |channel: &str| json!({"name": "subscribe", "data": {"channel": channel}}).to_string();
+    let batch = [join("a"), join("b"), join("c"), "not json".to_owned()];
+    c.send_raw(&serde_json::to_string(&batch).unwrap()).await;
+    let mut channels = Vec::new();
+    let mut refused = 0;
+    while channels.len() < 3 || refused < 1 {
+        let reply = c.next().await;
+        match reply["name"].as_str() {
+            Some("pushnote:subscribed") => {
+                assert!(reply["data"]["position"].is_object(), "{reply}");
+                channels.push(reply["data"]["channel"].as_str().unwrap().to_owned());
+            }
+            // The refusal may come before, between or after them.
+            Some("pushnote:error") => {
+                assert_eq!(reply["data"]["code"], "bad_message");
+                refused += 1;
+            }
+            _ => panic!("unexpected {reply}"),
+        }
+    }
+    assert_eq!(channels, ["a", "b", "c"]);
+}

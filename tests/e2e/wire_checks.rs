@@ -385,6 +385,7 @@ async fn the_message_limit_applies_to_messages_once_decoded_on_websocket() {
         c.frame().await,
         Frame::Close(3009, "Message too big".into())
     );
+    srv.wait_metric(TOO_BIG, 2).await;
 
     // Raw WebSocket: the message is the frame.
     let raw = |message: String| {
@@ -408,7 +409,16 @@ async fn the_message_limit_applies_to_messages_once_decoded_on_websocket() {
     let answer = raw(request_of(65_536)).await.unwrap();
     assert!(answer.contains("pushnote:unsubscribed"), "{answer}");
     assert_eq!(raw(request_of(65_537)).await, Err(Some(3009)));
+    srv.wait_metric(TOO_BIG, 3).await;
+    assert_eq!(
+        srv.metric(TOO_BIG).await,
+        3,
+        "the messages within the limit closed nothing"
+    );
 }
+
+/// Sessions closed for a message or frame too big.
+const TOO_BIG: &str = "pushnote_sessions_closed_too_big_total";
 
 #[tokio::test]
 async fn the_message_limit_applies_to_messages_once_decoded_on_xhr_send() {
@@ -435,6 +445,7 @@ async fn the_message_limit_applies_to_messages_once_decoded_on_xhr_send() {
     assert_eq!(r.status, 413);
     let r = http("POST", &format!("{session}/xhr"), &[], "").await;
     assert_eq!(r.body, "c[3009,\"Message too big\"]\n");
+    srv.wait_metric(TOO_BIG, 1).await;
 }
 
 #[tokio::test]

@@ -516,6 +516,9 @@ impl sockjs::Handler for ClientHandler {
     }
 
     fn on_close(&self, session: &Session) {
+        if session.close_code() == Some(sockjs::CloseCode::MESSAGE_TOO_BIG) {
+            self.metrics.too_big_closed.fetch_add(1, Ordering::Relaxed);
+        }
         self.hub.remove(session);
     }
 }

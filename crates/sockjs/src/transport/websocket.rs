@@ -151,6 +151,10 @@ async fn finish<H: Handler>(
     end: End,
     write_timeout: Duration,
 ) {
+    // The code the session ends with, for the application's on_close.
+    if let End::Close(code) | End::Drop(code) = &end {
+        session.close(*code);
+    }
     // Direct writes stop here; one may have left the rest of a frame to send first.
     let unsent = session.claim();
     if session.mark_closed() {

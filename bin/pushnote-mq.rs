@@ -2,18 +2,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use pushnote_cli::say;
+use pushnote_cli::{announce, fail};
 use pushnote_mq::{http, Flags, Forwarder};
 
+const PROGRAM: &str = "pushnote-mq";
+
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let flags: Flags = pushnote_cli::parse_flags(PROGRAM);
     flags.log.init();
+    if let Err(e) = flags.check_keys() {
+        fail(PROGRAM, &e);
+        return ExitCode::from(pushnote_cli::EXIT_WEAK_KEY);
+    }
     match run(&flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pushnote-mq: {e}");
-            ExitCode::FAILURE
+            fail(PROGRAM, &e);
+            ExitCode::from(pushnote_cli::EXIT_FAILURE)
         }
     }
 }
@@ -25,11 +30,12 @@ fn run(flags: &Flags) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     let forwarder = Forwarder::start(&config).map_err(|e| format!("cannot start: {e}"))?;
-    say(format_args!(
-        "pushnote-mq: apps publish to {}, servers subscribe at {}",
-        forwarder.sub_endpoint(),
-        forwarder.pub_endpoint()
-    ));
+    let (sub, publish) = (forwarder.sub_endpoint(), forwarder.pub_endpoint());
+    announce(
+        PROGRAM,
+        format_args!("apps publish to {sub}, servers subscribe at {publish}"),
+        &[("sub", sub), ("pub", publish)],
+    );
     runtime.block_on(async {
         let mut servers = Vec::new();
         if let Some(address) = flags.metrics {

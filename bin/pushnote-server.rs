@@ -2,18 +2,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use pushnote_cli::say;
+use pushnote_cli::{announce, fail};
 use pushnote_server::{BusMode, Flags, Server};
 
+const PROGRAM: &str = "pushnote-server";
+
 fn main() -> ExitCode {
-    let flags = Flags::parse();
+    let flags: Flags = pushnote_cli::parse_flags(PROGRAM);
     flags.log.init();
+    if let Err(e) = flags.check_keys() {
+        fail(PROGRAM, &e);
+        return ExitCode::from(pushnote_cli::EXIT_WEAK_KEY);
+    }
     match run(&flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pushnote-server: {e}");
-            ExitCode::FAILURE
+            fail(PROGRAM, &e);
+            ExitCode::from(pushnote_cli::EXIT_FAILURE)
         }
     }
 }
@@ -39,23 +44,16 @@ fn run(flags: &Flags) -> Result<(), String> {
         let mode = config.bus_mode;
         let demo = config.demo_sockjs_url.is_some();
         let server = Server::new(config).map_err(|e| format!("cannot open the bus: {e}"))?;
+        let bus = server.bus_endpoint().to_owned();
         match mode {
-            BusMode::Bind => say(format_args!(
-                "pushnote-server: apps publish to {}",
-                server.bus_endpoint()
-            )),
-            BusMode::Connect => say(format_args!(
-                "pushnote-server: bus at {}",
-                server.bus_endpoint()
-            )),
+            BusMode::Bind => announce(PROGRAM, format_args!("apps publish to {bus}"), &[("bus", &bus)]),
+            BusMode::Connect => announce(PROGRAM, format_args!("bus at {bus}"), &[("bus", &bus)]),
         }
-        say(format_args!(
-            "pushnote-server: listening on http://{local}{route}"
-        ));
+        let url = format!("http://{local}{route}");
+        announce(PROGRAM, format_args!("listening on {url}"), &[("url", &url)]);
         if demo {
-            say(format_args!(
-                "pushnote-server: demo page at http://{local}/"
-            ));
+            let page = format!("http://{local}/");
+            announce(PROGRAM, format_args!("demo page at {page}"), &[("demo", &page)]);
         }
         server
             .run(listener, pushnote_cli::shutdown_signal())

@@ -139,7 +139,7 @@ def run_one(server, scenario, a, port, bus):
     name, fmt, command = server
     cmd = command.replace("{port}", str(port)).replace("{bus}", bus)
     env = dict(os.environ)
-    env.setdefault("PUSHNOTE_SECRET", "compare-" + os.urandom(8).hex())
+    env.setdefault("PUSHNOTE_SECRET", "compare-" + os.urandom(24).hex())
     srv = subprocess.Popen(["taskset", "-c", a.server_cpu, "bash", "-c", "exec " + cmd],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789";
+const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
 
 /// A forwarder with `--http` on a free port, where its `/publish` is, and its `/metrics` if
 /// `extra` asks for them.
@@ -121,7 +121,11 @@ async fn bad_requests_get_their_status_and_publish_nothing() {
     let mut client = Client::connect(&srv).await;
     sync(&bus, &mut client, None).await;
     let one = r#"{"to":"all","data":"nope"}"#;
-    for key in [None, Some("e2e-api-key-012345678"), Some("wrong")] {
+    for key in [
+        None,
+        Some("e2e-api-key-0123456789-Vq7Lm2Xc9Rb"),
+        Some("wrong"),
+    ] {
         let r = post(&url, key, one).await;
         assert_eq!(r.status, 401, "{key:?}: {}", r.body);
         assert!(
@@ -215,7 +219,7 @@ fn http_publishing_needs_a_real_key_and_a_server_needs_single_mode_for_it() {
         "pushnote-mq",
         &["--http", "127.0.0.1:0", "--api-key", "short"],
     );
-    assert!(!ok && err.contains("at least 16"), "{err}");
+    assert!(!ok && err.contains("at least 32"), "{err}");
     let (ok, err) = run("pushnote-server", &["--port", "0", "--api-key", KEY]);
     assert!(!ok && err.contains("--single"), "{err}");
 }

@@ -25,3 +25,4 @@ mod recovery_bounds;
 mod routing;
 mod tokens;
 mod transports;
+mod wire_checks;

@@ -15,7 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// The secret the servers of these tests sign with.
-pub const SECRET: &str = "e2e-test-secret";
+pub const SECRET: &str = "e2e-test-secret-7Hq2Lx9Vb4Nw6Zr1";
 
 pub fn bin(name: &str) -> PathBuf {
     match name {
@@ -57,7 +57,8 @@ impl Proc {
         Proc { child, lines }
     }
 
-    /// Waits for a stdout line containing `marker` and returns what follows it.
+    /// Waits for a stdout line containing `marker` and returns what follows it; of a JSON
+    /// line (`--log-format json`), what follows it in its message.
     pub fn value_after(&self, marker: &str) -> String {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
@@ -66,6 +67,10 @@ impl Proc {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no line with {marker:?} in time"));
+            let line = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(line);
             if let Some((_, rest)) = line.split_once(marker) {
                 return rest.trim().to_owned();
             }

@@ -86,8 +86,11 @@ async fn secrets_salt_and_max_age_come_from_the_environment_too() {
     let fwd = forwarder();
     let srv = spawn_server(
         server_cmd(&["-p", "0", "-a", "127.0.0.1", "-s", &fwd.publish])
-            .env("PUSHNOTE_SECRET", "env-secret")
-            .env("PUSHNOTE_OLD_SECRETS", "retired-1,retired-2")
+            .env("PUSHNOTE_SECRET", "env-secret-5Tg8Kd2Qm7Xw3Bn9Rc4Jv6Ls")
+            .env(
+                "PUSHNOTE_OLD_SECRETS",
+                "retired-1-4Fj9Ws2Lp6Hv8Dz3Qy7Ka1Pc,retired-2-7Nb3Xk5Rt1Mc9Gw2Pe5Hu8Yd",
+            )
             .env("PUSHNOTE_SALT", "env-salt")
             .env("PUSHNOTE_TOKEN_MAX_AGE", "100"),
         false,
@@ -100,11 +103,13 @@ async fn secrets_salt_and_max_age_come_from_the_environment_too() {
             .unwrap()
     };
     assert_eq!(
-        c.subscribe(&mint("env-secret", now())).await["name"],
+        c.subscribe(&mint("env-secret-5Tg8Kd2Qm7Xw3Bn9Rc4Jv6Ls", now()))
+            .await["name"],
         "pushnote:subscribed"
     );
     assert_eq!(
-        c.subscribe(&mint("retired-2", now())).await["name"],
+        c.subscribe(&mint("retired-2-7Nb3Xk5Rt1Mc9Gw2Pe5Hu8Yd", now()))
+            .await["name"],
         "pushnote:subscribed"
     );
     assert_eq!(
@@ -112,11 +117,12 @@ async fn secrets_salt_and_max_age_come_from_the_environment_too() {
         "invalid_token"
     );
     assert_eq!(
-        c.subscribe(&mint("env-secret", now() - 200)).await["data"]["code"],
+        c.subscribe(&mint("env-secret-5Tg8Kd2Qm7Xw3Bn9Rc4Jv6Ls", now() - 200))
+            .await["data"]["code"],
         "token_expired"
     );
     // The default salt is not accepted by a server with another one.
-    let default_salt = pushnote::Signer::new("env-secret")
+    let default_salt = pushnote::Signer::new("env-secret-5Tg8Kd2Qm7Xw3Bn9Rc4Jv6Ls")
         .unwrap()
         .tokenize("e")
         .unwrap();

@@ -177,8 +177,10 @@ pub struct Flags {
     )]
     pub http: Option<SocketAddr>,
 
-    /// The key POST /publish requests must carry (Authorization: Bearer KEY). Prefer the
-    /// environment variable: command lines are visible to other local users.
+    /// The key POST /publish requests must carry (Authorization: Bearer KEY). At least 32
+    /// characters, 8 of them distinct, and no placeholder (change-me, …): a weak key stops the
+    /// forwarder at start with exit code 78. Prefer the environment variable: command lines
+    /// are visible to other local users.
     #[arg(long, env = "PUSHNOTE_MQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
@@ -209,8 +211,20 @@ pub struct Flags {
 }
 
 impl Flags {
+    /// Refuses an API key anyone could guess (`pushnote::secret`): a placeholder such as
+    /// `change-me`, a short or repetitive one. The binary exits with its own code for it, so
+    /// that a service manager does not restart it in a loop.
+    pub fn check_keys(&self) -> Result<(), String> {
+        match self.api_key.as_deref() {
+            None => Ok(()),
+            Some("") if self.http.is_none() => Ok(()),
+            Some(key) => pushnote::secret::check_flag("--api-key", "PUSHNOTE_MQ_API_KEY", key),
+        }
+    }
+
     /// The forwarder's configuration, or what is wrong with the flags.
     pub fn config(&self) -> Result<ForwarderConfig, String> {
+        self.check_keys()?;
         if self.hwm < 1 {
             return Err("--hwm must be at least 1".into());
         }
@@ -250,9 +264,6 @@ impl Flags {
                 None => default_max_http_connections(),
             },
         };
-        if self.http.is_some() && self.api_key.as_deref().unwrap_or_default().len() < 16 {
-            return Err("--api-key must be at least 16 characters: it guards --http".into());
-        }
         Ok(ForwarderConfig {
             sub_endpoint: self.sub.clone(),
             pub_endpoint: self.publish.clone(),

@@ -171,7 +171,12 @@ pub async fn listen(
     let local = listener
         .local_addr()
         .map_err(|e| format!("{flag} {address}: {e}"))?;
-    pushnote_cli::say(format_args!("pushnote-mq: {path} at http://{local}{path}"));
+    let url = format!("http://{local}{path}");
+    pushnote_cli::announce(
+        "pushnote-mq",
+        format_args!("{path} at {url}"),
+        &[("url", &url)],
+    );
     Ok((listener, serves))
 }
 

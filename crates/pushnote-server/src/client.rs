@@ -111,6 +111,10 @@ pub struct ClientHandler {
 const SINCE_NEEDS_POSITIONS: &str = "\"since\" needs positions: send {\"name\": \"positions\"} \
 (with the broadcasts' \"since\") before subscribing";
 
+/// What a request for `Private-x` is told.
+const PRIVATE_IN_ANOTHER_CASE: &str = "channel names are case sensitive and only names that \
+start with \"private-\" in lower case are private: this one would be public, so it is refused";
+
 /// What `positions` on a server without history is told.
 const NO_HISTORY_MESSAGE: &str = "this server keeps no history, so it gives no positions: \
 a --single server needs --history-size above 0 for positions and recovery";
@@ -329,6 +333,12 @@ impl ClientHandler {
     fn channel_request(&self, session: &Session, channel: &str) -> Result<(), Refusal> {
         wire::check_channel(channel)
             .map_err(|e| Refusal::new(ErrorCode::InvalidChannel, e.to_string()))?;
+        if wire::is_private_in_another_case(channel) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidChannel,
+                PRIVATE_IN_ANOTHER_CASE,
+            ));
+        }
         self.spend_request(session)
     }
 
@@ -506,6 +516,9 @@ impl sockjs::Handler for ClientHandler {
     }
 
     fn on_close(&self, session: &Session) {
+        if session.close_code() == Some(sockjs::CloseCode::MESSAGE_TOO_BIG) {
+            self.metrics.too_big_closed.fetch_add(1, Ordering::Relaxed);
+        }
         self.hub.remove(session);
     }
 }

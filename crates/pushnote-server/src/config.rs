@@ -206,12 +206,15 @@ pub struct Flags {
     pub single: bool,
 
     /// The secret tokens are signed with (the app's secret). Without it, the server serves
-    /// broadcasts only and refuses every subscribe. Prefer the environment variable: command
+    /// broadcasts only and refuses every subscribe. At least 32 characters, 8 of them
+    /// distinct, and no placeholder (change-me, django-insecure-…): a weak or empty secret
+    /// stops the server at start with exit code 78. Prefer the environment variable: command
     /// lines are visible to other local users.
     #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
-    /// Old secrets still accepted while keys rotate, comma-separated.
+    /// Old secrets still accepted while keys rotate, comma-separated; each as strong as
+    /// --secret.
     #[arg(
         long,
         env = "PUSHNOTE_OLD_SECRETS",
@@ -274,12 +277,15 @@ pub struct Flags {
     )]
     pub disable_websocket: bool,
 
-    /// The largest message a client may send, in bytes; larger closes the session (3009).
+    /// The largest message a client may send, in bytes once decoded from its JSON string, on
+    /// every transport; larger closes the session (3009).
     #[arg(long, env = "PUSHNOTE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// The largest body the send endpoints (xhr_send, jsonp_send) read, in bytes; larger gets
-    /// 413 and closes the session (3009).
+    /// The largest body the send endpoints (xhr_send, jsonp_send) read, and the largest
+    /// SockJS WebSocket message, in bytes: a batch of escaped messages. At least six times
+    /// --max-message-bytes plus 4 is allowed, so that one message escaped at worst (control
+    /// characters as \u00XX) fits. Larger gets 413 and closes the session (3009).
     #[arg(long, env = "PUSHNOTE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
 
@@ -361,7 +367,7 @@ pub struct Flags {
     pub shutdown_grace: u64,
 
     /// With --single: serve POST /publish on the HTTP port for apps that cannot link ZeroMQ, with
-    /// this key (Authorization: Bearer KEY, at least 16 characters; docs/PROTOCOL.md §2a).
+    /// this key (Authorization: Bearer KEY, as strong as --secret; docs/PROTOCOL.md §2a).
     /// With a forwarder, publish to its --http instead. Prefer the environment variable.
     #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -402,8 +408,34 @@ fn seconds(flag: &str, value: u64) -> Result<Duration, String> {
 }
 
 impl Flags {
+    /// Refuses the secrets and key given that anyone could guess (`pushnote::secret`): an
+    /// empty `--secret`, a placeholder such as `change-me`, a short or repetitive one. The
+    /// binary exits with its own code for these, so that a service manager does not restart
+    /// it in a loop.
+    pub fn check_keys(&self) -> Result<(), String> {
+        use pushnote::secret::check_flag;
+        if let Some(secret) = &self.secret {
+            check_flag("--secret", "PUSHNOTE_SECRET", secret).map_err(|e| {
+                if secret.is_empty() {
+                    format!("{e}; or leave it out to serve broadcasts and public channels only")
+                } else {
+                    e
+                }
+            })?;
+        }
+        for (i, old) in self.old_secrets.iter().enumerate() {
+            let flag = format!("--old-secrets' secret {}", i + 1);
+            check_flag(&flag, "PUSHNOTE_OLD_SECRETS", old)?;
+        }
+        match self.api_key.as_deref() {
+            None | Some("") => Ok(()),
+            Some(key) => check_flag("--api-key", "PUSHNOTE_API_KEY", key),
+        }
+    }
+
     /// The server's configuration, or what is wrong with the flags.
     pub fn config(&self) -> Result<ServerConfig, String> {
+        self.check_keys()?;
         let (mode, default_endpoint) = if self.single {
             (BusMode::Bind, pushnote::DEFAULT_PUBLISH_ENDPOINT)
         } else {
@@ -413,7 +445,7 @@ impl Flags {
         let mut config = ServerConfig::new(endpoint, mode);
         config.route = normalize_route(&self.route)?;
         config.tokens = match self.secret.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(secret) => {
                 let signer = Signer::with_salt(secret, &self.salt, &self.old_secrets)
                     .map_err(|e| format!("--secret/--old-secrets: {e}"))?;
@@ -461,9 +493,6 @@ impl Flags {
                 return Err("--api-key serves POST /publish with --single only: with a \
                             forwarder, publish over HTTP to pushnote-mq --http"
                     .into())
-            }
-            Some(key) if key.len() < 16 => {
-                return Err("--api-key must be at least 16 characters".into())
             }
             Some(key) => Some(key.to_owned()),
         };
@@ -640,9 +669,26 @@ mod tests {
 
     #[test]
     fn tokens_need_a_secret_and_take_their_ages() {
+        const STRONG: &str = "a-secret-of-32-characters-7Hq2Lx";
         assert!(flags(&[]).config().unwrap().tokens.is_none());
-        assert!(flags(&["--secret", ""]).config().unwrap().tokens.is_none());
-        let policy = flags(&["--secret", "s", "--token-max-age", "0"])
+        for (weak, why) in [
+            ("", "empty"),
+            ("s", "1 characters"),
+            ("change-me", "placeholder"),
+        ] {
+            let e = refusal(&["--secret", weak]);
+            assert!(e.contains("--secret") && e.contains(why), "{weak:?}: {e}");
+            let e = refusal(&["--secret", STRONG, "--old-secrets", weak]);
+            assert!(
+                e.contains("--old-secrets") && e.contains(why),
+                "{weak:?}: {e}"
+            );
+            if !weak.is_empty() {
+                let e = refusal(&["-S", "--api-key", weak]);
+                assert!(e.contains("--api-key") && e.contains(why), "{weak:?}: {e}");
+            }
+        }
+        let policy = flags(&["--secret", STRONG, "--token-max-age", "0"])
             .config()
             .unwrap()
             .tokens

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub channel_subscribes_refused: AtomicU64,
     /// Client messages answered with an error.
     pub client_errors: AtomicU64,
+    /// Sessions closed for a message over --max-message-bytes, or a send body or WebSocket
+    /// message over its bound (3009).
+    pub too_big_closed: AtomicU64,
     /// What the history takes now, by estimate, in bytes.
     pub history_bytes: AtomicU64,
     /// Messages the history keeps now.
@@ -118,7 +121,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 36] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 37] = [
             (
                 "pushnote_http_publish_refused_unread_total",
                 "counter",
@@ -266,6 +269,12 @@ impl Metrics {
                 "counter",
                 "Client messages answered with an error.",
                 &self.client_errors,
+            ),
+            (
+                "pushnote_sessions_closed_too_big_total",
+                "counter",
+                "Sessions closed for a message over --max-message-bytes or a frame over its bound (3009).",
+                &self.too_big_closed,
             ),
             (
                 "pushnote_history_bytes",

@@ -150,12 +150,18 @@ impl Refusal {
     }
 }
 
+/// The envelope of a request; its `data` is read apart, so that a value this server cannot
+/// read there (a number out of range, say) is the request's fault, not the envelope's.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     name: String,
-    #[serde(default)]
-    data: serde_json::Value,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
+
+/// What a `since` must be, for the refusal of one that is not.
+const SINCE_RULE: &str = "\"since\" must be a position as the server gave it: \
+{\"epoch\": E, \"offset\": N}, two whole numbers from 0 to 4294967295";
 
 /// Parses what a client sent.
 pub fn parse(text: &str) -> Result<Request, Refusal> {
@@ -165,19 +171,25 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
             format!("expected JSON {{\"name\": …, \"data\": …}}: {e}"),
         )
     })?;
-    let channel = string_field(&env.data, "channel", "the channel's name, a string")?;
-    let token = string_field(&env.data, "token", "the token string")?;
-    let since = match env.data.get("since") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(p) => Some(position(p).ok_or_else(|| {
+    let data: serde_json::Value = match env.data {
+        None => serde_json::Value::Null,
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
             Refusal::new(
                 ErrorCode::BadRequest,
-                "\"since\" must be a position as the server gave it: {\"epoch\": E, \"offset\": N}, \
-                 two whole numbers from 0 to 4294967295",
+                format!("\"data\" holds a value this server cannot read ({e}); {SINCE_RULE}"),
             )
-        })?),
+        })?,
     };
-    match (env.name.as_str(), channel) {
+    let name = env.name;
+    let channel = string_field(&data, "channel", "the channel's name, a string")?;
+    let token = string_field(&data, "token", "the token string")?;
+    let since = match data.get("since") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(p) => {
+            Some(position(p).ok_or_else(|| Refusal::new(ErrorCode::BadRequest, SINCE_RULE))?)
+        }
+    };
+    match (name.as_str(), channel) {
         ("subscribe", Some(channel)) => Ok(Request::Join {
             channel,
             token,
@@ -521,6 +533,8 @@ mod tests {
             r#"{"epoch":7,"offset":1,"more":1}"#,
             r#"[7,1]"#,
             r#""7:1""#,
+            format!(r#"{{"epoch":{},"offset":1}}"#, "9".repeat(400)).as_str(),
+            r#"{"epoch":1e400,"offset":1}"#,
         ] {
             let text = format!(r#"{{"name":"positions","data":{{"since":{bad}}}}}"#);
             assert_eq!(

@@ -19,6 +19,7 @@
 //! How the files divide the work:
 //! - `wire.rs` — the bus format: topics and bodies (pure).
 //! - `token.rs` — tokens in Django's `TimestampSigner` format (pure).
+//! - `secret.rs` — what a token secret or API key must be to be used (pure).
 //! - `publisher.rs` — the ZeroMQ publisher apps call.
 //! - `recover.rs` — recovery on the bus: servers' requests and the forwarder's answers (pure).
 //! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
@@ -31,6 +32,7 @@
 pub mod http_publish;
 mod publisher;
 pub mod recover;
+pub mod secret;
 pub mod token;
 pub mod wire;
 

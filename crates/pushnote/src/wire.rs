@@ -135,6 +135,17 @@ pub fn is_private(channel: &str) -> bool {
     channel.starts_with(PRIVATE_CHANNEL_PREFIX)
 }
 
+/// Whether `channel` starts with [`PRIVATE_CHANNEL_PREFIX`] in another case (`Private-x`,
+/// `PRIVATE-x`). Names are case sensitive, so such a channel would be public; servers refuse
+/// to join it rather than let it be taken for a private one.
+pub fn is_private_in_another_case(channel: &str) -> bool {
+    let prefix = PRIVATE_CHANNEL_PREFIX.as_bytes();
+    channel
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start != prefix && start.eq_ignore_ascii_case(prefix))
+}
+
 /// Checks an event name: 1 to [`MAX_EVENT_BYTES`] bytes, no control characters.
 pub fn check_event(event: &str) -> Result<(), WireError> {
     if event.is_empty() || event.len() > MAX_EVENT_BYTES || event.chars().any(char::is_control) {
@@ -466,6 +477,9 @@ mod tests {
             );
         }
         assert!(is_private("private-x") && !is_private("x-private-"));
+        assert!(!is_private("Private-x") && is_private_in_another_case("Private-x"));
+        assert!(is_private_in_another_case("PRIVATE-"));
+        assert!(!is_private_in_another_case("private-x") && !is_private_in_another_case("priv"));
         assert!(check_event("live-page-update").is_ok());
         assert!(check_event("ünïcode event").is_ok());
         for bad in ["", "a\nb", &"e".repeat(MAX_EVENT_BYTES + 1)] {

@@ -71,8 +71,9 @@ pub struct Options {
     pub heartbeat_interval: Duration,
     /// Offer the WebSocket transports (default true). Some proxies break WebSocket.
     pub websocket: bool,
-    /// The largest message a client may send, in bytes (default 64 KiB). Larger closes the
-    /// session with [`CloseCode::MESSAGE_TOO_BIG`].
+    /// The largest message a client may send, in bytes once decoded from the JSON string it
+    /// travels in (default 64 KiB), on every transport. Larger closes the session with
+    /// [`CloseCode::MESSAGE_TOO_BIG`].
     pub max_message_bytes: usize,
     /// How much one session may have queued before it is closed as slow.
     pub queue: QueueLimits,
@@ -92,8 +93,10 @@ pub struct Options {
     /// before the server ends it and the client opens the next (default 128 KiB), so browsers
     /// do not keep ever-growing responses in memory.
     pub response_limit: usize,
-    /// The largest request body the send endpoints (`xhr_send`, `jsonp_send`) read, in bytes
-    /// (default 256 KiB). Larger answers 413 and closes the session with
+    /// The largest request body the send endpoints (`xhr_send`, `jsonp_send`) read, and the
+    /// largest WebSocket message of the SockJS-framed transport, in bytes (default 256 KiB),
+    /// unless [`Options::max_batch_bytes`] makes room for one message escaped. Larger answers
+    /// 413 (a WebSocket is closed) and closes the session with
     /// [`CloseCode::MESSAGE_TOO_BIG`].
     pub max_request_bytes: usize,
     /// The SockJS client script that `/iframe.html` loads for the iframe-based transports.
@@ -101,6 +104,24 @@ pub struct Options {
     pub sockjs_url: String,
     /// Which browser origins may open sessions ([`Origins::any`] by default).
     pub origins: Origins,
+}
+
+/// How much larger than a message its JSON string may be: a control character is sent as a
+/// six-byte `\u00XX` escape.
+pub const ESCAPED_BYTES_PER_BYTE: usize = 6;
+
+impl Options {
+    /// The largest batch of messages a client may send at once (a send request's body, a
+    /// SockJS-framed WebSocket message): [`Options::max_request_bytes`], or, if larger, room
+    /// for one message of [`Options::max_message_bytes`] however it is escaped, in its array
+    /// (`["…"]`), so that every message within the limit passes on every transport.
+    pub fn max_batch_bytes(&self) -> usize {
+        let one = self
+            .max_message_bytes
+            .saturating_mul(ESCAPED_BYTES_PER_BYTE)
+            .saturating_add(4);
+        self.max_request_bytes.max(one)
+    }
 }
 
 impl Default for Options {

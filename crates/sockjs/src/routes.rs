@@ -237,9 +237,13 @@ fn websocket_upgrade<H: Handler>(
             "This server cannot upgrade to WebSocket.\n",
         );
     };
-    // Messages larger than this are refused from their frame header, before being buffered;
-    // the transport closes the session with MESSAGE_TOO_BIG.
-    let limit = service.options.max_message_bytes;
+    // WebSocket messages larger than this are refused from their frame header, before being
+    // buffered; the transport closes the session with MESSAGE_TOO_BIG. A SockJS-framed one is
+    // a batch of escaped messages, each checked once decoded; a raw one is the message.
+    let limit = match framing {
+        Framing::SockJs => service.options.max_batch_bytes(),
+        Framing::Raw => service.options.max_message_bytes,
+    };
     ws::upgrade(slot, accept, limit, move |conn| {
         websocket::serve(conn, framing, service)
     })

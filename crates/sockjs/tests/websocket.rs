@@ -243,20 +243,31 @@ async fn frames_that_break_the_protocol_close_with_its_codes() {
 
 #[tokio::test]
 async fn oversized_messages_close_the_session_as_too_big() {
-    let addr = support::serve(Options {
+    let options = Options {
         max_message_bytes: 1000,
+        max_request_bytes: 4096,
         ..Options::default()
-    });
+    };
+    // Room for one message of 1000 control characters, each escaped in six bytes.
+    assert_eq!(options.max_batch_bytes(), 6004);
+    let addr = support::serve(options);
     let mut c = Client::open(addr, "/custom/000/m1/websocket").await;
     assert_eq!(c.recv().await.text(), "o");
-    let fits = format!(r#"["{}"]"#, "x".repeat(990));
-    c.send_text(&fits).await;
-    assert_eq!(
-        c.recv().await.text(),
-        format!(r#"a["{}"]"#, "x".repeat(990))
-    );
-    // Only the header of the large one is sent: its length alone refuses it.
-    c.stream.write_all(&[0x81, 0xFE, 0x07, 0xD0]).await.unwrap();
+    // The limit is the message's, once decoded: 1000 quotes take 2004 bytes in their frame.
+    let quotes = format!(r#"["{}"]"#, "\\\"".repeat(1000));
+    c.send_text(&quotes).await;
+    assert_eq!(c.recv().await.text(), format!("a{quotes}"));
+    let controls = format!(r#"["{}"]"#, "\\u0001".repeat(1000));
+    c.send_text(&controls).await;
+    assert_eq!(c.recv().await.text(), format!("a{controls}"));
+    // A message longer once decoded closes the session.
+    c.send_text(&format!(r#"["{}"]"#, "x".repeat(1001))).await;
+    assert_eq!(c.recv().await.text(), r#"c[3009,"Message too big"]"#);
+    assert_eq!(c.recv().await.close_code(), 3009);
+    // A frame past the batch bound: only its header is sent, and its length alone refuses it.
+    let mut c = Client::open(addr, "/custom/000/m2/websocket").await;
+    assert_eq!(c.recv().await.text(), "o");
+    c.stream.write_all(&[0x81, 0xFE, 0x17, 0x75]).await.unwrap();
     assert_eq!(c.recv().await.text(), r#"c[3009,"Message too big"]"#);
     assert_eq!(c.recv().await.close_code(), 3009);
 }

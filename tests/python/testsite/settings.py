@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 
-SECRET_KEY = "django-insecure-pushnote-test-site-secret-key"
+SECRET_KEY = "pushnote-test-site-Qm4Xr8Lz2Vb6Nc1Hw9Kt5Jd3Fy7Gp0Se"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 USE_TZ = True

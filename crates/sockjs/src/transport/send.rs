@@ -1,8 +1,9 @@
 //! The sending side of the HTTP transports: `POST …/xhr_send` and `POST …/jsonp_send`.
 //!
 //! The body is a JSON array of strings (jsonp_send may also carry it URL-encoded in a form
-//! field `d`). It is read up to [`Options::max_request_bytes`](crate::Options) and no further,
-//! so an endless body costs nothing, and each message is handed to the application in order.
+//! field `d`). It is read up to [`Options::max_batch_bytes`] and no further, so an endless body
+//! costs nothing; each message, once decoded, must be within [`Options::max_message_bytes`],
+//! and is handed to the application in order.
 
 use futures_util::{Stream, StreamExt};
 use warp::hyper::body::Buf;
@@ -34,7 +35,7 @@ pub(crate) enum SendFailure {
     TooSlow,
 }
 
-/// Reads a request body, refusing it once it passes `max_request_bytes`, or when it has not
+/// Reads a request body, refusing it once it passes `max_batch_bytes`, or when it has not
 /// all arrived within `body_timeout` (a client trickling a body holds a connection).
 pub(crate) async fn read_body<S, B>(body: S, options: &Options) -> Result<Vec<u8>, SendFailure>
 where
@@ -43,7 +44,7 @@ where
 {
     tokio::time::timeout(
         options.body_timeout,
-        read_limited(body, options.max_request_bytes),
+        read_limited(body, options.max_batch_bytes()),
     )
     .await
     .unwrap_or(Err(SendFailure::TooSlow))

@@ -19,7 +19,7 @@ use crate::registry::Service;
 use crate::session::Batch;
 use crate::ws::codec::{self, Fault, Incoming};
 use crate::ws::{Conn, Read};
-use crate::{CloseCode, Handler, Message, Session};
+use crate::{CloseCode, Handler, Message, Options, Session};
 
 /// How the messages of a session are put on the WebSocket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,14 +60,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
     }
     handler.on_open(&session);
     // What the client sent right behind its handshake.
-    if let Some(end) = take_incoming(
-        &mut conn,
-        &session,
-        framing,
-        handler.as_ref(),
-        write_timeout,
-    )
-    .await
+    if let Some(end) = take_incoming(&mut conn, &session, framing, handler.as_ref(), options).await
     {
         return finish(conn, session, framing, handler.as_ref(), end, write_timeout).await;
     }
@@ -118,7 +111,7 @@ pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service:
                     break End::Gone;
                 }
                 heard = true;
-                if let Some(end) = take_incoming(&mut conn, &session, framing, handler.as_ref(), write_timeout).await {
+                if let Some(end) = take_incoming(&mut conn, &session, framing, handler.as_ref(), options).await {
                     break end;
                 }
             },
@@ -158,6 +151,10 @@ async fn finish<H: Handler>(
     end: End,
     write_timeout: Duration,
 ) {
+    // The code the session ends with, for the application's on_close.
+    if let End::Close(code) | End::Drop(code) = &end {
+        session.close(*code);
+    }
     // Direct writes stop here; one may have left the rest of a frame to send first.
     let unsent = session.claim();
     if session.mark_closed() {
@@ -206,8 +203,9 @@ async fn take_incoming<H: Handler>(
     session: &Session,
     framing: Framing,
     handler: &H,
-    write_timeout: Duration,
+    options: &Options,
 ) -> Option<End> {
+    let write_timeout = options.write_timeout;
     loop {
         let incoming = match conn.next() {
             Ok(Some(incoming)) => incoming,
@@ -226,8 +224,10 @@ async fn take_incoming<H: Handler>(
         };
         match incoming {
             Incoming::Text(text) => {
-                if let Err(code) = deliver(session, framing, text, handler) {
-                    return Some(End::Drop(code));
+                if let Err(end) =
+                    deliver(session, framing, text, handler, options.max_message_bytes)
+                {
+                    return Some(end);
                 }
             }
             Incoming::Binary | Incoming::Pong => {}
@@ -256,20 +256,26 @@ async fn take_incoming<H: Handler>(
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// Hands what the client sent to the application. An error means the payload broke the
-/// protocol and the connection must close.
+/// protocol, or held a message over `max_message_bytes` once decoded, and the connection must
+/// close. (A raw WebSocket message is the message: the reader refused a longer one already.)
 fn deliver<H: Handler>(
     session: &Session,
     framing: Framing,
     text: String,
     handler: &H,
-) -> Result<(), CloseCode> {
+    max_message_bytes: usize,
+) -> Result<(), End> {
     match framing {
         Framing::Raw => handler.on_message(session, text),
         Framing::SockJs => {
             if text.is_empty() {
                 return Ok(());
             }
-            let messages = frame::decode_messages(&text).map_err(|_| CloseCode::BROKEN_JSON)?;
+            let messages =
+                frame::decode_messages(&text).map_err(|_| End::Drop(CloseCode::BROKEN_JSON))?;
+            if messages.iter().any(|m| m.len() > max_message_bytes) {
+                return Err(End::Close(CloseCode::MESSAGE_TOO_BIG));
+            }
             for m in messages {
                 if session.is_closed() {
                     break;

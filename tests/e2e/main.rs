@@ -21,5 +21,6 @@ mod proxy;
 mod pushnote_js;
 mod recovery;
 mod routing;
+mod session_bounds;
 mod tokens;
 mod transports;

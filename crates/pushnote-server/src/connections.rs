@@ -69,8 +69,8 @@ pub async fn serve<S>(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if out_of_descriptors(&e) => {
                 let closed = open.evict_idle(EVICT_AT_ONCE);
                 if exhausted_logged.is_none_or(|t| t.elapsed() >= EXHAUSTED_LOG_EVERY) {
@@ -96,8 +96,10 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let conn = open.add();
+        let peer = sockjs::Peer::new(conn.id, from.ip());
         tokio::spawn(serve_one(
             stream,
+            peer,
             service.clone(),
             http.clone(),
             conn,
@@ -118,6 +120,7 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 async fn serve_one<S>(
     stream: TcpStream,
+    peer: sockjs::Peer,
     service: S,
     http: Arc<Http>,
     conn: Arc<Conn>,
@@ -131,6 +134,7 @@ async fn serve_one<S>(
     let tracked = Tracked {
         inner: service,
         conn: conn.clone(),
+        peer,
     };
     let connection = http.serve_connection(stream, tracked).with_upgrades();
     tokio::pin!(connection);
@@ -265,10 +269,12 @@ impl Drop for InFlight {
     }
 }
 
-/// The service of one connection: counts its requests in progress.
+/// The service of one connection: counts its requests in progress, and tells each which
+/// connection it came on (SockJS bounds the sessions per connection and per address).
 struct Tracked<S> {
     inner: S,
     conn: Arc<Conn>,
+    peer: sockjs::Peer,
 }
 
 impl<S> Service<Request<Body>> for Tracked<S>
@@ -284,7 +290,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
         let guard = InFlight::new(self.conn.clone());
         let response = self.inner.call(request);
         Box::pin(async move {

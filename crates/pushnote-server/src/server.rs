@@ -83,7 +83,10 @@ impl Server {
             metrics,
         } = self;
         let bus_endpoint = bus.endpoint().to_owned();
-        let hub = Arc::new(Hub::new(control.clone(), metrics.clone()));
+        let hub = Arc::new(
+            Hub::new(control.clone(), metrics.clone())
+                .with_max_channels(config.limits.max_server_channels),
+        );
         let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let fanout = Arc::new(Fanout::start(sweepers, metrics.clone()).map_err(BusError::from)?);
         // A single server keeps its own history; with a forwarder, the forwarder keeps it.
@@ -138,10 +141,11 @@ impl Server {
         let stopping = Arc::new(AtomicBool::new(false));
         let health_route = {
             let (metrics, stopping) = (metrics.clone(), stopping.clone());
+            let max_sessions = config.limits.max_sessions;
             warp::path("health")
                 .and(warp::path::end())
                 .and(warp::get())
-                .map(move || health(&metrics, &stopping))
+                .map(move || health(&metrics, &stopping, max_sessions))
         };
         let publishing = match &config.api_key {
             None => None,
@@ -298,16 +302,27 @@ async fn http_publish(
     r
 }
 
+/// Whether a server holding `sessions` of `max_sessions` counts as full: within 1 % of the
+/// bound (at it, for bounds under 100), so that a load balancer stops sending it pages a
+/// little before they would be closed with 3003.
+pub fn is_full(sessions: u64, max_sessions: usize) -> bool {
+    let max = max_sessions as u64;
+    sessions >= max - max / 100
+}
+
 /// `/health`: 200 while the server takes sessions, its bus is connected and it keeps up with
 /// it (a load balancer may send it pages); 503 while the bus is down, the server is
-/// overloaded (behind the bus, shedding) or stopping.
-fn health(metrics: &Metrics, stopping: &AtomicBool) -> Response<Body> {
+/// overloaded (behind the bus, shedding), full (at or within 1 % of --max-sessions) or
+/// stopping.
+fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Response<Body> {
     let connected = metrics.bus_connected.load(Ordering::Relaxed) == 1;
     let overloaded = metrics.overloaded.load(Ordering::Relaxed) == 1;
+    let full = is_full(metrics.sessions.load(Ordering::Relaxed), max_sessions);
     let (status, code) = match (stopping.load(Ordering::Relaxed), connected, overloaded) {
         (true, _, _) => ("stopping", 503),
         (false, false, _) => ("unavailable", 503),
         (false, true, true) => ("overloaded", 503),
+        (false, true, false) if full => ("full", 503),
         (false, true, false) => ("ready", 200),
     };
     let body = serde_json::json!({
@@ -339,6 +354,15 @@ fn metrics_response(body: String) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_within_one_percent_of_the_bound() {
+        assert!(!is_full(98_999, 100_000));
+        assert!(is_full(99_000, 100_000));
+        assert!(!is_full(4, 5));
+        assert!(is_full(5, 5));
+        assert!(is_full(0, 0));
+    }
 
     #[tokio::test]
     async fn a_burst_of_connects_beyond_128_completes_before_any_is_accepted() {

@@ -96,11 +96,14 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let conn = open.add();
-        let peer = sockjs::Peer::new(conn.id, from.ip());
+        let tracked = Tracked {
+            inner: service.clone(),
+            conn: conn.clone(),
+            peer: sockjs::Peer::new(conn.id, from.ip()),
+        };
         tokio::spawn(serve_one(
             stream,
-            peer,
-            service.clone(),
+            tracked,
             http.clone(),
             conn,
             open.clone(),
@@ -120,8 +123,7 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 async fn serve_one<S>(
     stream: TcpStream,
-    peer: sockjs::Peer,
-    service: S,
+    tracked: Tracked<S>,
     http: Arc<Http>,
     conn: Arc<Conn>,
     open: Arc<Open>,
@@ -131,11 +133,6 @@ async fn serve_one<S>(
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let tracked = Tracked {
-        inner: service,
-        conn: conn.clone(),
-        peer,
-    };
     let connection = http.serve_connection(stream, tracked).with_upgrades();
     tokio::pin!(connection);
     let mut stopping = false;

@@ -23,6 +23,7 @@ mod pushnote_js;
 mod recovery;
 mod recovery_bounds;
 mod routing;
+mod session_bounds;
 mod tokens;
 mod transports;
 mod wire_checks;

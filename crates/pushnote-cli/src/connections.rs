@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -187,8 +188,8 @@ impl Connections {
                 accepted = listener.accept() => accepted,
                 _ = stop.wait_for(|s| *s) => return,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, from) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) if out_of_descriptors(&e) => {
                     let closed = self.open.evict(EVICT_AT_ONCE);
                     if exhausted_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
@@ -236,9 +237,14 @@ impl Connections {
             let _ = stream.set_nodelay(true);
             let conn = self.open.add();
             self.stats.open.fetch_add(1, Ordering::Relaxed);
+            let origin = Origin {
+                connection: conn.id,
+                address: from,
+            };
             tokio::spawn(self.clone().serve_one(
                 stream,
                 service.clone(),
+                origin,
                 http.clone(),
                 conn,
                 stop.clone(),
@@ -267,6 +273,7 @@ impl Connections {
         self: Arc<Self>,
         stream: TcpStream,
         service: S,
+        origin: Origin,
         http: Arc<Http>,
         conn: Arc<Conn>,
         mut stop: watch::Receiver<bool>,
@@ -278,6 +285,7 @@ impl Connections {
         let tracked = Tracked {
             inner: service,
             conn: conn.clone(),
+            origin,
         };
         // The connection is closed (dropped) at the end of this block, before it is counted
         // out, so that its descriptor is free when room is made.
@@ -487,11 +495,23 @@ impl Drop for Unanswered {
     }
 }
 
+/// Which connection a request came on, in the extensions of each request: its number, unique
+/// among the connections this process accepted, and the peer's address (the SockJS server
+/// bounds the sessions one connection and one address open).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The connection's number.
+    pub connection: u64,
+    /// The address the connection came from.
+    pub address: SocketAddr,
+}
+
 /// The service of one connection: counts its requests in progress, and those with a body
-/// not answered yet.
+/// not answered yet, and tells each request its [`Origin`].
 struct Tracked<S> {
     inner: S,
     conn: Arc<Conn>,
+    origin: Origin,
 }
 
 impl<S> Service<Request<Body>> for Tracked<S>
@@ -507,7 +527,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        request.extensions_mut().insert(self.origin);
         let guard = InFlight::new(self.conn.clone());
         let unanswered =
             (!request.body().is_end_stream()).then(|| Unanswered::new(self.conn.clone()));

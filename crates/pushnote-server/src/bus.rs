@@ -376,6 +376,7 @@ impl Bus {
                     // Messages published while no one here listens are not ours to miss.
                     state.gaps.forget(topic);
                     state.subscribed.remove(topic);
+                    crate::room::give_back(&mut state.subscribed);
                     subscription(&self.sub, 0, topic)
                 }
                 CMD_RECOVER => self.sub.send(topic, 0),
@@ -751,6 +752,7 @@ impl Gaps {
     /// Stops counting `topic` (nothing of it is received any more).
     fn forget(&mut self, topic: &[u8]) {
         self.last.remove(topic);
+        crate::room::give_back(&mut self.last);
     }
 
     /// Logs the losses not logged yet, at most once every [`LOSS_LOG_EVERY`] unless `force`.

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pushnote::token::ChannelGrant;
 use pushnote::{wire, Signer, TokenError};
@@ -15,6 +15,7 @@ use sockjs::{Message, Session};
 
 use crate::config;
 use crate::hub::{Hub, Joined, Subscribed};
+use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Outcome, Refusal, Request};
 use crate::recovery::Recovery;
@@ -74,6 +75,9 @@ pub struct Limits {
     pub max_subscribe_attempts: u32,
     /// Channels one session may be in; one more is refused (`too_many_channels`).
     pub max_channels: usize,
+    /// Distinct channels with a session on this server; a join that would add one more is
+    /// refused (`channels_full`).
+    pub max_server_channels: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +87,7 @@ impl Default for Limits {
             max_sessions_per_user: config::DEFAULT_MAX_SESSIONS_PER_USER,
             max_subscribe_attempts: config::DEFAULT_MAX_SUBSCRIBE_ATTEMPTS,
             max_channels: config::DEFAULT_MAX_CHANNELS,
+            max_server_channels: config::DEFAULT_MAX_SERVER_CHANNELS,
         }
     }
 }
@@ -105,6 +110,12 @@ pub struct ClientHandler {
     metrics: Arc<Metrics>,
     /// Where positions come from, if the server gives them.
     positions: Option<Positions>,
+    /// Sessions closed because the server is full.
+    full_log: LogEvery,
+    /// Sessions refused before opening, for their connection or address.
+    refused_log: LogEvery,
+    /// Joins refused because the server holds its most channels.
+    channels_full_log: LogEvery,
 }
 
 /// What a `since` without positions on is told.
@@ -161,6 +172,9 @@ impl ClientHandler {
             limits,
             metrics,
             positions,
+            full_log: LogEvery::default(),
+            refused_log: LogEvery::default(),
+            channels_full_log: LogEvery::default(),
         }
     }
 
@@ -432,6 +446,27 @@ impl ClientHandler {
                     self.limits.max_channels
                 ),
             )),
+            Joined::ServerFull => {
+                self.metrics
+                    .channels_refused_full
+                    .fetch_add(1, Ordering::Relaxed);
+                let max = self.limits.max_server_channels;
+                if let Some(refused) = self.channels_full_log.tick(Instant::now()) {
+                    tracing::warn!(
+                        max_server_channels = max,
+                        refused,
+                        "server holds its most channels; joins of new channels refused \
+                         (channels_full)"
+                    );
+                }
+                Err(Refusal::new(
+                    ErrorCode::ChannelsFull,
+                    format!(
+                        "this server holds {max} channels, its most: a channel that has a \
+                         session here can still be joined; try a new one later"
+                    ),
+                ))
+            }
             Joined::Gone => Err(Refusal::new(ErrorCode::BadRequest, "closed")),
         }
     }
@@ -486,11 +521,37 @@ impl sockjs::Handler for ClientHandler {
             self.metrics
                 .sessions_refused
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                max_sessions = self.limits.max_sessions,
-                "server full; new session closed"
-            );
+            if let Some(closed) = self.full_log.tick(Instant::now()) {
+                tracing::warn!(
+                    max_sessions = self.limits.max_sessions,
+                    closed,
+                    "server full; new sessions closed (3003)"
+                );
+            }
             session.close(protocol::SERVER_FULL);
+        }
+    }
+
+    fn on_refused(&self, why: sockjs::Refused) {
+        let counter = match why {
+            sockjs::Refused::Connection => &self.metrics.sessions_refused_connection,
+            sockjs::Refused::Address(_) => &self.metrics.sessions_refused_address,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(refused) = self.refused_log.tick(Instant::now()) {
+            match why {
+                sockjs::Refused::Connection => tracing::warn!(
+                    refused,
+                    "a connection opened more sessions than --max-sessions-per-connection; \
+                     new sessions refused (3004)"
+                ),
+                sockjs::Refused::Address(address) => tracing::warn!(
+                    refused,
+                    %address,
+                    "an address opened sessions faster than --session-rate-per-address; new \
+                     sessions refused (3004)"
+                ),
+            }
         }
     }
 

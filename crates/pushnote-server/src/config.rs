@@ -38,12 +38,23 @@ pub const DEFAULT_QUEUE_MESSAGES: usize = 1_000;
 pub const DEFAULT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Sessions one server holds.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// HTTP sessions one connection may hold (not bounded for a trusted proxy's connections).
+pub const DEFAULT_MAX_SESSIONS_PER_CONNECTION: usize = sockjs::DEFAULT_MAX_SESSIONS_PER_CONNECTION;
+/// New sessions one client address may open each second, after a burst of ten seconds' worth.
+pub const DEFAULT_SESSION_RATE_PER_ADDRESS: u32 = sockjs::DEFAULT_SESSION_RATE_PER_ADDRESS;
+/// A burst of how many seconds of `--session-rate-per-address` an address may open at once.
+pub const SESSION_BURST_SECONDS: u32 =
+    sockjs::DEFAULT_SESSION_BURST_PER_ADDRESS / sockjs::DEFAULT_SESSION_RATE_PER_ADDRESS;
+/// The reverse proxies whose forwarding headers name the client: one on this machine.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1";
 /// Subscribed sessions of one user on one server.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 /// Subscribe requests with a token of one session.
 pub const DEFAULT_MAX_SUBSCRIBE_ATTEMPTS: u32 = 32;
 /// Channels one session may be in.
 pub const DEFAULT_MAX_CHANNELS: usize = 100;
+/// Distinct channels with a session on one server.
+pub const DEFAULT_MAX_SERVER_CHANNELS: usize = 100_000;
 /// Channel requests (joins and leaves) a session's allowance grows back by each second, past
 /// its burst of twice `--max-channels`.
 pub const CHANNEL_REQUESTS_PER_SECOND: u32 = 10;
@@ -302,6 +313,40 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
 
+    /// Sessions of the HTTP transports one connection may hold (open, or closed within the
+    /// disconnect delay); one more is refused with 3004 "Too many new sessions". A browser
+    /// holds a few per connection; a trusted proxy's connections, which carry many clients, are
+    /// not bounded (their clients' addresses are).
+    #[arg(
+        long,
+        env = "PUSHNOTE_MAX_SESSIONS_PER_CONNECTION",
+        default_value_t = DEFAULT_MAX_SESSIONS_PER_CONNECTION
+    )]
+    pub max_sessions_per_connection: usize,
+
+    /// New sessions one client address (an IPv6 /64) may open each second, of any transport,
+    /// after a burst of ten seconds' worth; past it, new sessions are refused with 3004.
+    /// 0: no bound. A rate, not a count, so that an office behind one NAT address opens all
+    /// its pages, only not all in the same second.
+    #[arg(
+        long,
+        env = "PUSHNOTE_SESSION_RATE_PER_ADDRESS",
+        default_value_t = DEFAULT_SESSION_RATE_PER_ADDRESS
+    )]
+    pub session_rate_per_address: u32,
+
+    /// Reverse proxies whose X-Forwarded-For (else X-Real-IP, else Forwarded) names the client,
+    /// comma-separated addresses or networks (10.0.0.0/8); empty: none. The client's address
+    /// then counts for --session-rate-per-address, and the proxy's connections are not
+    /// bounded by --max-sessions-per-connection. Anyone else's forwarding headers are ignored.
+    #[arg(
+        long,
+        env = "PUSHNOTE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = DEFAULT_TRUSTED_PROXIES
+    )]
+    pub trusted_proxies: Vec<String>,
+
     /// Sessions one user may have subscribed on this server; one more subscribe is refused
     /// with too_many_sessions and that session keeps broadcasts.
     #[arg(long, env = "PUSHNOTE_MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER)]
@@ -318,6 +363,12 @@ pub struct Flags {
     /// (past that: too_many_requests).
     #[arg(long, env = "PUSHNOTE_MAX_CHANNELS", default_value_t = DEFAULT_MAX_CHANNELS)]
     pub max_channels: usize,
+
+    /// Distinct channels with a session on this server; a join that would add one more is
+    /// refused with channels_full (channels that have a session here can still be joined).
+    /// Each costs a few KB here and at the forwarder (docs/OPERATIONS.md, "Memory").
+    #[arg(long, env = "PUSHNOTE_MAX_SERVER_CHANNELS", default_value_t = DEFAULT_MAX_SERVER_CHANNELS)]
+    pub max_server_channels: usize,
 
     /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
     #[arg(long, env = "PUSHNOTE_MAX_BUS_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_BUS_MESSAGE_BYTES)]
@@ -469,6 +520,16 @@ impl Flags {
         config.sockjs.max_message_bytes = self.max_message_bytes;
         config.sockjs.queue.max_messages = self.queue_messages.max(1);
         config.sockjs.queue.max_bytes = self.queue_bytes.max(1);
+        config.sockjs.max_sessions_per_connection = self.max_sessions_per_connection.max(1);
+        config.sockjs.sessions_per_address =
+            (self.session_rate_per_address > 0).then(|| sockjs::Rate {
+                per_second: self.session_rate_per_address,
+                burst: self
+                    .session_rate_per_address
+                    .saturating_mul(SESSION_BURST_SECONDS),
+            });
+        config.sockjs.trusted_proxies = sockjs::Proxies::list(&self.trusted_proxies)
+            .map_err(|e| format!("--trusted-proxies: {e}"))?;
         config.max_bus_message_bytes = self.max_bus_message_bytes;
         if !(0.0..=3600.0).contains(&self.max_lag) {
             return Err("--max-lag must be between 0 (no bound) and 3600 seconds".into());
@@ -479,6 +540,7 @@ impl Flags {
             max_sessions_per_user: self.max_sessions_per_user,
             max_subscribe_attempts: self.max_subscribe_attempts,
             max_channels: self.max_channels,
+            max_server_channels: self.max_server_channels,
         };
         config.demo_sockjs_url = self.demo.then(|| self.sockjs_url.clone());
         config.metrics = self.metrics;

@@ -22,6 +22,7 @@ use sockjs::{CloseCode, Session};
 
 use crate::budget::Budget;
 use crate::metrics::Metrics;
+use crate::room::give_back;
 use crate::subscriptions::Subscriptions;
 
 /// The registry of sessions and topics of one server.
@@ -30,6 +31,8 @@ pub struct Hub {
     topics: Mutex<HashMap<Box<[u8]>, Members>>,
     bus: Arc<dyn Subscriptions>,
     metrics: Arc<Metrics>,
+    /// Distinct channels with a session here, at most.
+    max_channels: usize,
 }
 
 /// Every open session, and the list broadcasts go through.
@@ -90,6 +93,9 @@ pub enum Joined {
     Yes,
     /// The session is in the maximum number of channels already; nothing changed.
     TooMany,
+    /// The channel is new here and the server holds the maximum number of channels already;
+    /// nothing changed.
+    ServerFull,
     /// The session has closed meanwhile.
     Gone,
 }
@@ -116,7 +122,15 @@ impl Hub {
             topics: Mutex::new(HashMap::new()),
             bus,
             metrics,
+            max_channels: usize::MAX,
         }
+    }
+
+    /// The same hub, holding at most `max` distinct channels: a join that would be a new
+    /// channel's first session past them is refused ([`Joined::ServerFull`]).
+    pub fn with_max_channels(mut self, max: usize) -> Hub {
+        self.max_channels = max;
+        self
     }
 
     /// Registers a new session, unless `max_sessions` are open already; it receives
@@ -196,14 +210,24 @@ impl Hub {
         }
     }
 
-    /// Adds `session` to `topic` unless the topic has `max` sessions here already; false then.
-    /// Subscribes the bus when it is the topic's first. `gauge` counts topics of this kind.
-    fn join(&self, topic: &[u8], session: &Session, max: usize, gauge: &AtomicU64) -> bool {
+    /// Adds `session` to `topic` unless the topic has `max` sessions here already, or it has
+    /// none and `gauge`, which counts topics of this kind, is at `max_topics`; false then.
+    /// Subscribes the bus when it is the topic's first.
+    fn join(
+        &self,
+        topic: &[u8],
+        session: &Session,
+        max: usize,
+        max_topics: usize,
+        gauge: &AtomicU64,
+    ) -> bool {
         let mut topics = lock(&self.topics);
         let members = topics.entry(topic.into()).or_default();
-        if members.list.len() >= max {
+        let full = members.list.is_empty() && gauge.load(Ordering::Relaxed) >= max_topics as u64;
+        if full || members.list.len() >= max {
             if members.list.is_empty() && members.held.is_empty() {
                 topics.remove(topic);
+                give_back(&mut *topics);
             }
             return false;
         }
@@ -234,6 +258,7 @@ impl Hub {
         if members.list.is_empty() {
             if members.held.is_empty() {
                 topics.remove(topic);
+                give_back(&mut *topics);
             }
             self.bus.unsubscribe(topic);
             gauge.fetch_sub(1, Ordering::Relaxed);
@@ -261,6 +286,7 @@ impl Hub {
         members.shared = None;
         if members.list.is_empty() && members.held.is_empty() {
             topics.remove(topic);
+            give_back(&mut *topics);
         }
     }
 
@@ -276,7 +302,13 @@ impl Hub {
             Some(entry) if entry.user.as_deref() == Some(user) => return Subscribed::Yes,
             Some(_) => {}
         }
-        if !self.join(&topic, session, max_per_user, &self.metrics.users) {
+        if !self.join(
+            &topic,
+            session,
+            max_per_user,
+            usize::MAX,
+            &self.metrics.users,
+        ) {
             return Subscribed::UserFull;
         }
         let previous = match lock(&self.sessions).by_id.get_mut(&session.id()) {
@@ -310,9 +342,10 @@ impl Hub {
         }
     }
 
-    /// Puts `session` in `channel` (a valid name), unless it is in `max_channels` already;
-    /// `bound_to` is the user the session's grant admits, if the grant admits one user only.
-    /// A session in the channel already stays in it once.
+    /// Puts `session` in `channel` (a valid name), unless it is in `max_channels` already, or
+    /// the channel is new here and the server is at its channels' bound; `bound_to` is the
+    /// user the session's grant admits, if the grant admits one user only. A session in the
+    /// channel already stays in it once.
     pub fn join_channel(
         &self,
         session: &Session,
@@ -341,11 +374,22 @@ impl Hub {
             entry.channels.push((Arc::clone(&name), bound_to));
             name
         };
-        if self.join(&topic, session, usize::MAX, &self.metrics.channels) {
-            self.metrics
-                .channel_subscriptions
-                .fetch_add(1, Ordering::Relaxed);
+        let metrics = &self.metrics;
+        if !self.join(
+            &topic,
+            session,
+            usize::MAX,
+            self.max_channels,
+            &metrics.channels,
+        ) {
+            if let Some(entry) = lock(&self.sessions).by_id.get_mut(&session.id()) {
+                entry.channels.retain(|(c, _)| !Arc::ptr_eq(c, &name));
+            }
+            return Joined::ServerFull;
         }
+        metrics
+            .channel_subscriptions
+            .fetch_add(1, Ordering::Relaxed);
         // Closed meanwhile: `remove` may have run before the session was in the topic.
         if !lock(&self.sessions).by_id.contains_key(&session.id()) {
             self.leave_channel_topic(&name, session);
@@ -487,6 +531,12 @@ impl Hub {
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).by_id.len()
+    }
+
+    /// How many topics the hub has room for without growing its map.
+    #[cfg(test)]
+    fn topic_room(&self) -> usize {
+        lock(&self.topics).capacity()
     }
 }
 
@@ -679,6 +729,53 @@ pub(crate) mod tests {
         );
         assert_eq!(&*hub.channels_of(s), [Arc::from("a"), Arc::from("b")]);
         assert_eq!(hub.join_channel(&sessions[2], "a", 2, None), Joined::Gone);
+    }
+
+    #[test]
+    fn a_server_holds_at_most_its_bound_of_channels_and_gives_their_room_back() {
+        let recorder = Arc::new(Recorder::default());
+        let hub = Hub::new(recorder.clone(), Arc::new(Metrics::default())).with_max_channels(2);
+        let (a, b) = (session(&hub), session(&hub));
+        assert_eq!(hub.join_channel(&a, "x", 10, None), Joined::Yes);
+        assert_eq!(hub.join_channel(&a, "y", 10, None), Joined::Yes);
+        assert_eq!(hub.join_channel(&b, "z", 10, None), Joined::ServerFull);
+        assert!(
+            hub.channels_of(&b).is_empty(),
+            "the refused one left no trace"
+        );
+        assert_eq!(
+            hub.join_channel(&b, "x", 10, None),
+            Joined::Yes,
+            "one that exists"
+        );
+        assert_eq!(recorder.take(), ["+chan:x", "+chan:y"]);
+        hub.leave_channel(&a, "y");
+        assert_eq!(
+            hub.join_channel(&b, "z", 10, None),
+            Joined::Yes,
+            "room again"
+        );
+        assert_eq!(hub.metrics.channels.load(Ordering::Relaxed), 2);
+        hub.remove(&a);
+        hub.remove(&b);
+
+        // Thousands of channels, all left: the map's room goes back.
+        let hub = Hub::new(recorder.clone(), Arc::new(Metrics::default()));
+        let c = session(&hub);
+        for i in 0..10_000 {
+            assert_eq!(
+                hub.join_channel(&c, &format!("c{i}"), 10_000, None),
+                Joined::Yes
+            );
+        }
+        assert!(hub.topic_room() >= 10_000);
+        hub.remove(&c);
+        assert_eq!(hub.metrics.channels.load(Ordering::Relaxed), 0);
+        assert!(
+            hub.topic_room() <= crate::room::MIN_ROOM,
+            "room for {} left",
+            hub.topic_room()
+        );
     }
 
     #[test]

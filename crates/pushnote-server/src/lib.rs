@@ -24,6 +24,8 @@
 //!   forwarder's history, and their sessions are given its answer in order.
 //! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels,
 //!   positions.
+//! - `log_every.rs` — log lines an outsider can trigger, at most once a second.
+//! - `room.rs` — giving back the room of maps that emptied out.
 //! - `budget.rs` — an allowance that grows back over time: a session's channel requests.
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `metrics.rs` — counters, served at `/metrics` when enabled.
@@ -43,11 +45,13 @@ pub(crate) mod fanout;
 pub mod hub;
 mod inproc;
 pub mod library;
+mod log_every;
 pub mod metrics;
 mod overload;
 pub mod protocol;
 pub(crate) mod recovery;
 pub(crate) mod remote;
+mod room;
 pub mod server;
 pub mod subscriptions;
 

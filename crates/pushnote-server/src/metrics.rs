@@ -41,6 +41,12 @@ pub struct Metrics {
     pub slow_closed: AtomicU64,
     /// Sessions closed at once because the server was full.
     pub sessions_refused: AtomicU64,
+    /// New sessions refused because their connection held its most.
+    pub sessions_refused_connection: AtomicU64,
+    /// New sessions refused because their address opened them too fast.
+    pub sessions_refused_address: AtomicU64,
+    /// Joins refused because the channel would be one more than the server holds.
+    pub channels_refused_full: AtomicU64,
     /// Successful subscribes.
     pub subscribes: AtomicU64,
     /// Refused subscribes (bad token, no secret, malformed request).
@@ -121,7 +127,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 37] = [
+        let rows: &[(&str, &str, &str, &AtomicU64)] = &[
             (
                 "pushnote_http_publish_refused_unread_total",
                 "counter",
@@ -241,6 +247,20 @@ impl Metrics {
                 &self.sessions_refused,
             ),
             (
+                "pushnote_sessions_refused_connection_total",
+                "counter",
+                "New sessions refused (3004) because their connection held \
+                 --max-sessions-per-connection.",
+                &self.sessions_refused_connection,
+            ),
+            (
+                "pushnote_sessions_refused_address_total",
+                "counter",
+                "New sessions refused (3004) because their address opened them faster than \
+                 --session-rate-per-address.",
+                &self.sessions_refused_address,
+            ),
+            (
                 "pushnote_subscribes_total",
                 "counter",
                 "Successful subscribes.",
@@ -263,6 +283,13 @@ impl Metrics {
                 "counter",
                 "Refused channel subscribes.",
                 &self.channel_subscribes_refused,
+            ),
+            (
+                "pushnote_channels_refused_full_total",
+                "counter",
+                "Joins refused (channels_full) because the channel would be one more than \
+                 --max-server-channels.",
+                &self.channels_refused_full,
             ),
             (
                 "pushnote_client_errors_total",

@@ -82,6 +82,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The session is in the most channels the server allows.
     TooManyChannels,
+    /// The channel is new on this server, which holds the most channels it allows.
+    ChannelsFull,
     /// The session sent channel requests faster than the server allows; try again later.
     TooManyRequests,
     /// Positions were asked of a server that keeps no history.
@@ -103,6 +105,7 @@ impl ErrorCode {
             ErrorCode::InvalidChannel => "invalid_channel",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TooManyChannels => "too_many_channels",
+            ErrorCode::ChannelsFull => "channels_full",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::NoHistory => "no_history",
         }

@@ -18,7 +18,9 @@
 
   // Close codes after which reconnecting cannot help (docs/PROTOCOL.md §7).
   var FINAL = { 3000: true, 3009: true, 3010: true, 3011: true };
-  var SERVER_FULL = 3003;
+  // Close codes after which the server wants fewer sessions: "server full", "too many new
+  // sessions" (from this address, or this connection).
+  var SERVER_FULL = { 3003: true, 3004: true };
 
   var DEFAULTS = {
     // The user's token: a string, or a function returning one or a promise of one. None: the
@@ -31,7 +33,8 @@
     // A Storage (sessionStorage, localStorage) where positions survive a reload.
     storage: null,
     storageKey: "pushnote",
-    // Reconnection: the first wait, the longest, and the wait after "server full" (3003). Each
+    // Reconnection: the first wait, the longest, and the wait after "server full" (3003) or
+    // "too many new sessions" (3004). Each
     // wait is drawn between half and all of its bound.
     minDelay: 1000,
     maxDelay: 30000,
@@ -264,10 +267,10 @@
     var opened = this.state === "open";
     if (this._closed) return this._setState({ state: "closed", code: code, reason: reason });
     if (FINAL[code]) return this._setState({ state: "stopped", code: code, reason: reason });
-    if (opened && code !== SERVER_FULL) this._attempt = 0;
+    if (opened && !SERVER_FULL[code]) this._attempt = 0;
     var o = this.options;
     var bound = Math.min(o.maxDelay, o.minDelay * Math.pow(2, this._attempt));
-    if (code === SERVER_FULL) bound = Math.max(bound, o.fullDelay);
+    if (SERVER_FULL[code]) bound = Math.max(bound, o.fullDelay);
     this._attempt = Math.min(this._attempt + 1, 30);
     var delay = Math.round(bound / 2 + Math.random() * bound / 2);
     var self = this;

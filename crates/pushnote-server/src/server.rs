@@ -5,10 +5,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use warp::http::{header, HeaderMap, HeaderValue, Response};
+use warp::http::{header, HeaderMap, HeaderValue, Request, Response};
+use warp::hyper::service::Service;
 use warp::hyper::Body;
 use warp::Filter;
 
@@ -24,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::recovery::Recovery;
 use crate::remote::Remote;
 use pushnote_cli::body::{self, BodyError};
-use pushnote_cli::connections::{Connections, Timeouts};
+use pushnote_cli::connections::{Connections, Origin, Timeouts};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,10 @@ impl Server {
             metrics,
         } = self;
         let bus_endpoint = bus.endpoint().to_owned();
-        let hub = Arc::new(Hub::new(control.clone(), metrics.clone()));
+        let hub = Arc::new(
+            Hub::new(control.clone(), metrics.clone())
+                .with_max_channels(config.limits.max_server_channels),
+        );
         let sweepers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let fanout = Arc::new(Fanout::start(sweepers, metrics.clone()).map_err(BusError::from)?);
         // A single server keeps its own history; with a forwarder, the forwarder keeps it.
@@ -141,10 +146,11 @@ impl Server {
         let stopping = Arc::new(AtomicBool::new(false));
         let health_route = {
             let (metrics, stopping) = (metrics.clone(), stopping.clone());
+            let max_sessions = config.limits.max_sessions;
             warp::path("health")
                 .and(warp::path::end())
                 .and(warp::get())
-                .map(move || health(&metrics, &stopping))
+                .map(move || health(&metrics, &stopping, max_sessions))
         };
         let publishing = match &config.api_key {
             None => None,
@@ -199,7 +205,7 @@ impl Server {
             .unify();
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let service = sockjs::with_upgrades(warp::service(routes));
+        let service = WithPeer(sockjs::with_upgrades(warp::service(routes)));
         let timeouts = Timeouts {
             header: config.header_timeout,
             idle: config.idle_timeout,
@@ -273,6 +279,33 @@ fn no_ipv6(e: &std::io::Error) -> bool {
     const EAFNOSUPPORT: i32 = 97;
     const EADDRNOTAVAIL: i32 = 99;
     matches!(e.raw_os_error(), Some(EAFNOSUPPORT | EADDRNOTAVAIL))
+}
+
+/// A service that tells each request its connection and peer in SockJS's terms
+/// (`sockjs::Peer`, from the connection layer's `Origin`): SockJS bounds the sessions one
+/// connection and one address open.
+#[derive(Clone)]
+struct WithPeer<S>(S);
+
+impl<S> Service<Request<Body>> for WithPeer<S>
+where
+    S: Service<Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> S::Future {
+        if let Some(origin) = request.extensions().get::<Origin>().copied() {
+            let peer = sockjs::Peer::new(origin.connection, origin.address.ip());
+            request.extensions_mut().insert(peer);
+        }
+        self.0.call(request)
+    }
 }
 
 /// How much of a `POST /publish` body is read, and for how long.
@@ -370,16 +403,27 @@ where
     r
 }
 
+/// Whether a server holding `sessions` of `max_sessions` counts as full: within 1 % of the
+/// bound (at it, for bounds under 100), so that a load balancer stops sending it pages a
+/// little before they would be closed with 3003.
+pub fn is_full(sessions: u64, max_sessions: usize) -> bool {
+    let max = max_sessions as u64;
+    sessions >= max - max / 100
+}
+
 /// `/health`: 200 while the server takes sessions, its bus is connected and it keeps up with
 /// it (a load balancer may send it pages); 503 while the bus is down, the server is
-/// overloaded (behind the bus, shedding) or stopping.
-fn health(metrics: &Metrics, stopping: &AtomicBool) -> Response<Body> {
+/// overloaded (behind the bus, shedding), full (at or within 1 % of --max-sessions) or
+/// stopping.
+fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Response<Body> {
     let connected = metrics.bus_connected.load(Ordering::Relaxed) == 1;
     let overloaded = metrics.overloaded.load(Ordering::Relaxed) == 1;
+    let full = is_full(metrics.sessions.load(Ordering::Relaxed), max_sessions);
     let (status, code) = match (stopping.load(Ordering::Relaxed), connected, overloaded) {
         (true, _, _) => ("stopping", 503),
         (false, false, _) => ("unavailable", 503),
         (false, true, true) => ("overloaded", 503),
+        (false, true, false) if full => ("full", 503),
         (false, true, false) => ("ready", 200),
     };
     let body = serde_json::json!({
@@ -411,6 +455,15 @@ fn metrics_response(body: String) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_within_one_percent_of_the_bound() {
+        assert!(!is_full(98_999, 100_000));
+        assert!(is_full(99_000, 100_000));
+        assert!(!is_full(4, 5));
+        assert!(is_full(5, 5));
+        assert!(is_full(0, 0));
+    }
 
     #[tokio::test]
     async fn a_burst_of_connects_beyond_128_completes_before_any_is_accepted() {

@@ -24,6 +24,12 @@ impl CloseCode {
         code: 3001,
         reason: "Server shutting down",
     };
+    /// The client opened sessions faster than its address may, or more through one
+    /// connection than one connection may hold: reconnect after a delay.
+    pub const TOO_MANY_SESSIONS: CloseCode = CloseCode {
+        code: 3004,
+        reason: "Too many new sessions",
+    };
     /// The client did not read fast enough: its queue reached its limit. Reconnect.
     pub const SLOW: CloseCode = CloseCode {
         code: 3008,

@@ -12,6 +12,8 @@
 //! - `session.rs` — a session's bounded queue and close state, independent of any transport.
 //! - `registry.rs` — the sessions of the HTTP transports, which outlive single requests:
 //!   one receiving request at a time, disconnect delay.
+//! - `admission.rs` — who may open a session: the bounds per connection and per address, and
+//!   the client's address behind trusted proxies.
 //! - `close.rs` — every close code this crate sends.
 //! - `origin.rs` — the allow-list of browser origins.
 //! - `transport/` — one file per transport, the HTTP ones behind one trait.
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod close;
 pub mod frame;
 mod http;
@@ -40,6 +43,7 @@ use std::time::Duration;
 pub const DEFAULT_SOCKJS_URL: &str =
     "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js";
 
+pub use admission::{Peer, Proxies, Rate, Refused};
 pub use close::CloseCode;
 pub use message::{Burst, Form, Message};
 pub use origin::Origins;
@@ -62,7 +66,22 @@ pub trait Handler: Send + Sync + 'static {
     fn on_close(&self, session: &Session) {
         let _ = session;
     }
+
+    /// A new session was refused before it opened, for `why` (the client was sent
+    /// [`CloseCode::TOO_MANY_SESSIONS`]): a place to count refusals. Never called for an
+    /// opened session.
+    fn on_refused(&self, why: Refused) {
+        let _ = why;
+    }
 }
+
+/// HTTP sessions one connection may have open (or closed and not yet forgotten) by default.
+pub const DEFAULT_MAX_SESSIONS_PER_CONNECTION: usize = 100;
+/// New sessions one client address may open each second by default, after a burst of
+/// [`DEFAULT_SESSION_BURST_PER_ADDRESS`].
+pub const DEFAULT_SESSION_RATE_PER_ADDRESS: u32 = 50;
+/// New sessions one client address may open at once by default: ten seconds' worth.
+pub const DEFAULT_SESSION_BURST_PER_ADDRESS: u32 = 10 * DEFAULT_SESSION_RATE_PER_ADDRESS;
 
 /// Settings of a SockJS service. The defaults are sockjs-node's where it has one.
 #[derive(Clone, Debug)]
@@ -104,6 +123,16 @@ pub struct Options {
     pub sockjs_url: String,
     /// Which browser origins may open sessions ([`Origins::any`] by default).
     pub origins: Origins,
+    /// HTTP sessions opened through one connection that may be held at once (open, or
+    /// closed and not yet forgotten); one more is refused with
+    /// [`CloseCode::TOO_MANY_SESSIONS`]. Needs the server to give each request its [`Peer`];
+    /// connections from [`Options::trusted_proxies`] that name their client are not bounded.
+    pub max_sessions_per_connection: usize,
+    /// How fast one client address may open sessions, of every transport; past it, new
+    /// sessions are refused with [`CloseCode::TOO_MANY_SESSIONS`]. `None`: no bound.
+    pub sessions_per_address: Option<Rate>,
+    /// The reverse proxies whose forwarding headers name the client (loopback by default).
+    pub trusted_proxies: Proxies,
 }
 
 /// How much larger than a message its JSON string may be: a control character is sent as a
@@ -139,6 +168,12 @@ impl Default for Options {
             max_request_bytes: 256 * 1024,
             sockjs_url: DEFAULT_SOCKJS_URL.to_owned(),
             origins: Origins::any(),
+            max_sessions_per_connection: DEFAULT_MAX_SESSIONS_PER_CONNECTION,
+            sessions_per_address: Some(Rate {
+                per_second: DEFAULT_SESSION_RATE_PER_ADDRESS,
+                burst: DEFAULT_SESSION_BURST_PER_ADDRESS,
+            }),
+            trusted_proxies: Proxies::loopback(),
         }
     }
 }

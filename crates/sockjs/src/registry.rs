@@ -8,16 +8,20 @@
 //! - a session without a receiving request for the disconnect delay is closed and forgotten,
 //!   so clients that vanish are reaped;
 //! - a closed session answers every later request with its close frame until it is
-//!   forgotten, so the client learns why.
+//!   forgotten, so the client learns why;
+//! - a new session is admitted only within its client's bounds (`admission.rs`): the
+//!   sessions its connection holds here, and its address's rate.
 //!
 //! WebSocket sessions live exactly as long as their connection and are not kept here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use tokio::task::AbortHandle;
 use tokio::time::sleep;
 
+use crate::admission::{Admission, Client};
 use crate::{CloseCode, Handler, Options, Session};
 
 /// One SockJS service: its options, its application and its HTTP sessions.
@@ -25,6 +29,8 @@ pub(crate) struct Service<H> {
     pub(crate) options: Options,
     pub(crate) handler: Arc<H>,
     sessions: Mutex<HashMap<String, Entry>>,
+    /// Taken after `sessions` when both are held.
+    admission: Mutex<Admission>,
 }
 
 struct Entry {
@@ -35,6 +41,8 @@ struct Entry {
     generation: u64,
     /// The task that will close the session after the disconnect delay.
     expiry: Option<AbortHandle>,
+    /// The connection that opened it, counted against until it is forgotten.
+    connection: Option<u64>,
 }
 
 /// What a receiving request gets.
@@ -47,6 +55,8 @@ pub(crate) enum Attach {
     Busy,
     /// The session is closed: send its close frame and nothing else.
     Closed(CloseCode),
+    /// A new session the client may not open now: send this close frame and nothing else.
+    Refused(CloseCode),
 }
 
 /// Proof that a request is the session's receiver; given back in [`Service::detach`].
@@ -68,6 +78,22 @@ impl<H: Handler> Service<H> {
             options,
             handler,
             sessions: Mutex::new(HashMap::new()),
+            admission: Mutex::new(Admission::default()),
+        })
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a new WebSocket session of `client`, or says why not (the application is told).
+    pub(crate) fn admit_websocket(&self, client: &Client) -> Result<(), CloseCode> {
+        let admitted = self
+            .admission()
+            .admit(client, &self.options, false, Instant::now());
+        admitted.map_err(|why| {
+            self.handler.on_refused(why);
+            CloseCode::TOO_MANY_SESSIONS
         })
     }
 
@@ -88,8 +114,9 @@ impl<H: Handler> Service<H> {
         self.sessions().capacity()
     }
 
-    /// Makes the calling request the receiver of session `key`, opening it if it is new.
-    pub(crate) fn attach(&self, key: &str) -> Attach {
+    /// Makes the calling request the receiver of session `key`, opening it if it is new and
+    /// `client` may open one.
+    pub(crate) fn attach(&self, key: &str, client: &Client) -> Attach {
         let mut sessions = self.sessions();
         let opened = match sessions.get_mut(key) {
             Some(entry) => {
@@ -112,6 +139,14 @@ impl<H: Handler> Service<H> {
                 return Attach::Resumed(entry.session.clone(), ticket);
             }
             None => {
+                let admitted = self
+                    .admission()
+                    .admit(client, &self.options, true, Instant::now());
+                if let Err(why) = admitted {
+                    drop(sessions);
+                    self.handler.on_refused(why);
+                    return Attach::Refused(CloseCode::TOO_MANY_SESSIONS);
+                }
                 let session = Session::new(self.options.queue);
                 sessions.insert(
                     key.to_owned(),
@@ -120,6 +155,7 @@ impl<H: Handler> Service<H> {
                         receiving: true,
                         generation: 0,
                         expiry: None,
+                        connection: client.connection,
                     },
                 );
                 session
@@ -177,6 +213,9 @@ impl<H: Handler> Service<H> {
             return;
         };
         release_spare_room(&mut sessions);
+        if let Some(connection) = entry.connection {
+            self.admission().release(connection);
+        }
         drop(sessions);
         if entry.session.mark_closed() {
             self.handler.on_close(&entry.session);
@@ -233,10 +272,17 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    /// A client without a known connection or address: no bound applies.
+    const ANYONE: Client = Client {
+        connection: None,
+        address: None,
+    };
+
     #[derive(Default)]
     struct Counting {
         opened: AtomicUsize,
         closed: AtomicUsize,
+        refused: AtomicUsize,
     }
 
     impl Handler for Counting {
@@ -246,6 +292,9 @@ mod tests {
         fn on_message(&self, _: &Session, _: String) {}
         fn on_close(&self, _: &Session) {
             self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_refused(&self, _: crate::Refused) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -263,26 +312,27 @@ mod tests {
             Attach::Opened(s, t) | Attach::Resumed(s, t) => (s, t),
             Attach::Busy => panic!("busy"),
             Attach::Closed(c) => panic!("closed {c:?}"),
+            Attach::Refused(c) => panic!("refused {c:?}"),
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn one_receiver_at_a_time() {
         let (svc, handler) = service();
-        let (_, t) = ticket(svc.attach("s"));
-        assert!(matches!(svc.attach("s"), Attach::Busy));
+        let (_, t) = ticket(svc.attach("s", &ANYONE));
+        assert!(matches!(svc.attach("s", &ANYONE), Attach::Busy));
         svc.detach(t, false);
-        assert!(matches!(svc.attach("s"), Attach::Resumed(..)));
+        assert!(matches!(svc.attach("s", &ANYONE), Attach::Resumed(..)));
         assert_eq!(handler.opened.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_session_without_receiver_expires_after_the_disconnect_delay() {
         let (svc, handler) = service();
-        let (_, t) = ticket(svc.attach("s"));
+        let (_, t) = ticket(svc.attach("s", &ANYONE));
         svc.detach(t, false);
         sleep(Duration::from_millis(4900)).await;
-        let (_, t) = ticket(svc.attach("s"));
+        let (_, t) = ticket(svc.attach("s", &ANYONE));
         svc.detach(t, false);
         sleep(Duration::from_millis(4900)).await;
         assert_eq!(svc.len(), 1, "each receiver restarts the delay");
@@ -296,18 +346,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn closing_a_detached_session_tells_the_app_at_once_and_keeps_the_close_frame() {
         let (svc, handler) = service();
-        let (session, t) = ticket(svc.attach("s"));
+        let (session, t) = ticket(svc.attach("s", &ANYONE));
         svc.detach(t, false);
         session.close(CloseCode::GOING_AWAY);
         sleep(Duration::from_millis(10)).await;
         assert_eq!(handler.closed.load(Ordering::SeqCst), 1);
         // The next request still gets the close frame from the queue, then it is finished.
-        let (s, t) = ticket(svc.attach("s"));
+        let (s, t) = ticket(svc.attach("s", &ANYONE));
         assert_eq!(s.drain().1, Some(CloseCode::GOING_AWAY));
         assert!(!s.mark_closed(), "the app was told already");
         svc.detach(t, false);
         assert!(matches!(
-            svc.attach("s"),
+            svc.attach("s", &ANYONE),
             Attach::Closed(CloseCode::GOING_AWAY)
         ));
         sleep(Duration::from_secs(6)).await;
@@ -319,11 +369,11 @@ mod tests {
     async fn the_room_of_a_burst_of_sessions_is_given_back_once_they_are_reaped() {
         let (svc, _) = service();
         for i in 0..10_000 {
-            let (_, t) = ticket(svc.attach(&i.to_string()));
+            let (_, t) = ticket(svc.attach(&i.to_string(), &ANYONE));
             svc.detach(t, false);
         }
         assert!(svc.room() >= 10_000);
-        let (_, t) = ticket(svc.attach("stays"));
+        let (_, t) = ticket(svc.attach("stays", &ANYONE));
         sleep(Duration::from_secs(6)).await;
         assert_eq!(svc.len(), 1);
         assert!(
@@ -335,9 +385,78 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn one_connection_holds_at_most_its_bound_of_sessions_until_they_are_forgotten() {
+        let handler = Arc::new(Counting::default());
+        let options = Options {
+            max_sessions_per_connection: 3,
+            sessions_per_address: None,
+            ..Options::default()
+        };
+        let svc = Service::new(options, handler.clone());
+        let pipelining = Client {
+            connection: Some(1),
+            address: Some("192.0.2.1".parse().unwrap()),
+        };
+        let other = Client {
+            connection: Some(2),
+            ..pipelining
+        };
+        for i in 0..100 {
+            match svc.attach(&i.to_string(), &pipelining) {
+                Attach::Opened(_, t) => svc.detach(t, false),
+                Attach::Refused(code) => assert_eq!(code, CloseCode::TOO_MANY_SESSIONS),
+                _ => panic!("a new id"),
+            }
+        }
+        assert_eq!(handler.opened.load(Ordering::SeqCst), 3);
+        assert_eq!(handler.refused.load(Ordering::SeqCst), 97);
+        assert_eq!(svc.len(), 3, "a refused session is never held");
+        // Its own sessions still resume; another connection still opens.
+        assert!(matches!(svc.attach("0", &pipelining), Attach::Resumed(..)));
+        let (_, t) = ticket(svc.attach("new", &other));
+        svc.detach(t, false);
+        // Once its sessions are forgotten, the connection may open again.
+        sleep(Duration::from_secs(6)).await;
+        assert_eq!(svc.len(), 1, "\"0\" is still received on");
+        let (_, t) = ticket(svc.attach("again", &pipelining));
+        svc.detach(t, false);
+        assert_eq!(svc.admission().connections(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_websocket_counts_against_its_address_only() {
+        let handler = Arc::new(Counting::default());
+        let options = Options {
+            max_sessions_per_connection: 1,
+            sessions_per_address: Some(crate::Rate {
+                per_second: 1,
+                burst: 2,
+            }),
+            ..Options::default()
+        };
+        let svc = Service::new(options, handler.clone());
+        let client = Client {
+            connection: Some(1),
+            address: Some("192.0.2.1".parse().unwrap()),
+        };
+        assert_eq!(svc.admit_websocket(&client), Ok(()));
+        assert_eq!(svc.admit_websocket(&client), Ok(()));
+        assert_eq!(
+            svc.admit_websocket(&client),
+            Err(CloseCode::TOO_MANY_SESSIONS)
+        );
+        assert!(matches!(
+            svc.attach("s", &client),
+            Attach::Refused(CloseCode::TOO_MANY_SESSIONS)
+        ));
+        assert_eq!(handler.refused.load(Ordering::SeqCst), 2);
+        assert_eq!(handler.opened.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_interrupted_receiver_closes_the_session() {
         let (svc, handler) = service();
-        let (_, t) = ticket(svc.attach("s"));
+        let (_, t) = ticket(svc.attach("s", &ANYONE));
         svc.detach(t, true);
         sleep(Duration::from_millis(10)).await;
         assert_eq!(handler.closed.load(Ordering::SeqCst), 1);

@@ -28,6 +28,7 @@ use warp::hyper::body::Buf;
 use warp::hyper::Body;
 use warp::Filter;
 
+use crate::admission::{Client, Peer};
 use crate::http::{self, Iframe};
 use crate::registry::Service;
 use crate::transport::eventsource::EventSource;
@@ -56,6 +57,15 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
             f.and(warp::path(segment.to_owned())).boxed()
         });
     let headers = warp::header::headers_cloned();
+    let client = warp::ext::optional::<Peer>()
+        .and(warp::addr::remote())
+        .and(headers)
+        .and(state.clone())
+        .map(
+            |peer: Option<Peer>, remote, headers: HeaderMap, service: Arc<Service<H>>| {
+                Client::of(peer, remote, &headers, &service.options.trusted_proxies)
+            },
+        );
 
     let greeting = base
         .clone()
@@ -105,10 +115,11 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .and(warp::path::end())
         .and(warp::method())
         .and(headers)
+        .and(client.clone())
         .and(ws::upgrade_slot())
         .and(state.clone())
-        .map(|method, headers, slot, service| {
-            websocket_upgrade(Framing::Raw, method, &headers, slot, service)
+        .map(|method, headers, client, slot, service| {
+            websocket_upgrade(Framing::Raw, method, &headers, client, slot, service)
         });
 
     let session_url = base.and(session_segment()).and(session_segment());
@@ -119,11 +130,14 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .and(warp::path::end())
         .and(warp::method())
         .and(headers)
+        .and(client.clone())
         .and(ws::upgrade_slot())
         .and(state.clone())
-        .map(|_server, _session, method, headers, slot, service| {
-            websocket_upgrade(Framing::SockJs, method, &headers, slot, service)
-        });
+        .map(
+            |_server, _session, method, headers, client, slot, service| {
+                websocket_upgrade(Framing::SockJs, method, &headers, client, slot, service)
+            },
+        );
 
     let http_transports = session_url
         .and(warp::path::param::<String>())
@@ -131,6 +145,7 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
         .and(warp::method())
         .and(headers)
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(client)
         .and(warp::body::stream())
         .and(state)
         .and_then(
@@ -140,6 +155,7 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
              method: Method,
              headers: HeaderMap,
              query: String,
+             client: Client,
              body,
              service: Arc<Service<H>>| async move {
                 let request = Request {
@@ -147,6 +163,7 @@ pub fn routes<H: Handler>(prefix: &str, options: Options, handler: Arc<H>) -> Bo
                     method,
                     headers,
                     query,
+                    client,
                 };
                 http_transport(service, &transport, request, body)
                     .await
@@ -195,6 +212,7 @@ fn websocket_upgrade<H: Handler>(
     framing: Framing,
     method: Method,
     headers: &HeaderMap,
+    client: Client,
     slot: Option<ws::UpgradeSlot>,
     service: Arc<Service<H>>,
 ) -> Resp {
@@ -245,7 +263,7 @@ fn websocket_upgrade<H: Handler>(
         Framing::Raw => service.options.max_message_bytes,
     };
     ws::upgrade(slot, accept, limit, move |conn| {
-        websocket::serve(conn, framing, service)
+        websocket::serve(conn, framing, service, client)
     })
 }
 
@@ -255,6 +273,7 @@ struct Request {
     method: Method,
     headers: HeaderMap,
     query: String,
+    client: Client,
 }
 
 /// Serves an HTTP transport's URL; `None` when `transport` names none.
@@ -285,22 +304,33 @@ where
         method,
         headers,
         query,
+        client,
     } = request;
     let response = match (transport, method) {
         ("xhr" | "xhr_streaming" | "xhr_send", M::OPTIONS) => {
             http::preflight("OPTIONS, POST", &headers)
         }
-        ("xhr", M::POST) => receive::respond(service.clone(), key, XhrPolling, &headers),
+        ("xhr", M::POST) => receive::respond(service.clone(), key, client, XhrPolling, &headers),
         ("xhr_streaming", M::POST) => {
-            receive::respond(service.clone(), key, XhrStreaming, &headers)
+            receive::respond(service.clone(), key, client, XhrStreaming, &headers)
         }
-        ("eventsource", M::GET) => receive::respond(service.clone(), key, EventSource, &headers),
+        ("eventsource", M::GET) => {
+            receive::respond(service.clone(), key, client, EventSource, &headers)
+        }
         ("htmlfile", M::GET) => match callback(&query) {
-            Ok(callback) => receive::respond(service.clone(), key, HtmlFile { callback }, &headers),
+            Ok(callback) => receive::respond(
+                service.clone(),
+                key,
+                client,
+                HtmlFile { callback },
+                &headers,
+            ),
             Err(e) => callback_error(e),
         },
         ("jsonp", M::GET) => match callback(&query) {
-            Ok(callback) => receive::respond(service.clone(), key, Jsonp { callback }, &headers),
+            Ok(callback) => {
+                receive::respond(service.clone(), key, client, Jsonp { callback }, &headers)
+            }
             Err(e) => callback_error(e),
         },
         ("xhr_send", M::POST) => {

@@ -4,7 +4,8 @@
 //! own chunk, which is what clients and the protocol suite expect):
 //! 1. the transport's prelude, if it has one;
 //! 2. `o` if this request opened the session, or the close frame if the session is closed,
-//!    or `c[2010,…]` if another request is receiving on it;
+//!    or `c[2010,…]` if another request is receiving on it, or `c[3004,…]` if the client may
+//!    not open another session now;
 //! 3. everything queued, as one `a[…]` frame per wake-up; `h` after the heartbeat interval
 //!    of silence; the close frame when the session closes.
 //!
@@ -23,16 +24,18 @@ use warp::hyper::body::Bytes;
 use warp::hyper::Body;
 
 use super::HttpReceiver;
+use crate::admission::Client;
 use crate::frame;
 use crate::http;
 use crate::registry::{Attach, Service, Ticket};
 use crate::session::Batch;
 use crate::{CloseCode, Handler, Message, Session};
 
-/// The response of a receiving request on session `key`.
+/// The response of a receiving request of `client` on session `key`.
 pub(crate) fn respond<H: Handler, T: HttpReceiver>(
     service: Arc<Service<H>>,
     key: String,
+    client: Client,
     transport: T,
     request: &HeaderMap,
 ) -> Response<Body> {
@@ -50,6 +53,7 @@ pub(crate) fn respond<H: Handler, T: HttpReceiver>(
     let receiver = Receiver {
         service,
         key,
+        client,
         transport,
         stage: Stage::Prelude,
         ticket: None,
@@ -77,6 +81,7 @@ enum Stage {
 struct Receiver<H: Handler, T> {
     service: Arc<Service<H>>,
     key: String,
+    client: Client,
     transport: T,
     stage: Stage,
     /// Held while this request is the session's receiver.
@@ -96,12 +101,12 @@ impl<H: Handler, T: HttpReceiver> Receiver<H, T> {
                         return Some(Bytes::from(prelude));
                     }
                 }
-                Stage::Attach => match self.service.attach(&self.key) {
+                Stage::Attach => match self.service.attach(&self.key, &self.client) {
                     Attach::Busy => {
                         self.stage = Stage::Done;
                         return Some(self.close_frame(CloseCode::ANOTHER_CONNECTION));
                     }
-                    Attach::Closed(code) => {
+                    Attach::Closed(code) | Attach::Refused(code) => {
                         self.stage = Stage::Done;
                         return Some(self.close_frame(code));
                     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::admission::Client;
 use crate::frame;
 use crate::message::{ws_frame_of, Form};
 use crate::registry::Service;
@@ -42,9 +43,17 @@ enum End {
     Gone,
 }
 
-pub(crate) async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service: Arc<Service<H>>) {
+pub(crate) async fn serve<H: Handler>(
+    mut conn: Conn,
+    framing: Framing,
+    service: Arc<Service<H>>,
+    client: Client,
+) {
     let options = &service.options;
     let handler = &service.handler;
+    if let Err(code) = service.admit_websocket(&client) {
+        return refuse(conn, framing, code, options.write_timeout).await;
+    }
     let session = Session::new(options.queue);
     let write_timeout = options.write_timeout;
     if framing == Framing::SockJs {
@@ -184,6 +193,28 @@ async fn finish<H: Handler>(
     if write(&mut conn, &close, write_timeout).await {
         // The closing handshake: wait (briefly) for the client's close frame, so the client
         // reads ours before the connection goes, instead of a reset.
+        let _ = timeout(CLOSE_HANDSHAKE, async {
+            while let Read::Data = conn.read().await {
+                while let Ok(Some(m)) = conn.next() {
+                    if let Incoming::Close(_) = m {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Closes a connection whose session may not open, without opening it: the SockJS close frame
+/// (no `o` before it), then the WebSocket close with the same code.
+async fn refuse(mut conn: Conn, framing: Framing, code: CloseCode, write_timeout: Duration) {
+    let mut out = Vec::new();
+    if framing == Framing::SockJs {
+        codec::text(&mut out, &frame::close(code.code, code.reason));
+    }
+    codec::close_frame(&mut out, code.code, code.reason);
+    if write(&mut conn, &out, write_timeout).await {
         let _ = timeout(CLOSE_HANDSHAKE, async {
             while let Read::Data = conn.read().await {
                 while let Ok(Some(m)) = conn.next() {

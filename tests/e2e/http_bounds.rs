@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789";
+const KEY: &str = "e2e-api-key-0123456789-abcdefghijklmnop";
 /// What a `--single` server and a forwarder accept as a body by default.
 const LIMIT: usize = 1024 * 1024;
 

@@ -263,7 +263,7 @@ fn websocket_upgrade<H: Handler>(
         Framing::Raw => service.options.max_message_bytes,
     };
     ws::upgrade(slot, accept, limit, move |conn| {
-        websocket::serve(conn, framing, service, client)
+        websocket::open(conn, framing, service, client)
     })
 }
 

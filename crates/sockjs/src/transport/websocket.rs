@@ -8,9 +8,11 @@
 //! has answered nothing since the previous heartbeat is gone (a dead host, a dropped network)
 //! and its session is reaped, instead of lingering until TCP gives up minutes later.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::admission::Client;
@@ -43,17 +45,27 @@ enum End {
     Gone,
 }
 
-pub(crate) async fn serve<H: Handler>(
-    mut conn: Conn,
+/// Serves the WebSocket of a new session of `client`, or refuses it. The check is made before
+/// either future exists, and a refusal's future is boxed, so that the future every open
+/// WebSocket keeps for its life holds neither the client nor a refusal's state.
+pub(crate) fn open<H: Handler>(
+    conn: Conn,
     framing: Framing,
     service: Arc<Service<H>>,
     client: Client,
-) {
+) -> impl Future<Output = ()> + Send {
+    match service.admit_websocket(&client) {
+        Ok(()) => Either::Left(serve(conn, framing, service)),
+        Err(code) => {
+            let write_timeout = service.options.write_timeout;
+            Either::Right(Box::pin(refuse(conn, framing, code, write_timeout)))
+        }
+    }
+}
+
+async fn serve<H: Handler>(mut conn: Conn, framing: Framing, service: Arc<Service<H>>) {
     let options = &service.options;
     let handler = &service.handler;
-    if let Err(code) = service.admit_websocket(&client) {
-        return refuse(conn, framing, code, options.write_timeout).await;
-    }
     let session = Session::new(options.queue);
     let write_timeout = options.write_timeout;
     if framing == Framing::SockJs {

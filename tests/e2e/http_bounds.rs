@@ -303,15 +303,7 @@ async fn trickled_publish_bodies_give_way_to_sessions_and_health() {
     // With 256 descriptors, 336 connections trickling bodies shut out every new session and
     // made /health time out for 32 s: a request still sending its body held its descriptor
     // as if it were a session.
-    let mut args = vec![
-        "--port",
-        "0",
-        "--address",
-        "127.0.0.1",
-        "--single",
-        "--mq_socket",
-        "tcp://127.0.0.1:*",
-        "--metrics",
+    let args = single_args(&[
         "--api-key",
         KEY,
         "--body-timeout",
@@ -320,9 +312,9 @@ async fn trickled_publish_bodies_give_way_to_sessions_and_health() {
         "600",
         "--header-timeout",
         "600",
-    ];
-    args.push("--secret");
-    args.push(SECRET);
+        "--secret",
+        SECRET,
+    ]);
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("ulimit -n 256 && exec \"$0\" \"$@\"")

@@ -14,18 +14,7 @@ use crate::support::*;
 
 /// A `--single` server on loopback with metrics, `args` and environment `env`.
 fn single_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut all = vec![
-        "--port",
-        "0",
-        "--address",
-        "127.0.0.1",
-        "--single",
-        "--mq_socket",
-        "tcp://127.0.0.1:*",
-        "--metrics",
-    ];
-    all.extend_from_slice(args);
-    let mut cmd = server_cmd(&all);
+    let mut cmd = server_cmd(&single_args(args));
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -168,9 +168,9 @@ pub fn spawn_server(cmd: &mut Command, single: bool) -> Server {
     }
 }
 
-/// A `--single` server on loopback with metrics and `extra` flags, binding its bus on a free
-/// port (`Server::bus`); no secret.
-pub fn single_server(extra: &[&str]) -> Server {
+/// The flags of a `--single` server on loopback with metrics, binding its bus on a free port
+/// (`Server::bus`), then `extra`.
+pub fn single_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--port",
         "0",
@@ -182,7 +182,13 @@ pub fn single_server(extra: &[&str]) -> Server {
         "--metrics",
     ];
     args.extend_from_slice(extra);
-    spawn_server(&mut server_cmd(&args), true)
+    args
+}
+
+/// A `--single` server on loopback with metrics and `extra` flags, binding its bus on a free
+/// port (`Server::bus`); no secret.
+pub fn single_server(extra: &[&str]) -> Server {
+    spawn_server(&mut server_cmd(&single_args(extra)), true)
 }
 
 /// What a forwarder's app side subscribes to: everything.

@@ -55,20 +55,6 @@ async fn read_response(s: &mut TcpStream) -> (u16, String) {
         .expect("response in time")
 }
 
-/// Waits, up to `limit`, for the server to close `s`; true if it did.
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut chunk = [0u8; 4096];
-    let until_eof = async {
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(limit, until_eof).await.is_ok()
-}
-
 async fn request(s: &mut TcpStream, method: &str, path: &str, host: &str) {
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write");

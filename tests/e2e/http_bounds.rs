@@ -60,20 +60,6 @@ async fn status_within(s: &mut TcpStream, limit: Duration) -> Option<u16> {
     tokio::time::timeout(limit, read).await.ok().flatten()
 }
 
-/// Waits, up to `limit`, for the peer to close `s`; true if it did.
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut chunk = [0u8; 4096];
-    let until_eof = async {
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(limit, until_eof).await.is_ok()
-}
-
 /// `connections` clients that each send the head of a 1 MiB `POST /publish` (with `key`, if
 /// given) and all of its body but its last byte, as fast as the server takes it; returns the
 /// connections, still open, once every client is done sending (or the server stopped reading).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -751,4 +752,18 @@ pub fn forwarder_keeping(history_size: &str) -> Forwarder {
         "--history-size",
         history_size,
     ])
+}
+
+/// Waits, up to `limit`, for the peer to close `s`; true if it did.
+pub async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut chunk = [0u8; 4096];
+    let until_eof = async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, until_eof).await.is_ok()
 }

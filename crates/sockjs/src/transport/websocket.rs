@@ -202,9 +202,14 @@ async fn finish<H: Handler>(
     };
     let mut close = Vec::new();
     codec::close_frame(&mut close, code.code, code.reason);
-    if write(&mut conn, &close, write_timeout).await {
-        // The closing handshake: wait (briefly) for the client's close frame, so the client
-        // reads ours before the connection goes, instead of a reset.
+    close_with(&mut conn, &close, write_timeout).await;
+}
+
+/// Writes `out` (ending with a close frame), then the closing handshake: waits (briefly) for
+/// the client's close frame, so the client reads ours before the connection goes, instead of a
+/// reset.
+async fn close_with(conn: &mut Conn, out: &[u8], write_timeout: Duration) {
+    if write(conn, out, write_timeout).await {
         let _ = timeout(CLOSE_HANDSHAKE, async {
             while let Read::Data = conn.read().await {
                 while let Ok(Some(m)) = conn.next() {
@@ -226,18 +231,7 @@ async fn refuse(mut conn: Conn, framing: Framing, code: CloseCode, write_timeout
         codec::text(&mut out, &frame::close(code.code, code.reason));
     }
     codec::close_frame(&mut out, code.code, code.reason);
-    if write(&mut conn, &out, write_timeout).await {
-        let _ = timeout(CLOSE_HANDSHAKE, async {
-            while let Read::Data = conn.read().await {
-                while let Ok(Some(m)) = conn.next() {
-                    if let Incoming::Close(_) = m {
-                        return;
-                    }
-                }
-            }
-        })
-        .await;
-    }
+    close_with(&mut conn, &out, write_timeout).await;
 }
 
 /// Handles every whole message among the bytes just read; `Some` when the connection ends.

@@ -512,11 +512,12 @@ impl Bus {
                 return;
             }
         };
-        // More messages after this one, read ahead or still in ZeroMQ's queue: writes can wait
-        // for the sessions' writers to put them together.
-        let read_ahead = !state.backlog.is_empty();
-        let more_waiting =
-            || read_ahead || self.sub.get_events().is_ok_and(|e| e.contains(zmq::POLLIN));
+        // This thread is behind: writes can wait for the sessions' writers, which put a
+        // session's messages together, so that it catches up. Not when more messages are
+        // merely waiting: a targeted message's session rarely has another one coming, and
+        // waking its writer would cost a thread switch per message.
+        let backlog = &state.backlog;
+        let more_waiting = || backlog.lag(Instant::now()) > BEHIND;
         let unrouted = match m.target {
             Target::All => {
                 metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
@@ -620,6 +621,10 @@ impl Bus {
         }
     }
 }
+
+/// How long the oldest message read ahead may have waited before this thread stops writing
+/// to sessions itself and hands the writes to the sessions' writers.
+const BEHIND: Duration = Duration::from_millis(5);
 
 /// The most messages of one topic held while the forwarder is asked what it had before them;
 /// past it, the topic's messages go on at once.

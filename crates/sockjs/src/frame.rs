@@ -68,36 +68,48 @@ fn push_quoted(out: &mut String, s: &str, for_script: bool) {
 /// the output is unspecified but still free of raw newlines and escapable characters.
 pub fn compact_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
+    // Bytes are copied in runs, from `run` up to the next one left out or escaped; every
+    // character JSON gives a meaning to is ASCII, and a byte of a multi-byte character is never
+    // taken for one.
+    let mut run = 0;
     let mut in_string = false;
     let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
+    let mut i = 0;
+    while i < json.len() {
+        let b = json.as_bytes()[i];
+        if b >= 0x80 {
+            let c = json[i..].chars().next().unwrap_or_default();
+            if needs_escape(c) {
+                out.push_str(&json[run..i]);
+                push_escaped(&mut out, c);
+                run = i + c.len_utf8();
+            }
+            escaped = false;
+            i += c.len_utf8();
+            continue;
+        }
+        let left_out = !in_string && matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+        if left_out || b < 0x20 {
+            out.push_str(&json[run..i]);
+            if !left_out {
+                push_escaped(&mut out, char::from(b));
+            }
+            run = i + 1;
+            escaped = false;
+        } else if in_string {
             if escaped {
                 escaped = false;
-                out.push(c);
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 escaped = true;
-                out.push(c);
-            } else if c == '"' {
+            } else if b == b'"' {
                 in_string = false;
-                out.push(c);
-            } else if needs_escape(c) {
-                push_escaped(&mut out, c);
-            } else {
-                out.push(c);
             }
-        } else {
-            match c {
-                ' ' | '\n' | '\r' | '\t' => {}
-                '"' => {
-                    in_string = true;
-                    out.push(c);
-                }
-                c if needs_escape(c) => push_escaped(&mut out, c),
-                c => out.push(c),
-            }
+        } else if b == b'"' {
+            in_string = true;
         }
+        i += 1;
     }
+    out.push_str(&json[run..]);
     out
 }
 
@@ -171,6 +183,21 @@ mod tests {
             out,
             r#""a[\"\u003c/script\u003e\u003cscript\u003ex()\u003c/script\u003e\"]""#
         );
+    }
+
+    #[test]
+    fn compact_json_escapes_what_broken_json_holds_too() {
+        // A backslash before a raw newline or an escapable character is no JSON, but the output
+        // still holds neither.
+        assert_eq!(
+            compact_json("[\"a\\\n\", \"b\\\u{2028}\"]"),
+            r#"["a\\u000a","b\\u2028"]"#
+        );
+        assert_eq!(
+            compact_json("\"\u{e9}t\u{e9} \u{1f600}\""),
+            "\"\u{e9}t\u{e9} \u{1f600}\""
+        );
+        assert_eq!(compact_json(" { } "), "{}");
     }
 
     #[test]

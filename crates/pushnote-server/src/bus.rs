@@ -657,10 +657,34 @@ fn bare_form<'a>(m: &'a BusMessage<'a>) -> (Kind<'a>, Message) {
     }
 }
 
-/// `bare` with its second form: with its position, as pages with positions receive it.
+/// `bare` with its second form: with its position, as pages with positions receive it. The
+/// second form is made when a session first takes it (most messages only ever go to pages
+/// without positions); a user's or a broadcast's data is the bare form itself.
 fn with_position(bare: Message, kind: Kind<'_>, position: Position, m: &BusMessage) -> Message {
-    let second = protocol::positioned(kind, position, m.data);
-    bare.with_second_form(Message::json(&second))
+    match kind {
+        Kind::Broadcast => bare.with_second_form_by(move |first| {
+            positioned(Kind::Broadcast, position, first.as_json())
+        }),
+        Kind::User => {
+            bare.with_second_form_by(move |first| positioned(Kind::User, position, first.as_json()))
+        }
+        Kind::Channel { channel, event } => {
+            let (channel, event): (Box<str>, Box<str>) = (channel.into(), event.into());
+            let data: Box<str> = m.data.get().into();
+            bare.with_second_form_by(move |_| {
+                let kind = Kind::Channel {
+                    channel: &channel,
+                    event: &event,
+                };
+                positioned(kind, position, &data)
+            })
+        }
+    }
+}
+
+/// The message of `kind` whose data is the JSON text `data`, with its position.
+fn positioned(kind: Kind<'_>, position: Position, data: &str) -> Message {
+    Message::json(&protocol::positioned(kind, position, data))
 }
 
 impl Bus {

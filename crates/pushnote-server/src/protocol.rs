@@ -329,13 +329,12 @@ pub enum Kind<'a> {
 
 /// A message with its position, as a session with positions receives it:
 /// `{"kind":"broadcast"|"user","position":P,"data":DATA}`, or for a channel
-/// `{"kind":"channel","channel":C,"event":E,"position":P,"data":DATA}`.
-pub fn positioned(kind: Kind<'_>, position: Position, data: &RawValue) -> String {
+/// `{"kind":"channel","channel":C,"event":E,"position":P,"data":DATA}`, `data` being the
+/// data's JSON text.
+pub fn positioned(kind: Kind<'_>, position: Position, data: &str) -> String {
     let p = format!(
         r#""position":{{"epoch":{},"offset":{}}},"data":{}"#,
-        position.epoch,
-        position.offset,
-        data.get()
+        position.epoch, position.offset, data
     );
     match kind {
         Kind::Broadcast => format!(r#"{{"kind":"broadcast",{p}}}"#),
@@ -557,16 +556,19 @@ mod tests {
         let data = RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap();
         let parsed = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
         assert_eq!(
-            parsed(positioned(Kind::Broadcast, at, &data)),
+            parsed(positioned(Kind::Broadcast, at, data.get())),
             json!({"kind": "broadcast", "position": {"epoch": 7, "offset": 3}, "data": {"a": [1, 2]}})
         );
-        assert_eq!(parsed(positioned(Kind::User, at, &data))["kind"], "user");
+        assert_eq!(
+            parsed(positioned(Kind::User, at, data.get()))["kind"],
+            "user"
+        );
         let channel = Kind::Channel {
             channel: "news",
             event: "say \"hi\"",
         };
         assert_eq!(
-            parsed(positioned(channel, at, &data)),
+            parsed(positioned(channel, at, data.get())),
             json!({"kind": "channel", "channel": "news", "event": "say \"hi\"",
                    "position": {"epoch": 7, "offset": 3}, "data": {"a": [1, 2]}})
         );

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pushnote_history::{History, Limits, Position, Weigh};
-use sockjs::{Form, Message, Session};
+use sockjs::{Message, Session};
 
 use crate::fanout::{Fanout, InOrder};
 use crate::metrics::Metrics;
@@ -29,14 +29,20 @@ use crate::protocol::{Outcome, Why};
 /// allocations, their frames once written, and their headers.
 const KEPT_MESSAGE_OVERHEAD: usize = 2 * 96;
 
-/// A kept message, in both forms.
+/// What a message's second form (with its position) adds to its first, at most: the kind,
+/// the position and their keys.
+const SECOND_FORM_EXTRA: usize = 96;
+
+/// A kept message, in both forms (the second made when first taken).
 pub struct Kept(Message);
 
 impl Weigh for Kept {
     fn weight(&self) -> usize {
-        // Each form's text, and its WebSocket frame once a session has written it alone.
-        let text = self.0.queued_len() + self.0.in_form(Form::Second).queued_len();
-        2 * text + KEPT_MESSAGE_OVERHEAD
+        // Each form's text, and its WebSocket frame once a session has written it alone, and
+        // what makes the second form (a channel's data and names again, at most). The second
+        // form is counted whether it was made yet or not, so the weight never changes.
+        let first = self.0.queued_len();
+        3 * first + 2 * (first + SECOND_FORM_EXTRA) + KEPT_MESSAGE_OVERHEAD
     }
 }
 

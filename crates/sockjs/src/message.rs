@@ -18,7 +18,6 @@ use crate::ws::codec::OutFrame;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message(Arc<Encoded>);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
 struct Encoded {
     /// The JSON element that goes inside an `a[...]` frame, SockJS-escaped.
     json: Box<str>,
@@ -28,7 +27,46 @@ struct Encoded {
     /// on its own and shared by all the others.
     ws_frame: OnceLock<Box<[u8]>>,
     /// The message's second form, if it has one.
-    second: Option<Message>,
+    second: Second,
+}
+
+/// Makes a message's second form from the message.
+type MakeSecond = Box<dyn Fn(&Message) -> Message + Send + Sync>;
+
+/// A message's second form: none, made with the message, or made when a session first takes
+/// it (most messages are never taken in their second form, and never pay for it).
+enum Second {
+    None,
+    Made(Message),
+    Later(MakeSecond, OnceLock<Message>),
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, other: &Encoded) -> bool {
+        let second = |e: &Encoded| match &e.second {
+            Second::None => None,
+            Second::Made(m) => Some(m.clone()),
+            Second::Later(_, made) => made.get().cloned(),
+        };
+        self.json == other.json && self.raw == other.raw && second(self) == second(other)
+    }
+}
+
+impl Eq for Encoded {}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let second = match &self.second {
+            Second::None => None,
+            Second::Made(m) => Some(m.as_json()),
+            Second::Later(_, made) => Some(made.get().map_or("(not made yet)", |m| m.as_json())),
+        };
+        f.debug_struct("Message")
+            .field("json", &self.json)
+            .field("raw", &self.raw)
+            .field("second", &second)
+            .finish()
+    }
 }
 
 /// Which form of a message a session takes.
@@ -48,7 +86,7 @@ impl Message {
             json: frame::quote(text).into_boxed_str(),
             raw: Some(text.into()),
             ws_frame: OnceLock::new(),
-            second: None,
+            second: Second::None,
         }))
     }
 
@@ -60,7 +98,7 @@ impl Message {
             json: frame::compact_json(json_text).into_boxed_str(),
             raw: None,
             ws_frame: OnceLock::new(),
-            second: None,
+            second: Second::None,
         }))
     }
 
@@ -71,17 +109,36 @@ impl Message {
 
     /// This message, with `second` as its second form.
     pub fn with_second_form(self, second: Message) -> Message {
-        let first = Arc::unwrap_or_clone(self.0);
+        self.with_second(Second::Made(second))
+    }
+
+    /// This message, with the second form `make` makes of it, made when a session first takes
+    /// the message in that form (and kept from then on).
+    pub fn with_second_form_by(
+        self,
+        make: impl Fn(&Message) -> Message + Send + Sync + 'static,
+    ) -> Message {
+        self.with_second(Second::Later(Box::new(make), OnceLock::new()))
+    }
+
+    fn with_second(self, second: Second) -> Message {
+        let (json, raw) = match Arc::try_unwrap(self.0) {
+            Ok(first) => (first.json, first.raw),
+            Err(shared) => (shared.json.clone(), shared.raw.clone()),
+        };
         Message(Arc::new(Encoded {
-            second: Some(second),
-            ..first
+            json,
+            raw,
+            ws_frame: OnceLock::new(),
+            second,
         }))
     }
 
     /// The message in `form`.
     pub fn in_form(&self, form: Form) -> &Message {
         match (form, &self.0.second) {
-            (Form::Second, Some(second)) => second,
+            (Form::Second, Second::Made(second)) => second,
+            (Form::Second, Second::Later(make, made)) => made.get_or_init(|| make(self)),
             _ => self,
         }
     }
@@ -197,6 +254,34 @@ mod tests {
         assert_eq!(m.as_raw(), r#"{"msg":"Hi all!"}"#);
         let s = Message::from_value("just a string").unwrap();
         assert_eq!(s.as_json(), r#""just a string""#);
+    }
+
+    #[test]
+    fn a_second_form_made_later_is_made_once_and_only_when_taken() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = made.clone();
+        let m = Message::json("7").with_second_form_by(move |first| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Message::json(&format!("{{\"n\":{}}}", first.as_json()))
+        });
+        assert_eq!(m.in_form(Form::First).as_json(), "7");
+        assert_eq!(
+            made.load(Ordering::Relaxed),
+            0,
+            "not taken in its second form yet"
+        );
+        let c = m.clone();
+        assert_eq!(m.in_form(Form::Second).as_json(), r#"{"n":7}"#);
+        assert!(std::ptr::eq(
+            m.in_form(Form::Second).as_json(),
+            c.in_form(Form::Second).as_json()
+        ));
+        assert_eq!(made.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            m,
+            Message::json("7").with_second_form(Message::json(r#"{"n":7}"#))
+        );
     }
 
     #[test]

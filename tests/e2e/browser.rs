@@ -200,7 +200,8 @@ fn the_stock_client_receives_on_every_transport_chromium_can_use() {
             id.as_str(),
             "the page opened on another transport"
         );
-        let subscribe = json!({"name": "subscribe", "data": {"token": token(&user(&id))}});
+        let subscribe =
+            json!({"name": "subscribe", "data": {"token": token(&user(&id)), "replies": true}});
         bridge.command(json!({"cmd": "send", "id": id, "data": subscribe.to_string()}));
         opened.insert(id);
     }

@@ -7,6 +7,7 @@ use crate::support::*;
 #[tokio::test]
 async fn malformed_and_unknown_messages_get_error_replies_and_the_session_lives_on() {
     let (_fwd, srv, bus, mut c) = stack(&[]).await;
+    c.ask_replies().await;
     let cases = [
         ("not json at all", "bad_message"),
         ("[1,2,3]", "bad_message"),

@@ -202,7 +202,8 @@ async fn raw_websocket_receives_json_text_and_subscribes_with_plain_text() {
     let (mut raw, _) = tokio_tungstenite::connect_async(srv.raw_ws_url())
         .await
         .unwrap();
-    let subscribe = json!({"name": "subscribe", "data": {"token": token("raw")}}).to_string();
+    let subscribe =
+        json!({"name": "subscribe", "data": {"token": token("raw"), "replies": true}}).to_string();
     raw.send(WsMessage::Text(subscribe)).await.unwrap();
     let reply = match tokio::time::timeout(WAIT, raw.next()).await.unwrap() {
         Some(Ok(WsMessage::Text(t))) => t,

@@ -22,6 +22,7 @@ mod proxy;
 mod pushnote_js;
 mod recovery;
 mod recovery_bounds;
+mod replies;
 mod routing;
 mod session_bounds;
 mod tokens;

@@ -86,7 +86,8 @@ impl Page {
         reply
     }
 
-    async fn subscribe(&mut self, data: Value, topic: &str) -> Value {
+    async fn subscribe(&mut self, mut data: Value, topic: &str) -> Value {
+        data["replies"] = json!(true);
         let reply = self
             .ask(
                 json!({"name": "subscribe", "data": data}),

@@ -468,12 +468,25 @@ impl Client {
         self.send_text(&value.to_string()).await;
     }
 
-    /// Subscribes with `token` and returns the server's reply, skipping the markers of
-    /// [`sync`] that may still be on their way.
+    /// Subscribes with `token`, asking for replies, and returns the server's reply, skipping
+    /// the markers of [`sync`] that may still be on their way.
     pub async fn subscribe(&mut self, token: &str) -> Value {
-        self.emit(serde_json::json!({"name": "subscribe", "data": {"token": token}}))
-            .await;
+        self.emit(
+            serde_json::json!({"name": "subscribe", "data": {"token": token, "replies": true}}),
+        )
+        .await;
         self.next_unmarked().await
+    }
+
+    /// Turns the session's replies on before anything else (with an `unsubscribe` that asks for
+    /// them, which changes nothing on a new session), taking its reply.
+    pub async fn ask_replies(&mut self) {
+        self.emit(serde_json::json!({"name": "unsubscribe", "data": {"replies": true}}))
+            .await;
+        assert_eq!(
+            self.next_unmarked().await,
+            serde_json::json!({"name": "pushnote:unsubscribed", "data": {}})
+        );
     }
 
     /// The next message that is not a marker of [`sync`] (nor of a channel's sync, which

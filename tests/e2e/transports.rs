@@ -8,13 +8,13 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// A SockJS client over XHR polling, as browsers behind WebSocket-breaking proxies use.
-struct Polling {
+pub(crate) struct Polling {
     session: String,
     received: std::collections::VecDeque<Value>,
 }
 
 impl Polling {
-    async fn open(server: &Server) -> Polling {
+    pub(crate) async fn open(server: &Server) -> Polling {
         let session = format!("{}/000/{}", server.url, rand_id());
         let r = http("POST", &format!("{session}/xhr"), &[], "").await;
         assert_eq!((r.status, r.body.as_str()), (200, "o\n"));
@@ -24,14 +24,14 @@ impl Polling {
         }
     }
 
-    async fn emit(&self, value: Value) {
+    pub(crate) async fn emit(&self, value: Value) {
         let payload = serde_json::to_string(&[value.to_string()]).unwrap();
         let r = http("POST", &format!("{}/xhr_send", self.session), &[], &payload).await;
         assert_eq!(r.status, 204, "{}", r.body);
     }
 
     /// The next message, polling as long as it takes (heartbeats are skipped).
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         while self.received.is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "nothing arrived");
@@ -42,7 +42,7 @@ impl Polling {
 
     /// One poll: its messages are queued; a heartbeat (after the server's interval of
     /// silence) adds none.
-    async fn poll(&mut self) {
+    pub(crate) async fn poll(&mut self) {
         let r = http("POST", &format!("{}/xhr", self.session), &[], "").await;
         let frame = r.body.trim_end();
         if let Some(array) = frame.strip_prefix('a') {
@@ -61,7 +61,7 @@ async fn a_polling_client_subscribes_and_receives_broadcasts_and_its_users_messa
     let bus = publisher(&fwd.sub);
     let mut client = Polling::open(&srv).await;
     client
-        .emit(json!({"name": "subscribe", "data": {"token": token("7")}}))
+        .emit(json!({"name": "subscribe", "data": {"token": token("7"), "replies": true}}))
         .await;
     assert_eq!(client.next().await["name"], "pushnote:subscribed");
     // Broadcasts and targeted messages until both kinds arrive (the bus subscription travels

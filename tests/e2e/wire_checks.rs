@@ -327,7 +327,7 @@ async fn with_log_format_json_every_line_either_binary_writes_is_json() {
 
 /// A request of exactly `bytes` bytes that the server answers with `pushnote:unsubscribed`.
 fn request_of(bytes: usize) -> String {
-    let head = r#"{"name":"unsubscribe","data":{"pad":""#;
+    let head = r#"{"name":"unsubscribe","data":{"replies":true,"pad":""#;
     let tail = r#""}}"#;
     format!(
         "{head}{}{tail}",
@@ -366,6 +366,7 @@ async fn the_message_limit_applies_to_messages_once_decoded_on_websocket() {
     let srv = single_server(&[]);
     for (message, reply) in at_the_limit() {
         let mut c = Client::connect(&srv).await;
+        c.ask_replies().await;
         c.send_raw(&sockjs_payload(&message)).await;
         assert_eq!(c.next().await["name"], reply, "{} bytes", message.len());
         // The session is still open: it answers the next request.
@@ -431,6 +432,17 @@ async fn the_message_limit_applies_to_messages_once_decoded_on_xhr_send() {
     };
     for (message, reply) in at_the_limit() {
         let session = open().await;
+        let ask = json!([json!({"name": "unsubscribe", "data": {"replies": true}}).to_string()]);
+        let r = http(
+            "POST",
+            &format!("{session}/xhr_send"),
+            &[],
+            &ask.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+        let r = http("POST", &format!("{session}/xhr"), &[], "").await;
+        assert!(r.body.contains("pushnote:unsubscribed"), "{}", r.body);
         let payload = sockjs_payload(&message);
         let r = http("POST", &format!("{session}/xhr_send"), &[], &payload).await;
         assert_eq!(r.status, 204, "{} bytes: {}", message.len(), r.body);

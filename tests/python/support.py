@@ -10,6 +10,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -108,16 +110,34 @@ class Forwarder:
 
 
 class Server:
-    """pushnote-server on a free port, connected to `forwarder`, signing with `secret`."""
+    """pushnote-server on a free port, connected to `forwarder`, signing with `secret`, with
+    its /metrics."""
 
     def __init__(self, forwarder, secret):
         env = dict(os.environ, PUSHNOTE_SECRET=secret)
         self.proc = Proc(
             [binary("pushnote-server"), "--port", "0", "--address", "127.0.0.1", "--mq_socket",
-             forwarder.pub],
+             forwarder.pub, "--metrics"],
             env=env,
         )
         self.url = self.proc.value_after("listening on")
+
+    def metric(self, name):
+        """The value of metric `name` (with its labels, if any) in the server's /metrics."""
+        parts = urllib.parse.urlsplit(self.url)
+        url = f"{parts.scheme}://{parts.netloc}/metrics"
+        with urllib.request.urlopen(url, timeout=WAIT) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return int(line.split()[-1])
+        raise AssertionError(f"no metric {name}")
+
+    def wait_metric(self, name, at_least):
+        """Waits until metric `name` reaches `at_least`."""
+        deadline = time.monotonic() + WAIT
+        while (value := self.metric(name)) < at_least:
+            assert time.monotonic() < deadline, f"{name} stayed at {value}"
+            time.sleep(0.05)
 
 
 class Bus:

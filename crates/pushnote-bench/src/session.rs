@@ -116,7 +116,9 @@ impl Session {
             Incoming::Close(code) => anyhow::bail!("closed before the open frame: {code:?}"),
         }
         if let Some(token) = token {
-            let request = serde_json::json!({"name": "subscribe", "data": {"token": token}});
+            // Servers before opt-in replies ignore the field, and answer all the same.
+            let request =
+                serde_json::json!({"name": "subscribe", "data": {"token": token, "replies": true}});
             let frame = serde_json::to_string(&[request.to_string()])?;
             ws.send_text(&frame).await?;
             tokio::time::timeout(SUBSCRIBE_WAIT, subscribed(&mut ws))
@@ -177,7 +179,7 @@ impl Session {
 
     /// Joins `channel` (a private one with its channel `token`) and waits for the reply.
     pub async fn join(&mut self, channel: &str, token: Option<&str>) -> anyhow::Result<()> {
-        let mut data = serde_json::json!({"channel": channel});
+        let mut data = serde_json::json!({"channel": channel, "replies": true});
         if let Some(token) = token {
             data["token"] = token.into();
         }

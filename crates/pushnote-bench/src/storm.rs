@@ -291,11 +291,11 @@ async fn live(
     first: bool,
 ) -> anyhow::Result<bool> {
     let (b_at, u_at) = with_seen(i, |s| (s.broadcast_at.clone(), s.user_at.clone()));
-    let mut positions = json!({"name": "positions", "data": {}});
+    let mut positions = json!({"name": "positions", "data": {"replies": true}});
     if let Some(at) = &b_at {
         positions["data"]["since"] = at.clone();
     }
-    let mut subscribe = json!({"name": "subscribe", "data": {"token": token}});
+    let mut subscribe = json!({"name": "subscribe", "data": {"token": token, "replies": true}});
     if let Some(at) = &u_at {
         subscribe["data"]["since"] = at.clone();
     }

@@ -116,6 +116,8 @@ pub struct ClientHandler {
     refused_log: LogEvery,
     /// Joins refused because the server holds its most channels.
     channels_full_log: LogEvery,
+    /// Errors not sent to sessions that have not turned replies on.
+    withheld_log: LogEvery,
 }
 
 /// What a `since` without positions on is told.
@@ -175,6 +177,7 @@ impl ClientHandler {
             full_log: LogEvery::default(),
             refused_log: LogEvery::default(),
             channels_full_log: LogEvery::default(),
+            withheld_log: LogEvery::default(),
         }
     }
 
@@ -513,6 +516,22 @@ impl ClientHandler {
             Request::Positions { since } => self.positions(session, since).map(|()| None),
         }
     }
+
+    /// Counts and logs (at most once a second) an error not sent to `session`, which has not
+    /// turned replies on: a page written for the original pushnote would take it for data.
+    fn withhold_error(&self, session: &Session, refusal: &Refusal) {
+        self.metrics.count_withheld(Some(refusal.code));
+        if let Some(withheld) = self.withheld_log.tick(Instant::now()) {
+            tracing::warn!(
+                session = session.id(),
+                code = refusal.code.as_str(),
+                error = ?refusal.message,
+                withheld,
+                "client request refused; the error is not sent, as the session has not asked \
+                 for replies (a page written for the original pushnote)"
+            );
+        }
+    }
 }
 
 impl sockjs::Handler for ClientHandler {
@@ -556,7 +575,12 @@ impl sockjs::Handler for ClientHandler {
     }
 
     fn on_message(&self, session: &Session, message: String) {
-        let reply = protocol::parse(&message).and_then(|r| self.handle(session, r));
+        let (request, asks_replies) = protocol::read(&message);
+        // On before the request is handled: its reply may be sent later, in order with the
+        // messages. Every reply sent elsewhere (positions, recovery, channels left) is to a
+        // session that sent positions or a channel request, which turned them on.
+        let replies = self.hub.replies(session, asks_replies);
+        let reply = request.and_then(|r| self.handle(session, r));
         let close = matches!(&reply, Err(r) if r.code == ErrorCode::TooManyAttempts);
         let reply = reply.unwrap_or_else(|refusal| {
             self.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
@@ -565,11 +589,19 @@ impl sockjs::Handler for ClientHandler {
                 code = refusal.code.as_str(),
                 "client request refused"
             );
+            if !replies {
+                self.withhold_error(session, &refusal);
+                return None;
+            }
             Some(protocol::error(&refusal))
         });
         // A full queue closes the session; nothing else to do here.
         if let Some(reply) = reply {
-            let _ = session.send(reply);
+            if replies {
+                let _ = session.send(reply);
+            } else {
+                self.metrics.count_withheld(None);
+            }
         }
         if close {
             session.close(protocol::TOO_MANY_ATTEMPTS);

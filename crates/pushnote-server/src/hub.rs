@@ -61,6 +61,8 @@ struct Entry {
     requests: Budget,
     /// The session asked for positions.
     positions: bool,
+    /// The session turned its replies on.
+    replies: bool,
 }
 
 /// The sessions of one topic.
@@ -151,6 +153,7 @@ impl Hub {
                     attempts: 0,
                     requests: Budget::default(),
                     positions: false,
+                    replies: false,
                 },
             );
             sessions.everyone.take()
@@ -463,6 +466,18 @@ impl Hub {
             .by_id
             .get(&session.id())
             .is_some_and(|e| e.positions)
+    }
+
+    /// Turns `session`'s replies on when `asked`, and tells whether they are on: once on, they
+    /// stay on (false for a session gone).
+    pub fn replies(&self, session: &Session, asked: bool) -> bool {
+        lock(&self.sessions)
+            .by_id
+            .get_mut(&session.id())
+            .is_some_and(|e| {
+                e.replies |= asked;
+                e.replies
+            })
     }
 
     /// Whether `session` is subscribed as a user or in a channel.

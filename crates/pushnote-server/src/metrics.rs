@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::protocol::Why;
+use crate::protocol::{ErrorCode, Why};
 
 /// Every counter and gauge of a server. All updates are relaxed atomics: cheap on hot paths.
 #[derive(Default, Debug)]
@@ -57,6 +57,9 @@ pub struct Metrics {
     pub channel_subscribes_refused: AtomicU64,
     /// Client messages answered with an error.
     pub client_errors: AtomicU64,
+    /// Replies not sent because their session had not turned replies on: the success replies
+    /// first, then the errors, by [`ErrorCode::ALL`]'s order.
+    pub replies_withheld: [AtomicU64; ErrorCode::ALL.len() + 1],
     /// Sessions closed for a message over --max-message-bytes, or a send body or WebSocket
     /// message over its bound (3009).
     pub too_big_closed: AtomicU64,
@@ -106,6 +109,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a reply not sent: the error of `refused`, or (`None`) a success reply.
+    pub fn count_withheld(&self, refused: Option<ErrorCode>) {
+        let slot = refused.map_or(0, |code| code as usize + 1);
+        if let Some(counter) = self.replies_withheld.get(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a request's outcome: recovered with `given` messages, not recovered, or (`None`)
     /// a request without a position.
     pub fn count_recovery(&self, recovered: Option<Result<(), Why>>, given: usize) {
@@ -412,6 +423,21 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "{name}{{kind=\"{kind}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let name = "pushnote_replies_withheld_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Replies not sent because the session had not asked for them (a page \
+             written for the original pushnote), by error code, ok for a success reply.\n\
+             # TYPE {name} counter"
+        );
+        let codes = std::iter::once("ok").chain(ErrorCode::ALL.map(ErrorCode::as_str));
+        for (code, value) in codes.zip(&self.replies_withheld) {
+            let _ = writeln!(
+                out,
+                "{name}{{code=\"{code}\"}} {}",
                 value.load(Ordering::Relaxed)
             );
         }

@@ -15,7 +15,13 @@
 //!
 //! Anything refused is answered `{"name":"pushnote:error","data":{"code":…,"message":…}}` with
 //! one of the [`ErrorCode`]s (and `"channel"` when the request named one), and the session
-//! stays open. Pure: parsing and encoding only.
+//! stays open.
+//!
+//! Answers go only to a session that has turned replies on ([`read`]): with `"replies": true`
+//! in a request's `data`, or with a request the original pushnote never had (`positions`, a
+//! channel's, one with `since`). A page written for the original sends only its subscribe
+//! with a token and takes every message for data, so it receives data only; the handler
+//! counts and logs what it was not told. Pure: parsing and encoding only.
 
 use pushnote_history::history::NotRecovered;
 use pushnote_history::Position;
@@ -91,6 +97,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order they are declared (`code as usize` is its index here).
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownRequest,
+        ErrorCode::BadRequest,
+        ErrorCode::NoSecret,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenExpired,
+        ErrorCode::TooManySessions,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::InvalidChannel,
+        ErrorCode::Forbidden,
+        ErrorCode::TooManyChannels,
+        ErrorCode::ChannelsFull,
+        ErrorCode::TooManyRequests,
+        ErrorCode::NoHistory,
+    ];
+
     /// The code as sent on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -168,12 +192,39 @@ const SINCE_RULE: &str = "\"since\" must be a position as the server gave it: \
 
 /// Parses what a client sent.
 pub fn parse(text: &str) -> Result<Request, Refusal> {
+    read(text).0
+}
+
+/// Parses what a client sent, and tells whether it turns its session's replies on
+/// ([`turns_replies_on`]), refused or not.
+pub fn read(text: &str) -> (Result<Request, Refusal>, bool) {
+    let mut replies = false;
+    let request = parse_noting_replies(text, &mut replies);
+    (request, replies)
+}
+
+/// Whether a client message turns its session's replies on: it asks for them (`"replies":
+/// true` in its `data`), or it is a request the original pushnote never had, which only pages
+/// written for this server send: `positions` (even with `data` this server cannot read), or
+/// one whose `data` has `"channel"` or `"since"`. A page that sends only the original's
+/// `subscribe` with a token receives nothing but its data.
+fn turns_replies_on(name: &str, data: Option<&serde_json::Value>) -> bool {
+    name == "positions"
+        || data.is_some_and(|data| {
+            data.get("replies") == Some(&serde_json::Value::Bool(true))
+                || data.get("channel").is_some()
+                || data.get("since").is_some()
+        })
+}
+
+fn parse_noting_replies(text: &str, replies: &mut bool) -> Result<Request, Refusal> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| {
         Refusal::new(
             ErrorCode::BadMessage,
             format!("expected JSON {{\"name\": …, \"data\": …}}: {e}"),
         )
     })?;
+    *replies = turns_replies_on(&env.name, None);
     let data: serde_json::Value = match env.data {
         None => serde_json::Value::Null,
         Some(raw) => serde_json::from_str(raw.get()).map_err(|e| {
@@ -184,6 +235,7 @@ pub fn parse(text: &str) -> Result<Request, Refusal> {
         })?,
     };
     let name = env.name;
+    *replies = turns_replies_on(&name, Some(&data));
     let channel = string_field(&data, "channel", "the channel's name, a string")?;
     let token = string_field(&data, "token", "the token string")?;
     let since = match data.get("since") {
@@ -497,6 +549,59 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(e.as_json()).unwrap();
         assert_eq!(v["name"], "pushnote:error");
         assert_eq!(v["data"]["code"], "invalid_token");
+    }
+
+    #[test]
+    fn all_lists_every_code_once_in_order() {
+        use ErrorCode::*;
+        // Exhaustive: a code added to the enum does not compile here until it is listed.
+        let index = |code: ErrorCode| match code {
+            BadMessage => 0,
+            UnknownRequest => 1,
+            BadRequest => 2,
+            NoSecret => 3,
+            InvalidToken => 4,
+            TokenExpired => 5,
+            TooManySessions => 6,
+            TooManyAttempts => 7,
+            InvalidChannel => 8,
+            Forbidden => 9,
+            TooManyChannels => 10,
+            ChannelsFull => 11,
+            TooManyRequests => 12,
+            NoHistory => 13,
+        };
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!((index(code), code as usize), (i, i), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn the_originals_subscribe_alone_leaves_replies_off() {
+        let on = |text: &str| read(text).1;
+        assert!(!on(r#"{"name":"subscribe","data":{"token":"t"}}"#));
+        assert!(!on(
+            r#"{"name":"subscribe","data":{"token":"t","replies":false}}"#
+        ));
+        assert!(!on(r#"{"name":"subscribe","data":{"token":7}}"#));
+        assert!(!on(r#"{"name":"unsubscribe"}"#));
+        assert!(!on(r#"{"name":"publish","data":{}}"#));
+        assert!(!on("not json"));
+        // Asked for, even in a request refused; or a request the original never had.
+        for text in [
+            r#"{"name":"subscribe","data":{"token":"t","replies":true}}"#,
+            r#"{"name":"subscribe","data":{"token":7,"replies":true}}"#,
+            r#"{"name":"unsubscribe","data":{"replies":true}}"#,
+            r#"{"name":"publish","data":{"replies":true}}"#,
+            r#"{"name":"positions"}"#,
+            r#"{"name":"positions","data":{"since":{"epoch":1e400,"offset":1}}}"#,
+            r#"{"name":"subscribe","data":{"channel":"news"}}"#,
+            r#"{"name":"subscribe","data":{"channel":5}}"#,
+            r#"{"name":"unsubscribe","data":{"channel":"news"}}"#,
+            r#"{"name":"subscribe","data":{"token":"t","since":null}}"#,
+        ] {
+            assert!(on(text), "{text}");
+        }
     }
 
     #[test]

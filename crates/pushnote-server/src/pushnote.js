@@ -148,10 +148,16 @@
   }
   Pushnote.prototype = Object.create(Emitter.prototype);
 
-  /** Sends `{"name": name, "data": data}`, as the original pushnote's emit; false if closed. */
+  /**
+   * Sends `{"name": name, "data": data}`, as the original pushnote's emit, with `"replies":
+   * true` in an object `data`: the server answers the requests of this library, which pages
+   * written for the original do not get (docs/PROTOCOL.md §6). False if closed.
+   */
   Pushnote.prototype.emit = function (name, data) {
     if (!this._sock || this.state !== "open") return false;
-    this._sock.send(JSON.stringify(data === undefined ? { name: name } : { name: name, data: data }));
+    if (data === undefined || data === null) data = { replies: true };
+    else if (typeof data === "object" && !Array.isArray(data)) data = extend({}, data, { replies: true });
+    this._sock.send(JSON.stringify({ name: name, data: data }));
     return true;
   };
 

@@ -38,7 +38,11 @@ enum Command {
         /// "-" reads them from standard input, one a line: command lines are visible to other
         /// local users. Needs the servers' secret and salt (PUSHNOTE_SECRET, PUSHNOTE_SALT);
         /// only a keyed hash of each token is sent.
-        #[arg(long = "opaque-token", value_name = "TOKEN")]
+        #[arg(
+            long = "opaque-token",
+            value_name = "TOKEN",
+            allow_hyphen_values = true
+        )]
         tokens: Vec<String>,
         #[command(flatten)]
         keys: OptionalKeys,

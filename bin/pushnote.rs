@@ -27,11 +27,25 @@ enum Command {
         #[command(flatten)]
         bus: Bus,
     },
-    /// Send DATA to every session of the given users.
+    /// Send DATA to every session of the given users, or of the pages that subscribed with
+    /// the given tokens.
     Notify {
         /// A recipient user id; repeat for several.
-        #[arg(short, long = "user", required = true)]
+        #[arg(short, long = "user", required_unless_present = "tokens")]
         users: Vec<String>,
+        /// A token pages subscribed with: one the app made itself (an opaque token, which a
+        /// server started with --opaque-tokens takes) or a signed one; repeat for several.
+        /// "-" reads them from standard input, one a line: command lines are visible to other
+        /// local users. Needs the servers' secret and salt (PUSHNOTE_SECRET, PUSHNOTE_SALT);
+        /// only a keyed hash of each token is sent.
+        #[arg(
+            long = "opaque-token",
+            value_name = "TOKEN",
+            allow_hyphen_values = true
+        )]
+        tokens: Vec<String>,
+        #[command(flatten)]
+        keys: OptionalKeys,
         #[command(flatten)]
         data: Data,
         #[command(flatten)]
@@ -113,6 +127,47 @@ struct Keys {
     salt: String,
 }
 
+/// The secret and salt, needed by some uses of a command only.
+#[derive(ClapArgs, Debug)]
+struct OptionalKeys {
+    /// The secret tokens are signed with (the same as pushnote-server's); needed with
+    /// --opaque-token.
+    #[arg(long, env = "PUSHNOTE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The salt tokens are signed with (the same as pushnote-server's).
+    #[arg(long, env = "PUSHNOTE_SALT", default_value = pushnote::DEFAULT_SALT)]
+    salt: String,
+}
+
+impl OptionalKeys {
+    fn signer(&self) -> Result<Signer, String> {
+        let secret = self
+            .secret
+            .as_deref()
+            .ok_or("--opaque-token needs the servers' secret: set PUSHNOTE_SECRET (or --secret)")?;
+        Signer::with_salt(secret, &self.salt, std::iter::empty::<&str>())
+            .map_err(|e| format!("--secret: {e}"))
+    }
+}
+
+/// `tokens`, with each "-" replaced by the lines of standard input.
+fn read_tokens(tokens: Vec<String>) -> Result<Vec<String>, String> {
+    let mut all = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        if token != "-" {
+            all.push(token);
+            continue;
+        }
+        for line in std::io::stdin().lines() {
+            let line = line.map_err(|e| format!("cannot read tokens from standard input: {e}"))?;
+            if !line.is_empty() {
+                all.push(line);
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// A channel name the crate accepts, or its reason why not.
 fn channel_name(name: &str) -> Result<String, wire::WireError> {
     wire::check_channel(name).map(|()| name.to_owned())
@@ -162,10 +217,26 @@ fn run(cli: Cli) -> Result<(), String> {
             let value = data.value()?;
             bus.connect()?.notify_all(&value).map_err(|e| e.to_string())
         }
-        Command::Notify { users, data, bus } => {
+        Command::Notify {
+            users,
+            tokens,
+            keys,
+            data,
+            bus,
+        } => {
             let value = data.value()?;
+            // Checked before anything is sent, so that a bad token sends nothing.
+            let tokens = read_tokens(tokens)?;
+            let mut recipients = users;
+            if !tokens.is_empty() {
+                let signer = keys.signer()?;
+                for token in &tokens {
+                    // The error says why, never the token.
+                    recipients.push(signer.user_of_token(token).map_err(|e| e.to_string())?);
+                }
+            }
             bus.connect()?
-                .notify(&value, &users)
+                .notify(&value, &recipients)
                 .map_err(|e| e.to_string())
         }
         Command::Publish {

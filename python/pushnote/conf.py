@@ -10,6 +10,11 @@ PUSHNOTE_SECRET      the secret tokens are signed with; pushnote-server must hav
                      SECRET_KEY.
 PUSHNOTE_SALT        the salt of tokens; pushnote-server's --salt must match. Default "pushnote".
 PUSHNOTE_TOKENIZER   dotted path to a function(user) -> token used instead of the default.
+PUSHNOTE_OPAQUE_TOKENS  True when PUSHNOTE_TOKENIZER returns tokens it makes itself (a random
+                     string per user kept in the database, say) rather than signed ones:
+                     `notify` then asks the tokenizer for each user's token and sends to the
+                     pages subscribed with it, as the original pushnote did; pushnote-server
+                     must be started with --opaque-tokens. Default False.
 """
 
 import os
@@ -71,3 +76,12 @@ def salt():
 
 def tokenizer_path():
     return setting("PUSHNOTE_TOKENIZER")
+
+
+def opaque_tokens():
+    """PUSHNOTE_OPAQUE_TOKENS: a Django setting (True/False), or in the environment 1, true,
+    yes or on (any case) for True."""
+    value = setting("PUSHNOTE_OPAQUE_TOKENS", False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -12,6 +12,7 @@ queued), SerializationError for data JSON cannot hold, InvalidUserError, Invalid
 and InvalidEventError for ids and names pushnote-server would refuse.
 """
 
+from . import conf, utils
 from .connection import publisher
 from .encoding import to_json
 from .users import user_id
@@ -29,11 +30,27 @@ def notify_all(data, serializer=None):
 
 
 def notify(data, users=(), serializer=None):
-    """Sends `data` to every page subscribed as one of `users` (User objects or user ids)."""
-    ids = [user_id(u) for u in users]
+    """Sends `data` to every page subscribed as one of `users` (User objects or user ids).
+
+    With PUSHNOTE_OPAQUE_TOKENS and a PUSHNOTE_TOKENIZER, to every page subscribed with one
+    of the tokens the tokenizer gives `users`, as the original pushnote did: an opaque token
+    (one that is not of the signed form user:timestamp:signature) reaches the pages that
+    subscribed with it on a server started with --opaque-tokens, and only a keyed hash of it
+    travels the bus; a signed token reaches its user's pages.
+    """
+    ids = _recipients(users)
     if not ids:
         return
     publisher().notify(to_json(data, serializer), ids)
+
+
+def _recipients(users):
+    """The user ids the pages of `users` are subscribed as."""
+    tokenize = utils.tokenizer()
+    if not conf.opaque_tokens() or tokenize is utils.default_tokenize:
+        return [user_id(u) for u in users]
+    signer = utils.signer()
+    return [signer.user_of_token(tokenize(u)) for u in users]
 
 
 def publish(channel, event, data, serializer=None):

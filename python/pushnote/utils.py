@@ -9,7 +9,10 @@ Tokens are Django TimestampSigner tokens signed with PUSHNOTE_SECRET (default: S
 PUSHNOTE_SALT (default "pushnote"); pushnote-server must be given the same secret and salt, and
 refuses tokens older than its --token-max-age (a day by default). PUSHNOTE_TOKENIZER names a
 function(user) -> token that `tokenize` uses instead; the token it makes must name the user id
-`notify` sends to (the user's primary key), or that user's pages receive nothing.
+`notify` sends to (the user's primary key), or that user's pages receive nothing, unless
+PUSHNOTE_OPAQUE_TOKENS is True: then its tokens may be strings the app makes itself (opaque
+tokens, for a pushnote-server started with --opaque-tokens), and `notify` sends to the pages
+subscribed with the token it returns for each user.
 """
 
 import functools

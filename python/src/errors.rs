@@ -33,6 +33,7 @@ pub fn publish_error(py: Python<'_>, e: PublishError, names: &str) -> PyErr {
         PublishError::Zmq(_)
         | PublishError::TooLarge { .. }
         | PublishError::TooManyUsers { .. } => "PushnoteError",
+        PublishError::Token(_) => "TokenError",
     };
     let message = match e {
         PublishError::NotConnected(endpoint) => format!(

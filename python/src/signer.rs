@@ -1,4 +1,5 @@
-//! The `Signer` class: the tokens pages subscribe with, in Django's `TimestampSigner` format.
+//! The `Signer` class: the tokens pages subscribe with, in Django's `TimestampSigner` format,
+//! and the users of tokens an app makes itself (opaque tokens).
 
 use pyo3::prelude::*;
 
@@ -57,6 +58,24 @@ impl Signer {
                 pushnote::TokenError::InvalidUserId => token_error(py, e, user.unwrap_or("")),
                 e => token_error(py, e, channel),
             })
+    }
+
+    /// The user id a server started with `--opaque-tokens` gives a page that subscribes with
+    /// the opaque `token` (one the app made, not signed): a keyed hash of it. Raises
+    /// TokenError (without naming the token) for a token out of bounds or of the signed form.
+    fn opaque_user(&self, py: Python<'_>, token: &str) -> PyResult<String> {
+        self.inner
+            .opaque_user(token)
+            .map_err(|e| token_error(py, e, "the token's user"))
+    }
+
+    /// The user id a page that subscribed with `token` has on a server started with
+    /// `--opaque-tokens`: a signed token's user (signature checked, age not), else the opaque
+    /// token's.
+    fn user_of_token(&self, py: Python<'_>, token: &str) -> PyResult<String> {
+        self.inner
+            .user_of_token(token)
+            .map_err(|e| token_error(py, e, "the token's user"))
     }
 
     fn __repr__(&self) -> &'static str {

@@ -17,6 +17,7 @@ mod http_publish;
 mod interop;
 mod lifecycle;
 mod limits;
+mod opaque_tokens;
 mod overload;
 mod proxy;
 mod pushnote_js;

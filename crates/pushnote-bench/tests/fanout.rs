@@ -22,6 +22,7 @@ fn server_with(adjust: impl FnOnce(&mut ServerConfig)) -> (String, String) {
         signer: Signer::new(SECRET).unwrap(),
         max_age: None,
         max_skew: pushnote::DEFAULT_MAX_CLOCK_SKEW,
+        opaque: false,
     });
     adjust(&mut config);
     let server = Server::new(config).unwrap();

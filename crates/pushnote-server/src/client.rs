@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pushnote::opaque;
 use pushnote::token::ChannelGrant;
 use pushnote::{wire, Signer, TokenError};
 use pushnote_history::Position;
@@ -60,6 +61,9 @@ pub struct TokenPolicy {
     pub max_age: Option<Duration>,
     /// Tokens stamped further than this in the future are refused as invalid.
     pub max_skew: Duration,
+    /// Whether tokens the app made itself are taken (`--opaque-tokens`): a token without the
+    /// form of a signed one is then the user [`Signer::opaque_user`] makes of it.
+    pub opaque: bool,
 }
 
 /// How much one server, one user and one session may take.
@@ -230,10 +234,26 @@ impl ClientHandler {
 
     fn verify(&self, token: &str) -> Result<String, Refusal> {
         let policy = self.policy()?;
+        if policy.opaque && !opaque::looks_signed(token) {
+            return self.opaque_user(policy, token);
+        }
         policy
             .signer
             .verify_within(token, policy.max_age, policy.max_skew)
             .map_err(refusal_of)
+    }
+
+    /// The user of an opaque token, counted; a token out of bounds is refused without being
+    /// named (nor logged).
+    fn opaque_user(&self, policy: &TokenPolicy, token: &str) -> Result<String, Refusal> {
+        let user = policy.signer.opaque_user(token).map_err(|e| {
+            self.metrics
+                .opaque_tokens_refused
+                .fetch_add(1, Ordering::Relaxed);
+            Refusal::new(ErrorCode::InvalidToken, format!("invalid token: {e}"))
+        })?;
+        self.metrics.opaque_tokens.fetch_add(1, Ordering::Relaxed);
+        Ok(user)
     }
 
     fn verify_channel(&self, token: &str) -> Result<ChannelGrant, Refusal> {

@@ -20,6 +20,8 @@ pub const DEFAULT_ROUTE: &str = "/sockjs";
 pub const DEFAULT_TOKEN_MAX_AGE_SECS: u64 = 86_400;
 /// How far in the future a token's timestamp may be, in seconds.
 pub const DEFAULT_TOKEN_MAX_SKEW_SECS: u64 = pushnote::DEFAULT_MAX_CLOCK_SKEW.as_secs();
+/// Whether tokens an app makes itself (opaque ones) are taken: no, only signed tokens.
+pub const DEFAULT_OPAQUE_TOKENS: bool = false;
 /// Seconds without traffic before a heartbeat frame: below the common proxies' 30 s or more.
 pub const DEFAULT_HEARTBEAT_SECS: u64 = 25;
 /// Seconds an HTTP-transport session lives without a receiving request.
@@ -247,6 +249,20 @@ pub struct Flags {
     /// (Django would accept it).
     #[arg(long, env = "PUSHNOTE_TOKEN_MAX_SKEW", default_value_t = DEFAULT_TOKEN_MAX_SKEW_SECS)]
     pub token_max_skew: u64,
+
+    /// Also take tokens the app makes itself (a PUSHNOTE_TOKENIZER returning a random string
+    /// per user, as the original pushnote allowed): a token without the form of a signed one
+    /// (user:timestamp:signature) is then an opaque token, 16 to 512 bytes, and holding it is
+    /// the permission to receive what the app sends to it; it never expires. Signed tokens are
+    /// checked as before. Needs --secret: the bus carries a keyed hash of each opaque token,
+    /// never the token (docs/PROTOCOL.md §3).
+    #[arg(
+        long,
+        env = "PUSHNOTE_OPAQUE_TOKENS",
+        value_parser = FalseyValueParser::new(),
+        default_value_t = DEFAULT_OPAQUE_TOKENS
+    )]
+    pub opaque_tokens: bool,
 
     /// Seconds without traffic after which a session is sent a heartbeat frame. Keep it
     /// below the idle timeout of every proxy between browsers and the server.
@@ -496,6 +512,13 @@ impl Flags {
         let mut config = ServerConfig::new(endpoint, mode);
         config.route = normalize_route(&self.route)?;
         config.tokens = match self.secret.as_deref() {
+            None if self.opaque_tokens => {
+                return Err(
+                    "--opaque-tokens needs --secret (or PUSHNOTE_SECRET): the bus \
+                            carries a hash of each opaque token keyed with it"
+                        .to_owned(),
+                )
+            }
             None => None,
             Some(secret) => {
                 let signer = Signer::with_salt(secret, &self.salt, &self.old_secrets)
@@ -505,6 +528,7 @@ impl Flags {
                     max_age: (self.token_max_age > 0)
                         .then(|| Duration::from_secs(self.token_max_age)),
                     max_skew: Duration::from_secs(self.token_max_skew),
+                    opaque: self.opaque_tokens,
                 })
             }
         };
@@ -760,5 +784,17 @@ mod tests {
             policy.max_skew,
             Duration::from_secs(DEFAULT_TOKEN_MAX_SKEW_SECS)
         );
+        assert_eq!(policy.opaque, DEFAULT_OPAQUE_TOKENS);
+    }
+
+    #[test]
+    fn opaque_tokens_are_opt_in_and_need_a_secret() {
+        const STRONG: &str = "a-secret-of-32-characters-7Hq2Lx";
+        let on = flags(&["--secret", STRONG, "--opaque-tokens"])
+            .config()
+            .unwrap();
+        assert!(on.tokens.unwrap().opaque);
+        let e = refusal(&["--opaque-tokens"]);
+        assert!(e.contains("--opaque-tokens needs --secret"), "{e}");
     }
 }

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub subscribes: AtomicU64,
     /// Refused subscribes (bad token, no secret, malformed request).
     pub subscribes_refused: AtomicU64,
+    /// Opaque tokens taken (`--opaque-tokens`), before the subscribe's other checks.
+    pub opaque_tokens: AtomicU64,
+    /// Opaque tokens refused (`invalid_token`) for their length or characters.
+    pub opaque_tokens_refused: AtomicU64,
     /// Successful channel subscribes.
     pub channel_subscribes: AtomicU64,
     /// Refused channel subscribes (bad name, no or bad token, too many channels).
@@ -282,6 +286,18 @@ impl Metrics {
                 "counter",
                 "Refused subscribes.",
                 &self.subscribes_refused,
+            ),
+            (
+                "pushnote_opaque_tokens_total",
+                "counter",
+                "Opaque tokens taken by subscribes (--opaque-tokens).",
+                &self.opaque_tokens,
+            ),
+            (
+                "pushnote_opaque_tokens_refused_total",
+                "counter",
+                "Opaque tokens refused (invalid_token) for their length or characters.",
+                &self.opaque_tokens_refused,
             ),
             (
                 "pushnote_channel_subscribes_total",

@@ -19,6 +19,8 @@
 //! How the files divide the work:
 //! - `wire.rs` — the bus format: topics and bodies (pure).
 //! - `token.rs` — tokens in Django's `TimestampSigner` format (pure).
+//! - `opaque.rs` — tokens the app makes itself: which they are, their bounds, the user a
+//!   server gives them (pure).
 //! - `secret.rs` — what a token secret or API key must be to be used (pure).
 //! - `publisher.rs` — the ZeroMQ publisher apps call.
 //! - `recover.rs` — recovery on the bus: servers' requests and the forwarder's answers (pure).
@@ -30,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http_publish;
+pub mod opaque;
 mod publisher;
 pub mod recover;
 pub mod secret;

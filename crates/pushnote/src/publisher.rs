@@ -67,6 +67,10 @@ pub enum PublishError {
          high-water mark); nothing was sent: notify them in several calls"
     )]
     TooManyUsers { users: usize, limit: usize },
+    /// A token of [`Publisher::notify_tokens`] is not one a server takes (the message says
+    /// why, never the token). Nothing was sent.
+    #[error("a token cannot be notified: {0}; nothing was sent")]
+    Token(#[from] crate::TokenError),
 }
 
 /// The largest bus message, topic and body, a publisher sends by default: what a forwarder
@@ -215,6 +219,29 @@ impl Publisher {
         U: std::fmt::Display,
     {
         self.send(&self.limits.check(Outgoing::users(data, users)?)?)
+    }
+
+    /// Sends `data` to every session subscribed with one of `tokens`, as the original pushnote
+    /// did: opaque tokens the app made (a server started with `--opaque-tokens` takes them),
+    /// or signed ones. Each token is turned into its user with `signer`
+    /// ([`crate::Signer::user_of_token`]), which holds the servers' secret and salt: the
+    /// tokens themselves never travel the bus. All of them, or, refused whole, none.
+    pub fn notify_tokens<T, I, S>(
+        &self,
+        data: &T,
+        tokens: I,
+        signer: &crate::Signer,
+    ) -> Result<(), PublishError>
+    where
+        T: Serialize + ?Sized,
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let users = tokens
+            .into_iter()
+            .map(|t| signer.user_of_token(t.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.notify(data, &users)
     }
 
     /// Sends `data` as `event` to every session subscribed to `channel`; pages receive

@@ -18,6 +18,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::opaque::{self, OpaqueError};
 use crate::wire;
 
 /// The salt pushnote uses unless configured otherwise. Apps and servers must agree on it.
@@ -63,6 +64,9 @@ pub enum TokenError {
     /// A signer needs a non-empty secret.
     #[error("the secret is empty")]
     EmptySecret,
+    /// An opaque token out of its bounds, or one that has the form of a signed token.
+    #[error(transparent)]
+    Opaque(#[from] OpaqueError),
 }
 
 /// What the salt of channel tokens adds to the salt of user tokens, so that neither kind of
@@ -76,6 +80,9 @@ pub struct Signer {
     keys: Vec<[u8; 32]>,
     /// The same for channel tokens, with the salt + [`CHANNEL_SALT_SUFFIX`].
     channel_keys: Vec<[u8; 32]>,
+    /// The key of opaque tokens' user ids, with the salt + [`opaque::OPAQUE_SALT_SUFFIX`]:
+    /// the current secret's only.
+    opaque_key: [u8; 32],
 }
 
 /// What a channel token grants: subscribing to `channel`, by any session or only by a session
@@ -122,6 +129,7 @@ impl Signer {
             return Err(TokenError::EmptySecret);
         }
         let channel_salt = format!("{salt}{CHANNEL_SALT_SUFFIX}");
+        let opaque_key = derive_key(&format!("{salt}{}", opaque::OPAQUE_SALT_SUFFIX), secret);
         let mut keys = vec![derive_key(salt, secret)];
         let mut channel_keys = vec![derive_key(&channel_salt, secret)];
         for old in old_secrets {
@@ -132,7 +140,11 @@ impl Signer {
             keys.push(derive_key(salt, old));
             channel_keys.push(derive_key(&channel_salt, old));
         }
-        Ok(Signer { keys, channel_keys })
+        Ok(Signer {
+            keys,
+            channel_keys,
+            opaque_key,
+        })
     }
 
     /// The token for `user`, stamped now. Fails only for an invalid user id.
@@ -206,6 +218,34 @@ impl Signer {
             channel: channel.to_owned(),
             user: user.map(str::to_owned),
         })
+    }
+
+    /// The user id a server started with `--opaque-tokens` gives a page that subscribes with
+    /// the opaque `token` (one the app made, not signed): `~` and the keyed hash of the token
+    /// (`opaque.rs` has the formula). Notifying that user reaches those pages; the token
+    /// itself never travels the bus. Refused, without naming the token, out of its bounds or
+    /// when it has the form of a signed token (servers check such a token as one).
+    pub fn opaque_user(&self, token: &str) -> Result<String, TokenError> {
+        if opaque::looks_signed(token) {
+            return Err(OpaqueError::LooksSigned.into());
+        }
+        opaque::check_opaque(token)?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.opaque_key)
+            .expect("HMAC takes keys of any size");
+        mac.update(token.as_bytes());
+        let hash = base64_url_nopad(&mac.finalize().into_bytes());
+        Ok(format!("{}{hash}", opaque::OPAQUE_USER_PREFIX))
+    }
+
+    /// The user id a page that subscribed with `token` has on a server started with
+    /// `--opaque-tokens`, whichever the token is: a signed token's user (its signature is
+    /// checked, its age is not), else the opaque token's ([`Signer::opaque_user`]).
+    pub fn user_of_token(&self, token: &str) -> Result<String, TokenError> {
+        if opaque::looks_signed(token) {
+            self.verify_within(token, None, DEFAULT_MAX_CLOCK_SKEW)
+        } else {
+            self.opaque_user(token)
+        }
     }
 
     /// Checks `token` and returns its user id. `max_age` of `None` accepts any age; a token
@@ -526,6 +566,41 @@ mod tests {
         assert_eq!(s.verify_at(&t, None, SKEW, NOW).unwrap(), "org:7");
         assert_eq!(s.tokenize_at("", NOW), Err(TokenError::InvalidUserId));
         assert_eq!(s.tokenize_at("a\0", NOW), Err(TokenError::InvalidUserId));
+    }
+
+    #[test]
+    fn opaque_users_are_a_keyed_hash_of_the_token_never_the_token() {
+        let s = Signer::new("k").unwrap();
+        let token = "0f3c2a9e8b7d4c1f9a2b3c4d5e6f7a8b";
+        let user = s.opaque_user(token).unwrap();
+        // base64url(HMAC-SHA256(SHA-256("pushnote.opaque" "signer" "k"), token)), in Python:
+        // hmac.new(hashlib.sha256(b"pushnote.opaquesignerk").digest(), token, "sha256")
+        assert_eq!(user, "~TRL-9_ZlNJ8wWr6c2qWLxaWSiBkfRpWa1YweFT7N7Xg");
+        assert!(!user.contains(token));
+        assert!(wire::check_user_id(&user).is_ok());
+        assert_eq!(s.user_of_token(token).unwrap(), user);
+        // Another secret or salt, another user; old secrets play no part.
+        assert_ne!(Signer::new("k2").unwrap().opaque_user(token).unwrap(), user);
+        let salted = Signer::with_salt("k", "else", [""; 0]).unwrap();
+        assert_ne!(salted.opaque_user(token).unwrap(), user);
+        let rotated = Signer::with_salt("k", DEFAULT_SALT, ["old"]).unwrap();
+        assert_eq!(rotated.opaque_user(token).unwrap(), user);
+        // Signed tokens are their user's, checked; they are never opaque.
+        let signed = s.tokenize_at("42", NOW).unwrap();
+        assert_eq!(s.user_of_token(&signed).unwrap(), "42");
+        assert_eq!(
+            s.opaque_user(&signed),
+            Err(TokenError::Opaque(OpaqueError::LooksSigned))
+        );
+        let forged = Signer::new("other")
+            .unwrap()
+            .tokenize_at("42", NOW)
+            .unwrap();
+        assert_eq!(s.user_of_token(&forged), Err(TokenError::BadSignature));
+        assert_eq!(
+            s.opaque_user("short"),
+            Err(TokenError::Opaque(OpaqueError::Length(5)))
+        );
     }
 
     #[test]

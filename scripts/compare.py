@@ -28,6 +28,8 @@ Scenarios (--scenarios, comma-separated, default all):
   idle   --idle-sessions sessions, idle: RSS per session, and connects/s
   t1k    1,000 sessions of one user each, 1,000 messages/s each to one random user
   t19k   the same with --idle-sessions sessions (targeted latency at N = 19,500)
+  t200   10,000 sessions of one user each, 200 messages/s in all for 20 s, each to one random
+         user: the targeted path at a light rate over many users
   t20k   10,000 sessions of one user each, 20,000 messages/s in all, each to one random user:
          the targeted path at a high rate (server CPU and latency against the floor's)
   rtt    no server: `pushnote-bench echo` on the server's core and `pushnote-bench rtt` on the
@@ -41,7 +43,7 @@ Scenarios (--scenarios, comma-separated, default all):
          message in its envelope: notify_all carrying as many bytes per delivery as cmax and
          c1m, to tell what the envelope's bytes cost from what channels' routing does
 Servers named in --no-targeted (default none: floor-raw matches the original format's
-recipients as plain tokens) skip t1k, t19k and t20k; servers of the original bus format, and
+recipients as plain tokens) skip t1k, t19k, t200 and t20k; servers of the original bus format, and
 those named in --no-channels (builds from before channels), skip the channel scenarios.
 """
 
@@ -101,6 +103,8 @@ def scenario_args(name, a):
     if name in ("t1k", "t19k"):
         n = 1000 if name == "t1k" else a.idle_sessions
         return ["--sessions", str(n), "--targeted", "--rate", "1000", "--duration", "10"]
+    if name == "t200":
+        return ["--sessions", "10000", "--targeted", "--rate", "200", "--duration", "20"]
     if name == "t20k":
         return ["--sessions", "10000", "--targeted", "--rate", "20000", "--duration", "10"]
     raise SystemExit(f"unknown scenario {name}")
@@ -222,9 +226,16 @@ def table(results):
         ("session connects/s", "idle", "connects_per_s", 1.0),
         ("targeted p99 ms, N = 1,000", "t1k", "latency_p99_us", 0.001),
         ("targeted p99 ms, N = 19,500", "t19k", "latency_p99_us", 0.001),
+        ("targeted 200 msg/s, N = 10,000: p90 ms", "t200", "latency_p90_us", 0.001),
+        ("… ÷ floor-raw's, same round", "t200", "vs_floor:latency_p90_us", 1.0),
+        ("targeted 200 msg/s, N = 10,000: p99 ms", "t200", "latency_p99_us", 0.001),
+        ("targeted 200 msg/s, N = 10,000: server CPU %", "t200", "server_cpu_percent", 1.0),
+        ("… ÷ floor-raw's, same round", "t200", "vs_floor:server_cpu_percent", 1.0),
         ("targeted 20,000 msg/s, N = 10,000: p90 ms", "t20k", "latency_p90_us", 0.001),
+        ("… ÷ floor-raw's, same round", "t20k", "vs_floor:latency_p90_us", 1.0),
         ("targeted 20,000 msg/s, N = 10,000: p99 ms", "t20k", "latency_p99_us", 0.001),
         ("targeted 20,000 msg/s, N = 10,000: server CPU %", "t20k", "server_cpu_percent", 1.0),
+        ("… ÷ floor-raw's, same round", "t20k", "vs_floor:server_cpu_percent", 1.0),
         ("lost+dup+reordered (max)", "max", "faults", 1.0),
         ("lost+dup+reordered (1 M/s)", "1m", "faults", 1.0),
         ("lost+dup+reordered (targeted)", "t19k", "faults", 1.0),
@@ -266,6 +277,9 @@ def table(results):
                 v = round_ratio(results, (n, channel), (n, scen), k)
             elif key == "floor_ratio":
                 v = floor_ratio(results, n)
+            elif key.startswith("vs_floor:"):
+                # The same figure of floor-raw in the same round (named floor-raw in the run).
+                v = round_ratio(results, (n, scen), ("floor-raw", scen), key.split(":")[1])
             else:
                 v = figure(results, n, scen, key)
                 v = None if v is None else v * scale
@@ -287,7 +301,7 @@ def main():
     p.add_argument("--scenarios", default="max+cmax,1m+c1m,light+clight,idle,t1k,t19k",
                    help="comma-separated; scenarios joined with + run in turn in each round")
     p.add_argument("--no-targeted", default="",
-                   help="servers (comma-separated) without users: they skip t1k, t19k, t20k")
+                   help="servers (comma-separated) without users: they skip t1k, t19k, t200, t20k")
     p.add_argument("--no-channels", default="",
                    help="servers (comma-separated) without channels: they skip cmax, c1m, clight")
     p.add_argument("--table", metavar="JSONL", help="only print the table of a results file")
@@ -325,7 +339,7 @@ def main():
 
     def skips(server, scenario):
         name, fmt, _ = server
-        if scenario in ("t1k", "t19k", "t20k"):
+        if scenario in ("t1k", "t19k", "t200", "t20k"):
             return name in a.no_targeted.split(",")
         if scenario in CHANNEL_SCENARIOS or scenario in PADDED_SCENARIOS:
             return fmt != "pushnote" or name in a.no_channels.split(",")

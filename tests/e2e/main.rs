@@ -17,6 +17,8 @@ mod http_publish;
 mod interop;
 mod lifecycle;
 mod limits;
+mod nginx;
+mod nginx_capacity;
 mod overload;
 mod proxy;
 mod pushnote_js;

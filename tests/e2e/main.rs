@@ -9,6 +9,7 @@ mod channels;
 mod client_protocol;
 mod delivery;
 mod deploy;
+mod deploy_docs;
 mod faults;
 mod flags;
 mod hardening;

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
 
 use crate::nginx::{tempdir, Nginx, Site};
+use crate::proxied::{open_websocket, receive};
 use crate::support::*;
 
 const SESSIONS: usize = 10_000;
@@ -51,63 +50,6 @@ fn raise_nofile() -> u64 {
         assert_eq!(nofile().0, hard);
     }
     hard
-}
-
-/// A WebSocket handshake through nginx to `/sockjs/<server>/<session>/websocket`, and the
-/// session's open frame: the open connection, or why not.
-async fn open(port: u16, n: usize) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let request = format!(
-        "GET /sockjs/{}/c{n}/websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-         Upgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        n % 1000
-    );
-    s.write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = s.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err(format!("closed after {:?}", String::from_utf8_lossy(&got)));
-        }
-        got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            if !got.starts_with(b"HTTP/1.1 101") {
-                return Err(String::from_utf8_lossy(&got[..end]).into_owned());
-            }
-            // The open frame: a text frame of one byte, "o".
-            match &got[end + 4..] {
-                [] | [0x81] | [0x81, 0x01] => continue,
-                [0x81, 0x01, b'o', ..] => return Ok(s),
-                other => return Err(format!("no open frame: {other:?}")),
-            }
-        }
-    }
-}
-
-/// Reads `s` until `marker` has arrived.
-async fn receive(mut s: TcpStream, marker: String) -> bool {
-    let mut window: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 2048];
-    loop {
-        let Ok(n) = s.read(&mut buf).await else {
-            return false;
-        };
-        if n == 0 {
-            return false;
-        }
-        window.extend_from_slice(&buf[..n]);
-        if window.windows(marker.len()).any(|w| w == marker.as_bytes()) {
-            return true;
-        }
-        let keep = window.len().saturating_sub(marker.len());
-        window.drain(..keep);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,9 +93,11 @@ async fn ten_thousand_websocket_sessions_through_the_shipped_nginx_configuration
             let gate = gate.clone();
             tokio::spawn(async move {
                 let _permit = gate.acquire().await;
-                timeout_at(deadline, open(port, n))
+                let server = (n % 1000).to_string();
+                timeout_at(deadline, open_websocket(port, &server, &format!("c{n}")))
                     .await
                     .unwrap_or_else(|_| Err("no answer in time".into()))
+                    .map(|(s, _)| s)
             })
         })
         .collect();

@@ -19,7 +19,7 @@ fn user(transport: &str, round: &str) -> String {
 /// and, every 300 ms, publishes a broadcast and each user's message and has each page send a
 /// message, until every page has had both or `limit` has passed; which pages had both and are
 /// still open.
-fn deliveries(
+pub(crate) fn deliveries(
     bridge: &mut Bridge,
     bus: &pushnote::Publisher,
     url: &str,

@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod nginx;
 mod nginx_capacity;
+mod nginx_restart;
 mod overload;
 mod proxied;
 mod proxy;

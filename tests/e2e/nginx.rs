@@ -49,7 +49,7 @@ pub(crate) struct Site<'a> {
     pub servers: &'a [u16],
     /// TLS on the port, with a certificate of the test's (else plain HTTP).
     pub tls: bool,
-    /// The configuration's `hash` stickiness (else round robin).
+    /// The configuration's stickiness, its cookie and its hash (else round robin).
     pub sticky: bool,
     /// Locations added to the server block (where "The rest of your site" is).
     pub locations: String,
@@ -84,16 +84,13 @@ fn replace(text: &str, from: &str, to: &str) -> String {
 /// deploy/nginx/pushnote.conf as `site` runs it.
 fn site_conf(dir: &Path, site: &Site) -> String {
     let text = std::fs::read_to_string(repo_path("deploy/nginx/pushnote.conf")).unwrap();
-    let upstreams: String = site
-        .servers
-        .iter()
-        .map(|p| format!("    server 127.0.0.1:{p};\n"))
-        .collect();
-    let mut text = replace(
-        &text,
-        "    server 127.0.0.1:8081;\n    server 127.0.0.1:8082;\n",
-        &upstreams,
-    );
+    // The configuration's two servers, 8081 and 8082, wherever it names them (the upstreams
+    // and the cookie's map).
+    assert_eq!(site.servers.len(), 2, "the configuration lists two servers");
+    let mut text = replace(&text, "8081", "\u{0}a");
+    text = replace(&text, "8082", "\u{0}b");
+    text = text.replace("\u{0}a", &site.servers[0].to_string());
+    text = text.replace("\u{0}b", &site.servers[1].to_string());
     let listen = format!(
         "    listen 127.0.0.1:{}{}{};\n",
         site.port,
@@ -122,6 +119,11 @@ fn site_conf(dir: &Path, site: &Site) -> String {
     );
     if !site.sticky {
         text = replace(&text, "    hash $pushnote_session consistent;\n", "");
+        text = replace(
+            &text,
+            "proxy_pass http://$pushnote_upstream;",
+            "proxy_pass http://pushnote;",
+        );
     }
     replace(
         &text,

@@ -330,3 +330,67 @@ async fn a_server_cut_off_from_its_forwarder_gets_no_new_sessions_through_haprox
     drop(haproxy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_sessions_through_haproxy_stay_on_their_server_when_another_comes_back() {
+    let dir = tempdir("pushnote-haproxy-restart");
+    let fwd = forwarder();
+    let bus = publisher(&fwd.sub);
+    let flags = ["--heartbeat", "1", "--session-rate-per-address", "0"];
+    let a_port = free_port().to_string();
+    let a_args = || {
+        let mut args = server_args(&fwd, &a_port);
+        args.extend_from_slice(&flags);
+        args
+    };
+    let a = spawn_server(&mut server_cmd(&a_args()), false);
+    let b = server(&fwd, &flags);
+    let (name_a, name_b) = (format!("s{a_port}"), format!("s{}", port_of(&b)));
+    let port = free_port();
+    let servers = [port_of(&a), port_of(&b)];
+    let site = Site {
+        port,
+        servers: &servers,
+        tls: false,
+        global: String::new(),
+        frontend: String::new(),
+        backend: "\thttp-response set-header X-Upstream %s\n".into(),
+    };
+    let haproxy = Haproxy::start(&dir, &site);
+    haproxy.wait_up(&[&name_a, &name_b]);
+
+    // Server a stops; HAProxy takes it out, and sessions opened meanwhile all begin on b.
+    drop(a);
+    haproxy.wait_up(&[&name_b]);
+    let base = format!("http://127.0.0.1:{port}/sockjs");
+    let mut sessions = Vec::new();
+    for n in 0..10 {
+        let p = Polling::open(&base, n, "x-upstream").await;
+        assert_eq!(p.upstream.as_deref(), Some(name_b.as_str()));
+        sessions.push(p);
+    }
+    // Server a is back, with fewer connections than b: balanced alone, the sessions' next
+    // requests would go to it.
+    let _a = spawn_server(&mut server_cmd(&a_args()), false);
+    haproxy.wait_up(&[&name_a, &name_b]);
+    // Three rounds, each published once every session has the one before: every session
+    // polls again between them, and each poll must reach b.
+    for round in 0..3 {
+        let marker = format!("stayed-{round}-{}", rand_id());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !sessions.iter().all(|p| p.received(&marker)) {
+            let ended: Vec<_> = sessions.iter().filter_map(Polling::ended).collect();
+            assert!(ended.is_empty(), "sessions lost: {ended:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "every session receives"
+            );
+            bus.notify_all(&json!({ "marker": marker })).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ended: Vec<_> = sessions.iter().filter_map(Polling::ended).collect();
+    assert!(ended.is_empty(), "sessions lost: {ended:?}");
+    drop(haproxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}

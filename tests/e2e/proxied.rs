@@ -156,7 +156,8 @@ pub(crate) struct Polling {
     pub upstream: Option<String>,
     /// Every answer to its polls after the open frame, in order.
     answers: Arc<Mutex<Vec<String>>>,
-    /// Why it ended: a status other than 200, or a close frame.
+    /// Why it ended: a status other than 200, a close frame, or an open frame (its poll
+    /// reached a server that did not hold it).
     ended: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
@@ -185,7 +186,9 @@ impl Polling {
                     Ok(Err(why)) => (0, why),
                     Err(_) => (0, "no answer in time".to_owned()),
                 };
-                if status != 200 || body.starts_with('c') {
+                // A second open frame: the poll reached a server that did not hold the
+                // session, which opened a new one of the same id.
+                if status != 200 || body.starts_with('c') || body.starts_with('o') {
                     *e.lock().unwrap() = Some(format!("{status} {body}"));
                     return;
                 }

@@ -129,4 +129,5 @@ fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stick
         assert!(!got[t], "{t} fails without stickiness: {got:?}");
     }
     drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
 }

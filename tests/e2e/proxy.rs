@@ -3,138 +3,13 @@
 //! configuration's stickiness, the same pages fail on the HTTP transports: the test can tell.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::browser::{Bridge, TRANSPORTS};
+use crate::nginx::{tempdir, Nginx, Site};
 use crate::support::*;
-
-/// A self-signed certificate for 127.0.0.1, made with openssl.
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
-/// nginx in the foreground with the repository's configuration, on `port` instead of 443, in
-/// front of `servers`; without its stickiness (round robin) when `sticky` is false.
-struct Nginx {
-    proc: Proc,
-}
-
-impl Nginx {
-    fn start(dir: &Path, port: u16, servers: &[u16], sticky: bool) -> Nginx {
-        let (cert, key) = certificate(dir);
-        let site = std::fs::read_to_string(repo_path("deploy/nginx/pushnote.conf")).unwrap();
-        let upstreams: String = servers
-            .iter()
-            .map(|p| format!("    server 127.0.0.1:{p};\n"))
-            .collect();
-        let mut site = site
-            .replace(
-                "    server 127.0.0.1:8081;\n    server 127.0.0.1:8082;\n",
-                &upstreams,
-            )
-            .replace(
-                "    listen 443 ssl;\n    listen [::]:443 ssl;\n",
-                &format!("    listen 127.0.0.1:{port} ssl;\n"),
-            )
-            .replace(
-                "/etc/ssl/certs/push.example.com.pem",
-                cert.to_str().unwrap(),
-            )
-            .replace(
-                "/etc/ssl/private/push.example.com.key",
-                key.to_str().unwrap(),
-            );
-        assert!(
-            site.contains(&upstreams) && site.contains(&format!(":{port} ssl")),
-            "{site}"
-        );
-        if !sticky {
-            let hash = "    hash $pushnote_session consistent;\n";
-            assert!(site.contains(hash));
-            site = site.replace(hash, "");
-        }
-        // The client script the iframe transports load, from the same TLS origin (an https
-        // iframe may not load an http script).
-        let script = repo_path("tests/browser/node_modules/sockjs-client/dist/sockjs.min.js");
-        site = site.replace(
-            "    # The rest of your site.\n",
-            &format!(
-                "    location = /sockjs.min.js {{ alias {}; }}\n",
-                script.display()
-            ),
-        );
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             types {{ application/javascript js; }}\n{site}\n}}\n"
-        );
-        let file = dir.join("nginx.conf");
-        std::fs::write(&file, conf).unwrap();
-        let test = Command::new("nginx")
-            .arg("-t")
-            .arg("-c")
-            .arg(&file)
-            .arg("-p")
-            .arg(dir)
-            .output()
-            .expect("nginx (Debian's nginx package)");
-        assert!(
-            test.status.success(),
-            "{}",
-            String::from_utf8_lossy(&test.stderr)
-        );
-        let proc = Proc::spawn(
-            Command::new("nginx")
-                .arg("-c")
-                .arg(&file)
-                .arg("-p")
-                .arg(dir),
-        );
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx listens");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { proc }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // A fast shutdown: the master ends its workers, then itself, freeing the port.
-        self.proc.signal("TERM");
-        let _ = self.proc.wait_exit(WAIT);
-    }
-}
 
 fn user(transport: &str, round: &str) -> String {
     format!("proxy-{round}-{transport}")
@@ -144,7 +19,7 @@ fn user(transport: &str, round: &str) -> String {
 /// and, every 300 ms, publishes a broadcast and each user's message and has each page send a
 /// message, until every page has had both or `limit` has passed; which pages had both and are
 /// still open.
-fn deliveries(
+pub(crate) fn deliveries(
     bridge: &mut Bridge,
     bus: &pushnote::Publisher,
     url: &str,
@@ -210,8 +85,7 @@ fn deliveries(
 
 #[test]
 fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stickiness() {
-    let dir = std::env::temp_dir().join(format!("pushnote-nginx-{}", rand_id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("pushnote-nginx");
     let (mut bridge, _origin) = Bridge::start();
     let port = free_port();
     let sockjs_url = format!("https://127.0.0.1:{port}/sockjs.min.js");
@@ -222,7 +96,16 @@ fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stick
     let bus = publisher(&fwd.sub);
     let url = format!("https://127.0.0.1:{port}/sockjs");
 
-    let nginx = Nginx::start(&dir, port, &[port_of(&a), port_of(&b)], true);
+    let servers = [port_of(&a), port_of(&b)];
+    // The client script the iframe transports load, from the same TLS origin (an https
+    // iframe may not load an http script).
+    let script = repo_path("tests/browser/node_modules/sockjs-client/dist/sockjs.min.js");
+    let mut site = Site::new(port, &servers);
+    site.locations = format!(
+        "    location = /sockjs.min.js {{ alias {}; }}\n",
+        script.display()
+    );
+    let nginx = Nginx::start(&dir, &site);
     let got = deliveries(&mut bridge, &bus, &url, "sticky", Duration::from_secs(60));
     assert!(
         got.values().all(|&d| d),
@@ -232,7 +115,8 @@ fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stick
 
     // The same pages without the hash on the session: the HTTP transports' requests go to
     // either server, and a session's requests miss the server that holds it.
-    let nginx = Nginx::start(&dir, port, &[port_of(&a), port_of(&b)], false);
+    site.sticky = false;
+    let nginx = Nginx::start(&dir, &site);
     let got = deliveries(
         &mut bridge,
         &bus,
@@ -245,4 +129,5 @@ fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stick
         assert!(!got[t], "{t} fails without stickiness: {got:?}");
     }
     drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -232,7 +232,8 @@ async fn the_forwarders_idle_http_connections_are_closed() {
         let mut finished = TcpStream::connect(port).await.unwrap();
         let health = format!("GET /health HTTP/1.1\r\nHost: {port}\r\n\r\n");
         finished.write_all(health.as_bytes()).await.unwrap();
-        assert_eq!(status_within(&mut finished, WAIT).await, Some(200));
+        // Answered (200 once a server is connected, 503 before): the request is finished.
+        assert!(status_within(&mut finished, WAIT).await.is_some());
         held.push((port.to_owned(), "idle after a request", finished));
         let silent = TcpStream::connect(port).await.unwrap();
         held.push((port.to_owned(), "idle from the start", silent));

@@ -30,6 +30,7 @@ fn format() -> LogFormat {
 
 pub mod body;
 pub mod connections;
+pub mod metrics;
 
 /// The default log filter.
 pub const DEFAULT_LOG: &str = "info";

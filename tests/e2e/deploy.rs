@@ -90,7 +90,7 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 /// Runs `promtool check metrics` on `text`; its complaints, if any.
-fn promtool(text: &str) -> String {
+pub(crate) fn promtool(text: &str) -> String {
     use std::io::Write;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])

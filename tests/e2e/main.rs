@@ -14,6 +14,7 @@ mod faults;
 mod flags;
 mod haproxy;
 mod hardening;
+mod histograms;
 mod http_bounds;
 mod http_publish;
 mod interop;

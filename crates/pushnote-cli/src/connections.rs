@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +35,8 @@ use hyper::service::Service;
 use hyper::{Body, HeaderMap, Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
+
+use crate::metrics::Figures;
 
 /// Seconds a client may take to send a request's headers.
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
@@ -84,45 +85,34 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The Prometheus text of these figures, named `{prefix}_…` (for example
-    /// `pushnote_http_connections`).
-    pub fn render(&self, prefix: &str, out: &mut String) {
-        let mut row = |name: &str, kind: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {prefix}{name} {help}\n# TYPE {prefix}{name} {kind}\n{prefix}{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        };
-        row("", "gauge", "HTTP connections open now.", &self.open);
-        row(
-            "_closed_idle_total",
-            "counter",
+    /// Writes these figures, named `{prefix}…` (for example `pushnote_http_connections`).
+    pub fn encode(&self, prefix: &str, figures: &mut Figures) -> std::fmt::Result {
+        let load = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
+        figures.gauge(prefix, "HTTP connections open now.", load(&self.open))?;
+        figures.counter(
+            &format!("{prefix}_closed_idle_total"),
             "HTTP connections closed after --idle-timeout with no request in progress.",
-            &self.closed_idle,
-        );
-        row(
-            "_evicted_total",
-            "counter",
+            load(&self.closed_idle),
+        )?;
+        figures.counter(
+            &format!("{prefix}_evicted_total"),
             "HTTP connections closed to make room for new ones (descriptors ran out, or the \
              most connections were open): the idle ones, or those sending a request body, \
              longest first.",
-            &self.evicted,
-        );
-        row(
-            "_refused_total",
-            "counter",
+            load(&self.evicted),
+        )?;
+        figures.counter(
+            &format!("{prefix}_refused_total"),
             "HTTP connections closed as soon as accepted: the most connections were open and \
              none could give way.",
-            &self.refused,
-        );
-        row(
-            "_header_timeouts_total",
-            "counter",
+            load(&self.refused),
+        )?;
+        figures.counter(
+            &format!("{prefix}_header_timeouts_total"),
             "HTTP connections closed because a request's headers took longer than \
              --header-timeout.",
-            &self.header_timeouts,
-        );
+            load(&self.header_timeouts),
+        )
     }
 }
 

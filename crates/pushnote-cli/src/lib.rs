@@ -1,7 +1,8 @@
 //! What the pushnote binaries share: the logging flags and their set-up, the shutdown signal,
 //! lines on standard output, exit codes, and the HTTP layer both processes serve on:
 //! `connections.rs` (idle and header timeouts, room made when descriptors run out) and
-//! `body.rs` (a request's body read within bounds of size and time).
+//! `body.rs` (a request's body read within bounds of size and time); and `metrics.rs`, the
+//! Prometheus text both serve at `/metrics`.
 //!
 //! Logs go to standard error: coloured text on a terminal, plain text anywhere else (a file, a
 //! pipe, a service manager's journal), or one JSON object per line with `--log-format json`,
@@ -30,6 +31,7 @@ fn format() -> LogFormat {
 
 pub mod body;
 pub mod connections;
+pub mod metrics;
 
 /// The default log filter.
 pub const DEFAULT_LOG: &str = "info";

@@ -249,15 +249,9 @@ impl Thread {
 
     fn gauges(&self) {
         let (m, h) = (&self.metrics, &self.history);
-        m.history_topics.store(h.topics() as u64, Ordering::Relaxed);
-        m.history_bytes.store(h.bytes() as u64, Ordering::Relaxed);
-        m.history_messages
-            .store(h.messages() as u64, Ordering::Relaxed);
-        let counts = h.counts();
+        m.history.store(h);
         m.topics_forgotten
-            .store(counts.forgotten, Ordering::Relaxed);
-        m.history_evicted.store(counts.evicted, Ordering::Relaxed);
-        m.history_expired.store(counts.expired, Ordering::Relaxed);
+            .store(h.counts().forgotten, Ordering::Relaxed);
     }
 
     /// Reads what servers sent up: their subscriptions (ZeroMQ applies those itself) and

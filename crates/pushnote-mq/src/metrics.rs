@@ -1,8 +1,10 @@
 //! The forwarder's counters, served as Prometheus text by `pushnote-mq --metrics ADDR`.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use pushnote_cli::metrics::{self, Collector, DescriptorEncoder, Figures, HistoryFigures};
 
 /// Why the forwarder dropped a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,16 +55,8 @@ pub struct Metrics {
     pub forwarded_bytes: AtomicU64,
     /// Messages dropped, by [`Dropped`] reason.
     pub dropped: [AtomicU64; 3],
-    /// Topics the history knows now.
-    pub history_topics: AtomicU64,
-    /// What the history's topics and messages take, by estimate.
-    pub history_bytes: AtomicU64,
-    /// Messages kept now.
-    pub history_messages: AtomicU64,
-    /// Messages dropped before their time (past --history-size or --history-memory).
-    pub history_evicted: AtomicU64,
-    /// Messages dropped for their age (--history-ttl).
-    pub history_expired: AtomicU64,
+    /// The history's figures.
+    pub history: HistoryFigures,
     /// Topics forgotten, idle or over the memory budget.
     pub topics_forgotten: AtomicU64,
     /// Recovery requests answered.
@@ -88,153 +82,108 @@ impl Metrics {
         self.dropped[why as usize].load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition of every figure.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut row = |name: &str, kind: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        };
-        row(
+    /// The Prometheus text of every figure.
+    pub fn render(self: &Arc<Self>) -> String {
+        metrics::render(Exposed(self.clone()))
+    }
+
+    /// Writes every figure.
+    fn encode(&self, figures: &mut Figures) -> fmt::Result {
+        let load = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
+        figures.gauge(
             "pushnote_mq_running",
-            "gauge",
             "1 while the forwarder forwards (its sockets bound, its thread running).",
-            &self.running,
-        );
-        row(
+            load(&self.running),
+        )?;
+        figures.counter(
             "pushnote_mq_http_published_total",
-            "counter",
             "Messages published through POST /publish (--http).",
-            &self.http_published,
-        );
-        row(
+            load(&self.http_published),
+        )?;
+        figures.counter(
             "pushnote_mq_http_refused_total",
-            "counter",
             "POST /publish requests refused: no or a wrong key, a bad body or target, a \
              message the bus would drop or too many, or the bus not connected.",
-            &self.http_refused,
-        );
-        row(
+            load(&self.http_refused),
+        )?;
+        figures.counter(
             "pushnote_mq_http_refused_unread_total",
-            "counter",
             "POST /publish requests answered on their headers, their body unread: no or a \
              wrong key (401), a Content-Length over --max-message-bytes (413).",
-            &self.http_refused_unread,
-        );
-        row(
+            load(&self.http_refused_unread),
+        )?;
+        figures.counter(
             "pushnote_mq_http_body_timeouts_total",
-            "counter",
             "POST /publish bodies that did not arrive within --body-timeout (answered 408).",
-            &self.http_body_timeouts,
-        );
-        row(
+            load(&self.http_body_timeouts),
+        )?;
+        figures.counter(
             "pushnote_mq_messages_received_total",
-            "counter",
             "Messages received from apps.",
-            &self.received,
-        );
-        row(
+            load(&self.received),
+        )?;
+        figures.counter(
             "pushnote_mq_messages_forwarded_total",
-            "counter",
             "Messages handed on to the servers subscribed to their topic.",
-            &self.forwarded,
-        );
-        row(
+            load(&self.forwarded),
+        )?;
+        figures.counter(
             "pushnote_mq_forwarded_bytes_total",
-            "counter",
             "Bytes of the messages forwarded, every frame.",
-            &self.forwarded_bytes,
-        );
-        row(
-            "pushnote_mq_history_topics",
-            "gauge",
-            "Topics the history knows (their epoch and last position, and kept messages).",
-            &self.history_topics,
-        );
-        row(
-            "pushnote_mq_history_bytes",
-            "gauge",
-            "What the history's topics and messages take, by estimate (bounded by \
-             --history-memory).",
-            &self.history_bytes,
-        );
-        row(
-            "pushnote_mq_history_messages",
-            "gauge",
-            "Messages kept for recovery now.",
-            &self.history_messages,
-        );
-        row(
-            "pushnote_mq_history_evicted_total",
-            "counter",
-            "Messages dropped from the history before their time (--history-size, \
-             --history-memory).",
-            &self.history_evicted,
-        );
-        row(
-            "pushnote_mq_history_expired_total",
-            "counter",
-            "Messages dropped from the history for their age (--history-ttl).",
-            &self.history_expired,
-        );
-        row(
+            load(&self.forwarded_bytes),
+        )?;
+        figures.counter(
             "pushnote_mq_topics_forgotten_total",
-            "counter",
             "Topics forgotten, idle (--topic-idle) or over --history-memory: their next \
              message starts a new epoch.",
-            &self.topics_forgotten,
-        );
-        row(
+            load(&self.topics_forgotten),
+        )?;
+        figures.counter(
             "pushnote_mq_recoveries_total",
-            "counter",
             "Recovery requests of servers answered.",
-            &self.recoveries,
-        );
-        row(
+            load(&self.recoveries),
+        )?;
+        figures.counter(
             "pushnote_mq_recovered_messages_total",
-            "counter",
             "Kept messages given in answers to recovery requests.",
-            &self.recovered_messages,
-        );
-        row(
+            load(&self.recovered_messages),
+        )?;
+        figures.counter(
             "pushnote_mq_recovered_bytes_total",
-            "counter",
             "Bytes of kept message bodies given in answers to recovery requests.",
-            &self.recovered_bytes,
-        );
-        row(
+            load(&self.recovered_bytes),
+        )?;
+        figures.counter(
             "pushnote_mq_recoveries_busy_total",
-            "counter",
             "Recovery requests answered busy, with nothing: what they missed would pass the \
              server's allowance or --recovery-rate.",
-            &self.recoveries_busy,
-        );
-        row(
+            load(&self.recoveries_busy),
+        )?;
+        figures.counter(
             "pushnote_mq_requests_malformed_total",
-            "counter",
             "Frames from servers that were neither a subscription nor a recovery request.",
-            &self.requests_malformed,
-        );
+            load(&self.requests_malformed),
+        )?;
+        self.history.encode("pushnote_mq", figures)?;
         self.http_connections
-            .render("pushnote_mq_http_connections", &mut out);
-        let name = "pushnote_mq_messages_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Messages dropped: topic longer than --max-topic-bytes, message \
-             larger than --max-message-bytes, or not [topic, body].\n# TYPE {name} counter"
-        );
-        for why in Dropped::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                why.as_str(),
-                self.dropped(why)
-            );
-        }
-        out
+            .encode("pushnote_mq_http_connections", figures)?;
+        figures.counters(
+            "pushnote_mq_messages_dropped_total",
+            "Messages dropped: topic longer than --max-topic-bytes, message larger than \
+             --max-message-bytes, or not [topic, body].",
+            "reason",
+            Dropped::ALL.map(|why| (why.as_str(), self.dropped(why))),
+        )
+    }
+}
+
+/// A forwarder's figures, read at scrape time.
+#[derive(Debug)]
+struct Exposed(Arc<Metrics>);
+
+impl Collector for Exposed {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        self.0.encode(&mut Figures::new(encoder))
     }
 }
 
@@ -244,7 +193,7 @@ mod tests {
 
     #[test]
     fn every_figure_has_help_and_type_and_drops_have_their_reason() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.count_drop(Dropped::TooLarge);
         let text = m.render();
         assert!(text.contains("pushnote_mq_messages_dropped_total{reason=\"too_large\"} 1"));

@@ -441,7 +441,7 @@ impl Bus {
             if i % 64 == 63 {
                 now = Instant::now();
             }
-            let Some((frames, late)) = state.backlog.pop(now) else {
+            let Some((frames, late)) = state.backlog.pop(now, metrics) else {
                 return;
             };
             if frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
@@ -469,6 +469,7 @@ impl Bus {
                 self.shed(frames, now, metrics, state);
             } else {
                 self.handle(frames, hub, metrics, state);
+                now = state.backlog.delivered(metrics);
             }
         }
     }

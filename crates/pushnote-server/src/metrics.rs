@@ -1,8 +1,13 @@
 //! Counters of one server, served as Prometheus text at `/metrics` when enabled.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use pushnote_cli::metrics::{
+    self, Collector, DescriptorEncoder, Figures, Histogram, HistoryFigures,
+};
 
 use crate::protocol::{ErrorCode, Why};
 
@@ -67,16 +72,8 @@ pub struct Metrics {
     /// Sessions closed for a message over --max-message-bytes, or a send body or WebSocket
     /// message over its bound (3009).
     pub too_big_closed: AtomicU64,
-    /// What the history takes now, by estimate, in bytes.
-    pub history_bytes: AtomicU64,
-    /// Messages the history keeps now.
-    pub history_messages: AtomicU64,
-    /// Topics the history remembers now.
-    pub history_topics: AtomicU64,
-    /// Messages the history dropped before their time (a topic's count, or the byte budget).
-    pub history_evicted: AtomicU64,
-    /// Messages the history dropped for their age.
-    pub history_expired: AtomicU64,
+    /// The history's figures (a `--single` server's own).
+    pub history: HistoryFigures,
     /// Requests with a position that were given everything missed since.
     pub recoveries: AtomicU64,
     /// Messages given to sessions by those requests.
@@ -110,6 +107,34 @@ pub struct Metrics {
     pub publish_refused_unread: AtomicU64,
     /// `POST /publish` bodies that did not arrive within `--body-timeout` (408).
     pub publish_body_timeouts: AtomicU64,
+    /// The distributions of bus delivery and recovery.
+    pub histograms: Histograms,
+}
+
+/// The histograms of a server: what an operator reads a tail from, not a gauge.
+#[derive(Debug)]
+pub struct Histograms {
+    /// How long each bus message waited in the backlog (`overload.rs`) before its delivery
+    /// began, or before it was shed.
+    pub bus_wait: Histogram,
+    /// How long from a bus message's read to its write (or queueing, behind) to the last of
+    /// its sessions.
+    pub delivery: Histogram,
+    /// How long a request with a position took from the request to its answer.
+    pub recovery_time: Histogram,
+    /// How many messages a recovered request was given.
+    pub recovery_messages: Histogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Histograms {
+        Histograms {
+            bus_wait: Histogram::seconds(),
+            delivery: Histogram::seconds(),
+            recovery_time: Histogram::seconds(),
+            recovery_messages: Histogram::counts(),
+        }
+    }
 }
 
 impl Metrics {
@@ -122,13 +147,17 @@ impl Metrics {
     }
 
     /// Counts a request's outcome: recovered with `given` messages, not recovered, or (`None`)
-    /// a request without a position.
-    pub fn count_recovery(&self, recovered: Option<Result<(), Why>>, given: usize) {
+    /// a request without a position; one with a position was answered `took` after it came.
+    pub fn count_recovery(&self, recovered: Option<Result<(), Why>>, given: usize, took: Duration) {
+        if recovered.is_some() {
+            self.histograms.recovery_time.observe_duration(took);
+        }
         match recovered {
             Some(Ok(())) => {
                 self.recoveries.fetch_add(1, Ordering::Relaxed);
                 self.recovered_messages
                     .fetch_add(given as u64, Ordering::Relaxed);
+                self.histograms.recovery_messages.observe(given as u64);
             }
             Some(Err(why)) => {
                 self.recoveries_failed.fetch_add(1, Ordering::Relaxed);
@@ -140,8 +169,13 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
+    /// The Prometheus text of every figure.
+    pub fn render(self: &Arc<Self>) -> String {
+        metrics::render(Exposed(self.clone()))
+    }
+
+    /// Writes every figure.
+    fn encode(&self, figures: &mut Figures) -> fmt::Result {
         let rows: &[(&str, &str, &str, &AtomicU64)] = &[
             (
                 "pushnote_http_publish_refused_unread_total",
@@ -331,37 +365,6 @@ impl Metrics {
                 &self.too_big_closed,
             ),
             (
-                "pushnote_history_bytes",
-                "gauge",
-                "What the history of recent messages takes, by estimate (--history-memory).",
-                &self.history_bytes,
-            ),
-            (
-                "pushnote_history_messages",
-                "gauge",
-                "Messages the history keeps now.",
-                &self.history_messages,
-            ),
-            (
-                "pushnote_history_topics",
-                "gauge",
-                "Topics the history remembers now.",
-                &self.history_topics,
-            ),
-            (
-                "pushnote_history_evicted_total",
-                "counter",
-                "Messages dropped from the history before --history-ttl: past --history-size \
-                 for their topic, or past --history-memory.",
-                &self.history_evicted,
-            ),
-            (
-                "pushnote_history_expired_total",
-                "counter",
-                "Messages dropped from the history at --history-ttl.",
-                &self.history_expired,
-            ),
-            (
                 "pushnote_recoveries_total",
                 "counter",
                 "Requests with a position given everything they missed since.",
@@ -408,55 +411,75 @@ impl Metrics {
                 &self.recovery_bytes_held,
             ),
         ];
-        let mut out = String::new();
         for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+            let value = value.load(Ordering::Relaxed);
+            match *kind {
+                "counter" => figures.counter(name, help, value)?,
+                _ => figures.gauge(name, help, value)?,
+            }
         }
+        self.history.encode("pushnote", figures)?;
         self.connections
-            .render("pushnote_http_connections", &mut out);
-        let lag = self.bus_lag_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP pushnote_bus_lag_seconds How long the oldest bus message waiting for delivery \
-             has waited (shed past --max-lag).\n# TYPE pushnote_bus_lag_seconds gauge\n\
-             pushnote_bus_lag_seconds {lag}"
-        );
-        let name = "pushnote_bus_messages_shed_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Bus messages not delivered because they waited past --max-lag \
-             (recoverable where there is history), by kind.\n# TYPE {name} counter"
-        );
-        for (kind, value) in [
-            ("broadcast", &self.bus_shed_broadcasts),
-            ("user", &self.bus_shed_user_messages),
-            ("channel", &self.bus_shed_channel_messages),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{kind}\"}} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        let name = "pushnote_replies_withheld_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Replies not sent because the session had not asked for them (a page \
-             written for the original pushnote), by error code, ok for a success reply.\n\
-             # TYPE {name} counter"
-        );
+            .encode("pushnote_http_connections", figures)?;
+        figures.gauge(
+            "pushnote_bus_lag_seconds",
+            "How long the oldest bus message waiting for delivery has waited (shed past \
+             --max-lag).",
+            self.bus_lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )?;
+        let load = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
+        figures.counters(
+            "pushnote_bus_messages_shed_total",
+            "Bus messages not delivered because they waited past --max-lag (recoverable where \
+             there is history), by kind.",
+            "kind",
+            [
+                ("broadcast", load(&self.bus_shed_broadcasts)),
+                ("user", load(&self.bus_shed_user_messages)),
+                ("channel", load(&self.bus_shed_channel_messages)),
+            ],
+        )?;
         let codes = std::iter::once("ok").chain(ErrorCode::ALL.map(ErrorCode::as_str));
-        for (code, value) in codes.zip(&self.replies_withheld) {
-            let _ = writeln!(
-                out,
-                "{name}{{code=\"{code}\"}} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        out
+        figures.counters(
+            "pushnote_replies_withheld_total",
+            "Replies not sent because the session had not asked for them (a page written for \
+             the original pushnote), by error code, ok for a success reply.",
+            "code",
+            codes.zip(self.replies_withheld.iter().map(load)),
+        )?;
+        let h = &self.histograms;
+        figures.histogram(
+            "pushnote_bus_delivery_lag_seconds",
+            "How long each bus message waited in the server between its read off the bus and \
+             the start of its delivery (or its shedding past --max-lag).",
+            &h.bus_wait,
+        )?;
+        figures.histogram(
+            "pushnote_delivery_latency_seconds",
+            "How long from a bus message's read off the bus until it was written to the last \
+             of its sessions (queued to their writers, when the server is behind).",
+            &h.delivery,
+        )?;
+        figures.histogram(
+            "pushnote_recovery_seconds",
+            "How long requests with a position took from the request to the answer (with a \
+             forwarder: its round trip, up to the 3 s it is given).",
+            &h.recovery_time,
+        )?;
+        figures.histogram(
+            "pushnote_recovery_messages",
+            "Messages given to each request with a position that was recovered.",
+            &h.recovery_messages,
+        )
+    }
+}
+
+/// A server's figures, read at scrape time.
+#[derive(Debug)]
+struct Exposed(Arc<Metrics>);
+
+impl Collector for Exposed {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        self.0.encode(&mut Figures::new(encoder))
     }
 }

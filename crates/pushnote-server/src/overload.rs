@@ -42,6 +42,8 @@ pub struct Backlog {
     unreported: [u64; 3],
     logged: Option<Instant>,
     last_shed: Option<Instant>,
+    /// When the message popped last was read.
+    popped: Option<Instant>,
 }
 
 impl Backlog {
@@ -57,6 +59,7 @@ impl Backlog {
             unreported: [0; 3],
             logged: None,
             last_shed: None,
+            popped: None,
         }
     }
 
@@ -83,16 +86,27 @@ impl Backlog {
     }
 
     /// The oldest message, and whether it is to be shed: past the lag bound at `now`, or
-    /// beyond the bounds of what is kept.
-    pub fn pop(&mut self, now: Instant) -> Option<(Vec<Vec<u8>>, bool)> {
+    /// beyond the bounds of what is kept. Its wait goes into the bus lag histogram.
+    pub fn pop(&mut self, now: Instant, metrics: &Metrics) -> Option<(Vec<Vec<u8>>, bool)> {
         let over = self.over();
         let (at, frames) = self.waiting.pop_front()?;
         self.bytes -= size(&frames);
-        let late = over
-            || self
-                .max_lag
-                .is_some_and(|max| now.saturating_duration_since(at) > max);
+        let waited = now.saturating_duration_since(at);
+        metrics.histograms.bus_wait.observe_duration(waited);
+        self.popped = Some(at);
+        let late = over || self.max_lag.is_some_and(|max| waited > max);
         Some((frames, late))
+    }
+
+    /// After the message popped last was delivered: the time it took since it was read goes
+    /// into the delivery latency histogram. Returns the time now, the one clock read.
+    pub fn delivered(&self, metrics: &Metrics) -> Instant {
+        let now = Instant::now();
+        if let Some(at) = self.popped {
+            let took = now.saturating_duration_since(at);
+            metrics.histograms.delivery.observe_duration(took);
+        }
+        now
     }
 
     /// Counts a message of `topic` shed at `now`.
@@ -169,6 +183,7 @@ mod tests {
 
     #[test]
     fn what_waited_past_the_bound_is_late_and_what_did_not_is_delivered() {
+        let metrics = Metrics::default();
         let mut backlog = Backlog::new(Some(Duration::from_secs(2)), 10, 1 << 20);
         let t0 = Instant::now();
         backlog.push(t0, frames(wire::BROADCAST_TOPIC));
@@ -179,9 +194,12 @@ mod tests {
             backlog.overloaded(now),
             "behind by more than half the bound"
         );
-        assert!(backlog.pop(now).unwrap().1, "2.5 s old: shed");
-        assert!(!backlog.pop(now).unwrap().1, "1.5 s old: delivered");
-        assert!(backlog.pop(now).is_none());
+        assert!(backlog.pop(now, &metrics).unwrap().1, "2.5 s old: shed");
+        assert!(
+            !backlog.pop(now, &metrics).unwrap().1,
+            "1.5 s old: delivered"
+        );
+        assert!(backlog.pop(now, &metrics).is_none());
         assert_eq!(backlog.lag(now), Duration::ZERO);
         assert!(!backlog.overloaded(now));
     }
@@ -206,6 +224,7 @@ mod tests {
 
     #[test]
     fn past_the_message_or_byte_bound_the_oldest_are_shed_and_reading_stops_at_twice_it() {
+        let metrics = Metrics::default();
         let now = Instant::now();
         let mut backlog = Backlog::new(None, 2, 1 << 20);
         for _ in 0..3 {
@@ -214,20 +233,26 @@ mod tests {
         assert!(backlog.has_room(), "reading goes on past the bound");
         backlog.push(now, frames(b"all\0"));
         assert!(!backlog.has_room(), "twice the bound: reading stops");
-        assert!(backlog.pop(now).unwrap().1, "four kept, two allowed: shed");
-        assert!(backlog.pop(now).unwrap().1, "three kept: shed");
-        assert!(!backlog.pop(now).unwrap().1, "two kept: delivered");
+        assert!(
+            backlog.pop(now, &metrics).unwrap().1,
+            "four kept, two allowed: shed"
+        );
+        assert!(backlog.pop(now, &metrics).unwrap().1, "three kept: shed");
+        assert!(
+            !backlog.pop(now, &metrics).unwrap().1,
+            "two kept: delivered"
+        );
         // 15 bytes each, 16 allowed.
         let mut backlog = Backlog::new(None, 100, 16);
         for _ in 0..3 {
             backlog.push(now, frames(b"user:someone\0"));
         }
         assert!(!backlog.has_room(), "past twice 16 bytes");
-        assert!(backlog.pop(now).unwrap().1, "45 bytes: shed");
-        assert!(backlog.pop(now).unwrap().1, "30 bytes: shed");
+        assert!(backlog.pop(now, &metrics).unwrap().1, "45 bytes: shed");
+        assert!(backlog.pop(now, &metrics).unwrap().1, "30 bytes: shed");
         let later = now + Duration::from_secs(3600);
         assert!(
-            !backlog.pop(later).unwrap().1,
+            !backlog.pop(later, &metrics).unwrap().1,
             "15 bytes, no lag bound: delivered"
         );
         assert!(backlog.has_room());

@@ -14,7 +14,6 @@
 //! reply, none of the broadcasts on their way to it are given again, and the page ignores the
 //! bare broadcasts that came before the reply (docs/PROTOCOL.md §6).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -130,7 +129,8 @@ impl Recovery {
         if let Some(Err(why)) = recovered {
             tracing::debug!(session = session.id(), ?why, "not recovered");
         }
-        self.metrics.count_recovery(recovered, messages.len());
+        self.metrics
+            .count_recovery(recovered, messages.len(), now.elapsed());
         messages.push(reply(
             joined,
             Outcome {
@@ -147,15 +147,6 @@ impl Recovery {
     }
 
     fn gauges(&self, history: &History<Kept>) {
-        let m = &self.metrics;
-        m.history_bytes
-            .store(history.bytes() as u64, Ordering::Relaxed);
-        m.history_messages
-            .store(history.messages() as u64, Ordering::Relaxed);
-        m.history_topics
-            .store(history.topics() as u64, Ordering::Relaxed);
-        let counts = history.counts();
-        m.history_evicted.store(counts.evicted, Ordering::Relaxed);
-        m.history_expired.store(counts.expired, Ordering::Relaxed);
+        self.metrics.history.store(history);
     }
 }

@@ -88,6 +88,8 @@ struct Pending {
     /// is answered busy.
     busy: bool,
     reply: Reply,
+    /// When the session asked.
+    asked: Instant,
     deadline: Instant,
 }
 
@@ -215,6 +217,7 @@ impl Remote {
                     received: 0,
                     busy: false,
                     reply: Box::new(reply),
+                    asked: Instant::now(),
                     deadline: Instant::now() + ANSWER_TIMEOUT,
                 },
             );
@@ -446,7 +449,8 @@ impl Remote {
     }
 
     fn answer(&self, p: Pending, at: Position, recovered: Option<Result<(), Why>>) {
-        self.metrics.count_recovery(recovered, p.messages.len());
+        self.metrics
+            .count_recovery(recovered, p.messages.len(), p.asked.elapsed());
         if recovered == Some(Err(Why::Busy)) {
             self.log_busy();
         }

@@ -36,7 +36,7 @@ use pushnote::wire::{self, BusMessage, Target};
 use pushnote_history::Position;
 use sockjs::Message;
 
-use crate::config::BUS_BACKLOG_BYTES;
+use crate::config::{BusMode, BUS_BACKLOG_BYTES};
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::inproc;
@@ -46,15 +46,6 @@ use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
 use crate::remote::{Filled, Remote, Upstream};
 use crate::subscriptions::Subscriptions;
-
-/// Whether the server connects to a forwarder or binds the bus itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BusMode {
-    /// Connect to a forwarder's server-facing (PUB) endpoint.
-    Connect,
-    /// Bind the endpoint; apps connect to it directly (`--single`).
-    Bind,
-}
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]

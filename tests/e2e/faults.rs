@@ -365,10 +365,13 @@ async fn publishers_cannot_move_a_single_servers_loss_count_with_forged_stamps()
     sync(&bus, &mut client, None).await;
     let ctx = zmq::Context::new();
     let raw = raw_publisher(&ctx, &endpoint, SINGLE_SERVER_SUBSCRIPTION);
-    // Run 7, numbers 1 and then 1,000,000: as if 999,998 went missing.
+    // Epoch 7, offsets 1 and then 1,000,000: as if 999,998 went missing.
     for number in [1u32, 1_000_000] {
-        let stamp = pushnote::wire::Stamp { run: 7, number };
-        let topic = [&b"all\0"[..], &stamp.to_bytes()].concat();
+        let stamp = pushnote::Position {
+            epoch: 7,
+            offset: number,
+        };
+        let topic = [&b"all\0"[..], &pushnote::wire::stamp_bytes(stamp)].concat();
         let body = format!(r#"{{"name":"notify_all","data":{number}}}"#);
         raw.send_multipart([topic, body.into_bytes()], 0).unwrap();
     }

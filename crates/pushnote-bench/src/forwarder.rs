@@ -54,7 +54,7 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
     let total = args.messages;
     let receiver = std::thread::spawn(move || -> anyhow::Result<Tally> {
         let (mut next, mut lost, mut reordered) = (0u64, 0u64, 0u64);
-        let (mut numbered, mut numbered_lost) = (None::<wire::Stamp>, 0u64);
+        let (mut numbered, mut numbered_lost) = (None::<wire::Position>, 0u64);
         let mut last = Instant::now();
         let mut frame = zmq::Message::new();
         loop {
@@ -67,8 +67,8 @@ pub fn run(args: ForwarderBench) -> anyhow::Result<()> {
             if frame.get_more() {
                 // The topic; the body follows.
                 if let Ok((_, Some(stamp))) = wire::split_stamp(&frame) {
-                    if let Some(last) = numbered.filter(|l| l.run == stamp.run) {
-                        numbered_lost += u64::from(stamp.skipped_after(last.number).unwrap_or(0));
+                    if let Some(last) = numbered.filter(|l| l.epoch == stamp.epoch) {
+                        numbered_lost += u64::from(stamp.skipped_after(last.offset).unwrap_or(0));
                     }
                     numbered = Some(stamp);
                 }

@@ -17,4 +17,28 @@ impl Position {
     pub fn start(self) -> Position {
         Position { offset: 0, ..self }
     }
+
+    /// How many offsets were skipped between `last` and this position's, across the wrap to 0;
+    /// `None` when this offset is not after `last` (not within 2³¹ of it), which one epoch of a
+    /// forwarder never sends.
+    pub fn skipped_after(self, last: u32) -> Option<u32> {
+        let step = self.offset.wrapping_sub(last);
+        (step != 0 && step <= 1 << 31).then(|| step - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Position;
+
+    #[test]
+    fn skipped_offsets_are_counted_across_the_wrap() {
+        let at = |offset| Position { epoch: 1, offset };
+        assert_eq!(at(8).skipped_after(7), Some(0));
+        assert_eq!(at(10).skipped_after(7), Some(2));
+        assert_eq!(at(0).skipped_after(u32::MAX), Some(0));
+        assert_eq!(at(2).skipped_after(u32::MAX - 1), Some(3));
+        assert_eq!(at(7).skipped_after(7), None);
+        assert_eq!(at(6).skipped_after(7), None);
+    }
 }

@@ -7,7 +7,7 @@
 //! message that is not `[topic, body]` with a NUL-terminated topic, whose topic is a reply
 //! topic, or whose topic or size is over its limit, is dropped and counted.
 //!
-//! Every message gets its topic's next position from the [`History`] (a [`wire::Stamp`] after
+//! Every message gets its topic's next position from the [`History`] (a [`wire::stamp_bytes`] after
 //! the topic's NUL), which keeps a copy of its body within the history's limits. ZeroMQ drops
 //! messages for a server whose queue is full (`--hwm`) without a word; each server counts the
 //! positions it never saw. A server's recovery request ([`recover::Request`], sent up the same
@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pushnote::recover::{self, End, Part, Request};
-use pushnote::wire::{self, Stamp};
+use pushnote::wire;
 use pushnote_history::history::NotRecovered;
 use pushnote_history::{History, Position};
 
@@ -299,7 +299,7 @@ impl Thread {
         let end = match request.since {
             None => End::Position,
             Some(since) => {
-                let (recovered, from) = self.history.resume(topic, since.into(), now);
+                let (recovered, from) = self.history.resume(topic, since, now);
                 let bytes: u64 = match from.map(|from| self.history.after(topic, from, now)) {
                     Some(Ok(kept)) => kept.map(|(_, body)| body.len() as u64).sum(),
                     _ => 0,
@@ -324,11 +324,7 @@ impl Thread {
                 }
             }
         };
-        let part = Part::End {
-            id,
-            position: position.into(),
-            end,
-        };
+        let part = Part::End { id, position, end };
         let sent = self
             .publisher
             .send(&reply_topic[..], zmq::SNDMORE)
@@ -389,10 +385,9 @@ impl Thread {
             },
             now,
         );
-        let stamp = Stamp::from(position);
         let mut topic = zmq::Message::with_size(topic_len + wire::STAMP_BYTES);
         topic[..topic_len].copy_from_slice(&frames[0][..topic_len]);
-        topic[topic_len..].copy_from_slice(&stamp.to_bytes());
+        topic[topic_len..].copy_from_slice(&wire::stamp_bytes(position));
         let body = frames.pop().expect("checked: two frames");
         let sent = self
             .publisher
@@ -418,10 +413,7 @@ fn give<'a>(
 ) -> (u64, u64) {
     let (mut count, mut bytes) = (0, 0);
     for (at, body) in kept {
-        let part = Part::Message {
-            id,
-            position: at.into(),
-        };
+        let part = Part::Message { id, position: at };
         let sent = publisher
             .send(reply_topic, zmq::SNDMORE)
             .and_then(|()| publisher.send(&part.encode()[..], zmq::SNDMORE))

@@ -21,7 +21,7 @@
 //! receives every topic's messages, those of users and channels with no session here too, so
 //! that a page that comes back is given what was published while it was away.
 //!
-//! The forwarder gives each topic's messages their positions ([`wire::Stamp`]), which sessions
+//! The forwarder gives each topic's messages their positions ([`wire::stamp_bytes`]), which sessions
 //! with positions on are given with each message; `Gaps` counts the positions that never
 //! arrived, the messages ZeroMQ dropped on the way here.
 
@@ -32,11 +32,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pushnote::recover;
-use pushnote::wire::{self, BusMessage, Stamp, Target};
+use pushnote::wire::{self, BusMessage, Target};
 use pushnote_history::Position;
 use sockjs::Message;
 
-use crate::config::BUS_BACKLOG_BYTES;
+use crate::config::{BusMode, BUS_BACKLOG_BYTES};
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::inproc;
@@ -46,15 +46,6 @@ use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
 use crate::remote::{Filled, Remote, Upstream};
 use crate::subscriptions::Subscriptions;
-
-/// Whether the server connects to a forwarder or binds the bus itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BusMode {
-    /// Connect to a forwarder's server-facing (PUB) endpoint.
-    Connect,
-    /// Bind the endpoint; apps connect to it directly (`--single`).
-    Bind,
-}
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -555,7 +546,7 @@ impl Bus {
             ),
             // The forwarder's stamp is the message's position.
             (None, Some(stamp)) if self.mode == BusMode::Connect => {
-                deliver(&state.fanout, &with_position(bare, kind, stamp.into(), &m));
+                deliver(&state.fanout, &with_position(bare, kind, stamp, &m));
             }
             (None, _) => deliver(&state.fanout, &bare),
         }
@@ -600,20 +591,20 @@ impl Bus {
             position,
         } = filled;
         let held = state.filling.remove(&topic).unwrap_or_default();
-        let had = |stamp: Stamp, last: Option<Stamp>| {
-            last.is_some_and(|l| l.run == stamp.run && stamp.number <= l.number)
+        let had = |stamp: Position, last: Option<Position>| {
+            last.is_some_and(|l| l.epoch == stamp.epoch && stamp.offset <= l.offset)
         };
         for (stamp, body) in messages {
             if had(stamp, state.gaps.last(&topic)) {
                 continue;
             }
             let mut t = topic.clone();
-            t.extend_from_slice(&stamp.to_bytes());
+            t.extend_from_slice(&wire::stamp_bytes(stamp));
             self.handle(vec![t, body], hub, metrics, state);
         }
         // What the forwarder had but no longer kept is lost.
         if let Some(position) = position {
-            if !had(position, state.gaps.last(&topic)) && position.number > 0 {
+            if !had(position, state.gaps.last(&topic)) && position.offset > 0 {
                 let missed = state.gaps.advance(&topic, position);
                 metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
             }
@@ -734,7 +725,7 @@ const LOSS_LOG_EVERY: Duration = Duration::from_secs(1);
 /// that never arrived (ZeroMQ dropped them past a high-water mark, or while disconnected).
 #[derive(Default)]
 struct Gaps {
-    last: HashMap<Vec<u8>, Stamp>,
+    last: HashMap<Vec<u8>, Position>,
     /// Lost messages not logged yet.
     unreported: u64,
     logged: Option<Instant>,
@@ -744,11 +735,11 @@ impl Gaps {
     /// Notes a message's stamp; returns how many messages of its topic were missed just before
     /// it. The first message of a topic, or of a new epoch of it (the forwarder restarted, or
     /// forgot the topic), starts its count.
-    fn record(&mut self, topic: &[u8], stamp: Stamp) -> u64 {
+    fn record(&mut self, topic: &[u8], stamp: Position) -> u64 {
         let missed = match self.last.get_mut(topic) {
             Some(last) => {
-                let missed = if last.run == stamp.run {
-                    stamp.skipped_after(last.number).unwrap_or(0)
+                let missed = if last.epoch == stamp.epoch {
+                    stamp.skipped_after(last.offset).unwrap_or(0)
                 } else {
                     tracing::debug!("a topic's epoch changed (the forwarder restarted?)");
                     0
@@ -766,18 +757,18 @@ impl Gaps {
     }
 
     /// The last position seen of `topic`.
-    fn last(&self, topic: &[u8]) -> Option<Stamp> {
+    fn last(&self, topic: &[u8]) -> Option<Position> {
         self.last.get(topic).copied()
     }
 
     /// Moves `topic` on to `position`, which did not arrive; returns how many messages that
     /// skips (all of its epoch up to it, for an epoch not seen here).
-    fn advance(&mut self, topic: &[u8], position: Stamp) -> u64 {
+    fn advance(&mut self, topic: &[u8], position: Position) -> u64 {
         let missed = match self.last(topic) {
-            Some(last) if last.run == position.run => {
-                u64::from(position.number.saturating_sub(last.number))
+            Some(last) if last.epoch == position.epoch => {
+                u64::from(position.offset.saturating_sub(last.offset))
             }
-            _ => u64::from(position.number),
+            _ => u64::from(position.offset),
         };
         self.last.insert(topic.to_vec(), position);
         self.unreported += missed;

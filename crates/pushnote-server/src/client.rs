@@ -6,15 +6,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pushnote::opaque;
 use pushnote::token::ChannelGrant;
-use pushnote::{wire, Signer, TokenError};
+use pushnote::{wire, TokenError};
 use pushnote_history::Position;
 use sockjs::{Message, Session};
 
-use crate::config;
+use crate::config::{self, Limits, TokenPolicy};
 use crate::hub::{Hub, Joined, Subscribed};
 use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
@@ -49,60 +49,6 @@ impl Positions {
             Positions::Local(r) => r.join(session, topic, since, start, join, |(), o| reply(o)),
             Positions::Remote(r) => r.join(session, topic, since, start, held, join, reply),
         }
-    }
-}
-
-/// How the server checks tokens.
-#[derive(Clone, Debug)]
-pub struct TokenPolicy {
-    /// The signer holding the current and old secrets, and the salt.
-    pub signer: Signer,
-    /// Tokens older than this are refused; `None` accepts any age.
-    pub max_age: Option<Duration>,
-    /// Tokens stamped further than this in the future are refused as invalid.
-    pub max_skew: Duration,
-    /// Whether tokens the app made itself are taken (`--opaque-tokens`): a token without the
-    /// form of a signed one is then the user [`Signer::opaque_user`] makes of it.
-    pub opaque: bool,
-}
-
-/// How much one server, one user and one session may take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Open sessions on this server; one more is closed at once with 3003 "Server full".
-    pub max_sessions: usize,
-    /// Sessions of one user on this server; one more subscribe is refused
-    /// (`too_many_sessions`) and the session keeps broadcasts.
-    pub max_sessions_per_user: usize,
-    /// Subscribe requests with a token (a user's, a private channel's) of one session; one
-    /// more is refused (`too_many_attempts`) and the session is closed with 3011.
-    pub max_subscribe_attempts: u32,
-    /// Channels one session may be in; one more is refused (`too_many_channels`).
-    pub max_channels: usize,
-    /// Distinct channels with a session on this server; a join that would add one more is
-    /// refused (`channels_full`).
-    pub max_server_channels: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_sessions: config::DEFAULT_MAX_SESSIONS,
-            max_sessions_per_user: config::DEFAULT_MAX_SESSIONS_PER_USER,
-            max_subscribe_attempts: config::DEFAULT_MAX_SUBSCRIBE_ATTEMPTS,
-            max_channels: config::DEFAULT_MAX_CHANNELS,
-            max_server_channels: config::DEFAULT_MAX_SERVER_CHANNELS,
-        }
-    }
-}
-
-impl Limits {
-    /// The channel requests (joins and leaves) a session may make at once: twice what it may
-    /// hold, so a page can join all its channels, leave them and join them again.
-    pub fn channel_request_burst(&self) -> u32 {
-        u32::try_from(self.max_channels.saturating_mul(2))
-            .unwrap_or(u32::MAX)
-            .max(config::CHANNEL_REQUESTS_PER_SECOND)
     }
 }
 

@@ -1,14 +1,13 @@
-//! The server's configuration: its flags, their defaults (each written once, here), and the
-//! checks that turn flags into a [`ServerConfig`] and an address to listen on.
+//! The server's configuration: its flags, their defaults (each written once, here), the types
+//! a [`ServerConfig`] is made of, and the checks that turn flags into a [`ServerConfig`] and an
+//! address to listen on. It imports no other module of the server, so that every module can
+//! read its configuration without an import circle.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::builder::FalseyValueParser;
 use pushnote::Signer;
-
-use crate::bus::BusMode;
-use crate::client::{Limits, TokenPolicy};
 
 /// The HTTP port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -89,6 +88,69 @@ pub const DEFAULT_HISTORY_MEMORY_MIB: usize = pushnote_history::history::DEFAULT
 /// With a forwarder: MiB of kept messages the recovery answers being received may hold at
 /// once.
 pub const DEFAULT_RECOVERY_MEMORY_MIB: usize = 32;
+
+/// Whether the server connects to a forwarder or binds the bus itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusMode {
+    /// Connect to a forwarder's server-facing (PUB) endpoint.
+    Connect,
+    /// Bind the endpoint; apps connect to it directly (`--single`).
+    Bind,
+}
+
+/// How the server checks tokens.
+#[derive(Clone, Debug)]
+pub struct TokenPolicy {
+    /// The signer holding the current and old secrets, and the salt.
+    pub signer: Signer,
+    /// Tokens older than this are refused; `None` accepts any age.
+    pub max_age: Option<Duration>,
+    /// Tokens stamped further than this in the future are refused as invalid.
+    pub max_skew: Duration,
+    /// Whether tokens the app made itself are taken (`--opaque-tokens`): a token without the
+    /// form of a signed one is then the user [`Signer::opaque_user`] makes of it.
+    pub opaque: bool,
+}
+
+/// How much one server, one user and one session may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open sessions on this server; one more is closed at once with 3003 "Server full".
+    pub max_sessions: usize,
+    /// Sessions of one user on this server; one more subscribe is refused
+    /// (`too_many_sessions`) and the session keeps broadcasts.
+    pub max_sessions_per_user: usize,
+    /// Subscribe requests with a token (a user's, a private channel's) of one session; one
+    /// more is refused (`too_many_attempts`) and the session is closed with 3011.
+    pub max_subscribe_attempts: u32,
+    /// Channels one session may be in; one more is refused (`too_many_channels`).
+    pub max_channels: usize,
+    /// Distinct channels with a session on this server; a join that would add one more is
+    /// refused (`channels_full`).
+    pub max_server_channels: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            max_subscribe_attempts: DEFAULT_MAX_SUBSCRIBE_ATTEMPTS,
+            max_channels: DEFAULT_MAX_CHANNELS,
+            max_server_channels: DEFAULT_MAX_SERVER_CHANNELS,
+        }
+    }
+}
+
+impl Limits {
+    /// The channel requests (joins and leaves) a session may make at once: twice what it may
+    /// hold, so a page can join all its channels, leave them and join them again.
+    pub fn channel_request_burst(&self) -> u32 {
+        u32::try_from(self.max_channels.saturating_mul(2))
+            .unwrap_or(u32::MAX)
+            .max(CHANNEL_REQUESTS_PER_SECOND)
+    }
+}
 
 /// Everything a server is configured with.
 #[derive(Clone, Debug)]

@@ -2,8 +2,10 @@
 //! `pushnote-mq` is the `pushnote-mq` crate).
 //!
 //! How the files divide the work:
-//! - `config.rs` — the flags, their defaults (each written once), and the checks that make a
-//!   `ServerConfig` and the address to listen on.
+//! - `config.rs` — the flags, their defaults (each written once), the configuration's types
+//!   (`BusMode`, `TokenPolicy`, `Limits`), and the checks that make a `ServerConfig` and the
+//!   address to listen on. It imports no other module of the server: every other module may
+//!   read it.
 //! - `server.rs` — `Server::run`, which wires the parts and serves a bound listener until a
 //!   shutdown future completes; `listen`, which binds it.
 //! - `bus.rs` — the ZeroMQ subscriber thread: decodes and checks bus messages, frames them as
@@ -55,7 +57,5 @@ mod room;
 pub mod server;
 pub mod subscriptions;
 
-pub use bus::BusMode;
-pub use client::{Limits, TokenPolicy};
-pub use config::{Flags, ServerConfig};
+pub use config::{BusMode, Flags, Limits, ServerConfig, TokenPolicy};
 pub use server::Server;

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pushnote::recover::{End, Part, Request};
-use pushnote::wire::Stamp;
 use pushnote_history::Position;
 use sockjs::{Message, Session};
 
@@ -72,7 +71,7 @@ struct Pending {
     session: Session,
     topic: Vec<u8>,
     /// The position it asked from.
-    since: Option<Stamp>,
+    since: Option<Position>,
     /// A `positions` request (the broadcasts, which the session is in already).
     start: bool,
     /// The topic's messages are held back from the session until the answer.
@@ -97,9 +96,9 @@ struct Pending {
 pub struct Filled {
     pub topic: Vec<u8>,
     /// Its kept messages, from its epoch's first: each one's position and body.
-    pub messages: Vec<(Stamp, Vec<u8>)>,
+    pub messages: Vec<(Position, Vec<u8>)>,
     /// The topic's last position there; `None` when no answer came in time.
-    pub position: Option<Stamp>,
+    pub position: Option<Position>,
 }
 
 /// A fill request waiting for its answer.
@@ -208,7 +207,7 @@ impl Remote {
                 Pending {
                     session: session.clone(),
                     topic: topic.to_vec(),
-                    since: since.map(Stamp::from),
+                    since,
                     start,
                     held,
                     messages: Vec::new(),
@@ -225,7 +224,7 @@ impl Remote {
         let request = Request {
             server: self.server,
             id,
-            since: since.map(Stamp::from),
+            since,
             max_bytes: u32::try_from(allowance).unwrap_or(u32::MAX),
             topic,
         };
@@ -259,7 +258,10 @@ impl Remote {
             },
         );
         // Epoch 0 is no topic's: the answer is the current epoch's, from its first.
-        let since = Some(Stamp { run: 0, number: 0 });
+        let since = Some(Position {
+            epoch: 0,
+            offset: 0,
+        });
         Request {
             server: self.server,
             id,
@@ -372,9 +374,7 @@ impl Remote {
                     p.overflow = true;
                     return None;
                 }
-                let made = frames
-                    .get(2)
-                    .and_then(|body| message(&p.topic, at.into(), body));
+                let made = frames.get(2).and_then(|body| message(&p.topic, at, body));
                 match made {
                     Some(m) => p.messages.push(m),
                     // A body the server refuses is missed as if it never came.
@@ -397,7 +397,7 @@ impl Remote {
                     End::Future => Some(Err(Why::Future)),
                     End::Evicted => Some(Err(Why::Evicted)),
                 };
-                self.answer(p, at.into(), recovered);
+                self.answer(p, at, recovered);
             }
         }
         None
@@ -406,7 +406,7 @@ impl Remote {
     /// Gives up the requests whose answer is late: each session is let into its topic and
     /// told it was not recovered; `last` is the last position this server saw of a topic.
     /// Returns the fills given up, with nothing in them.
-    pub fn expire(&self, now: Instant, last: impl Fn(&[u8]) -> Option<Stamp>) -> Vec<Filled> {
+    pub fn expire(&self, now: Instant, last: impl Fn(&[u8]) -> Option<Position>) -> Vec<Filled> {
         let late_fills: Vec<Filled> = take_late(&mut self.lock_fills(), now, |f| f.deadline)
             .into_iter()
             .map(|f| Filled {
@@ -436,13 +436,10 @@ impl Remote {
             );
         }
         for p in late {
-            let at = last(&p.topic).map_or(
-                Position {
-                    epoch: 0,
-                    offset: 0,
-                },
-                Position::from,
-            );
+            let at = last(&p.topic).unwrap_or(Position {
+                epoch: 0,
+                offset: 0,
+            });
             self.answer(p, at, Some(Err(Why::Unavailable)));
         }
         late_fills

@@ -14,9 +14,9 @@ use warp::hyper::service::Service;
 use warp::hyper::Body;
 use warp::Filter;
 
-use crate::bus::BusMode;
 use crate::bus::{Bus, BusControl, BusError};
 use crate::client::{ClientHandler, Positions};
+use crate::config::BusMode;
 use crate::config::{Listen, ServerConfig};
 use crate::demo;
 use crate::fanout::Fanout;

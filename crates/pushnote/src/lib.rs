@@ -43,6 +43,7 @@ pub use publisher::{
     PublishError, Publisher, PublisherBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEND_HWM,
 };
 pub use token::{ChannelGrant, Signer, TokenError, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_SALT};
+pub use wire::Position;
 
 /// The forwarder's app-facing endpoint by default: where apps publish.
 pub const DEFAULT_PUBLISH_ENDPOINT: &str = "tcp://127.0.0.1:8002";

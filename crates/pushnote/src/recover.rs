@@ -11,7 +11,7 @@
 //! `[reply topic, header]` that ends the answer (docs/PROTOCOL.md §2, "Recovery on the bus").
 //! Apps cannot publish on a reply topic: the forwarder drops what they send there.
 
-use crate::wire::Stamp;
+use crate::wire::{self, Position};
 
 /// A request's first byte.
 pub const REQUEST: u8 = 3;
@@ -40,7 +40,7 @@ pub struct Request<'a> {
     /// The server's number for the request, repeated in the answer.
     pub id: u64,
     /// The last position the page saw; `None` asks for the topic's position alone.
-    pub since: Option<Stamp>,
+    pub since: Option<Position>,
     /// The most bytes of kept bodies the answer may bring: past it, the answer gives none and
     /// ends [`End::Busy`].
     pub max_bytes: u32,
@@ -56,7 +56,7 @@ impl Request<'_> {
         out.extend_from_slice(&self.server.to_be_bytes());
         out.extend_from_slice(&self.id.to_be_bytes());
         out.push(u8::from(self.since.is_some()));
-        out.extend_from_slice(&self.since.map_or([0; 8], Stamp::to_bytes));
+        out.extend_from_slice(&self.since.map_or([0; 8], wire::stamp_bytes));
         out.extend_from_slice(&self.max_bytes.to_be_bytes());
         out.extend_from_slice(self.topic);
         out
@@ -75,7 +75,7 @@ impl Request<'_> {
         let u64_at = |at: usize| u64::from_be_bytes(frame[at..at + 8].try_into().expect("8"));
         let since = match frame[17] {
             0 => None,
-            1 => Some(Stamp::from_bytes(frame[18..26].try_into().expect("8"))),
+            1 => Some(wire::read_stamp(frame[18..26].try_into().expect("8"))),
             _ => return None,
         };
         let max_bytes = match head {
@@ -127,9 +127,13 @@ pub enum End {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
     /// A kept message at `position`; its body is the next frame.
-    Message { id: u64, position: Stamp },
+    Message { id: u64, position: Position },
     /// The answer's end; `position` is the topic's last message's.
-    End { id: u64, position: Stamp, end: End },
+    End {
+        id: u64,
+        position: Position,
+        end: End,
+    },
 }
 
 impl Part {
@@ -151,14 +155,14 @@ impl Part {
         let mut out = [0; HEADER_BYTES];
         out[..8].copy_from_slice(&id.to_be_bytes());
         out[8] = kind;
-        out[9..].copy_from_slice(&position.to_bytes());
+        out[9..].copy_from_slice(&wire::stamp_bytes(position));
         out
     }
 
     pub fn decode(header: &[u8]) -> Option<Part> {
         let header: &[u8; HEADER_BYTES] = header.try_into().ok()?;
         let id = u64::from_be_bytes(header[..8].try_into().expect("8"));
-        let position = Stamp::from_bytes(header[9..].try_into().expect("8"));
+        let position = wire::read_stamp(header[9..].try_into().expect("8"));
         let end = match header[8] {
             0 => return Some(Part::Message { id, position }),
             1 => End::Position,
@@ -179,7 +183,10 @@ mod tests {
 
     #[test]
     fn requests_and_parts_read_back_as_written() {
-        let at = Stamp { run: 7, number: 42 };
+        let at = Position {
+            epoch: 7,
+            offset: 42,
+        };
         for since in [None, Some(at)] {
             let r = Request {
                 server: u64::MAX - 1,
@@ -213,12 +220,15 @@ mod tests {
 
     #[test]
     fn a_request_of_earlier_releases_reads_as_one_with_no_allowance_of_its_own() {
-        let at = Stamp { run: 7, number: 42 };
+        let at = Position {
+            epoch: 7,
+            offset: 42,
+        };
         let mut old = vec![REQUEST_WITHOUT_ALLOWANCE];
         old.extend_from_slice(&5u64.to_be_bytes());
         old.extend_from_slice(&6u64.to_be_bytes());
         old.push(1);
-        old.extend_from_slice(&at.to_bytes());
+        old.extend_from_slice(&wire::stamp_bytes(at));
         old.extend_from_slice(b"all\0");
         let r = Request::decode(&old).unwrap();
         assert_eq!((r.server, r.id, r.since), (5, 6, Some(at)));
@@ -249,7 +259,10 @@ mod tests {
         assert!(Part::decode(&[0; HEADER_BYTES - 1]).is_none());
         let mut unknown = Part::End {
             id: 1,
-            position: Stamp { run: 1, number: 1 },
+            position: Position {
+                epoch: 1,
+                offset: 1,
+            },
             end: End::Busy,
         }
         .encode();

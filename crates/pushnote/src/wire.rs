@@ -12,7 +12,7 @@
 //!   a channel topic. `data` is any JSON value; it reaches the browser unchanged, and a
 //!   channel's messages in a [`channel_envelope`] that names the channel and the event.
 //!
-//! After the NUL, publishers leave [`STAMP_ROOM`] and the forwarder writes a [`Stamp`] there,
+//! After the NUL, publishers leave [`STAMP_ROOM`] and the forwarder writes a stamp ([`stamp_bytes`]) there,
 //! numbering the messages of every topic so that a server can count the ones that never
 //! reached it.
 //!
@@ -20,6 +20,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+pub use pushnote_history::Position;
 
 /// The topic of broadcasts (`notify_all`).
 pub const BROADCAST_TOPIC: &[u8] = b"all\0";
@@ -37,7 +39,7 @@ pub const MAX_CHANNEL_BYTES: usize = 164;
 pub const MAX_EVENT_BYTES: usize = 200;
 /// What the names of private channels start with: subscribing needs a channel token.
 pub const PRIVATE_CHANNEL_PREFIX: &str = "private-";
-/// The bytes of a [`Stamp`] after a topic's NUL.
+/// The bytes of a stamp ([`stamp_bytes`]) after a topic's NUL.
 pub const STAMP_BYTES: usize = 8;
 
 /// The body's `name` for a broadcast.
@@ -169,74 +171,36 @@ pub fn topic(target: Target<'_>) -> Result<Vec<u8>, WireError> {
     }
 }
 
-/// The forwarder's number on a message, carried after its topic's NUL: 4 bytes of `run` and
-/// 4 of `number`, both big-endian.
+/// A message's stamp: its [`Position`], carried after its topic's NUL as 4 bytes of `epoch`
+/// and 4 of `offset`, both big-endian.
 ///
-/// A forwarder numbers the messages of each topic 1, 2, 3… within a run (after 2³² − 1 comes
-/// 0), so a server that sees a number skip knows how many messages of that topic it never
-/// received: ZeroMQ dropped them past a high-water mark, or while the connection was down. A
-/// new `run` (a restarted forwarder, or one that started its numbering again) starts every
-/// count again. ZeroMQ's prefix matching ignores the stamp: a subscription to `user:1\0`
+/// A forwarder numbers the messages of each topic 1, 2, 3… within an epoch (after 2³² − 1
+/// comes 0), so a server that sees an offset skip knows how many messages of that topic it
+/// never received: ZeroMQ dropped them past a high-water mark, or while the connection was
+/// down. A new epoch (a restarted forwarder, or one that started its numbering again) starts
+/// every count again. ZeroMQ's prefix matching ignores the stamp: a subscription to `user:1\0`
 /// matches `user:1\0` with any stamp after it.
 ///
 /// Publishers send [`STAMP_ROOM`] where the stamp goes, and the forwarder writes its stamp
 /// over it: then it sends on as many bytes as it receives. That matters under load, because
 /// ZeroMQ's I/O thread reads and writes at most 8 KiB each per turn: a forwarder whose output
 /// is larger than its input falls behind on its output, and past `--hwm` drops messages,
-/// where one whose output is as large as its input slows its input instead. Run 0 is never a
+/// where one whose output is as large as its input slows its input instead. Epoch 0 is never a
 /// forwarder's, so the room is no stamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    /// Which run of the forwarder numbered the message.
-    pub run: u32,
-    /// The message's place among its topic's messages in that run, from 1.
-    pub number: u32,
+pub fn stamp_bytes(position: Position) -> [u8; STAMP_BYTES] {
+    (u64::from(position.epoch) << 32 | u64::from(position.offset)).to_be_bytes()
 }
 
-impl Stamp {
-    /// The stamp as it follows the topic's NUL.
-    pub fn to_bytes(self) -> [u8; STAMP_BYTES] {
-        (u64::from(self.run) << 32 | u64::from(self.number)).to_be_bytes()
-    }
-
-    /// Reads the bytes that follow a topic's NUL.
-    pub fn from_bytes(bytes: [u8; STAMP_BYTES]) -> Stamp {
-        let v = u64::from_be_bytes(bytes);
-        Stamp {
-            run: (v >> 32) as u32,
-            number: v as u32,
-        }
-    }
-
-    /// How many numbers were skipped between `last` and this stamp's, across the wrap to 0;
-    /// `None` when this number is not after `last` (not within 2³¹ of it), which one run of a
-    /// forwarder never sends.
-    pub fn skipped_after(self, last: u32) -> Option<u32> {
-        let step = self.number.wrapping_sub(last);
-        (step != 0 && step <= 1 << 31).then(|| step - 1)
+/// Reads the [`stamp_bytes`] that follow a topic's NUL.
+pub fn read_stamp(bytes: [u8; STAMP_BYTES]) -> Position {
+    let v = u64::from_be_bytes(bytes);
+    Position {
+        epoch: (v >> 32) as u32,
+        offset: v as u32,
     }
 }
 
-/// A stamp is a message's position in its topic: the epoch and the offset.
-impl From<pushnote_history::Position> for Stamp {
-    fn from(p: pushnote_history::Position) -> Stamp {
-        Stamp {
-            run: p.epoch,
-            number: p.offset,
-        }
-    }
-}
-
-impl From<Stamp> for pushnote_history::Position {
-    fn from(s: Stamp) -> pushnote_history::Position {
-        pushnote_history::Position {
-            epoch: s.run,
-            offset: s.number,
-        }
-    }
-}
-
-/// What a publisher sends after a topic's NUL: room for the forwarder's [`Stamp`].
+/// What a publisher sends after a topic's NUL: room for the forwarder's stamp ([`stamp_bytes`]).
 pub const STAMP_ROOM: [u8; STAMP_BYTES] = [0; STAMP_BYTES];
 
 /// The topic of `target` as a publisher sends it: followed by [`STAMP_ROOM`].
@@ -255,15 +219,15 @@ pub fn topic_len(topic: &[u8]) -> Option<usize> {
 /// Splits a topic as received into the topic itself (up to and including its NUL) and the
 /// forwarder's stamp, if one follows (not [`STAMP_ROOM`]). Anything else after the NUL is an
 /// unknown topic.
-pub fn split_stamp(topic: &[u8]) -> Result<(&[u8], Option<Stamp>), WireError> {
+pub fn split_stamp(topic: &[u8]) -> Result<(&[u8], Option<Position>), WireError> {
     let len = topic_len(topic).ok_or(WireError::UnknownTopic)?;
     let (topic, rest) = topic.split_at(len);
     if rest.is_empty() {
         return Ok((topic, None));
     }
     let stamp = rest.try_into().map_err(|_| WireError::UnknownTopic)?;
-    let stamp = Stamp::from_bytes(stamp);
-    Ok((topic, (stamp.run != 0).then_some(stamp)))
+    let stamp = read_stamp(stamp);
+    Ok((topic, (stamp.epoch != 0).then_some(stamp)))
 }
 
 /// Reads a topic back into its target.
@@ -371,7 +335,7 @@ pub struct BusMessage<'a> {
     /// The topic without the stamp.
     pub topic: &'a [u8],
     /// The forwarder's number on it; `None` when an app published it to the server directly.
-    pub stamp: Option<Stamp>,
+    pub stamp: Option<Position>,
     /// The event of a channel's message (`None` for the others).
     pub event: Option<std::borrow::Cow<'a, str>>,
     /// The published data, as the JSON text it was sent as.
@@ -540,12 +504,22 @@ mod tests {
 
     #[test]
     fn a_stamp_after_the_nul_is_read_and_anything_else_refused() {
-        let stamp = Stamp {
-            run: 0x0102_0304,
-            number: 9,
+        let stamp = Position {
+            epoch: 0x0102_0304,
+            offset: 9,
         };
-        let bytes = stamp.to_bytes();
+        let bytes = stamp_bytes(stamp);
         assert_eq!(bytes, [1, 2, 3, 4, 0, 0, 0, 9]);
+        assert_eq!(read_stamp(bytes), stamp);
+        let high = Position {
+            epoch: 0xfedc_ba98,
+            offset: 0x8765_4321,
+        };
+        assert_eq!(
+            stamp_bytes(high),
+            [0xfe, 0xdc, 0xba, 0x98, 0x87, 0x65, 0x43, 0x21]
+        );
+        assert_eq!(read_stamp(stamp_bytes(high)), high);
         let body = br#"{"name":"notify","data":1}"#.to_vec();
         let stamped = [b"user:7\0".as_slice(), &bytes].concat();
         let frames = [stamped, body.clone()];
@@ -566,17 +540,6 @@ mod tests {
             let frames = [topic, body.clone()];
             assert_eq!(decode(&frames).unwrap_err(), WireError::UnknownTopic);
         }
-    }
-
-    #[test]
-    fn skipped_numbers_are_counted_across_the_wrap() {
-        let at = |number| Stamp { run: 1, number };
-        assert_eq!(at(8).skipped_after(7), Some(0));
-        assert_eq!(at(10).skipped_after(7), Some(2));
-        assert_eq!(at(0).skipped_after(u32::MAX), Some(0));
-        assert_eq!(at(2).skipped_after(u32::MAX - 1), Some(3));
-        assert_eq!(at(7).skipped_after(7), None);
-        assert_eq!(at(6).skipped_after(7), None);
     }
 
     #[test]

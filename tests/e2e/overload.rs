@@ -13,8 +13,10 @@ use crate::support::*;
 /// The bound the server under test is given, in seconds.
 const MAX_LAG_SECS: u64 = 1;
 /// What the lag reported may exceed the bound by: the server reports it, then may stop (the
-/// throttle) before it answers, on a busy machine.
-const MARGIN: Duration = Duration::from_secs(2);
+/// throttle) before it answers; and on a machine busy with the other tests, the throttle's
+/// own `kill` processes start late and the server, when let run, waits for a core (the suite
+/// saw 3.5 s). Still far below the 8-s overload, which the lag would follow without the bound.
+const MARGIN: Duration = Duration::from_secs(4);
 /// How long the server is given more than it can deliver.
 const OVERLOAD: Duration = Duration::from_secs(8);
 /// Broadcasts a second offered meanwhile: far more than a server running a twentieth of the

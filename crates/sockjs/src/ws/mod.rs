@@ -20,6 +20,8 @@ use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -132,26 +134,7 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 fn accept_key(key: &[u8]) -> String {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
-    base64(&digest)
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(digest)
 }
 
 /// The `101 Switching Protocols` answer to a handshake, and the connection it opens, handed to
@@ -327,10 +310,12 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        // RFC 4648 §10: the standard alphabet, padded.
+        assert_eq!(STANDARD.encode(b""), "");
+        assert_eq!(STANDARD.encode(b"f"), "Zg==");
+        assert_eq!(STANDARD.encode(b"fo"), "Zm8=");
+        assert_eq!(STANDARD.encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(STANDARD.encode([0xfb, 0xff]), "+/8=");
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! in place and handed to the socket whole.
 //!
 //! The upgrade itself needs hyper's `OnUpgrade`, which warp keeps to its own WebSocket filter.
-//! [`with_upgrades`] wraps the service that serves the routes and puts it where the routes can
-//! take it.
+//! [`with_upgrades`] wraps the service that serves the routes (warp's, a tower service) into a
+//! hyper service and puts the upgrade where the routes can take it.
 
 pub(crate) mod codec;
 
@@ -18,46 +18,48 @@ use std::convert::Infallible;
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Poll};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use hyper::service::Service;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use warp::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use warp::hyper::server::conn::AddrStream;
-use warp::hyper::service::Service;
-use warp::hyper::upgrade::{OnUpgrade, Upgraded};
-use warp::hyper::Body;
+use warp::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use warp::Filter;
+
+use crate::http::Resp;
 
 use codec::{Fault, Incoming, Reader};
 
-/// Wraps the service that serves [`crate::routes`] so that their WebSocket URLs can upgrade:
-/// `sockjs::with_upgrades(warp::service(routes))` in place of `warp::service(routes)`.
-/// Without it, WebSocket handshakes get `500 Internal Server Error`.
+/// Wraps the service that serves [`crate::routes`] (`warp::service(routes)`) into a hyper
+/// service whose WebSocket URLs can upgrade: serve `sockjs::with_upgrades(warp::service(routes))`
+/// on hyper's HTTP/1 connections `with_upgrades()`. Without it, WebSocket handshakes get
+/// `500 Internal Server Error`.
+///
+/// An upgraded connection is read and written directly (no copy through hyper) when the
+/// connection served is a [`TokioIo`]`<`[`tokio::net::TcpStream`]`>`.
 pub fn with_upgrades<S>(inner: S) -> WithUpgrades<S> {
-    WithUpgrades(inner)
+    WithUpgrades(TowerToHyperService::new(inner))
 }
 
 /// The service [`with_upgrades`] makes.
 #[derive(Clone, Debug)]
-pub struct WithUpgrades<S>(S);
+pub struct WithUpgrades<S>(TowerToHyperService<S>);
 
-impl<S> Service<Request<Body>> for WithUpgrades<S>
+impl<S, B> Service<Request<B>> for WithUpgrades<S>
 where
-    S: Service<Request<Body>>,
+    TowerToHyperService<S>: Service<Request<B>>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = <TowerToHyperService<S> as Service<Request<B>>>::Response;
+    type Error = <TowerToHyperService<S> as Service<Request<B>>>::Error;
+    type Future = <TowerToHyperService<S> as Service<Request<B>>>::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> S::Future {
+    fn call(&self, mut request: Request<B>) -> Self::Future {
         if request.headers().contains_key(header::UPGRADE) {
             if let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() {
                 let slot = UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))));
@@ -144,7 +146,7 @@ pub(crate) fn upgrade<F, Fut>(
     accept: HeaderValue,
     limit: usize,
     serve: F,
-) -> Response<Body>
+) -> Resp
 where
     F: FnOnce(Conn) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -158,7 +160,7 @@ where
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
-    let mut response = Response::new(Body::empty());
+    let mut response = Resp::default();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -181,7 +183,7 @@ enum Io {
     /// A plain TCP connection, shared with the session so that it can be written directly.
     Tcp(Arc<TcpStream>),
     /// Anything else hyper serves.
-    Other(Upgraded),
+    Other(TokioIo<Upgraded>),
 }
 
 /// What came off the connection.
@@ -195,18 +197,12 @@ pub(crate) enum Read {
 impl Conn {
     fn new(upgraded: Upgraded, limit: usize) -> Conn {
         let mut reader = Reader::new(limit);
-        let io = match upgraded.downcast::<TcpStream>() {
+        let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 reader.push(&parts.read_buf);
-                Io::Tcp(Arc::new(parts.io))
+                Io::Tcp(Arc::new(parts.io.into_inner()))
             }
-            Err(upgraded) => match upgraded.downcast::<AddrStream>() {
-                Ok(parts) => {
-                    reader.push(&parts.read_buf);
-                    Io::Tcp(Arc::new(parts.io.into_inner()))
-                }
-                Err(upgraded) => Io::Other(upgraded),
-            },
+            Err(upgraded) => Io::Other(TokioIo::new(upgraded)),
         };
         Conn { io, reader }
     }

@@ -3,7 +3,7 @@
 //! is arriving or leaving.
 //!
 //! A general-purpose WebSocket library keeps a read buffer of several KiB per connection from
-//! the start (tungstenite 0.21, which warp uses, 8 KiB). A push server's connections are idle
+//! the start (tungstenite 0.21, which warp 0.3's WebSocket filter used, 8 KiB). A push server's connections are idle
 //! nearly all the time and its clients send a few small messages, so here the read buffer
 //! exists only while a frame is partly received, and each write is one frame, or a few, built
 //! in place and handed to the socket whole.
@@ -340,5 +340,59 @@ mod tests {
         let mut plain = h;
         plain.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         assert_eq!(check_handshake(&plain), Err(NotHandshake::NotUpgrade));
+    }
+
+    /// Serves one connection as the connection layer does (`TokioIo<TcpStream>`), answering
+    /// a handshake with [`upgrade`]; returns what `check` says of the upgraded connection.
+    async fn upgraded<T: Send + 'static>(check: fn(&Conn) -> T) -> T {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let service = hyper::service::service_fn(move |mut request: Request<_>| {
+            let tx = tx.clone();
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            async move {
+                let slot = UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))));
+                let accept = check_handshake(request.headers()).unwrap();
+                Ok::<_, Infallible>(upgrade(slot, accept, 1024, move |conn| async move {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send(check(&conn));
+                    }
+                }))
+            }
+        });
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+        let checked = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;
+        checked.expect("upgraded in time").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_tcp_connection_is_read_and_written_directly() {
+        // Not through hyper's `Upgraded`, which would copy every write and make `write_now`
+        // write nothing.
+        assert!(upgraded(|conn| conn.tcp().is_some()).await);
     }
 }

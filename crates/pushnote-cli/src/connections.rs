@@ -29,10 +29,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use hyper::body::{Bytes, HttpBody, SizeHint};
-use hyper::server::conn::Http;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
 use hyper::service::Service;
-use hyper::{Body, HeaderMap, Request, Response};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -155,21 +156,27 @@ impl Connections {
     /// Serves `service` on every connection `listener` accepts until `stop` turns true; then
     /// stops accepting and closes each connection once its request in progress, if any, is
     /// done.
-    pub async fn serve<S>(
+    ///
+    /// Each connection is served as a [`TokioIo`]`<`[`TcpStream`]`>`: a service that upgrades
+    /// (a WebSocket) gets that back from [`hyper::upgrade::Upgraded::downcast`].
+    pub async fn serve<S, B>(
         self: Arc<Self>,
         listener: TcpListener,
         service: S,
         mut stop: watch::Receiver<bool>,
     ) where
-        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + 'static,
         S::Future: Send + 'static,
+        B: Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let mut http = Http::new();
-        http.http1_only(true)
-            .http1_header_read_timeout(self.timeouts.header);
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.timeouts.header);
         let http = Arc::new(http);
         let mut exhausted_logged: Option<Instant> = None;
         let mut full_logged: Option<Instant> = None;
@@ -259,17 +266,20 @@ impl Connections {
         }
     }
 
-    async fn serve_one<S>(
+    async fn serve_one<S, B>(
         self: Arc<Self>,
         stream: TcpStream,
         service: S,
         origin: Origin,
-        http: Arc<Http>,
+        http: Arc<http1::Builder>,
         conn: Arc<Conn>,
         mut stop: watch::Receiver<bool>,
     ) where
-        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
         S::Future: Send + 'static,
+        B: Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let idle_timeout = self.timeouts.idle;
         let tracked = Tracked {
@@ -280,7 +290,9 @@ impl Connections {
         // The connection is closed (dropped) at the end of this block, before it is counted
         // out, so that its descriptor is free when room is made.
         {
-            let connection = http.serve_connection(stream, tracked).with_upgrades();
+            let connection = http
+                .serve_connection(TokioIo::new(stream), tracked)
+                .with_upgrades();
             tokio::pin!(connection);
             let mut stopping = false;
             // An idle connection is dropped, which closes it: no request is in progress on it.
@@ -504,20 +516,16 @@ struct Tracked<S> {
     origin: Origin,
 }
 
-impl<S> Service<Request<Body>> for Tracked<S>
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = Response<Guarded>;
+    type Response = Response<Guarded<B>>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Guarded>, Infallible>>;
+    type Future = BoxFuture<'static, Result<Response<Guarded<B>>, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.origin);
         let guard = InFlight::new(self.conn.clone());
         let unanswered =
@@ -535,27 +543,20 @@ where
 }
 
 /// A response body that keeps its request counted as in progress until it is done.
-pub struct Guarded {
-    body: Body,
+pub struct Guarded<B> {
+    body: B,
     _in_flight: InFlight,
 }
 
-impl HttpBody for Guarded {
-    type Data = Bytes;
-    type Error = hyper::Error;
+impl<B: Body + Unpin> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
-    fn poll_data(
+    fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.body).poll_data(cx)
-    }
-
-    fn poll_trailers(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<HeaderMap>, Self::Error>> {
-        Pin::new(&mut self.body).poll_trailers(cx)
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -641,9 +642,9 @@ mod tests {
         };
         let connections = Connections::new(timeouts, Some(1), stats.clone());
         // Every request stays in progress.
-        let service = hyper::service::service_fn(|_: Request<Body>| async {
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
             std::future::pending::<()>().await;
-            Ok::<_, Infallible>(Response::new(Body::empty()))
+            Ok::<_, Infallible>(Response::new(String::new()))
         });
         let (_stop, stop) = watch::channel(false);
         tokio::spawn(connections.clone().serve(listener, service, stop));

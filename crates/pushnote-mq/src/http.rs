@@ -11,9 +11,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::{BodyDataStream, Full};
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
-use hyper::{Body, Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use pushnote::http_publish;
 use pushnote_cli::body::{self, BodyError};
 use pushnote_cli::connections::Connections;
@@ -41,6 +43,9 @@ pub struct Publishing {
     pub metrics: Arc<Metrics>,
 }
 
+/// A response's body: whole, as each of these answers is.
+type Body = Full<Bytes>;
+
 fn json(status: u16, body: String) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -59,12 +64,12 @@ fn health(metrics: &Metrics) -> Response<Body> {
 }
 
 fn status(code: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(Body::default());
     *response.status_mut() = code;
     response
 }
 
-async fn respond(serves: &Serves, request: Request<Body>) -> Response<Body> {
+async fn respond(serves: &Serves, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     match (serves, request.method(), path.as_str()) {
         (Serves::Metrics(metrics), &Method::GET, "/metrics") => {
@@ -84,7 +89,7 @@ async fn respond(serves: &Serves, request: Request<Body>) -> Response<Body> {
     }
 }
 
-async fn publish(p: &Arc<Publishing>, request: Request<Body>) -> Response<Body> {
+async fn publish(p: &Arc<Publishing>, request: Request<Incoming>) -> Response<Body> {
     let answer = answer(p, request).await;
     let m = &p.metrics;
     m.http_published
@@ -103,7 +108,7 @@ async fn publish(p: &Arc<Publishing>, request: Request<Body>) -> Response<Body> 
 
 /// The key and the declared length checked on the headers, before any of the body is read;
 /// then the body read within its bounds, and published.
-async fn answer(p: &Arc<Publishing>, request: Request<Body>) -> http_publish::Answer {
+async fn answer(p: &Arc<Publishing>, request: Request<Incoming>) -> http_publish::Answer {
     let headers = request.headers();
     let authorization = headers.get(AUTHORIZATION).map(|v| v.as_bytes());
     let length = headers.get(CONTENT_LENGTH).map(|v| v.as_bytes());
@@ -120,7 +125,8 @@ async fn answer(p: &Arc<Publishing>, request: Request<Body>) -> http_publish::An
             .fetch_add(1, Ordering::Relaxed);
         return r.into();
     }
-    let body = match body::read(request.into_body(), p.max_body_bytes, p.body_timeout).await {
+    let stream = BodyDataStream::new(request.into_body());
+    let body = match body::read(stream, p.max_body_bytes, p.body_timeout).await {
         Ok(body) => body,
         Err(e) => {
             if matches!(e, BodyError::TooSlow(_)) {

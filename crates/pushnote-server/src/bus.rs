@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use pushnote::recover;
 use pushnote::wire::{self, BusMessage, Target};
 use pushnote_history::Position;
+use serde_json::value::RawValue;
 use sockjs::Message;
 
 use crate::config::{BusMode, BUS_BACKLOG_BYTES};
@@ -679,9 +680,15 @@ fn with_position(bare: Message, kind: Kind<'_>, position: Position, m: &BusMessa
     }
 }
 
-/// The message of `kind` whose data is the JSON text `data`, with its position.
+/// The message of `kind` whose data is the JSON text `data` (a bus message's data, or a
+/// message's first form: JSON either way), with its position.
 fn positioned(kind: Kind<'_>, position: Position, data: &str) -> Message {
+    let data: &RawValue = serde_json::from_str(data).unwrap_or_else(|_| null());
     Message::json(&protocol::positioned(kind, position, data))
+}
+
+fn null() -> &'static RawValue {
+    serde_json::from_str("null").expect("null is JSON")
 }
 
 impl Bus {

@@ -3,9 +3,9 @@
 //! notifications, channel events and reconnections as they come.
 
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, Response};
-use warp::hyper::Body;
-use warp::Filter;
+use warp::http::{header, HeaderValue};
+use warp::reply::Response;
+use warp::{Filter, Reply};
 
 const PAGE: &str = include_str!("demo.html");
 
@@ -32,7 +32,7 @@ pub fn page(sockjs_url: &str, route: &str) -> String {
 }
 
 /// `GET /`: the page when `sockjs_url` is set (the demo is on), else not found.
-pub fn route(sockjs_url: Option<String>, route: String) -> BoxedFilter<(Response<Body>,)> {
+pub fn route(sockjs_url: Option<String>, route: String) -> BoxedFilter<(Response,)> {
     let html = sockjs_url.map(|url| page(&url, &route));
     warp::path::end()
         .and(warp::get())
@@ -40,7 +40,7 @@ pub fn route(sockjs_url: Option<String>, route: String) -> BoxedFilter<(Response
             let html = html.clone();
             async move {
                 let html = html.ok_or_else(warp::reject::not_found)?;
-                let mut r = Response::new(Body::from(html));
+                let mut r = warp::http::Response::new(html).into_response();
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/html; charset=UTF-8"),

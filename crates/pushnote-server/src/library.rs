@@ -2,9 +2,9 @@
 //! the SockJS client.
 
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, Response};
-use warp::hyper::Body;
-use warp::Filter;
+use warp::http::{header, HeaderValue};
+use warp::reply::Response;
+use warp::{Filter, Reply};
 
 /// The library's source, as served.
 pub const SOURCE: &str = include_str!("pushnote.js");
@@ -14,7 +14,7 @@ pub const SOURCE: &str = include_str!("pushnote.js");
 const CACHE_CONTROL: &str = "public, max-age=3600";
 
 /// `GET <route>/pushnote.js`.
-pub fn route(route: &str) -> BoxedFilter<(Response<Body>,)> {
+pub fn route(route: &str) -> BoxedFilter<(Response,)> {
     let path = format!("{}/pushnote.js", route.trim_end_matches('/'));
     // The path first: any other path is not found, whatever its method.
     warp::path::full()
@@ -31,7 +31,7 @@ pub fn route(route: &str) -> BoxedFilter<(Response<Body>,)> {
         .untuple_one()
         .and(warp::get())
         .map(|| {
-            let mut r = Response::new(Body::from(SOURCE));
+            let mut r = warp::http::Response::new(SOURCE).into_response();
             let headers = r.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,

@@ -25,7 +25,7 @@
 
 use pushnote_history::history::NotRecovered;
 use pushnote_history::Position;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 use sockjs::Message;
@@ -381,22 +381,40 @@ pub enum Kind<'a> {
 
 /// A message with its position, as a session with positions receives it:
 /// `{"kind":"broadcast"|"user","position":P,"data":DATA}`, or for a channel
-/// `{"kind":"channel","channel":C,"event":E,"position":P,"data":DATA}`, `data` being the
-/// data's JSON text.
-pub fn positioned(kind: Kind<'_>, position: Position, data: &str) -> String {
-    let p = format!(
-        r#""position":{{"epoch":{},"offset":{}}},"data":{}"#,
-        position.epoch, position.offset, data
-    );
-    match kind {
-        Kind::Broadcast => format!(r#"{{"kind":"broadcast",{p}}}"#),
-        Kind::User => format!(r#"{{"kind":"user",{p}}}"#),
-        Kind::Channel { channel, event } => format!(
-            r#"{{"kind":"channel","channel":{},"event":{},{p}}}"#,
-            json!(channel),
-            json!(event)
-        ),
+/// `{"kind":"channel","channel":C,"event":E,"position":P,"data":DATA}`.
+pub fn positioned(kind: Kind<'_>, position: Position, data: &RawValue) -> String {
+    #[derive(Serialize)]
+    struct At {
+        epoch: u32,
+        offset: u32,
     }
+    #[derive(Serialize)]
+    struct Positioned<'a> {
+        kind: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event: Option<&'a str>,
+        position: At,
+        data: &'a RawValue,
+    }
+    let (kind, channel, event) = match kind {
+        Kind::Broadcast => ("broadcast", None, None),
+        Kind::User => ("user", None, None),
+        Kind::Channel { channel, event } => ("channel", Some(channel), Some(event)),
+    };
+    // Strings, numbers and a raw value always serialize.
+    serde_json::to_string(&Positioned {
+        kind,
+        channel,
+        event,
+        position: At {
+            epoch: position.epoch,
+            offset: position.offset,
+        },
+        data,
+    })
+    .unwrap_or_default()
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -653,6 +671,36 @@ mod tests {
     }
 
     #[test]
+    fn positioned_messages_are_these_exact_bytes() {
+        let at = Position {
+            epoch: 4_294_967_295,
+            offset: 12,
+        };
+        let data = RawValue::from_string(r#"{"a": [1, 2], "b":"\u00e9"}"#.into()).unwrap();
+        assert_eq!(
+            positioned(Kind::Broadcast, at, &data),
+            r#"{"kind":"broadcast","position":{"epoch":4294967295,"offset":12},"data":{"a": [1, 2], "b":"\u00e9"}}"#
+        );
+        assert_eq!(
+            positioned(Kind::User, at, &data),
+            r#"{"kind":"user","position":{"epoch":4294967295,"offset":12},"data":{"a": [1, 2], "b":"\u00e9"}}"#
+        );
+        let channel = Kind::Channel {
+            channel: "n\"e\\w/s\u{1}é\u{2028}",
+            event: "say \"hi\"\n\t</script>",
+        };
+        let number = RawValue::from_string("3.50".into()).unwrap();
+        assert_eq!(
+            positioned(channel, at, &number),
+            concat!(
+                r#"{"kind":"channel","channel":"n\"e\\w/s\u0001é"#,
+                "\u{2028}", // as it is: JSON needs no escape for it
+                r#"","event":"say \"hi\"\n\t</script>","position":{"epoch":4294967295,"offset":12},"data":3.50}"#
+            )
+        );
+    }
+
+    #[test]
     fn positioned_messages_carry_kind_position_and_data() {
         let at = Position {
             epoch: 7,
@@ -661,19 +709,16 @@ mod tests {
         let data = RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap();
         let parsed = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
         assert_eq!(
-            parsed(positioned(Kind::Broadcast, at, data.get())),
+            parsed(positioned(Kind::Broadcast, at, &data)),
             json!({"kind": "broadcast", "position": {"epoch": 7, "offset": 3}, "data": {"a": [1, 2]}})
         );
-        assert_eq!(
-            parsed(positioned(Kind::User, at, data.get()))["kind"],
-            "user"
-        );
+        assert_eq!(parsed(positioned(Kind::User, at, &data))["kind"], "user");
         let channel = Kind::Channel {
             channel: "news",
             event: "say \"hi\"",
         };
         assert_eq!(
-            parsed(positioned(channel, at, data.get())),
+            parsed(positioned(channel, at, &data)),
             json!({"kind": "channel", "channel": "news", "event": "say \"hi\"",
                    "position": {"epoch": 7, "offset": 3}, "data": {"a": [1, 2]}})
         );

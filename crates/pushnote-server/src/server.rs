@@ -5,14 +5,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::service::Service;
 use tokio::net::TcpListener;
-use warp::http::{header, HeaderMap, HeaderValue, Request, Response};
-use warp::hyper::service::Service;
-use warp::hyper::Body;
-use warp::Filter;
+use warp::http::{header, HeaderMap, HeaderValue, Request};
+use warp::reply::Response;
+use warp::{Filter, Reply};
 
 use crate::bus::{Bus, BusControl, BusError};
 use crate::client::{ClientHandler, Positions};
@@ -287,19 +286,15 @@ fn no_ipv6(e: &std::io::Error) -> bool {
 #[derive(Clone)]
 struct WithPeer<S>(S);
 
-impl<S> Service<Request<Body>> for WithPeer<S>
+impl<S, B> Service<Request<B>> for WithPeer<S>
 where
-    S: Service<Request<Body>>,
+    S: Service<Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> S::Future {
+    fn call(&self, mut request: Request<B>) -> S::Future {
         if let Some(origin) = request.extensions().get::<Origin>().copied() {
             let peer = sockjs::Peer::new(origin.connection, origin.address.ip());
             request.extensions_mut().insert(peer);
@@ -324,10 +319,10 @@ async fn http_publish<S, B>(
     bounds: BodyBounds,
     headers: HeaderMap,
     body: S,
-) -> Response<Body>
+) -> Response
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
-    B: warp::hyper::body::Buf,
+    B: warp::Buf,
 {
     use pushnote::http_publish::{answer, authorized, Answer, Refused};
     let refused = |status: u16, error: String| {
@@ -390,7 +385,7 @@ where
     if answer.status != 200 {
         metrics.http_refused.fetch_add(1, Ordering::Relaxed);
     }
-    let mut r = Response::new(Body::from(answer.body));
+    let mut r = warp::http::Response::new(answer.body).into_response();
     *r.status_mut() = warp::http::StatusCode::from_u16(answer.status).unwrap_or_default();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -415,7 +410,7 @@ pub fn is_full(sessions: u64, max_sessions: usize) -> bool {
 /// it (a load balancer may send it pages); 503 while the bus is down, the server is
 /// overloaded (behind the bus, shedding), full (at or within 1 % of --max-sessions) or
 /// stopping.
-fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Response<Body> {
+fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Response {
     let connected = metrics.bus_connected.load(Ordering::Relaxed) == 1;
     let overloaded = metrics.overloaded.load(Ordering::Relaxed) == 1;
     let full = is_full(metrics.sessions.load(Ordering::Relaxed), max_sessions);
@@ -432,7 +427,7 @@ fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Resp
         "lag": metrics.bus_lag_micros.load(Ordering::Relaxed) as f64 / 1e6,
         "sessions": metrics.sessions.load(Ordering::Relaxed),
     });
-    let mut r = Response::new(Body::from(body.to_string()));
+    let mut r = warp::http::Response::new(body.to_string()).into_response();
     *r.status_mut() = warp::http::StatusCode::from_u16(code).unwrap_or_default();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -443,8 +438,8 @@ fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Resp
     r
 }
 
-fn metrics_response(body: String) -> Response<Body> {
-    let mut r = Response::new(Body::from(body));
+fn metrics_response(body: String) -> Response {
+    let mut r = warp::http::Response::new(body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

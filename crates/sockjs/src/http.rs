@@ -3,9 +3,9 @@
 
 use std::hash::{Hash, Hasher};
 
+use hyper::body::Bytes;
 use warp::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use warp::hyper::body::Bytes;
-use warp::hyper::Body;
+use warp::Reply;
 
 use crate::Options;
 
@@ -16,9 +16,17 @@ const CACHE_FOREVER: &str = "public, max-age=31536000";
 const ONE_YEAR: std::time::Duration = std::time::Duration::from_secs(31_536_000);
 const TEXT: &str = "text/plain; charset=UTF-8";
 
+/// A response, as warp serves it.
+pub(crate) type Resp = warp::reply::Response;
+
+/// A response whose body is `body`, whole (sent with its `Content-Length`).
+pub(crate) fn whole(body: impl Into<Bytes>) -> Resp {
+    Response::new(body.into()).into_response()
+}
+
 /// A response with a plain-text body.
-pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Body::from(body.into()));
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Resp {
+    let mut r = whole(body.into());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
@@ -26,18 +34,18 @@ pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body
 }
 
 /// `GET <prefix>` and `<prefix>/`: the greeting.
-pub(crate) fn greeting() -> Response<Body> {
+pub(crate) fn greeting() -> Resp {
     text(StatusCode::OK, "Welcome to SockJS!\n")
 }
 
 /// 404, for paths under the prefix that are not part of the protocol.
-pub(crate) fn not_found() -> Response<Body> {
+pub(crate) fn not_found() -> Resp {
     text(StatusCode::NOT_FOUND, "404 Error: Page not found\n")
 }
 
 /// 405 with the methods the URL takes, and no body.
-pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
+pub(crate) fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = Resp::default();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -45,19 +53,19 @@ pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// 403 for a browser page whose origin is not allowed.
-pub(crate) fn forbidden_origin() -> Response<Body> {
+pub(crate) fn forbidden_origin() -> Resp {
     text(StatusCode::FORBIDDEN, "Origin not allowed.\n")
 }
 
 /// `GET <prefix>/info`: what the client needs to pick a transport.
-pub(crate) fn info(options: &Options, request: &HeaderMap) -> Response<Body> {
+pub(crate) fn info(options: &Options, request: &HeaderMap) -> Resp {
     let body = serde_json::json!({
         "websocket": options.websocket,
         "cookie_needed": options.cookie_needed,
         "origins": ["*:*"],
         "entropy": rand::random::<u32>(),
     });
-    let mut r = Response::new(Body::from(body.to_string()));
+    let mut r = whole(body.to_string());
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -69,8 +77,8 @@ pub(crate) fn info(options: &Options, request: &HeaderMap) -> Response<Body> {
 }
 
 /// `OPTIONS` on an endpoint: the CORS preflight answer, allowing `methods`.
-pub(crate) fn preflight(methods: &'static str, request: &HeaderMap) -> Response<Body> {
-    let mut r = Response::new(Body::empty());
+pub(crate) fn preflight(methods: &'static str, request: &HeaderMap) -> Resp {
+    let mut r = Resp::default();
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     cache_forever(h);
@@ -132,13 +140,13 @@ impl Iframe {
         }
     }
 
-    pub(crate) fn respond(&self, request: &HeaderMap) -> Response<Body> {
+    pub(crate) fn respond(&self, request: &HeaderMap) -> Resp {
         if request.get(header::IF_NONE_MATCH) == Some(&self.etag) {
-            let mut r = Response::new(Body::empty());
+            let mut r = Resp::default();
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             return r;
         }
-        let mut r = Response::new(Body::from(self.body.clone()));
+        let mut r = whole(self.body.clone());
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

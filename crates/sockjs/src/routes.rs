@@ -22,14 +22,13 @@
 use std::sync::Arc;
 
 use futures_util::Stream;
+use hyper::body::Buf;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderMap, Method, Response, StatusCode};
-use warp::hyper::body::Buf;
-use warp::hyper::Body;
+use warp::http::{header, HeaderMap, Method, StatusCode};
 use warp::Filter;
 
 use crate::admission::{Client, Peer};
-use crate::http::{self, Iframe};
+use crate::http::{self, Iframe, Resp};
 use crate::registry::Service;
 use crate::transport::eventsource::EventSource;
 use crate::transport::htmlfile::HtmlFile;
@@ -40,8 +39,6 @@ use crate::transport::websocket::{self, Framing};
 use crate::transport::xhr::{XhrPolling, XhrStreaming};
 use crate::transport::{callback, CallbackError};
 use crate::{ws, Handler, Options};
-
-type Resp = Response<Body>;
 
 /// The warp filter serving a SockJS service under `prefix` (for example `/sockjs`), with
 /// `handler` as its application. Requests outside the prefix are rejected (not found), so the

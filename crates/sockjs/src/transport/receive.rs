@@ -18,15 +18,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use futures_util::stream;
+use hyper::body::Bytes;
 use tokio::time::sleep;
-use warp::http::{header, HeaderMap, HeaderValue, Response};
-use warp::hyper::body::Bytes;
-use warp::hyper::Body;
+use warp::http::{header, HeaderMap, HeaderValue};
+use warp::Reply;
 
 use super::HttpReceiver;
 use crate::admission::Client;
 use crate::frame;
-use crate::http;
+use crate::http::{self, Resp};
 use crate::registry::{Attach, Service, Ticket};
 use crate::session::Batch;
 use crate::{CloseCode, Handler, Message, Session};
@@ -38,8 +38,8 @@ pub(crate) fn respond<H: Handler, T: HttpReceiver>(
     client: Client,
     transport: T,
     request: &HeaderMap,
-) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
+) -> Resp {
+    let mut response = Resp::default();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -64,7 +64,7 @@ pub(crate) fn respond<H: Handler, T: HttpReceiver>(
         let chunk = r.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), r))
     });
-    *response.body_mut() = Body::wrap_stream(chunks);
+    *response.body_mut() = warp::reply::stream(chunks).into_response().into_body();
     response
 }
 

@@ -6,7 +6,7 @@
 //! and is handed to the application in order.
 
 use futures_util::{Stream, StreamExt};
-use warp::hyper::body::Buf;
+use hyper::body::Buf;
 
 use crate::frame;
 use crate::registry::{Lookup, Service};
@@ -144,14 +144,14 @@ mod tests {
     #[tokio::test]
     async fn bodies_past_the_limit_are_refused_without_reading_on() {
         let chunks = futures_util::stream::iter(
-            std::iter::repeat_with(|| Ok(warp::hyper::body::Bytes::from_static(&[b'x'; 1024])))
+            std::iter::repeat_with(|| Ok(hyper::body::Bytes::from_static(&[b'x'; 1024])))
                 .take(1_000_000),
         );
         assert_eq!(
             read_limited(chunks, 10 * 1024).await,
             Err(SendFailure::TooLarge)
         );
-        let small = futures_util::stream::iter([Ok(warp::hyper::body::Bytes::from_static(b"[]"))]);
+        let small = futures_util::stream::iter([Ok(hyper::body::Bytes::from_static(b"[]"))]);
         assert_eq!(read_limited(small, 10).await.unwrap(), b"[]");
     }
 }

@@ -3,14 +3,14 @@
 //! is arriving or leaving.
 //!
 //! A general-purpose WebSocket library keeps a read buffer of several KiB per connection from
-//! the start (tungstenite 0.21, which warp uses, 8 KiB). A push server's connections are idle
+//! the start (tungstenite 0.21, which warp 0.3's WebSocket filter used, 8 KiB). A push server's connections are idle
 //! nearly all the time and its clients send a few small messages, so here the read buffer
 //! exists only while a frame is partly received, and each write is one frame, or a few, built
 //! in place and handed to the socket whole.
 //!
 //! The upgrade itself needs hyper's `OnUpgrade`, which warp keeps to its own WebSocket filter.
-//! [`with_upgrades`] wraps the service that serves the routes and puts it where the routes can
-//! take it.
+//! [`with_upgrades`] wraps the service that serves the routes (warp's, a tower service) into a
+//! hyper service and puts the upgrade where the routes can take it.
 
 pub(crate) mod codec;
 
@@ -18,44 +18,48 @@ use std::convert::Infallible;
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Poll};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hyper::service::Service;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use warp::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use warp::hyper::server::conn::AddrStream;
-use warp::hyper::service::Service;
-use warp::hyper::upgrade::{OnUpgrade, Upgraded};
-use warp::hyper::Body;
+use warp::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use warp::Filter;
+
+use crate::http::Resp;
 
 use codec::{Fault, Incoming, Reader};
 
-/// Wraps the service that serves [`crate::routes`] so that their WebSocket URLs can upgrade:
-/// `sockjs::with_upgrades(warp::service(routes))` in place of `warp::service(routes)`.
-/// Without it, WebSocket handshakes get `500 Internal Server Error`.
+/// Wraps the service that serves [`crate::routes`] (`warp::service(routes)`) into a hyper
+/// service whose WebSocket URLs can upgrade: serve `sockjs::with_upgrades(warp::service(routes))`
+/// on hyper's HTTP/1 connections `with_upgrades()`. Without it, WebSocket handshakes get
+/// `500 Internal Server Error`.
+///
+/// An upgraded connection is read and written directly (no copy through hyper) when the
+/// connection served is a [`TokioIo`]`<`[`tokio::net::TcpStream`]`>`.
 pub fn with_upgrades<S>(inner: S) -> WithUpgrades<S> {
-    WithUpgrades(inner)
+    WithUpgrades(TowerToHyperService::new(inner))
 }
 
 /// The service [`with_upgrades`] makes.
 #[derive(Clone, Debug)]
-pub struct WithUpgrades<S>(S);
+pub struct WithUpgrades<S>(TowerToHyperService<S>);
 
-impl<S> Service<Request<Body>> for WithUpgrades<S>
+impl<S, B> Service<Request<B>> for WithUpgrades<S>
 where
-    S: Service<Request<Body>>,
+    TowerToHyperService<S>: Service<Request<B>>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = <TowerToHyperService<S> as Service<Request<B>>>::Response;
+    type Error = <TowerToHyperService<S> as Service<Request<B>>>::Error;
+    type Future = <TowerToHyperService<S> as Service<Request<B>>>::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> S::Future {
+    fn call(&self, mut request: Request<B>) -> Self::Future {
         if request.headers().contains_key(header::UPGRADE) {
             if let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() {
                 let slot = UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))));
@@ -132,26 +136,7 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 fn accept_key(key: &[u8]) -> String {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
-    base64(&digest)
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(digest)
 }
 
 /// The `101 Switching Protocols` answer to a handshake, and the connection it opens, handed to
@@ -161,7 +146,7 @@ pub(crate) fn upgrade<F, Fut>(
     accept: HeaderValue,
     limit: usize,
     serve: F,
-) -> Response<Body>
+) -> Resp
 where
     F: FnOnce(Conn) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -175,7 +160,7 @@ where
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
-    let mut response = Response::new(Body::empty());
+    let mut response = Resp::default();
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -198,7 +183,7 @@ enum Io {
     /// A plain TCP connection, shared with the session so that it can be written directly.
     Tcp(Arc<TcpStream>),
     /// Anything else hyper serves.
-    Other(Upgraded),
+    Other(TokioIo<Upgraded>),
 }
 
 /// What came off the connection.
@@ -212,18 +197,12 @@ pub(crate) enum Read {
 impl Conn {
     fn new(upgraded: Upgraded, limit: usize) -> Conn {
         let mut reader = Reader::new(limit);
-        let io = match upgraded.downcast::<TcpStream>() {
+        let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 reader.push(&parts.read_buf);
-                Io::Tcp(Arc::new(parts.io))
+                Io::Tcp(Arc::new(parts.io.into_inner()))
             }
-            Err(upgraded) => match upgraded.downcast::<AddrStream>() {
-                Ok(parts) => {
-                    reader.push(&parts.read_buf);
-                    Io::Tcp(Arc::new(parts.io.into_inner()))
-                }
-                Err(upgraded) => Io::Other(upgraded),
-            },
+            Err(upgraded) => Io::Other(TokioIo::new(upgraded)),
         };
         Conn { io, reader }
     }
@@ -327,10 +306,12 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        // RFC 4648 §10: the standard alphabet, padded.
+        assert_eq!(STANDARD.encode(b""), "");
+        assert_eq!(STANDARD.encode(b"f"), "Zg==");
+        assert_eq!(STANDARD.encode(b"fo"), "Zm8=");
+        assert_eq!(STANDARD.encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(STANDARD.encode([0xfb, 0xff]), "+/8=");
     }
 
     #[test]
@@ -359,5 +340,59 @@ mod tests {
         let mut plain = h;
         plain.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         assert_eq!(check_handshake(&plain), Err(NotHandshake::NotUpgrade));
+    }
+
+    /// Serves one connection as the connection layer does (`TokioIo<TcpStream>`), answering
+    /// a handshake with [`upgrade`]; returns what `check` says of the upgraded connection.
+    async fn upgraded<T: Send + 'static>(check: fn(&Conn) -> T) -> T {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let service = hyper::service::service_fn(move |mut request: Request<_>| {
+            let tx = tx.clone();
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            async move {
+                let slot = UpgradeSlot(Arc::new(Mutex::new(Some(on_upgrade))));
+                let accept = check_handshake(request.headers()).unwrap();
+                Ok::<_, Infallible>(upgrade(slot, accept, 1024, move |conn| async move {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send(check(&conn));
+                    }
+                }))
+            }
+        });
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+        let mut client = TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+        let checked = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;
+        checked.expect("upgraded in time").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_tcp_connection_is_read_and_written_directly() {
+        // Not through hyper's `Upgraded`, which would copy every write and make `write_now`
+        // write nothing.
+        assert!(upgraded(|conn| conn.tcp().is_some()).await);
     }
 }

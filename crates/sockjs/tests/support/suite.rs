@@ -7,15 +7,14 @@
 //! Shared by `examples/echo.rs` (which the suite runs against) and the crate's own protocol
 //! tests, so both serve exactly the same thing.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper_util::rt::TokioIo;
 use sockjs::{CloseCode, Handler, Message, Options, Session};
 use warp::filters::BoxedFilter;
-use warp::http::Response;
-use warp::hyper::Body;
+use warp::reply::Response;
 use warp::Filter;
 
 /// Sends every message back to its session.
@@ -39,7 +38,7 @@ impl Handler for Close {
 }
 
 /// The four services, each under its own prefix.
-pub fn routes() -> BoxedFilter<(Response<Body>,)> {
+pub fn routes() -> BoxedFilter<(Response,)> {
     let base = Options {
         sockjs_url: "http://127.0.0.1/sockjs.min.js".into(),
         ..Options::default()
@@ -79,24 +78,30 @@ pub fn routes() -> BoxedFilter<(Response<Body>,)> {
 }
 
 /// Serves `routes` on 127.0.0.1:`port` (0 picks a free port), WebSocket upgrades included.
-pub fn bind(
-    routes: BoxedFilter<(Response<Body>,)>,
-    port: u16,
-) -> (SocketAddr, impl Future<Output = ()>) {
+pub fn bind(routes: BoxedFilter<(Response,)>, port: u16) -> (SocketAddr, impl Future<Output = ()>) {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     listener.set_nonblocking(true).expect("non-blocking");
     let addr = listener.local_addr().expect("bound address");
     let service = sockjs::with_upgrades(warp::service(routes));
-    let make_service = warp::hyper::service::make_service_fn(move |_| {
-        let service = service.clone();
-        async move { Ok::<_, Infallible>(service) }
-    });
-    let server = warp::hyper::Server::from_tcp(listener)
-        .expect("listener")
-        .serve(make_service);
     (addr, async move {
-        if let Err(e) = server.await {
-            eprintln!("server failed: {e}");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service.clone())
+                .with_upgrades();
+            // A client that drops its connection mid-request is no failure of the server.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
         }
     })
 }

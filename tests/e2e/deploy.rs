@@ -20,6 +20,19 @@ fn bin_dir() -> String {
     path.parent().unwrap().to_str().unwrap().to_owned()
 }
 
+/// Runs `systemd-analyze verify` on the units `names` in `dir`; fails on an error or a warning.
+pub(crate) fn systemd_verify(dir: &std::path::Path, names: &[impl AsRef<std::ffi::OsStr>]) {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(names)
+        .current_dir(dir)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.trim().is_empty(), "warnings: {stderr}");
+}
+
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify_without_a_warning() {
     let dir = tempdir();
@@ -31,15 +44,7 @@ fn the_systemd_units_pass_systemd_analyze_verify_without_a_warning() {
         std::fs::write(dir.join(&file), text).unwrap();
         names.push(file);
     }
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .args(&names)
-        .current_dir(&dir)
-        .output()
-        .expect("systemd-analyze (Debian's systemd package)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.trim().is_empty(), "warnings: {stderr}");
+    systemd_verify(&dir, &names);
     for name in UNITS {
         let text = unit(name);
         for hardening in [

@@ -163,10 +163,6 @@ impl Drop for Haproxy {
     }
 }
 
-fn port_of(s: &Server) -> u16 {
-    s.origin.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn behind_haproxy_with_tls_every_transport_reaches_two_servers() {
     let dir = tempdir("pushnote-haproxy");
@@ -177,7 +173,7 @@ fn behind_haproxy_with_tls_every_transport_reaches_two_servers() {
     let a = server(&fwd, &["--sockjs-url", &sockjs_url]);
     let b = server(&fwd, &["--sockjs-url", &sockjs_url]);
     let bus = publisher(&fwd.sub);
-    let servers = [port_of(&a), port_of(&b)];
+    let servers = [a.port(), b.port()];
     // The client script the iframe transports load, from the same TLS origin.
     let script = repo_path("tests/browser/node_modules/sockjs-client/dist/sockjs.min.js");
     let site = Site {
@@ -242,9 +238,9 @@ async fn a_server_cut_off_from_its_forwarder_gets_no_new_sessions_through_haprox
     let flags = ["--heartbeat", "1", "--session-rate-per-address", "0"];
     let a = server(&fwd_a, &flags);
     let b = server(&fwd_b, &flags);
-    let (name_a, name_b) = (format!("s{}", port_of(&a)), format!("s{}", port_of(&b)));
+    let (name_a, name_b) = (format!("s{}", a.port()), format!("s{}", b.port()));
     let port = free_port();
-    let servers = [port_of(&a), port_of(&b)];
+    let servers = [a.port(), b.port()];
     let site = Site {
         port,
         servers: &servers,
@@ -345,9 +341,9 @@ async fn polling_sessions_through_haproxy_stay_on_their_server_when_another_come
     };
     let a = spawn_server(&mut server_cmd(&a_args()), false);
     let b = server(&fwd, &flags);
-    let (name_a, name_b) = (format!("s{a_port}"), format!("s{}", port_of(&b)));
+    let (name_a, name_b) = (format!("s{a_port}"), format!("s{}", b.port()));
     let port = free_port();
-    let servers = [port_of(&a), port_of(&b)];
+    let servers = [a.port(), b.port()];
     let site = Site {
         port,
         servers: &servers,

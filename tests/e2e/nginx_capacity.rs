@@ -69,10 +69,7 @@ async fn ten_thousand_websocket_sessions_through_the_shipped_nginx_configuration
         server(&fwd, &["--session-rate-per-address", "0"]),
         server(&fwd, &["--session-rate-per-address", "0"]),
     ];
-    let ports: Vec<u16> = servers
-        .iter()
-        .map(|s| s.origin.rsplit(':').next().unwrap().parse().unwrap())
-        .collect();
+    let ports: Vec<u16> = servers.iter().map(Server::port).collect();
     let port = free_port();
     let mut site = Site::new(port, &ports);
     // Plain HTTP: the test counts nginx's connections, not its TLS handshakes.
@@ -193,13 +190,6 @@ fn the_nginx_units_drop_in_passes_systemd_analyze_verify_and_covers_the_workers(
     std::fs::create_dir_all(dir.join("nginx.service.d")).unwrap();
     std::fs::write(dir.join("nginx.service"), unit).unwrap();
     std::fs::write(dir.join("nginx.service.d/pushnote.conf"), drop_in).unwrap();
-    let out = std::process::Command::new("systemd-analyze")
-        .args(["verify", "nginx.service"])
-        .current_dir(&dir)
-        .output()
-        .expect("systemd-analyze (Debian's systemd package)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.trim().is_empty(), "warnings: {stderr}");
+    crate::deploy::systemd_verify(&dir, &["nginx.service"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

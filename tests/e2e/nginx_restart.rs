@@ -41,7 +41,7 @@ async fn polling_sessions_through_nginx_stay_on_their_server_when_another_comes_
     let a_port = free_port().to_string();
     let a = spawn_server(&mut server_cmd(&server_args(&fwd, &a_port)), false);
     let b = server(&fwd, &[]);
-    let b_port: u16 = b.origin.rsplit(':').next().unwrap().parse().unwrap();
+    let b_port = b.port();
     let port = free_port();
     let servers = [a_port.parse().unwrap(), b_port];
     let _nginx = Nginx::start(&dir, &Site::new(port, &servers));

@@ -92,11 +92,10 @@ fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stick
     let fwd = forwarder();
     let a = server(&fwd, &["--sockjs-url", &sockjs_url]);
     let b = server(&fwd, &["--sockjs-url", &sockjs_url]);
-    let port_of = |s: &Server| s.origin.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let bus = publisher(&fwd.sub);
     let url = format!("https://127.0.0.1:{port}/sockjs");
 
-    let servers = [port_of(&a), port_of(&b)];
+    let servers = [a.port(), b.port()];
     // The client script the iframe transports load, from the same TLS origin (an https
     // iframe may not load an http script).
     let script = repo_path("tests/browser/node_modules/sockjs-client/dist/sockjs.min.js");

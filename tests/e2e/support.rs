@@ -250,6 +250,15 @@ pub const BROADCASTS: &str = "pushnote_bus_broadcasts_total";
 pub const USER_MESSAGES: &str = "pushnote_bus_user_messages_total";
 
 impl Server {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.origin
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("an origin ends with its port")
+    }
+
     pub async fn metric(&self, name: &str) -> u64 {
         metric_at(&format!("{}/metrics", self.origin), name).await
     }

@@ -114,14 +114,15 @@ struct Soak {
     /// slowest session takes them (a burst: not what the mix sustains). 0: none.
     #[arg(long, default_value_t = 0)]
     probe: u64,
-    /// Broadcasts per second. The default is half of the mix this machine kind sustains with
-    /// the load generator on the same two cores (docs/BENCHMARKS.md, "Sustained rates": 32
-    /// broadcasts/s with 32,000 targeted/s, 640,000 deliveries/s, for 10,000 sessions).
-    #[arg(long, default_value_t = 16.0)]
+    /// Broadcasts per second. The default is three quarters of the mix this machine kind
+    /// sustains for 10 minutes with the load generator on the same two cores
+    /// (docs/BENCHMARKS.md, "Sustained rates": 32 broadcasts/s with 32,000 targeted/s,
+    /// 640,000 deliveries/s, for 10,000 sessions).
+    #[arg(long, default_value_t = 24.0)]
     broadcast_rate: f64,
-    /// Targeted messages per second, each to one random user (the default: half the
-    /// sustained mix, as many deliveries as the broadcasts make).
-    #[arg(long, default_value_t = 16_000.0)]
+    /// Targeted messages per second, each to one random user (the default: three quarters
+    /// of the sustained mix, as many deliveries as the broadcasts make).
+    #[arg(long, default_value_t = 24_000.0)]
     targeted_rate: f64,
     /// Offer this many times the rates for --overload-for seconds from --overload-at (1: no
     /// overload). What the server sheds then counts as lost.

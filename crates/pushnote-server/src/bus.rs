@@ -1,221 +1,111 @@
-//! The bus: the ZeroMQ subscriber a server reads notifications from.
+//! The bus thread: what comes in from the engine (`broker.rs`), checked, framed and handed on.
 //!
-//! ZeroMQ sockets are not thread-safe and block, so the SUB socket lives on a thread of its
-//! own. The hub tells that thread which topics to subscribe to through [`BusControl`] (its
-//! [`Subscriptions`]), which writes one-line commands into an in-process ZeroMQ pair: the
-//! thread waits on both sockets at once, so a subscription takes effect without polling
-//! delays. The hub subscribes a topic (a user's, a channel's) when its first session here
-//! joins and unsubscribes it when the last one leaves, so each subscription message upstream
-//! means a topic arrived at or left this server.
-//!
-//! The socket, an XSUB, connects to the forwarder (and reconnects by itself, re-sending its
-//! subscriptions, when the forwarder restarts), or in single mode binds for apps to connect.
-//! With a forwarder it also carries recovery requests up (`Remote`) and their answers down, on
-//! this server's reply topic.
+//! The thread waits on the engine ([`Engine`]): the ZeroMQ forwarder, or the in-process engine
+//! of `--single` (`zeromq.rs`). The hub tells the engine which topics to subscribe to through
+//! its handle ([`Broker`]); with a forwarder, recovery requests go up through the same handle
+//! (`Remote`) and their answers come in here.
 //!
 //! The thread decodes and checks what it reads, frames it as pages receive it (a broadcast's
 //! and a user's message as the bare data, a channel's in its envelope; where the server keeps
 //! history, also with its position, numbered and kept by `Recovery`), and hands it to the
 //! `Fanout` (the `fanout` module), whose sweeper threads (one per core) deliver broadcasts to
-//! every session and a topic's messages to the topic's sessions. A server that keeps history
-//! receives every topic's messages, those of users and channels with no session here too, so
-//! that a page that comes back is given what was published while it was away.
+//! every session and a topic's messages to the topic's sessions.
 //!
-//! The forwarder gives each topic's messages their positions ([`wire::stamp_bytes`]), which sessions
-//! with positions on are given with each message; `Gaps` counts the positions that never
-//! arrived, the messages ZeroMQ dropped on the way here.
+//! An engine that numbers messages (the forwarder) gives each topic's messages their
+//! positions, which sessions with positions on are given with each message; `Gaps` counts the
+//! positions that never arrived, the messages dropped on the way here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pushnote::recover;
 use pushnote::wire::{self, BusMessage, Target};
 use pushnote_history::Position;
 use serde_json::value::RawValue;
 use sockjs::Message;
 
+use crate::broker::{Broker, Command, Engine, HistoryRequest};
 use crate::config::{BusMode, BUS_BACKLOG_BYTES};
 use crate::fanout::Fanout;
 use crate::hub::Hub;
-use crate::inproc;
 use crate::metrics::Metrics;
 use crate::overload::Backlog;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
-use crate::remote::{Filled, Remote, Upstream};
-use crate::subscriptions::Subscriptions;
+use crate::remote::{Filled, Remote};
+use crate::zeromq::{BusControl, BusError, Forwarder, Options, Single};
 
-/// Why the bus could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// ZeroMQ refused the endpoint or a socket operation.
-    #[error("bus endpoint {endpoint}: {source}")]
-    Zmq {
-        /// The endpoint in question.
-        endpoint: String,
-        /// ZeroMQ's error.
-        source: zmq::Error,
-    },
-    /// The bus thread could not be started.
-    #[error("cannot start the bus thread: {0}")]
-    Thread(#[from] std::io::Error),
+/// Today's engines, each driven by the bus thread's code made for it.
+enum Engines {
+    Forwarder(Forwarder),
+    Single(Single),
 }
 
-const CMD_SUBSCRIBE: u8 = b'+';
-const CMD_UNSUBSCRIBE: u8 = b'-';
-const CMD_STOP: u8 = b'.';
-const CMD_RECOVER: u8 = b'?';
-
-/// Sends subscription commands to the bus thread. Cheap to call from any thread.
-pub struct BusControl {
-    socket: Mutex<zmq::Socket>,
-}
-
-impl BusControl {
-    fn command(&self, cmd: u8, topic: &[u8]) {
-        let mut msg = Vec::with_capacity(topic.len() + 1);
-        msg.push(cmd);
-        msg.extend_from_slice(topic);
-        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
-        // An inproc pair with an unlimited queue: a send fails only once the thread is gone,
-        // when subscriptions no longer matter.
-        if let Err(e) = socket.send(msg, 0) {
-            tracing::debug!(error = %e, "bus thread gone; command dropped");
-        }
-    }
-
-    fn stop(&self) {
-        self.command(CMD_STOP, b"");
-    }
-}
-
-impl Upstream for BusControl {
-    /// Sends the request up to the forwarder, after every subscription commanded before it.
-    fn recover(&self, request: &[u8]) {
-        self.command(CMD_RECOVER, request);
-    }
-}
-
-impl Subscriptions for BusControl {
-    fn subscribe(&self, topic: &[u8]) {
-        self.command(CMD_SUBSCRIBE, topic);
-    }
-
-    fn unsubscribe(&self, topic: &[u8]) {
-        self.command(CMD_UNSUBSCRIBE, topic);
-    }
-}
-
-/// The bus, opened but not yet running: its sockets are bound or connected.
+/// The bus, opened but not yet running: its engine is bound or connected.
 pub struct Bus {
-    ctx: zmq::Context,
-    sub: zmq::Socket,
-    commands: zmq::Socket,
-    /// The SUB socket's connection events, with a forwarder (`None` in single mode).
-    monitor: Option<zmq::Socket>,
-    endpoint: String,
-    mode: BusMode,
+    engine: Engines,
     max_message_bytes: usize,
     /// The most messages read ahead of delivery (the receive high-water mark).
     receive_hwm: i32,
     /// How long a message may wait for delivery before it is shed.
     max_lag: Option<Duration>,
-    /// This server's id among the forwarder's servers: it names the reply topic.
-    server: u64,
 }
 
 /// A running bus thread.
 pub struct BusThread {
     control: Arc<BusControl>,
     thread: Option<JoinHandle<()>>,
-    // Kept so the context outlives the thread's sockets.
-    _ctx: zmq::Context,
 }
 
 impl Bus {
-    /// Opens the SUB socket at `endpoint` and the command pair. In [`BusMode::Bind`] a port of
-    /// `*` picks a free port; [`Bus::endpoint`] tells which. Messages that wait for delivery
-    /// longer than `max_lag` are shed.
+    /// Opens the engine at `endpoint`: connects to the forwarder ([`BusMode::Connect`]) or
+    /// binds for apps ([`BusMode::Bind`], where a port of `*` picks a free port;
+    /// [`Bus::endpoint`] tells which; with `keeps_history`, every topic's messages are taken
+    /// in). Messages that wait for delivery longer than `max_lag` are shed.
     pub fn open(
         endpoint: &str,
         mode: BusMode,
+        keeps_history: bool,
         receive_hwm: i32,
         max_message_bytes: usize,
         max_lag: Option<Duration>,
     ) -> Result<(Bus, Arc<BusControl>), BusError> {
-        let err = |source| BusError::Zmq {
-            endpoint: endpoint.to_owned(),
-            source,
-        };
-        let ctx = zmq::Context::new();
-        let sub = ctx.socket(zmq::XSUB).map_err(err)?;
-        sub.set_rcvhwm(receive_hwm).map_err(err)?;
-        // What a SUB socket sends are its subscriptions, one per user here, and it re-sends all
-        // of them on every new connection (a restarted forwarder, an app connecting in single
-        // mode). ZeroMQ drops those beyond the send high-water mark without a word, and the
-        // users past the first thousand would silently stop receiving: no limit.
-        sub.set_sndhwm(0).map_err(err)?;
-        sub.set_linger(0).map_err(err)?;
-        // Reconnect quickly after the forwarder restarts, backing off to one second.
-        sub.set_reconnect_ivl(100).map_err(err)?;
-        sub.set_reconnect_ivl_max(1000).map_err(err)?;
-        subscribe(&sub, wire::BROADCAST_TOPIC).map_err(err)?;
-        let server = pushnote_history::history::fresh_seed();
-        if mode == BusMode::Connect {
-            subscribe(&sub, &recover::reply_topic(server)).map_err(err)?;
-        }
-        let mut monitor = None;
-        let resolved = match mode {
+        let options = Options { receive_hwm };
+        let (engine, control) = match mode {
             BusMode::Connect => {
-                const MONITOR: &str = "inproc://bus-monitor";
-                let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
-                    | zmq::SocketEvent::DISCONNECTED.to_raw();
-                sub.monitor(MONITOR, i32::from(events)).map_err(err)?;
-                let events = ctx.socket(zmq::PAIR).map_err(err)?;
-                events.connect(MONITOR).map_err(err)?;
-                monitor = Some(events);
-                sub.connect(endpoint).map_err(err)?;
-                endpoint.to_owned()
+                let (engine, control) = Forwarder::connect(endpoint, &options)?;
+                (Engines::Forwarder(engine), control)
             }
             BusMode::Bind => {
-                sub.bind(endpoint).map_err(err)?;
-                sub.get_last_endpoint()
-                    .map_err(err)?
-                    .unwrap_or_else(|_| endpoint.to_owned())
+                let (engine, control) = Single::bind(endpoint, &options, keeps_history)?;
+                (Engines::Single(engine), control)
             }
         };
-        let (commands, control) = inproc::pair(&ctx, "bus").map_err(err)?;
         let bus = Bus {
-            ctx,
-            sub,
-            commands,
-            monitor,
-            endpoint: resolved,
-            mode,
+            engine,
             max_message_bytes,
             receive_hwm,
             max_lag,
-            server,
         };
-        Ok((
-            bus,
-            Arc::new(BusControl {
-                socket: Mutex::new(control),
-            }),
-        ))
+        Ok((bus, Arc::new(control)))
     }
 
-    /// The endpoint the SUB socket is bound or connected to.
+    /// The endpoint the engine is bound or connected to.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        match &self.engine {
+            Engines::Forwarder(e) => e.endpoint(),
+            Engines::Single(e) => e.endpoint(),
+        }
     }
 
-    /// This server's id on the bus (its reply topic's name).
-    pub fn server_id(&self) -> u64 {
-        self.server
+    /// This server's id on the bus (its reply topic's name), with a forwarder.
+    pub fn server_id(&self) -> Option<u64> {
+        match &self.engine {
+            Engines::Forwarder(e) => Some(e.server_id()),
+            Engines::Single(_) => None,
+        }
     }
 
     /// Starts the thread that reads the bus and delivers to `hub` through `fanout`, or,
@@ -230,13 +120,6 @@ impl Bus {
         recovery: Option<Arc<Recovery>>,
         remote: Option<Arc<Remote>>,
     ) -> Result<BusThread, BusError> {
-        let ctx = self.ctx.clone();
-        if recovery.is_some() {
-            subscribe(&self.sub, b"").map_err(|source| BusError::Zmq {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
-        }
         let state = State {
             fanout,
             recovery,
@@ -244,70 +127,74 @@ impl Bus {
             gaps: Gaps::default(),
             subscribed: HashSet::new(),
             filling: HashMap::new(),
-            connected_before: false,
             backlog: Backlog::new(
                 self.max_lag,
                 usize::try_from(self.receive_hwm).unwrap_or(0),
                 BUS_BACKLOG_BYTES,
             ),
         };
-        let thread = std::thread::Builder::new()
-            .name("pushnote-bus".into())
-            .spawn(move || self.run(&hub, &metrics, state))?;
+        let max_message_bytes = self.max_message_bytes;
+        let builder = std::thread::Builder::new().name("pushnote-bus".into());
+        let thread = match self.engine {
+            Engines::Forwarder(engine) => builder.spawn(move || {
+                Reader {
+                    engine,
+                    max_message_bytes,
+                }
+                .run(&hub, &metrics, state)
+            })?,
+            Engines::Single(engine) => builder.spawn(move || {
+                Reader {
+                    engine,
+                    max_message_bytes,
+                }
+                .run(&hub, &metrics, state)
+            })?,
+        };
         Ok(BusThread {
             control,
             thread: Some(thread),
-            _ctx: ctx,
         })
     }
+}
 
-    fn run(self, hub: &Hub, metrics: &Metrics, mut state: State) {
-        if self.mode == BusMode::Bind {
-            // Apps connect to it: it is ready as soon as it is bound.
-            metrics.bus_connected.store(1, Ordering::Relaxed);
-        }
+/// The bus thread's reading of one engine.
+struct Reader<E> {
+    engine: E,
+    max_message_bytes: usize,
+}
+
+impl<E: Engine> Reader<E> {
+    fn run(mut self, hub: &Hub, metrics: &Metrics, mut state: State) {
+        self.engine.start(metrics);
         loop {
-            // The connection events' socket where there is one (no allocation per turn).
-            let mut items = [
-                self.sub.as_poll_item(zmq::POLLIN),
-                self.commands.as_poll_item(zmq::POLLIN),
-                self.monitor
-                    .as_ref()
-                    .unwrap_or(&self.commands)
-                    .as_poll_item(zmq::POLLIN),
-            ];
-            let polled = if self.monitor.is_some() { 3 } else { 2 };
-            let items = &mut items[..polled];
             // Losses not logged yet are logged within a second even when nothing else comes;
             // late recovery answers are given up within a quarter of one.
             let waiting = state.remote.as_ref().is_some_and(|r| r.waiting());
             let timeout = if !state.backlog.is_empty() {
-                0
+                Some(Duration::ZERO)
             } else if waiting {
-                250
+                Some(Duration::from_millis(250))
             } else if state.gaps.unreported > 0 || metrics.overloaded.load(Ordering::Relaxed) == 1 {
-                1000
+                Some(Duration::from_secs(1))
             } else {
-                -1
+                None
             };
-            if let Err(e) = zmq::poll(items, timeout) {
-                if e == zmq::Error::EINTR {
-                    continue;
+            let ready = match self.engine.wait(timeout) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!(error = %e, "the bus thread stops");
+                    return;
                 }
-                tracing::error!(error = %e, "bus poll failed; the bus thread stops");
-                return;
-            }
-            let (sub_ready, cmd_ready) = (items[0].is_readable(), items[1].is_readable());
-            if items.get(2).is_some_and(|i| i.is_readable())
-                && self.take_connection_events(metrics, &mut state)
-            {
+            };
+            if ready.connection && self.engine.take_connection(metrics) {
                 self.ask_for_fill(&mut state);
             }
-            if cmd_ready && !self.take_commands(&mut state) {
+            if ready.commands && !self.take_commands(&mut state) {
                 state.gaps.report(true);
                 return;
             }
-            if sub_ready || !state.backlog.is_empty() {
+            if ready.messages || !state.backlog.is_empty() {
                 self.take_messages(hub, metrics, &mut state);
             }
             if waiting {
@@ -324,70 +211,34 @@ impl Bus {
         }
     }
 
-    /// Notes whether the forwarder is connected, from the socket's events; true when it came
-    /// back after a disconnection.
-    fn take_connection_events(&self, metrics: &Metrics, state: &mut State) -> bool {
-        let Some(monitor) = &self.monitor else {
-            return false;
-        };
-        let mut back = false;
-        while let Ok(frames) = monitor.recv_multipart(zmq::DONTWAIT) {
-            let Some(&[a, b, ..]) = frames.first().map(Vec::as_slice) else {
-                continue;
-            };
-            let event = u16::from_le_bytes([a, b]);
-            let connected = if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
-                tracing::info!(endpoint = %self.endpoint, "bus connected");
-                back |= std::mem::replace(&mut state.connected_before, true);
-                1
-            } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
-                tracing::warn!(endpoint = %self.endpoint, "bus disconnected; reconnecting");
-                0
-            } else {
-                continue;
-            };
-            metrics.bus_connected.store(connected, Ordering::Relaxed);
-        }
-        back
-    }
-
-    /// Applies every waiting command; false when told to stop.
-    fn take_commands(&self, state: &mut State) -> bool {
-        while let Ok(cmd) = self.commands.recv_bytes(zmq::DONTWAIT) {
-            let Some((&op, topic)) = cmd.split_first() else {
-                continue;
-            };
-            let result = match op {
-                CMD_SUBSCRIBE => {
-                    if self.mode == BusMode::Connect {
-                        state.subscribed.insert(topic.to_vec());
-                    }
-                    subscribe(&self.sub, topic)
+    /// Carries out every waiting command; false when told to stop.
+    fn take_commands(&mut self, state: &mut State) -> bool {
+        let numbers = self.engine.numbers_messages();
+        let State {
+            gaps, subscribed, ..
+        } = state;
+        self.engine.take_commands(|command| match command {
+            Command::Subscribed(topic) => {
+                if numbers {
+                    subscribed.insert(topic.to_vec());
                 }
-                CMD_UNSUBSCRIBE => {
-                    // Messages published while no one here listens are not ours to miss.
-                    state.gaps.forget(topic);
-                    state.subscribed.remove(topic);
-                    crate::room::give_back(&mut state.subscribed);
-                    subscription(&self.sub, 0, topic)
-                }
-                CMD_RECOVER => self.sub.send(topic, 0),
-                CMD_STOP => return false,
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "bus subscription change failed");
             }
-        }
-        true
+            Command::Unsubscribed(topic) => {
+                // Messages published while no one here listens are not ours to miss.
+                gaps.forget(topic);
+                subscribed.remove(topic);
+                crate::room::give_back(subscribed);
+            }
+        })
     }
 
     /// Counts the messages of a topic that the forwarder numbered and that never arrived
     /// before this one. Every message the forwarder stamped counts, whether the server then
-    /// takes or rejects it: a rejected message did arrive. Only a forwarder stamps: in single
-    /// mode, what publishers put after the topic is no stamp, and cannot move the count.
+    /// takes or rejects it: a rejected message did arrive. Only an engine that numbers messages
+    /// stamps: in single mode, what publishers put after the topic is no stamp, and cannot
+    /// move the count.
     fn count_gaps(&self, frames: &[Vec<u8>], gaps: &mut Gaps, metrics: &Metrics) {
-        if self.mode != BusMode::Connect {
+        if !self.engine.numbers_messages() {
             return;
         }
         let Some(Ok((topic, Some(stamp)))) = frames.first().map(|t| wire::split_stamp(t)) else {
@@ -399,33 +250,11 @@ impl Bus {
         }
     }
 
-    /// Reads what ZeroMQ holds into the backlog, as far as it has room, for a moment at most
-    /// (so that delivery goes on while messages come faster than they can be read).
-    fn read_ahead(&self, backlog: &mut Backlog) {
-        const TURN: Duration = Duration::from_millis(2);
-        let now = Instant::now();
-        let mut read = 0u32;
-        while backlog.has_room() {
-            read = read.wrapping_add(1);
-            if read & 63 == 0 && now.elapsed() > TURN {
-                return;
-            }
-            match self.sub.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => backlog.push(now, frames),
-                Err(zmq::Error::EAGAIN) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "bus receive failed");
-                    return;
-                }
-            }
-        }
-    }
-
     /// Reads ahead, then delivers the oldest messages waiting, up to a batch, so commands are
     /// not starved; sheds those that waited past the bound.
-    fn take_messages(&self, hub: &Hub, metrics: &Metrics, state: &mut State) {
+    fn take_messages(&mut self, hub: &Hub, metrics: &Metrics, state: &mut State) {
         const BATCH: usize = 1024;
-        self.read_ahead(&mut state.backlog);
+        self.engine.read(&mut state.backlog);
         let mut now = Instant::now();
         for i in 0..BATCH {
             // The clock read again now and then: a batch can take long on a starved machine,
@@ -436,9 +265,9 @@ impl Bus {
             let Some((frames, late)) = state.backlog.pop(now, metrics) else {
                 return;
             };
-            if frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
+            if let Some(answer) = self.engine.answer(&frames) {
                 let filled = state.remote.as_ref().and_then(|remote| {
-                    remote.take(&frames, |topic, position, body| {
+                    remote.take(answer, |topic, position, body| {
                         self.recovered(topic, position, body)
                     })
                 });
@@ -468,7 +297,7 @@ impl Bus {
 
     /// Counts a message that waited past the bound, and does not deliver it. Where the
     /// server keeps history, it is kept there all the same, for the pages that ask.
-    fn shed(&self, frames: Vec<Vec<u8>>, now: Instant, metrics: &Metrics, state: &mut State) {
+    fn shed(&mut self, frames: Vec<Vec<u8>>, now: Instant, metrics: &Metrics, state: &mut State) {
         metrics.bus_received.fetch_add(1, Ordering::Relaxed);
         self.count_gaps(&frames, &mut state.gaps, metrics);
         state.backlog.count_shed(&frames[0], now, metrics);
@@ -489,7 +318,7 @@ impl Bus {
     }
 
     /// Checks, counts and delivers one bus message.
-    fn handle(&self, frames: Vec<Vec<u8>>, hub: &Hub, metrics: &Metrics, state: &mut State) {
+    fn handle(&mut self, frames: Vec<Vec<u8>>, hub: &Hub, metrics: &Metrics, state: &mut State) {
         metrics.bus_received.fetch_add(1, Ordering::Relaxed);
         self.count_gaps(&frames, &mut state.gaps, metrics);
         let size: usize = frames.iter().map(Vec::len).sum();
@@ -546,7 +375,7 @@ impl Bus {
                 deliver,
             ),
             // The forwarder's stamp is the message's position.
-            (None, Some(stamp)) if self.mode == BusMode::Connect => {
+            (None, Some(stamp)) if self.engine.numbers_messages() => {
                 deliver(&state.fanout, &with_position(bare, kind, stamp, &m));
             }
             (None, _) => deliver(&state.fanout, &bare),
@@ -556,36 +385,25 @@ impl Bus {
     /// After the forwarder came back, asks it for what it has of every topic this server is
     /// in: what it accepted before this server's subscriptions reached it went nowhere. Each
     /// topic's messages wait meanwhile, so they come after.
-    fn ask_for_fill(&self, state: &mut State) {
+    fn ask_for_fill(&mut self, state: &mut State) {
         let Some(remote) = &state.remote else {
             return;
         };
-        // Takes in the new connection first, so that the requests go down it.
-        let _ = self.sub.get_events();
         let topics: Vec<Vec<u8>> = std::iter::once(wire::BROADCAST_TOPIC.to_vec())
             .chain(state.subscribed.iter().cloned())
             .collect();
         for topic in topics {
-            let request = remote.fill(&topic);
-            match self.sub.send(request, 0) {
-                Ok(()) => {
-                    state.filling.entry(topic).or_default();
-                }
-                Err(e) => tracing::warn!(error = %e, "bus fill request failed"),
-            }
+            self.engine.ask(&remote.fill(&topic));
+            state.filling.entry(topic).or_default();
         }
         // Sessions' requests waiting for an answer go again after the fills, so that their
         // answers come after the fills' and nothing is given twice.
-        for request in remote.ask_again() {
-            if let Err(e) = self.sub.send(request, 0) {
-                tracing::warn!(error = %e, "bus recovery request failed");
-            }
-        }
+        remote.ask_again(|request: &HistoryRequest<'_>| self.engine.ask(request));
     }
 
     /// Delivers what the forwarder had of a topic when it came back (what this server had
     /// not had), then what of the topic waited for it, then counts what neither gave.
-    fn fill(&self, filled: Filled, hub: &Hub, metrics: &Metrics, state: &mut State) {
+    fn fill(&mut self, filled: Filled, hub: &Hub, metrics: &Metrics, state: &mut State) {
         let Filled {
             topic,
             messages,
@@ -627,19 +445,6 @@ const BEHIND: Duration = Duration::from_millis(5);
 /// The most messages of one topic held while the forwarder is asked what it had before them;
 /// past it, the topic's messages go on at once.
 const MAX_HELD: usize = 100_000;
-
-/// Subscribes `sub` (an XSUB) to `topic`.
-fn subscribe(sub: &zmq::Socket, topic: &[u8]) -> zmq::Result<()> {
-    subscription(sub, 1, topic)
-}
-
-/// Sends `sub`'s (un)subscription of `topic` upstream: first byte 1 subscribes, 0 cancels.
-fn subscription(sub: &zmq::Socket, op: u8, topic: &[u8]) -> zmq::Result<()> {
-    let mut m = Vec::with_capacity(topic.len() + 1);
-    m.push(op);
-    m.extend_from_slice(topic);
-    sub.send(m, 0)
-}
 
 /// A message as pages without positions receive it: a broadcast's and a user's as the bare
 /// data, a channel's in its envelope; with its kind.
@@ -691,7 +496,7 @@ fn null() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
 }
 
-impl Bus {
+impl<E: Engine> Reader<E> {
     /// A kept message of `topic` the forwarder gave in a recovery answer, as sessions are
     /// sent it; `None` if it breaks the bus format or the size limit.
     fn recovered(&self, topic: &[u8], position: Position, body: &[u8]) -> Option<Message> {
@@ -719,8 +524,6 @@ struct State {
     /// After the forwarder came back: the topics waiting for what it had of them, each with
     /// its messages that came meanwhile.
     filling: HashMap<Vec<u8>, Vec<Vec<Vec<u8>>>>,
-    /// The forwarder was connected once (a connection after that is a reconnection).
-    connected_before: bool,
     /// Messages read and not yet delivered.
     backlog: Backlog,
 }

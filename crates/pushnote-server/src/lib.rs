@@ -8,8 +8,12 @@
 //!   read it.
 //! - `server.rs` — `Server::run`, which wires the parts and serves a bound listener until a
 //!   shutdown future completes; `listen`, which binds it.
-//! - `bus.rs` — the ZeroMQ subscriber thread: decodes and checks bus messages, frames them as
-//!   pages receive them, and hands them on; its subscription commands.
+//! - `broker.rs` — the broker interface: the engine's handle (subscribe, unsubscribe, a topic's
+//!   position and history) and its side on the bus thread (what comes in).
+//! - `zeromq.rs` — today's two engines: the ZeroMQ forwarder, and the in-process one of
+//!   `--single`; their handle's commands.
+//! - `bus.rs` — the bus thread: takes in what the engine brings, decodes and checks bus
+//!   messages, frames them as pages receive them, and hands them on.
 //! - `subscriptions.rs` — what the hub tells the bus: a topic's first session came, its last
 //!   went.
 //! - `hub.rs` — who is connected and which topics (their user's, channels) each session is in.
@@ -37,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 mod budget;
 pub mod bus;
 pub mod client;
@@ -56,6 +61,7 @@ pub(crate) mod remote;
 mod room;
 pub mod server;
 pub mod subscriptions;
+pub mod zeromq;
 
 pub use config::{BusMode, Flags, Limits, ServerConfig, TokenPolicy};
 pub use server::Server;

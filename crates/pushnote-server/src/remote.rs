@@ -29,20 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use pushnote::recover::{End, Part, Request};
+use pushnote::recover::{End, Part};
 use pushnote_history::Position;
 use sockjs::{Message, Session};
 
+use crate::broker::{Answer, Broker, HistoryRequest};
 use crate::fanout::{Fanout, InOrder};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{Outcome, Why};
-
-/// Where requests go up to the forwarder: the bus, after every subscription sent before.
-pub trait Upstream: Send + Sync {
-    /// Sends an encoded [`Request`].
-    fn recover(&self, request: &[u8]);
-}
 
 /// How long a request waits for the forwarder's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -109,7 +104,6 @@ struct Fill {
 
 /// The requests waiting for the forwarder.
 pub struct Remote {
-    server: u64,
     next_id: AtomicU64,
     pending: Mutex<Waiting>,
     /// What the answers being received may hold at once, in all.
@@ -120,19 +114,17 @@ pub struct Remote {
     busy_log: Mutex<(u64, Option<Instant>)>,
     /// Fill requests, asked and answered on the bus thread alone.
     fills: Mutex<HashMap<u64, Fill>>,
-    upstream: Arc<dyn Upstream>,
+    broker: Arc<dyn Broker>,
     hub: Arc<Hub>,
     fanout: Arc<Fanout>,
     metrics: Arc<Metrics>,
 }
 
 impl Remote {
-    /// Requests of server `server` (the id its reply topic is named by), whose answers may
-    /// bring `memory` bytes at once in all, and `per_answer` each.
-    #[allow(clippy::too_many_arguments)]
+    /// Requests to `broker`, whose answers may bring `memory` bytes at once in all, and
+    /// `per_answer` each.
     pub fn new(
-        server: u64,
-        upstream: Arc<dyn Upstream>,
+        broker: Arc<dyn Broker>,
         hub: Arc<Hub>,
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
@@ -140,14 +132,13 @@ impl Remote {
         per_answer: usize,
     ) -> Remote {
         Remote {
-            server,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Waiting::default()),
             memory,
             per_answer,
             busy_log: Mutex::new((0, None)),
             fills: Mutex::new(HashMap::new()),
-            upstream,
+            broker,
             hub,
             fanout,
             metrics,
@@ -221,14 +212,12 @@ impl Remote {
                 },
             );
         }
-        let request = Request {
-            server: self.server,
+        self.broker.history(&HistoryRequest {
             id,
             since,
             max_bytes: u32::try_from(allowance).unwrap_or(u32::MAX),
             topic,
-        };
-        self.upstream.recover(&request.encode());
+        });
         Ok(())
     }
 
@@ -244,7 +233,7 @@ impl Remote {
     /// A request, for the bus thread to send, for everything the forwarder keeps of `topic`'s
     /// current epoch: after the forwarder came back, what it accepted before this server's
     /// subscriptions reached it.
-    pub fn fill(&self, topic: &[u8]) -> Vec<u8> {
+    pub fn fill<'t>(&self, topic: &'t [u8]) -> HistoryRequest<'t> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock_fills().insert(
             id,
@@ -262,33 +251,30 @@ impl Remote {
             epoch: 0,
             offset: 0,
         });
-        Request {
-            server: self.server,
+        HistoryRequest {
             id,
             since,
             // Not a page's: what the forwarder may replay bounds it.
             max_bytes: u32::MAX,
             topic,
         }
-        .encode()
     }
 
-    /// After the forwarder came back: every waiting request asked again under a new id, for
-    /// the bus thread to send after its fill requests ([`Remote::fill`]). A request sent
+    /// After the forwarder came back: every waiting request asked again under a new id, sent
+    /// by the bus thread with `send` after its fill requests ([`Remote::fill`]). A request sent
     /// while the forwarder was away, or before the bus thread knew it was back, may have
     /// reached the new run ahead of the fills, and its answer would give the session the new
     /// epoch's messages that the fill then gives every session of the topic again; asked
     /// again after the fills, its answer comes after theirs (the session being held back
     /// from the topic, or taking broadcasts without positions, until it), and an answer to
     /// the old id is ignored.
-    pub fn ask_again(&self) -> Vec<Vec<u8>> {
+    pub fn ask_again(&self, mut send: impl FnMut(&HistoryRequest<'_>)) {
         let mut guard = self.lock();
         let waiting = &mut *guard;
         let mut ids: Vec<u64> = waiting.requests.keys().copied().collect();
         // In the order they were asked: a session's requests are answered in order.
         ids.sort_unstable();
         let deadline = Instant::now() + ANSWER_TIMEOUT;
-        let mut requests = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(mut p) = waiting.requests.remove(&id) else {
                 continue;
@@ -299,29 +285,26 @@ impl Remote {
             p.busy = false;
             p.deadline = deadline;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let request = Request {
-                server: self.server,
+            send(&HistoryRequest {
                 id,
                 since: p.since,
                 max_bytes: u32::try_from(p.allowance).unwrap_or(u32::MAX),
                 topic: &p.topic,
-            };
-            requests.push(request.encode());
+            });
             waiting.requests.insert(id, p);
         }
         self.gauge(waiting);
-        requests
     }
 
-    /// Takes one part of an answer (`[reply topic, header, body…]`, on the bus thread);
-    /// `message` makes a kept body of the request's topic into what sessions are sent. The
-    /// end of a fill's answer returns what it brought, for the bus thread to deliver.
+    /// Takes one part of an answer (on the bus thread); `message` makes a kept body of the
+    /// request's topic into what sessions are sent. The end of a fill's answer returns what
+    /// it brought, for the bus thread to deliver.
     pub fn take(
         &self,
-        frames: &[Vec<u8>],
+        answer: Answer<'_>,
         message: impl FnOnce(&[u8], Position, &[u8]) -> Option<Message>,
     ) -> Option<Filled> {
-        let Some(part) = frames.get(1).and_then(|h| Part::decode(h)) else {
+        let Answer::Part(part, body) = answer else {
             tracing::warn!("malformed recovery answer from the forwarder; dropped");
             return None;
         };
@@ -334,8 +317,7 @@ impl Remote {
                 match part {
                     Part::Message { position, .. } => {
                         if fill.filled.messages.len() < MAX_ANSWER_MESSAGES {
-                            let body = frames.get(2).cloned().unwrap_or_default();
-                            fill.filled.messages.push((position, body));
+                            fill.filled.messages.push((position, body.to_vec()));
                         }
                         return None;
                     }
@@ -355,7 +337,7 @@ impl Remote {
                 if p.busy {
                     return None;
                 }
-                let len = frames.get(2).map_or(0, Vec::len);
+                let len = body.len();
                 if p.received + len > p.allowance || waiting.held + len > self.memory {
                     // More than it was allowed (a forwarder of an earlier release), or than
                     // the answers here may hold: none of it.
@@ -374,7 +356,7 @@ impl Remote {
                     p.overflow = true;
                     return None;
                 }
-                let made = frames.get(2).and_then(|body| message(&p.topic, at, body));
+                let made = message(&p.topic, at, body);
                 match made {
                     Some(m) => p.messages.push(m),
                     // A body the server refuses is missed as if it never came.

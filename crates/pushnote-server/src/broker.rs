@@ -2,11 +2,12 @@
 //! to servers, and what comes back.
 //!
 //! An engine has two sides. [`Broker`] is its handle, called from any thread: the hub
-//! subscribes and unsubscribes topics through it (its [`Subscriptions`]), and sessions'
-//! requests ask it for a topic's position and what the topic holds since a position. [`Engine`]
-//! is its side on the bus thread, which waits on it and takes in what comes: topics'
-//! messages, the answers to history requests, the connection going and coming, and the
-//! handle's commands. The bus thread is generic over it, so the per-message path has no
+//! subscribes and unsubscribes topics through it (its [`Subscriptions`]), and a session's
+//! request for a topic's position and what the topic holds since a position is handed
+//! through it to the bus thread. [`Engine`] is its side on the bus thread, which waits on it,
+//! asks it for a topic's position and history ([`Engine::ask`]), and takes in what comes:
+//! topics' messages, the answers to history requests, the connection going and coming, and
+//! the handle's commands. The bus thread is generic over it, so the per-message path has no
 //! dynamic call.
 //!
 //! Two engines implement it (`zeromq.rs`): the ZeroMQ forwarder, which numbers each topic's
@@ -44,10 +45,10 @@ pub struct HistoryRequest<'a> {
 
 /// The engine's handle: what the hub and the sessions' requests ask of it, from any thread.
 pub trait Broker: Subscriptions {
-    /// Asks for `request`'s topic's position and history. The answer comes in on the bus
-    /// thread ([`Engine::answer`]) after every message of the topic the engine handed on
-    /// before it, and before every one after; and after every subscription asked before.
-    fn history(&self, request: &HistoryRequest<'_>);
+    /// Tells the bus thread that a session's request waits for it under `ticket` (in
+    /// `remote.rs`), after every subscription commanded before: the bus thread asks the
+    /// engine ([`Engine::ask`]) after it has subscribed them.
+    fn asked(&self, ticket: u64);
 
     /// Stops the bus thread's side.
     fn stop(&self);
@@ -71,6 +72,8 @@ pub enum Command<'a> {
     Subscribed(&'a [u8]),
     /// The server unsubscribed `topic`.
     Unsubscribed(&'a [u8]),
+    /// A session's request waits under a ticket ([`Broker::asked`]).
+    Asked(u64),
 }
 
 /// One part of an answer to a history request, as the engine took it in.
@@ -116,7 +119,8 @@ pub trait Engine: Send + 'static {
     /// The part of an answer that `frames` are, or `None` for a topic's message.
     fn answer<'f>(&self, frames: &'f [Vec<u8>]) -> Option<Answer<'f>>;
 
-    /// Sends a history request from the bus thread itself (after a reconnection), after
-    /// every one sent before.
+    /// Asks for `request`'s topic's position and history, after every subscription and
+    /// request sent before. The answer comes in ([`Engine::answer`]) after every message of
+    /// the topic the engine handed on before it, and before every one after.
     fn ask(&mut self, request: &HistoryRequest<'_>);
 }

@@ -12,10 +12,11 @@
 //! every session and a topic's messages to the topic's sessions.
 //!
 //! An engine that numbers messages (the forwarder) gives each topic's messages their
-//! positions, which sessions with positions on are given with each message; `Gaps` counts the
-//! positions that never arrived, the messages dropped on the way here.
+//! positions, which sessions with positions on are given with each message. With the
+//! forwarder, the bookkeeping of recovery (sessions' requests, the fill after it came back,
+//! each topic's last position, to count the positions that never arrived) is the state
+//! machine of `recovery_state.rs`, fed and carried out here through `Recovering`.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,7 +35,8 @@ use crate::metrics::Metrics;
 use crate::overload::Backlog;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
-use crate::remote::{Filled, Remote};
+use crate::recovery_state::{Action, Live};
+use crate::remote::{Body, Recovering};
 use crate::zeromq::{BusControl, BusError, Forwarder, Options, Single};
 
 /// Today's engines, each driven by the bus thread's code made for it.
@@ -109,8 +111,8 @@ impl Bus {
     }
 
     /// Starts the thread that reads the bus and delivers to `hub` through `fanout`, or,
-    /// where the server keeps history, through `recovery`; with a forwarder, recovery
-    /// requests' answers go to `remote`.
+    /// where the server keeps history, through `recovery`; with a forwarder, `recovering`
+    /// takes the sessions' requests and their answers.
     pub fn spawn(
         self,
         control: Arc<BusControl>,
@@ -118,15 +120,13 @@ impl Bus {
         metrics: Arc<Metrics>,
         fanout: Arc<Fanout>,
         recovery: Option<Arc<Recovery>>,
-        remote: Option<Arc<Remote>>,
+        recovering: Option<Recovering>,
     ) -> Result<BusThread, BusError> {
         let state = State {
             fanout,
             recovery,
-            remote,
-            gaps: Gaps::default(),
-            subscribed: HashSet::new(),
-            filling: HashMap::new(),
+            recovering,
+            losses: Losses::default(),
             backlog: Backlog::new(
                 self.max_lag,
                 usize::try_from(self.receive_hwm).unwrap_or(0),
@@ -170,12 +170,13 @@ impl<E: Engine> Reader<E> {
         loop {
             // Losses not logged yet are logged within a second even when nothing else comes;
             // late recovery answers are given up within a quarter of one.
-            let waiting = state.remote.as_ref().is_some_and(|r| r.waiting());
+            let waiting = state.recovering.as_ref().is_some_and(Recovering::waiting);
             let timeout = if !state.backlog.is_empty() {
                 Some(Duration::ZERO)
             } else if waiting {
                 Some(Duration::from_millis(250))
-            } else if state.gaps.unreported > 0 || metrics.overloaded.load(Ordering::Relaxed) == 1 {
+            } else if state.losses.unreported > 0 || metrics.overloaded.load(Ordering::Relaxed) == 1
+            {
                 Some(Duration::from_secs(1))
             } else {
                 None
@@ -188,65 +189,78 @@ impl<E: Engine> Reader<E> {
                 }
             };
             if ready.connection && self.engine.take_connection(metrics) {
-                self.ask_for_fill(&mut state);
+                // What the forwarder accepted before this server's subscriptions reached it
+                // went nowhere: each topic waits for what it has of it.
+                if let Some(recovering) = &mut state.recovering {
+                    recovering.reconnected(Instant::now());
+                }
+                self.carry_out(hub, metrics, &mut state);
             }
-            if ready.commands && !self.take_commands(&mut state) {
-                state.gaps.report(true);
-                return;
+            if ready.commands {
+                let go_on = self.take_commands(&mut state);
+                self.carry_out(hub, metrics, &mut state);
+                if !go_on {
+                    state.losses.report(true);
+                    return;
+                }
             }
             if ready.messages || !state.backlog.is_empty() {
                 self.take_messages(hub, metrics, &mut state);
             }
             if waiting {
-                let late = match &state.remote {
-                    Some(remote) => remote.expire(Instant::now(), |topic| state.gaps.last(topic)),
-                    None => Vec::new(),
-                };
-                for filled in late {
-                    self.fill(filled, hub, metrics, &mut state);
+                if let Some(recovering) = &mut state.recovering {
+                    recovering.expire(Instant::now());
                 }
+                self.carry_out(hub, metrics, &mut state);
             }
-            state.gaps.report(false);
+            state.losses.report(false);
             state.backlog.report(Instant::now(), metrics);
         }
     }
 
     /// Carries out every waiting command; false when told to stop.
     fn take_commands(&mut self, state: &mut State) -> bool {
-        let numbers = self.engine.numbers_messages();
-        let State {
-            gaps, subscribed, ..
-        } = state;
+        let Some(recovering) = &mut state.recovering else {
+            return self.engine.take_commands(|_| {});
+        };
+        let now = Instant::now();
         self.engine.take_commands(|command| match command {
-            Command::Subscribed(topic) => {
-                if numbers {
-                    subscribed.insert(topic.to_vec());
-                }
-            }
-            Command::Unsubscribed(topic) => {
-                // Messages published while no one here listens are not ours to miss.
-                gaps.forget(topic);
-                subscribed.remove(topic);
-                crate::room::give_back(subscribed);
-            }
+            Command::Subscribed(topic) => recovering.subscribed(topic, now),
+            Command::Unsubscribed(topic) => recovering.unsubscribed(topic, now),
+            Command::Asked(ticket) => recovering.asked(ticket, now),
         })
     }
 
-    /// Counts the messages of a topic that the forwarder numbered and that never arrived
-    /// before this one. Every message the forwarder stamped counts, whether the server then
-    /// takes or rejects it: a rejected message did arrive. Only an engine that numbers messages
-    /// stamps: in single mode, what publishers put after the topic is no stamp, and cannot
-    /// move the count.
-    fn count_gaps(&self, frames: &[Vec<u8>], gaps: &mut Gaps, metrics: &Metrics) {
-        if !self.engine.numbers_messages() {
-            return;
-        }
-        let Some(Ok((topic, Some(stamp)))) = frames.first().map(|t| wire::split_stamp(t)) else {
-            return;
-        };
-        let missed = gaps.record(topic, stamp);
-        if missed > 0 {
-            metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
+    /// Carries out what recovery asks of this thread: requests to the engine, what a fill
+    /// brought or held back delivered, losses counted.
+    fn carry_out(&mut self, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        while let Some(action) = state.recovering.as_mut().and_then(Recovering::next) {
+            match action {
+                Action::Ask {
+                    id,
+                    topic,
+                    since,
+                    max_bytes,
+                } => self.engine.ask(&HistoryRequest {
+                    id,
+                    since,
+                    max_bytes,
+                    topic: &topic,
+                }),
+                Action::Deliver {
+                    mut topic,
+                    position,
+                    body,
+                } => {
+                    if let Body::Raw(body) = body {
+                        topic.extend_from_slice(&wire::stamp_bytes(position));
+                        self.handle(vec![topic, body], hub, metrics, state);
+                    }
+                }
+                Action::DeliverHeld(frames) => self.handle(frames, hub, metrics, state),
+                Action::Lost(lost) => state.losses.count(lost, metrics),
+                Action::Answer { .. } => {}
+            }
         }
     }
 
@@ -266,26 +280,32 @@ impl<E: Engine> Reader<E> {
                 return;
             };
             if let Some(answer) = self.engine.answer(&frames) {
-                let filled = state.remote.as_ref().and_then(|remote| {
-                    remote.take(answer, |topic, position, body| {
-                        self.recovered(topic, position, body)
-                    })
-                });
-                if let Some(filled) = filled {
-                    self.fill(filled, hub, metrics, state);
+                if let Some(recovering) = &mut state.recovering {
+                    let max = self.max_message_bytes;
+                    recovering.answer(answer, now, |topic, position, body| {
+                        recovered(max, topic, position, body)
+                    });
+                    self.carry_out(hub, metrics, state);
                 }
                 continue;
             }
-            if !state.filling.is_empty() {
-                // A topic waiting for what the restarted forwarder had before: after it.
-                let topic = wire::split_stamp(&frames[0]).ok().map(|(t, _)| t);
-                if let Some(held) = topic.and_then(|t| state.filling.get_mut(t)) {
-                    if held.len() < MAX_HELD {
-                        held.push(frames);
-                        continue;
+            // With a forwarder: its positions counted, and a topic waiting for what the
+            // restarted forwarder had before held until after it. Every message the forwarder
+            // stamped counts, whether the server then takes or rejects it: a rejected message
+            // did arrive.
+            let frames = match &mut state.recovering {
+                None => frames,
+                Some(recovering) => {
+                    let stamp = wire::split_stamp(&frames[0]).ok().and_then(|(_, s)| s);
+                    match recovering.live(stamp, frames) {
+                        Live::Held => continue,
+                        Live::Deliver { body, lost } => {
+                            state.losses.count(lost, metrics);
+                            body
+                        }
                     }
                 }
-            }
+            };
             if late {
                 self.shed(frames, now, metrics, state);
             } else {
@@ -299,7 +319,6 @@ impl<E: Engine> Reader<E> {
     /// server keeps history, it is kept there all the same, for the pages that ask.
     fn shed(&mut self, frames: Vec<Vec<u8>>, now: Instant, metrics: &Metrics, state: &mut State) {
         metrics.bus_received.fetch_add(1, Ordering::Relaxed);
-        self.count_gaps(&frames, &mut state.gaps, metrics);
         state.backlog.count_shed(&frames[0], now, metrics);
         let Some(recovery) = &state.recovery else {
             return;
@@ -320,7 +339,6 @@ impl<E: Engine> Reader<E> {
     /// Checks, counts and delivers one bus message.
     fn handle(&mut self, frames: Vec<Vec<u8>>, hub: &Hub, metrics: &Metrics, state: &mut State) {
         metrics.bus_received.fetch_add(1, Ordering::Relaxed);
-        self.count_gaps(&frames, &mut state.gaps, metrics);
         let size: usize = frames.iter().map(Vec::len).sum();
         if size > self.max_message_bytes {
             metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
@@ -381,70 +399,11 @@ impl<E: Engine> Reader<E> {
             (None, _) => deliver(&state.fanout, &bare),
         }
     }
-
-    /// After the forwarder came back, asks it for what it has of every topic this server is
-    /// in: what it accepted before this server's subscriptions reached it went nowhere. Each
-    /// topic's messages wait meanwhile, so they come after.
-    fn ask_for_fill(&mut self, state: &mut State) {
-        let Some(remote) = &state.remote else {
-            return;
-        };
-        let topics: Vec<Vec<u8>> = std::iter::once(wire::BROADCAST_TOPIC.to_vec())
-            .chain(state.subscribed.iter().cloned())
-            .collect();
-        for topic in topics {
-            self.engine.ask(&remote.fill(&topic));
-            state.filling.entry(topic).or_default();
-        }
-        // Sessions' requests waiting for an answer go again after the fills, so that their
-        // answers come after the fills' and nothing is given twice.
-        remote.ask_again(|request: &HistoryRequest<'_>| self.engine.ask(request));
-    }
-
-    /// Delivers what the forwarder had of a topic when it came back (what this server had
-    /// not had), then what of the topic waited for it, then counts what neither gave.
-    fn fill(&mut self, filled: Filled, hub: &Hub, metrics: &Metrics, state: &mut State) {
-        let Filled {
-            topic,
-            messages,
-            position,
-        } = filled;
-        let held = state.filling.remove(&topic).unwrap_or_default();
-        let had = |stamp: Position, last: Option<Position>| {
-            last.is_some_and(|l| l.epoch == stamp.epoch && stamp.offset <= l.offset)
-        };
-        for (stamp, body) in messages {
-            if had(stamp, state.gaps.last(&topic)) {
-                continue;
-            }
-            let mut t = topic.clone();
-            t.extend_from_slice(&wire::stamp_bytes(stamp));
-            self.handle(vec![t, body], hub, metrics, state);
-        }
-        // What the forwarder had but no longer kept is lost.
-        if let Some(position) = position {
-            if !had(position, state.gaps.last(&topic)) && position.offset > 0 {
-                let missed = state.gaps.advance(&topic, position);
-                metrics.bus_lost.fetch_add(missed, Ordering::Relaxed);
-            }
-        }
-        for frames in held {
-            let stamp = wire::split_stamp(&frames[0]).ok().and_then(|(_, s)| s);
-            if stamp.is_some_and(|s| had(s, state.gaps.last(&topic))) {
-                continue;
-            }
-            self.handle(frames, hub, metrics, state);
-        }
-    }
 }
 
 /// How long the oldest message read ahead may have waited before this thread stops writing
 /// to sessions itself and hands the writes to the sessions' writers.
 const BEHIND: Duration = Duration::from_millis(5);
-
-/// The most messages of one topic held while the forwarder is asked what it had before them;
-/// past it, the topic's messages go on at once.
-const MAX_HELD: usize = 100_000;
 
 /// A message as pages without positions receive it: a broadcast's and a user's as the bare
 /// data, a channel's in its envelope; with its kind.
@@ -496,18 +455,21 @@ fn null() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
 }
 
-impl<E: Engine> Reader<E> {
-    /// A kept message of `topic` the forwarder gave in a recovery answer, as sessions are
-    /// sent it; `None` if it breaks the bus format or the size limit.
-    fn recovered(&self, topic: &[u8], position: Position, body: &[u8]) -> Option<Message> {
-        if topic.len() + body.len() > self.max_message_bytes {
-            return None;
-        }
-        let frames = [topic.to_vec(), body.to_vec()];
-        let m = wire::decode(&frames).ok()?;
-        let (kind, bare) = bare_form(&m);
-        Some(with_position(bare, kind, position, &m))
+/// A kept message of `topic` the forwarder gave in a recovery answer, as sessions are sent
+/// it; `None` if it breaks the bus format or the size limit (`max_message_bytes`).
+fn recovered(
+    max_message_bytes: usize,
+    topic: &[u8],
+    position: Position,
+    body: &[u8],
+) -> Option<Message> {
+    if topic.len() + body.len() > max_message_bytes {
+        return None;
     }
+    let frames = [topic.to_vec(), body.to_vec()];
+    let m = wire::decode(&frames).ok()?;
+    let (kind, bare) = bare_form(&m);
+    Some(with_position(bare, kind, position, &m))
 }
 
 /// What the bus thread keeps from one batch of messages to the next.
@@ -516,14 +478,10 @@ struct State {
     fanout: Arc<Fanout>,
     /// The history, where the server keeps one: every message goes through it.
     recovery: Option<Arc<Recovery>>,
-    /// Recovery requests waiting for the forwarder's answers, with a forwarder.
-    remote: Option<Arc<Remote>>,
-    gaps: Gaps,
-    /// The topics this server is subscribed to besides the broadcasts (with a forwarder).
-    subscribed: HashSet<Vec<u8>>,
-    /// After the forwarder came back: the topics waiting for what it had of them, each with
-    /// its messages that came meanwhile.
-    filling: HashMap<Vec<u8>, Vec<Vec<Vec<u8>>>>,
+    /// Recovery with a forwarder: requests waiting for its answers, the fill after it came
+    /// back, each topic's last position.
+    recovering: Option<Recovering>,
+    losses: Losses,
     /// Messages read and not yet delivered.
     backlog: Backlog,
 }
@@ -531,64 +489,22 @@ struct State {
 /// How often losses are logged at most; the metric counts every one at once.
 const LOSS_LOG_EVERY: Duration = Duration::from_secs(1);
 
-/// The forwarder's last position on each topic this server listens to, to count the messages
-/// that never arrived (ZeroMQ dropped them past a high-water mark, or while disconnected).
+/// The messages the forwarder numbered that never arrived (ZeroMQ dropped them past a
+/// high-water mark, or while disconnected), not logged yet.
 #[derive(Default)]
-struct Gaps {
-    last: HashMap<Vec<u8>, Position>,
-    /// Lost messages not logged yet.
+struct Losses {
     unreported: u64,
     logged: Option<Instant>,
 }
 
-impl Gaps {
-    /// Notes a message's stamp; returns how many messages of its topic were missed just before
-    /// it. The first message of a topic, or of a new epoch of it (the forwarder restarted, or
-    /// forgot the topic), starts its count.
-    fn record(&mut self, topic: &[u8], stamp: Position) -> u64 {
-        let missed = match self.last.get_mut(topic) {
-            Some(last) => {
-                let missed = if last.epoch == stamp.epoch {
-                    stamp.skipped_after(last.offset).unwrap_or(0)
-                } else {
-                    tracing::debug!("a topic's epoch changed (the forwarder restarted?)");
-                    0
-                };
-                *last = stamp;
-                u64::from(missed)
-            }
-            None => {
-                self.last.insert(topic.to_vec(), stamp);
-                0
-            }
-        };
-        self.unreported += missed;
-        missed
-    }
-
-    /// The last position seen of `topic`.
-    fn last(&self, topic: &[u8]) -> Option<Position> {
-        self.last.get(topic).copied()
-    }
-
-    /// Moves `topic` on to `position`, which did not arrive; returns how many messages that
-    /// skips (all of its epoch up to it, for an epoch not seen here).
-    fn advance(&mut self, topic: &[u8], position: Position) -> u64 {
-        let missed = match self.last(topic) {
-            Some(last) if last.epoch == position.epoch => {
-                u64::from(position.offset.saturating_sub(last.offset))
-            }
-            _ => u64::from(position.offset),
-        };
-        self.last.insert(topic.to_vec(), position);
-        self.unreported += missed;
-        missed
-    }
-
-    /// Stops counting `topic` (nothing of it is received any more).
-    fn forget(&mut self, topic: &[u8]) {
-        self.last.remove(topic);
-        crate::room::give_back(&mut self.last);
+impl Losses {
+    /// Counts `lost` more.
+    #[inline]
+    fn count(&mut self, lost: u64, metrics: &Metrics) {
+        if lost > 0 {
+            metrics.bus_lost.fetch_add(lost, Ordering::Relaxed);
+            self.unreported += lost;
+        }
     }
 
     /// Logs the losses not logged yet, at most once every [`LOSS_LOG_EVERY`] unless `force`.

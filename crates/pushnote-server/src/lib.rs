@@ -26,8 +26,12 @@
 //! - `recovery.rs` — positions and history: every message numbered and kept under one lock
 //!   with the requests that join topics, and what a session missed given back in order
 //!   (the history itself is the `pushnote-history` crate).
-//! - `remote.rs` — positions and recovery with a forwarder: requests that join topics ask the
-//!   forwarder's history, and their sessions are given its answer in order.
+//! - `remote.rs` — positions and recovery with a forwarder: requests that join topics are
+//!   handed to the bus thread, which asks the forwarder's history and gives their sessions its
+//!   answer in order (`Recovering`, which feeds and carries out the state machine).
+//! - `recovery_state.rs` — the bus thread's recovery bookkeeping with a forwarder as one state
+//!   machine with no I/O: requests waiting and their allowances, the fill after a reconnection
+//!   and the messages it holds back, each topic's last position and what never arrived.
 //! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels,
 //!   positions.
 //! - `log_every.rs` — log lines an outsider can trigger, at most once a second.
@@ -57,6 +61,7 @@ pub mod metrics;
 mod overload;
 pub mod protocol;
 pub(crate) mod recovery;
+pub(crate) mod recovery_state;
 pub(crate) mod remote;
 mod room;
 pub mod server;

@@ -45,14 +45,12 @@ pub enum BusError {
 const CMD_SUBSCRIBE: u8 = b'+';
 const CMD_UNSUBSCRIBE: u8 = b'-';
 const CMD_STOP: u8 = b'.';
-const CMD_RECOVER: u8 = b'?';
+const CMD_ASKED: u8 = b'?';
 
 /// The ZeroMQ engines' handle: sends commands to the bus thread. Cheap to call from any
 /// thread.
 pub struct BusControl {
     socket: Mutex<zmq::Socket>,
-    /// This server's id among the forwarder's servers (its reply topic's name).
-    server: u64,
 }
 
 impl BusControl {
@@ -80,9 +78,8 @@ impl Subscriptions for BusControl {
 }
 
 impl Broker for BusControl {
-    /// Sends the request up to the forwarder, after every subscription commanded before it.
-    fn history(&self, request: &HistoryRequest<'_>) {
-        self.command(CMD_RECOVER, &encode(self.server, request));
+    fn asked(&self, ticket: u64) {
+        self.command(CMD_ASKED, &ticket.to_be_bytes());
     }
 
     fn stop(&self) {
@@ -195,7 +192,12 @@ impl Xsub {
                     on(Command::Unsubscribed(topic));
                     subscription(&self.sub, 0, topic)
                 }
-                CMD_RECOVER => self.sub.send(topic, 0),
+                CMD_ASKED => {
+                    if let Ok(ticket) = <[u8; 8]>::try_from(topic) {
+                        on(Command::Asked(u64::from_be_bytes(ticket)));
+                    }
+                    Ok(())
+                }
                 CMD_STOP => return false,
                 _ => Ok(()),
             };
@@ -259,7 +261,6 @@ impl Forwarder {
         xsub.sub.connect(endpoint).map_err(err)?;
         let control = BusControl {
             socket: Mutex::new(control),
-            server,
         };
         let forwarder = Forwarder {
             xsub,
@@ -364,10 +365,8 @@ impl Single {
         if every_topic {
             subscribe(&xsub.sub, b"").map_err(|e| xsub.error(e))?;
         }
-        // No history requests go out: no reply topic.
         let control = BusControl {
             socket: Mutex::new(control),
-            server: 0,
         };
         Ok((Single { xsub }, control))
     }

@@ -1,61 +1,100 @@
 //! The pushnote server library: everything behind `pushnote-server` (the forwarder behind
 //! `pushnote-mq` is the `pushnote-mq` crate).
 //!
-//! How the files divide the work:
+//! How the files divide the work, folder by folder (each folder a layer; a module's path is
+//! its file's name alone: `crate::hub`, `crate::bus`):
 //! - `config.rs` — the flags, their defaults (each written once), the configuration's types
 //!   (`BusMode`, `TokenPolicy`, `Limits`), and the checks that make a `ServerConfig` and the
 //!   address to listen on. It imports no other module of the server: every other module may
 //!   read it.
-//! - `server.rs` — `Server::run`, which wires the parts and serves a bound listener until a
-//!   shutdown future completes; `listen`, which binds it.
-//! - `bus.rs` — the ZeroMQ subscriber thread: decodes and checks bus messages, frames them as
-//!   pages receive them, and hands them on; its subscription commands.
-//! - `subscriptions.rs` — what the hub tells the bus: a topic's first session came, its last
-//!   went.
-//! - `hub.rs` — who is connected and which topics (their user's, channels) each session is in.
-//! - `fanout.rs` — which thread delivers what: broadcasts, and large topics' messages, through
-//!   a log per shard of the sessions, swept by a thread per core; a smaller topic's messages
-//!   to its sessions, after the broadcasts before them.
-//! - `delivery.rs` — writing a message to sessions: pacing, counting, closing the slow.
-//! - `overload.rs` — the bus messages read and not yet delivered, how far behind that puts
-//!   the server, and shedding past `--max-lag`.
-//! - `recovery.rs` — positions and history: every message numbered and kept under one lock
-//!   with the requests that join topics, and what a session missed given back in order
-//!   (the history itself is the `pushnote-history` crate).
-//! - `remote.rs` — positions and recovery with a forwarder: requests that join topics ask the
-//!   forwarder's history, and their sessions are given its answer in order.
 //! - `client.rs` — the SockJS handler: one client's requests, the token checks, channels,
 //!   positions.
-//! - `log_every.rs` — log lines an outsider can trigger, at most once a second.
-//! - `room.rs` — giving back the room of maps that emptied out.
-//! - `budget.rs` — an allowance that grows back over time: a session's channel requests.
 //! - `protocol.rs` — the client protocol's messages and replies (pure).
 //! - `metrics.rs` — counters, served at `/metrics` when enabled.
-//! - `demo.rs` — the demo page.
-//! - `library.rs` — pushnote.js, the browser library (`pushnote.js` beside it).
-//! - `inproc.rs` — in-process ZeroMQ pairs for commanding polling threads.
+//! - `log_every.rs` — log lines an outsider can trigger, at most once a second.
+//! - `http/` — `server.rs`: `Server::run`, which wires the parts and serves a bound listener
+//!   until a shutdown future completes, and `listen`, which binds it; `demo.rs`, the demo
+//!   page; `library.rs`, pushnote.js, the browser library (`pushnote.js` beside it).
+//! - `bus/` — `broker.rs`: the broker interface, the engine's handle (subscribe, unsubscribe,
+//!   a session's request) and its side on the bus thread (what comes in, a topic's position
+//!   and history asked); `zeromq.rs`: today's two engines, the ZeroMQ forwarder and the
+//!   in-process one of `--single`, and their handle's commands; `bus.rs`: the bus thread,
+//!   which takes in what the engine brings, decodes and checks bus messages, frames them as
+//!   pages receive them, and hands them on; `inproc.rs`: in-process ZeroMQ pairs for
+//!   commanding polling threads.
+//! - `hub/` — `hub.rs`: who is connected and which topics (their user's, channels) each
+//!   session is in; `subscriptions.rs`: what the hub tells the bus, a topic's first session
+//!   came, its last went; `room.rs`: giving back the room of maps that emptied out;
+//!   `budget.rs`: an allowance that grows back over time, a session's channel requests.
+//! - `delivery/` — `fanout.rs`: which thread delivers what, broadcasts and large topics'
+//!   messages through a log per shard of the sessions, swept by a thread per core, a smaller
+//!   topic's messages to its sessions after the broadcasts before them; `delivery.rs`: writing
+//!   a message to sessions, pacing, counting, closing the slow; `overload.rs`: the bus messages
+//!   read and not yet delivered, how far behind that puts the server, and shedding past
+//!   `--max-lag`.
+//! - `positions/` — `recovery.rs`: positions and history where the server keeps it, every
+//!   message numbered and kept under one lock with the requests that join topics, and what a
+//!   session missed given back in order (the history itself is the `pushnote-history`
+//!   crate); `remote.rs`: positions and recovery with a forwarder, requests that join topics
+//!   handed to the bus thread, which asks the forwarder's history and gives their sessions
+//!   its answer in order (`Recovering`, which feeds and carries out the state machine);
+//!   `recovery_state.rs`: that bookkeeping as one state machine with no I/O, requests waiting
+//!   and their allowances, the fill after a reconnection and the messages it holds back, each
+//!   topic's last position and what never arrived.
 
 #![forbid(unsafe_code)]
 
+// The folders show the layers; the modules' paths stay flat (`crate::hub`, `crate::bus`).
+
+// The hub: who is connected, and which topics each session is in.
+#[path = "hub/budget.rs"]
 mod budget;
+#[path = "hub/hub.rs"]
+pub mod hub;
+#[path = "hub/room.rs"]
+mod room;
+#[path = "hub/subscriptions.rs"]
+pub mod subscriptions;
+
+// Delivery: which thread writes what to sessions, and how far behind the server is.
+#[path = "delivery/delivery.rs"]
+pub(crate) mod delivery;
+#[path = "delivery/fanout.rs"]
+pub(crate) mod fanout;
+#[path = "delivery/overload.rs"]
+mod overload;
+
+// Positions: history, recovery with the server's own history or the forwarder's.
+#[path = "positions/recovery.rs"]
+pub(crate) mod recovery;
+#[path = "positions/recovery_state.rs"]
+pub(crate) mod recovery_state;
+#[path = "positions/remote.rs"]
+pub(crate) mod remote;
+
+// The bus: the broker interface, its engines, and the thread that reads them.
+#[path = "bus/broker.rs"]
+pub mod broker;
+#[path = "bus/bus.rs"]
 pub mod bus;
+#[path = "bus/inproc.rs"]
+mod inproc;
+#[path = "bus/zeromq.rs"]
+pub mod zeromq;
+
+// HTTP: the server's routes, the demo page and the browser library.
+#[path = "http/demo.rs"]
+pub mod demo;
+#[path = "http/library.rs"]
+pub mod library;
+#[path = "http/server.rs"]
+pub mod server;
+
 pub mod client;
 pub mod config;
-pub(crate) mod delivery;
-pub mod demo;
-pub(crate) mod fanout;
-pub mod hub;
-mod inproc;
-pub mod library;
 mod log_every;
 pub mod metrics;
-mod overload;
 pub mod protocol;
-pub(crate) mod recovery;
-pub(crate) mod remote;
-mod room;
-pub mod server;
-pub mod subscriptions;
 
 pub use config::{BusMode, Flags, Limits, ServerConfig, TokenPolicy};
 pub use server::Server;

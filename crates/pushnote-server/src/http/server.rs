@@ -13,7 +13,7 @@ use warp::http::{header, HeaderMap, HeaderValue, Request};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::bus::{Bus, BusControl, BusError};
+use crate::bus::Bus;
 use crate::client::{ClientHandler, Positions};
 use crate::config::BusMode;
 use crate::config::{Listen, ServerConfig};
@@ -23,7 +23,8 @@ use crate::hub::Hub;
 use crate::library;
 use crate::metrics::Metrics;
 use crate::recovery::Recovery;
-use crate::remote::Remote;
+use crate::remote::{Recovering, Remote};
+use crate::zeromq::{BusControl, BusError};
 use pushnote_cli::body::{self, BodyError};
 use pushnote_cli::connections::{Connections, Origin, Timeouts};
 
@@ -53,6 +54,7 @@ impl Server {
         let (bus, control) = Bus::open(
             &config.bus_endpoint,
             config.bus_mode,
+            config.history.is_some(),
             config.bus_high_water_mark,
             config.max_bus_message_bytes,
             config.max_lag,
@@ -95,16 +97,16 @@ impl Server {
         let recovery = config
             .history
             .map(|limits| Arc::new(Recovery::new(limits, fanout.clone(), metrics.clone())));
-        let remote = (config.bus_mode == BusMode::Connect).then(|| {
-            Arc::new(Remote::new(
-                bus.server_id(),
-                control.clone(),
-                hub.clone(),
+        let remote = (config.bus_mode == BusMode::Connect)
+            .then(|| Arc::new(Remote::new(control.clone(), hub.clone())));
+        let recovering = remote.as_ref().map(|remote| {
+            Recovering::new(
+                remote.clone(),
                 fanout.clone(),
                 metrics.clone(),
                 config.recovery_memory,
                 config.sockjs.queue.max_bytes,
-            ))
+            )
         });
         let positions = match (&recovery, &remote) {
             (Some(recovery), _) => Some(Positions::Local(recovery.clone())),
@@ -117,7 +119,7 @@ impl Server {
             metrics.clone(),
             fanout,
             recovery,
-            remote,
+            recovering,
         )?;
         let handler = Arc::new(ClientHandler::new(
             hub.clone(),

@@ -1,0 +1,535 @@
+//! The bus thread: what comes in from the engine (`broker.rs`), checked, framed and handed on.
+//!
+//! The thread waits on the engine ([`Engine`]): the ZeroMQ forwarder, or the in-process engine
+//! of `--single` (`zeromq.rs`). The hub tells the engine which topics to subscribe to through
+//! its handle ([`Broker`]); with a forwarder, recovery requests go up through the same handle
+//! (`Remote`) and their answers come in here.
+//!
+//! The thread decodes and checks what it reads, frames it as pages receive it (a broadcast's
+//! and a user's message as the bare data, a channel's in its envelope; where the server keeps
+//! history, also with its position, numbered and kept by `Recovery`), and hands it to the
+//! `Fanout` (the `fanout` module), whose sweeper threads (one per core) deliver broadcasts to
+//! every session and a topic's messages to the topic's sessions.
+//!
+//! An engine that numbers messages (the forwarder) gives each topic's messages their
+//! positions, which sessions with positions on are given with each message. With the
+//! forwarder, the bookkeeping of recovery (sessions' requests, the fill after it came back,
+//! each topic's last position, to count the positions that never arrived) is the state
+//! machine of `recovery_state.rs`, fed and carried out here through `Recovering`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pushnote::wire::{self, BusMessage, Target};
+use pushnote_history::Position;
+use serde_json::value::RawValue;
+use sockjs::Message;
+
+use crate::broker::{Broker, Command, Engine, HistoryRequest};
+use crate::config::{BusMode, BUS_BACKLOG_BYTES};
+use crate::fanout::Fanout;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::overload::Backlog;
+use crate::protocol::{self, Kind};
+use crate::recovery::Recovery;
+use crate::recovery_state::{Action, Live};
+use crate::remote::{Body, Recovering};
+use crate::zeromq::{BusControl, BusError, Forwarder, Options, Single};
+
+/// Today's engines, each driven by the bus thread's code made for it.
+enum Engines {
+    Forwarder(Forwarder),
+    Single(Single),
+}
+
+/// The bus, opened but not yet running: its engine is bound or connected.
+pub struct Bus {
+    engine: Engines,
+    max_message_bytes: usize,
+    /// The most messages read ahead of delivery (the receive high-water mark).
+    receive_hwm: i32,
+    /// How long a message may wait for delivery before it is shed.
+    max_lag: Option<Duration>,
+}
+
+/// A running bus thread.
+pub struct BusThread {
+    control: Arc<BusControl>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Bus {
+    /// Opens the engine at `endpoint`: connects to the forwarder ([`BusMode::Connect`]) or
+    /// binds for apps ([`BusMode::Bind`], where a port of `*` picks a free port;
+    /// [`Bus::endpoint`] tells which; with `keeps_history`, every topic's messages are taken
+    /// in). Messages that wait for delivery longer than `max_lag` are shed.
+    pub fn open(
+        endpoint: &str,
+        mode: BusMode,
+        keeps_history: bool,
+        receive_hwm: i32,
+        max_message_bytes: usize,
+        max_lag: Option<Duration>,
+    ) -> Result<(Bus, Arc<BusControl>), BusError> {
+        let options = Options { receive_hwm };
+        let (engine, control) = match mode {
+            BusMode::Connect => {
+                let (engine, control) = Forwarder::connect(endpoint, &options)?;
+                (Engines::Forwarder(engine), control)
+            }
+            BusMode::Bind => {
+                let (engine, control) = Single::bind(endpoint, &options, keeps_history)?;
+                (Engines::Single(engine), control)
+            }
+        };
+        let bus = Bus {
+            engine,
+            max_message_bytes,
+            receive_hwm,
+            max_lag,
+        };
+        Ok((bus, Arc::new(control)))
+    }
+
+    /// The endpoint the engine is bound or connected to.
+    pub fn endpoint(&self) -> &str {
+        match &self.engine {
+            Engines::Forwarder(e) => e.endpoint(),
+            Engines::Single(e) => e.endpoint(),
+        }
+    }
+
+    /// This server's id on the bus (its reply topic's name), with a forwarder.
+    pub fn server_id(&self) -> Option<u64> {
+        match &self.engine {
+            Engines::Forwarder(e) => Some(e.server_id()),
+            Engines::Single(_) => None,
+        }
+    }
+
+    /// Starts the thread that reads the bus and delivers to `hub` through `fanout`, or,
+    /// where the server keeps history, through `recovery`; with a forwarder, `recovering`
+    /// takes the sessions' requests and their answers.
+    pub fn spawn(
+        self,
+        control: Arc<BusControl>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        fanout: Arc<Fanout>,
+        recovery: Option<Arc<Recovery>>,
+        recovering: Option<Recovering>,
+    ) -> Result<BusThread, BusError> {
+        let state = State {
+            fanout,
+            recovery,
+            recovering,
+            losses: Losses::default(),
+            backlog: Backlog::new(
+                self.max_lag,
+                usize::try_from(self.receive_hwm).unwrap_or(0),
+                BUS_BACKLOG_BYTES,
+            ),
+        };
+        let max_message_bytes = self.max_message_bytes;
+        let builder = std::thread::Builder::new().name("pushnote-bus".into());
+        let thread = match self.engine {
+            Engines::Forwarder(engine) => builder.spawn(move || {
+                Reader {
+                    engine,
+                    max_message_bytes,
+                }
+                .run(&hub, &metrics, state)
+            })?,
+            Engines::Single(engine) => builder.spawn(move || {
+                Reader {
+                    engine,
+                    max_message_bytes,
+                }
+                .run(&hub, &metrics, state)
+            })?,
+        };
+        Ok(BusThread {
+            control,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The bus thread's reading of one engine.
+struct Reader<E> {
+    engine: E,
+    max_message_bytes: usize,
+}
+
+impl<E: Engine> Reader<E> {
+    fn run(mut self, hub: &Hub, metrics: &Metrics, mut state: State) {
+        self.engine.start(metrics);
+        loop {
+            // Losses not logged yet are logged within a second even when nothing else comes;
+            // late recovery answers are given up within a quarter of one.
+            let waiting = state.recovering.as_ref().is_some_and(Recovering::waiting);
+            let timeout = if !state.backlog.is_empty() {
+                Some(Duration::ZERO)
+            } else if waiting {
+                Some(Duration::from_millis(250))
+            } else if state.losses.unreported > 0 || metrics.overloaded.load(Ordering::Relaxed) == 1
+            {
+                Some(Duration::from_secs(1))
+            } else {
+                None
+            };
+            let ready = match self.engine.wait(timeout) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!(error = %e, "the bus thread stops");
+                    return;
+                }
+            };
+            if ready.connection && self.engine.take_connection(metrics) {
+                // What the forwarder accepted before this server's subscriptions reached it
+                // went nowhere: each topic waits for what it has of it.
+                if let Some(recovering) = &mut state.recovering {
+                    recovering.reconnected(Instant::now());
+                }
+                self.carry_out(hub, metrics, &mut state);
+            }
+            if ready.commands {
+                let go_on = self.take_commands(&mut state);
+                self.carry_out(hub, metrics, &mut state);
+                if !go_on {
+                    state.losses.report(true);
+                    return;
+                }
+            }
+            if ready.messages || !state.backlog.is_empty() {
+                self.take_messages(hub, metrics, &mut state);
+            }
+            if waiting {
+                if let Some(recovering) = &mut state.recovering {
+                    recovering.expire(Instant::now());
+                }
+                self.carry_out(hub, metrics, &mut state);
+            }
+            state.losses.report(false);
+            state.backlog.report(Instant::now(), metrics);
+        }
+    }
+
+    /// Carries out every waiting command; false when told to stop.
+    fn take_commands(&mut self, state: &mut State) -> bool {
+        let Some(recovering) = &mut state.recovering else {
+            return self.engine.take_commands(|_| {});
+        };
+        let now = Instant::now();
+        self.engine.take_commands(|command| match command {
+            Command::Subscribed(topic) => recovering.subscribed(topic, now),
+            Command::Unsubscribed(topic) => recovering.unsubscribed(topic, now),
+            Command::Asked(ticket) => recovering.asked(ticket, now),
+        })
+    }
+
+    /// Carries out what recovery asks of this thread: requests to the engine, what a fill
+    /// brought or held back delivered, losses counted.
+    fn carry_out(&mut self, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        while let Some(action) = state.recovering.as_mut().and_then(Recovering::next) {
+            match action {
+                Action::Ask {
+                    id,
+                    topic,
+                    since,
+                    max_bytes,
+                } => self.engine.ask(&HistoryRequest {
+                    id,
+                    since,
+                    max_bytes,
+                    topic: &topic,
+                }),
+                Action::Deliver {
+                    mut topic,
+                    position,
+                    body,
+                } => {
+                    if let Body::Raw(body) = body {
+                        topic.extend_from_slice(&wire::stamp_bytes(position));
+                        self.handle(vec![topic, body], hub, metrics, state);
+                    }
+                }
+                Action::DeliverHeld(frames) => self.handle(frames, hub, metrics, state),
+                Action::Lost(lost) => state.losses.count(lost, metrics),
+                Action::Answer { .. } => {}
+            }
+        }
+    }
+
+    /// Reads ahead, then delivers the oldest messages waiting, up to a batch, so commands are
+    /// not starved; sheds those that waited past the bound.
+    fn take_messages(&mut self, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        const BATCH: usize = 1024;
+        self.engine.read(&mut state.backlog);
+        let mut now = Instant::now();
+        for i in 0..BATCH {
+            // The clock read again now and then: a batch can take long on a starved machine,
+            // and what waited past the bound meanwhile is shed, not delivered late.
+            if i % 64 == 63 {
+                now = Instant::now();
+            }
+            let Some((frames, late)) = state.backlog.pop(now, metrics) else {
+                return;
+            };
+            if let Some(answer) = self.engine.answer(&frames) {
+                if let Some(recovering) = &mut state.recovering {
+                    let max = self.max_message_bytes;
+                    recovering.answer(answer, now, |topic, position, body| {
+                        recovered(max, topic, position, body)
+                    });
+                    self.carry_out(hub, metrics, state);
+                }
+                continue;
+            }
+            // With a forwarder: its positions counted, and a topic waiting for what the
+            // restarted forwarder had before held until after it. Every message the forwarder
+            // stamped counts, whether the server then takes or rejects it: a rejected message
+            // did arrive.
+            let frames = match &mut state.recovering {
+                None => frames,
+                Some(recovering) => {
+                    let stamp = wire::split_stamp(&frames[0]).ok().and_then(|(_, s)| s);
+                    match recovering.live(stamp, frames) {
+                        Live::Held => continue,
+                        Live::Deliver { body, lost } => {
+                            state.losses.count(lost, metrics);
+                            body
+                        }
+                    }
+                }
+            };
+            if late {
+                self.shed(frames, now, metrics, state);
+            } else {
+                self.handle(frames, hub, metrics, state);
+                now = state.backlog.delivered(metrics);
+            }
+        }
+    }
+
+    /// Counts a message that waited past the bound, and does not deliver it. Where the
+    /// server keeps history, it is kept there all the same, for the pages that ask.
+    fn shed(&mut self, frames: Vec<Vec<u8>>, now: Instant, metrics: &Metrics, state: &mut State) {
+        metrics.bus_received.fetch_add(1, Ordering::Relaxed);
+        state.backlog.count_shed(&frames[0], now, metrics);
+        let Some(recovery) = &state.recovery else {
+            return;
+        };
+        if frames.iter().map(Vec::len).sum::<usize>() > self.max_message_bytes {
+            return;
+        }
+        if let Ok(m) = wire::decode(&frames) {
+            let (kind, bare) = bare_form(&m);
+            recovery.publish(
+                m.topic,
+                |position| with_position(bare, kind, position, &m),
+                |_: &Fanout, _: &Message| {},
+            );
+        }
+    }
+
+    /// Checks, counts and delivers one bus message.
+    fn handle(&mut self, frames: Vec<Vec<u8>>, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        metrics.bus_received.fetch_add(1, Ordering::Relaxed);
+        let size: usize = frames.iter().map(Vec::len).sum();
+        if size > self.max_message_bytes {
+            metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                size,
+                limit = self.max_message_bytes,
+                "bus message over the size limit; dropped"
+            );
+            return;
+        }
+        let m = match wire::decode(&frames) {
+            Ok(m) => m,
+            Err(e) => {
+                metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "malformed bus message; dropped");
+                return;
+            }
+        };
+        // This thread is behind: writes can wait for the sessions' writers, which put a
+        // session's messages together, so that it catches up. Not when more messages are
+        // merely waiting: a targeted message's session rarely has another one coming, and
+        // waking its writer would cost a thread switch per message.
+        let backlog = &state.backlog;
+        let more_waiting = || backlog.lag(Instant::now()) > BEHIND;
+        let unrouted = match m.target {
+            Target::All => {
+                metrics.bus_broadcasts.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Target::User(_) => {
+                metrics.bus_user_messages.fetch_add(1, Ordering::Relaxed);
+                Some(&metrics.bus_user_messages_unrouted)
+            }
+            Target::Channel(_) => {
+                metrics.bus_channel_messages.fetch_add(1, Ordering::Relaxed);
+                Some(&metrics.bus_channel_messages_unrouted)
+            }
+        };
+        let (kind, bare) = bare_form(&m);
+        let deliver = |fanout: &Fanout, message: &Message| match unrouted {
+            None => fanout.broadcast(message, hub),
+            Some(unrouted) => {
+                if !fanout.send_to_topic(m.topic, message, hub, metrics, &more_waiting) {
+                    unrouted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        match (&state.recovery, m.stamp) {
+            (Some(recovery), _) => recovery.publish(
+                m.topic,
+                |position| with_position(bare, kind, position, &m),
+                deliver,
+            ),
+            // The forwarder's stamp is the message's position.
+            (None, Some(stamp)) if self.engine.numbers_messages() => {
+                deliver(&state.fanout, &with_position(bare, kind, stamp, &m));
+            }
+            (None, _) => deliver(&state.fanout, &bare),
+        }
+    }
+}
+
+/// How long the oldest message read ahead may have waited before this thread stops writing
+/// to sessions itself and hands the writes to the sessions' writers.
+const BEHIND: Duration = Duration::from_millis(5);
+
+/// A message as pages without positions receive it: a broadcast's and a user's as the bare
+/// data, a channel's in its envelope; with its kind.
+fn bare_form<'a>(m: &'a BusMessage<'a>) -> (Kind<'a>, Message) {
+    match m.target {
+        Target::All => (Kind::Broadcast, Message::json(m.data.get())),
+        Target::User(_) => (Kind::User, Message::json(m.data.get())),
+        Target::Channel(channel) => {
+            let event = m.event.as_deref().unwrap_or_default();
+            let envelope = wire::channel_envelope(channel, event, m.data);
+            (Kind::Channel { channel, event }, Message::json(&envelope))
+        }
+    }
+}
+
+/// `bare` with its second form: with its position, as pages with positions receive it. The
+/// second form is made when a session first takes it (most messages only ever go to pages
+/// without positions); a user's or a broadcast's data is the bare form itself.
+fn with_position(bare: Message, kind: Kind<'_>, position: Position, m: &BusMessage) -> Message {
+    match kind {
+        Kind::Broadcast => bare.with_second_form_by(move |first| {
+            positioned(Kind::Broadcast, position, first.as_json())
+        }),
+        Kind::User => {
+            bare.with_second_form_by(move |first| positioned(Kind::User, position, first.as_json()))
+        }
+        Kind::Channel { channel, event } => {
+            let (channel, event): (Box<str>, Box<str>) = (channel.into(), event.into());
+            let data: Box<str> = m.data.get().into();
+            bare.with_second_form_by(move |_| {
+                let kind = Kind::Channel {
+                    channel: &channel,
+                    event: &event,
+                };
+                positioned(kind, position, &data)
+            })
+        }
+    }
+}
+
+/// The message of `kind` whose data is the JSON text `data` (a bus message's data, or a
+/// message's first form: JSON either way), with its position.
+fn positioned(kind: Kind<'_>, position: Position, data: &str) -> Message {
+    let data: &RawValue = serde_json::from_str(data).unwrap_or_else(|_| null());
+    Message::json(&protocol::positioned(kind, position, data))
+}
+
+fn null() -> &'static RawValue {
+    serde_json::from_str("null").expect("null is JSON")
+}
+
+/// A kept message of `topic` the forwarder gave in a recovery answer, as sessions are sent
+/// it; `None` if it breaks the bus format or the size limit (`max_message_bytes`).
+fn recovered(
+    max_message_bytes: usize,
+    topic: &[u8],
+    position: Position,
+    body: &[u8],
+) -> Option<Message> {
+    if topic.len() + body.len() > max_message_bytes {
+        return None;
+    }
+    let frames = [topic.to_vec(), body.to_vec()];
+    let m = wire::decode(&frames).ok()?;
+    let (kind, bare) = bare_form(&m);
+    Some(with_position(bare, kind, position, &m))
+}
+
+/// What the bus thread keeps from one batch of messages to the next.
+struct State {
+    /// The broadcasts on their way to every session.
+    fanout: Arc<Fanout>,
+    /// The history, where the server keeps one: every message goes through it.
+    recovery: Option<Arc<Recovery>>,
+    /// Recovery with a forwarder: requests waiting for its answers, the fill after it came
+    /// back, each topic's last position.
+    recovering: Option<Recovering>,
+    losses: Losses,
+    /// Messages read and not yet delivered.
+    backlog: Backlog,
+}
+
+/// How often losses are logged at most; the metric counts every one at once.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The messages the forwarder numbered that never arrived (ZeroMQ dropped them past a
+/// high-water mark, or while disconnected), not logged yet.
+#[derive(Default)]
+struct Losses {
+    unreported: u64,
+    logged: Option<Instant>,
+}
+
+impl Losses {
+    /// Counts `lost` more.
+    #[inline]
+    fn count(&mut self, lost: u64, metrics: &Metrics) {
+        if lost > 0 {
+            metrics.bus_lost.fetch_add(lost, Ordering::Relaxed);
+            self.unreported += lost;
+        }
+    }
+
+    /// Logs the losses not logged yet, at most once every [`LOSS_LOG_EVERY`] unless `force`.
+    fn report(&mut self, force: bool) {
+        if self.unreported == 0
+            || !force && self.logged.is_some_and(|t| t.elapsed() < LOSS_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            lost = self.unreported,
+            "bus messages from the forwarder never arrived: dropped past a high-water mark \
+             (pushnote-mq --hwm) or while disconnected"
+        );
+        self.unreported = 0;
+        self.logged = Some(Instant::now());
+    }
+}
+
+impl BusThread {
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.control.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

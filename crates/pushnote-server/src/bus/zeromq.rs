@@ -1,0 +1,439 @@
+//! The ZeroMQ engines: the forwarder ([`Forwarder`]) and the in-process one of `--single`
+//! ([`Single`]), each an XSUB socket read by the bus thread.
+//!
+//! ZeroMQ sockets are not thread-safe and block, so the socket lives on the bus thread. The
+//! handle ([`BusControl`]) writes one-line commands into an in-process ZeroMQ pair: the thread
+//! waits on both sockets at once, so a subscription takes effect without polling delays. The
+//! hub subscribes a topic (a user's, a channel's) when its first session here joins and
+//! unsubscribes it when the last one leaves, so each subscription message upstream means a
+//! topic arrived at or left this server.
+//!
+//! With a forwarder the socket connects to it (and reconnects by itself, re-sending its
+//! subscriptions, when the forwarder restarts); history requests go up the same connection and
+//! their answers come down on this server's reply topic. In single mode it binds for apps to
+//! connect, and where the server keeps history it receives every topic's messages.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pushnote::recover::{self, Part, Request};
+use pushnote::wire;
+
+use crate::broker::{Answer, Broker, Command, Engine, EngineError, HistoryRequest, Ready};
+use crate::inproc;
+use crate::metrics::Metrics;
+use crate::overload::Backlog;
+use crate::subscriptions::Subscriptions;
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// ZeroMQ refused the endpoint or a socket operation.
+    #[error("bus endpoint {endpoint}: {source}")]
+    Zmq {
+        /// The endpoint in question.
+        endpoint: String,
+        /// ZeroMQ's error.
+        source: zmq::Error,
+    },
+    /// The bus thread could not be started.
+    #[error("cannot start the bus thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+const CMD_SUBSCRIBE: u8 = b'+';
+const CMD_UNSUBSCRIBE: u8 = b'-';
+const CMD_STOP: u8 = b'.';
+const CMD_ASKED: u8 = b'?';
+
+/// The ZeroMQ engines' handle: sends commands to the bus thread. Cheap to call from any
+/// thread.
+pub struct BusControl {
+    socket: Mutex<zmq::Socket>,
+}
+
+impl BusControl {
+    fn command(&self, cmd: u8, topic: &[u8]) {
+        let mut msg = Vec::with_capacity(topic.len() + 1);
+        msg.push(cmd);
+        msg.extend_from_slice(topic);
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        // An inproc pair with an unlimited queue: a send fails only once the thread is gone,
+        // when subscriptions no longer matter.
+        if let Err(e) = socket.send(msg, 0) {
+            tracing::debug!(error = %e, "bus thread gone; command dropped");
+        }
+    }
+}
+
+impl Subscriptions for BusControl {
+    fn subscribe(&self, topic: &[u8]) {
+        self.command(CMD_SUBSCRIBE, topic);
+    }
+
+    fn unsubscribe(&self, topic: &[u8]) {
+        self.command(CMD_UNSUBSCRIBE, topic);
+    }
+}
+
+impl Broker for BusControl {
+    fn asked(&self, ticket: u64) {
+        self.command(CMD_ASKED, &ticket.to_be_bytes());
+    }
+
+    fn stop(&self) {
+        self.command(CMD_STOP, b"");
+    }
+}
+
+/// `request` as the forwarder reads it, from server `server`.
+fn encode(server: u64, request: &HistoryRequest<'_>) -> Vec<u8> {
+    Request {
+        server,
+        id: request.id,
+        since: request.since,
+        max_bytes: request.max_bytes,
+        topic: request.topic,
+    }
+    .encode()
+}
+
+/// The XSUB socket and the command pair both engines wait on.
+struct Xsub {
+    /// Kept so the context outlives the sockets.
+    ctx: zmq::Context,
+    sub: zmq::Socket,
+    commands: zmq::Socket,
+    endpoint: String,
+}
+
+/// The options both engines open their socket with.
+pub struct Options {
+    /// The most messages read ahead of delivery (the receive high-water mark).
+    pub receive_hwm: i32,
+}
+
+impl Xsub {
+    /// The socket, with the command pair's other end for the handle.
+    fn open(endpoint: &str, options: &Options) -> Result<(Xsub, zmq::Socket), BusError> {
+        let err = |source| BusError::Zmq {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let ctx = zmq::Context::new();
+        let sub = ctx.socket(zmq::XSUB).map_err(err)?;
+        sub.set_rcvhwm(options.receive_hwm).map_err(err)?;
+        // What a SUB socket sends are its subscriptions, one per user here, and it re-sends all
+        // of them on every new connection (a restarted forwarder, an app connecting in single
+        // mode). ZeroMQ drops those beyond the send high-water mark without a word, and the
+        // users past the first thousand would silently stop receiving: no limit.
+        sub.set_sndhwm(0).map_err(err)?;
+        sub.set_linger(0).map_err(err)?;
+        // Reconnect quickly after the forwarder restarts, backing off to one second.
+        sub.set_reconnect_ivl(100).map_err(err)?;
+        sub.set_reconnect_ivl_max(1000).map_err(err)?;
+        subscribe(&sub, wire::BROADCAST_TOPIC).map_err(err)?;
+        let (commands, control) = inproc::pair(&ctx, "bus").map_err(err)?;
+        let xsub = Xsub {
+            ctx,
+            sub,
+            commands,
+            endpoint: endpoint.to_owned(),
+        };
+        Ok((xsub, control))
+    }
+
+    fn error(&self, source: zmq::Error) -> BusError {
+        BusError::Zmq {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// Waits on the socket, the commands and `monitor`.
+    fn wait(
+        &self,
+        monitor: Option<&zmq::Socket>,
+        timeout: Option<Duration>,
+    ) -> Result<Ready, EngineError> {
+        // The connection events' socket where there is one (no allocation per turn).
+        let mut items = [
+            self.sub.as_poll_item(zmq::POLLIN),
+            self.commands.as_poll_item(zmq::POLLIN),
+            monitor.unwrap_or(&self.commands).as_poll_item(zmq::POLLIN),
+        ];
+        let polled = if monitor.is_some() { 3 } else { 2 };
+        let items = &mut items[..polled];
+        let timeout = timeout.map_or(-1, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
+        match zmq::poll(items, timeout) {
+            Ok(_) => Ok(Ready {
+                messages: items[0].is_readable(),
+                commands: items[1].is_readable(),
+                connection: items.get(2).is_some_and(|i| i.is_readable()),
+            }),
+            Err(zmq::Error::EINTR) => Ok(Ready::default()),
+            Err(e) => Err(EngineError(format!("bus poll failed: {e}"))),
+        }
+    }
+
+    /// Applies every waiting command; false when told to stop.
+    fn take_commands(&self, mut on: impl FnMut(Command<'_>)) -> bool {
+        while let Ok(cmd) = self.commands.recv_bytes(zmq::DONTWAIT) {
+            let Some((&op, topic)) = cmd.split_first() else {
+                continue;
+            };
+            let result = match op {
+                CMD_SUBSCRIBE => {
+                    on(Command::Subscribed(topic));
+                    subscribe(&self.sub, topic)
+                }
+                CMD_UNSUBSCRIBE => {
+                    on(Command::Unsubscribed(topic));
+                    subscription(&self.sub, 0, topic)
+                }
+                CMD_ASKED => {
+                    if let Ok(ticket) = <[u8; 8]>::try_from(topic) {
+                        on(Command::Asked(u64::from_be_bytes(ticket)));
+                    }
+                    Ok(())
+                }
+                CMD_STOP => return false,
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "bus subscription change failed");
+            }
+        }
+        true
+    }
+
+    /// Reads what ZeroMQ holds into the backlog, as far as it has room, for a moment at most
+    /// (so that delivery goes on while messages come faster than they can be read).
+    fn read(&self, backlog: &mut Backlog) {
+        const TURN: Duration = Duration::from_millis(2);
+        let now = Instant::now();
+        let mut read = 0u32;
+        while backlog.has_room() {
+            read = read.wrapping_add(1);
+            if read & 63 == 0 && now.elapsed() > TURN {
+                return;
+            }
+            match self.sub.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => backlog.push(now, frames),
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bus receive failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The ZeroMQ forwarder: it numbers each topic's messages and keeps their history, and answers
+/// history requests on this server's reply topic.
+pub struct Forwarder {
+    xsub: Xsub,
+    /// The socket's connection events.
+    monitor: zmq::Socket,
+    /// The forwarder was connected once (a connection after that is a reconnection).
+    connected_before: bool,
+    server: u64,
+}
+
+impl Forwarder {
+    /// Connects to the forwarder at `endpoint`; returns the engine and its handle.
+    pub fn connect(endpoint: &str, options: &Options) -> Result<(Forwarder, BusControl), BusError> {
+        let (xsub, control) = Xsub::open(endpoint, options)?;
+        let err = |source| BusError::Zmq {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let server = pushnote_history::history::fresh_seed();
+        subscribe(&xsub.sub, &recover::reply_topic(server)).map_err(err)?;
+        const MONITOR: &str = "inproc://bus-monitor";
+        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
+            | zmq::SocketEvent::DISCONNECTED.to_raw();
+        xsub.sub.monitor(MONITOR, i32::from(events)).map_err(err)?;
+        let monitor = xsub.ctx.socket(zmq::PAIR).map_err(err)?;
+        monitor.connect(MONITOR).map_err(err)?;
+        xsub.sub.connect(endpoint).map_err(err)?;
+        let control = BusControl {
+            socket: Mutex::new(control),
+        };
+        let forwarder = Forwarder {
+            xsub,
+            monitor,
+            connected_before: false,
+            server,
+        };
+        Ok((forwarder, control))
+    }
+
+    /// This server's id on the bus (its reply topic's name).
+    pub fn server_id(&self) -> u64 {
+        self.server
+    }
+}
+
+impl Engine for Forwarder {
+    fn endpoint(&self) -> &str {
+        &self.xsub.endpoint
+    }
+
+    fn numbers_messages(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, _: &Metrics) {}
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Ready, EngineError> {
+        self.xsub.wait(Some(&self.monitor), timeout)
+    }
+
+    fn take_connection(&mut self, metrics: &Metrics) -> bool {
+        let mut back = false;
+        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some(&[a, b, ..]) = frames.first().map(Vec::as_slice) else {
+                continue;
+            };
+            let event = u16::from_le_bytes([a, b]);
+            let connected = if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
+                tracing::info!(endpoint = %self.xsub.endpoint, "bus connected");
+                back |= std::mem::replace(&mut self.connected_before, true);
+                1
+            } else if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
+                tracing::warn!(endpoint = %self.xsub.endpoint, "bus disconnected; reconnecting");
+                0
+            } else {
+                continue;
+            };
+            metrics.bus_connected.store(connected, Ordering::Relaxed);
+        }
+        if back {
+            // Takes in the new connection, so that requests sent next go down it.
+            let _ = self.xsub.sub.get_events();
+        }
+        back
+    }
+
+    fn take_commands(&mut self, on: impl FnMut(Command<'_>)) -> bool {
+        self.xsub.take_commands(on)
+    }
+
+    #[inline]
+    fn read(&mut self, backlog: &mut Backlog) {
+        self.xsub.read(backlog);
+    }
+
+    #[inline]
+    fn answer<'f>(&self, frames: &'f [Vec<u8>]) -> Option<Answer<'f>> {
+        answer(frames)
+    }
+
+    fn ask(&mut self, request: &HistoryRequest<'_>) {
+        if let Err(e) = self.xsub.sub.send(encode(self.server, request), 0) {
+            tracing::warn!(error = %e, "bus history request failed");
+        }
+    }
+}
+
+/// The in-process engine of `--single`: a socket apps publish into, bound here. Its topics'
+/// messages are not numbered; the server keeps their history itself.
+pub struct Single {
+    xsub: Xsub,
+}
+
+impl Single {
+    /// Binds at `endpoint` (a port of `*` picks a free one: [`Engine::endpoint`] tells which);
+    /// with `every_topic` (the server keeps history) it takes every topic's messages, those
+    /// of users and channels with no session here too, so that a page that comes back is
+    /// given what was published while it was away.
+    pub fn bind(
+        endpoint: &str,
+        options: &Options,
+        every_topic: bool,
+    ) -> Result<(Single, BusControl), BusError> {
+        let (mut xsub, control) = Xsub::open(endpoint, options)?;
+        xsub.sub.bind(endpoint).map_err(|e| xsub.error(e))?;
+        xsub.endpoint = xsub
+            .sub
+            .get_last_endpoint()
+            .map_err(|e| xsub.error(e))?
+            .unwrap_or_else(|_| endpoint.to_owned());
+        if every_topic {
+            subscribe(&xsub.sub, b"").map_err(|e| xsub.error(e))?;
+        }
+        let control = BusControl {
+            socket: Mutex::new(control),
+        };
+        Ok((Single { xsub }, control))
+    }
+}
+
+impl Engine for Single {
+    fn endpoint(&self) -> &str {
+        &self.xsub.endpoint
+    }
+
+    fn numbers_messages(&self) -> bool {
+        false
+    }
+
+    fn start(&mut self, metrics: &Metrics) {
+        // Apps connect to it: it is ready as soon as it is bound.
+        metrics.bus_connected.store(1, Ordering::Relaxed);
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Ready, EngineError> {
+        self.xsub.wait(None, timeout)
+    }
+
+    fn take_connection(&mut self, _: &Metrics) -> bool {
+        false
+    }
+
+    fn take_commands(&mut self, on: impl FnMut(Command<'_>)) -> bool {
+        self.xsub.take_commands(on)
+    }
+
+    #[inline]
+    fn read(&mut self, backlog: &mut Backlog) {
+        self.xsub.read(backlog);
+    }
+
+    #[inline]
+    fn answer<'f>(&self, frames: &'f [Vec<u8>]) -> Option<Answer<'f>> {
+        // No history requests go out: what an app publishes on a reply topic is no topic's
+        // message, and the bus thread drops it.
+        answer(frames)
+    }
+
+    fn ask(&mut self, _: &HistoryRequest<'_>) {}
+}
+
+/// The answer part `frames` are, if they came on a reply topic.
+#[inline]
+fn answer(frames: &[Vec<u8>]) -> Option<Answer<'_>> {
+    if !frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
+        return None;
+    }
+    Some(match frames.get(1).and_then(|h| Part::decode(h)) {
+        Some(part) => Answer::Part(part, frames.get(2).map_or(&[][..], Vec::as_slice)),
+        None => Answer::Malformed,
+    })
+}
+
+/// Subscribes `sub` (an XSUB) to `topic`.
+fn subscribe(sub: &zmq::Socket, topic: &[u8]) -> zmq::Result<()> {
+    subscription(sub, 1, topic)
+}
+
+/// Sends `sub`'s (un)subscription of `topic` upstream: first byte 1 subscribes, 0 cancels.
+fn subscription(sub: &zmq::Socket, op: u8, topic: &[u8]) -> zmq::Result<()> {
+    let mut m = Vec::with_capacity(topic.len() + 1);
+    m.push(op);
+    m.extend_from_slice(topic);
+    sub.send(m, 0)
+}

@@ -7,6 +7,7 @@ mod support;
 mod browser;
 mod channels;
 mod client_protocol;
+mod confirmed;
 mod delivery;
 mod deploy;
 mod deploy_docs;

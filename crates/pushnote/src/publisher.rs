@@ -7,13 +7,20 @@
 //! [`PublisherBuilder::ready_timeout`], and then sends. On drop, the socket lingers so that a
 //! process that notifies and exits still delivers.
 //!
-//! While the peer is gone (the forwarder was stopped or crashed), the socket also sees its
-//! subscriptions go: sends then fail at once with [`PublishError::NotConnected`] and nothing is
+//! While the peer is gone (the forwarder was stopped or crashed), the socket sees its
+//! connection close (ZeroMQ's socket monitor) and its subscriptions go: from the first call
+//! after the close, sends fail at once with [`PublishError::NotConnected`] and nothing is
 //! buffered, so the application never blocks and decides itself what a lost notification
-//! means. ZeroMQ reconnects in the background; sends succeed again as soon as the restarted
-//! peer has subscribed. Messages sent in the instant between the peer's death and the
-//! socket's noticing it (a TCP reset, usually well under a millisecond) are lost without an
-//! error. While connected, up to the send high-water mark (100,000 messages by default) wait
+//! means. (The subscriptions alone would tell it a call late: ZeroMQ removes a lost
+//! connection's subscriptions in two steps, each taken on a call to the socket.) ZeroMQ
+//! reconnects in the background; sends succeed again as soon as the restarted peer has
+//! subscribed.
+//!
+//! What a send promises, then: an error means nothing of the call was sent; `Ok` means the
+//! messages were handed to ZeroMQ for a peer connected as far as the socket has seen, not that
+//! the peer took them. Messages sent in the instant between the peer's death and the socket's
+//! noticing it (a TCP reset, usually well under a millisecond), and those queued toward the
+//! peer when it died, are lost without an error. While connected, up to the send high-water mark (100,000 messages by default) wait
 //! for a slow peer; past it, ZeroMQ drops new ones, without a word. A `notify` for more users
 //! than the mark would be cut short that way: it is refused whole
 //! ([`PublishError::TooManyUsers`]). ZeroMQ learns what the peer has read in steps (about every
@@ -130,6 +137,20 @@ impl PublisherBuilder {
         // go with it, so the socket reports the loss instead of silently queueing for a peer
         // that, once restarted, would drop the backlog before anyone subscribed to it.
         socket.set_immediate(true)?;
+        // The connection's events, straight from ZeroMQ's I/O thread: its loss is known from
+        // the first call after it, where the subscriptions it held go only a call later.
+        let monitor_endpoint = format!(
+            "inproc://pushnote-publisher-{}",
+            MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        socket.monitor(
+            &monitor_endpoint,
+            (zmq::SocketEvent::DISCONNECTED as i32)
+                | (zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32),
+        )?;
+        let monitor = ctx.socket(zmq::PAIR)?;
+        monitor.set_linger(0)?;
+        monitor.connect(&monitor_endpoint)?;
         socket.connect(&self.endpoint)?;
         Ok(Publisher {
             endpoint: self.endpoint,
@@ -143,6 +164,8 @@ impl PublisherBuilder {
             },
             inner: Mutex::new(Inner {
                 socket,
+                monitor,
+                gone: false,
                 topics: 0,
                 waited: false,
             }),
@@ -161,8 +184,18 @@ pub struct Publisher {
     _ctx: zmq::Context,
 }
 
+/// Numbers the publishers' monitor endpoints, unique within the process.
+static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct Inner {
     socket: zmq::Socket,
+    /// The socket's connection events (ZeroMQ's socket monitor).
+    monitor: zmq::Socket,
+    /// The connection to the peer was lost and its subscriptions have not all gone yet, nor
+    /// has a new connection been made: the peer is gone whatever `topics` still says. ZeroMQ
+    /// removes a lost connection's subscriptions in two steps, each taken on a call to the
+    /// socket, so without this the first send after a loss still counts them and is lost.
+    gone: bool,
     /// Topics the peer is subscribed to (ZeroMQ reports each topic's first subscription and
     /// last unsubscription, also when the peer disconnects): above zero, the peer is there.
     topics: usize,
@@ -202,7 +235,7 @@ impl Publisher {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // A socket error here leaves the count as it was; the next send reports the error.
         let _ = inner.take_subscriptions();
-        inner.topics > 0
+        inner.topics > 0 && !inner.gone
     }
 
     /// Sends `data` to every connected session.
@@ -269,6 +302,9 @@ impl Publisher {
     pub(crate) fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.take_subscriptions()?;
+        if inner.gone {
+            return Err(PublishError::NotConnected(self.endpoint.clone()));
+        }
         if inner.topics == 0 {
             let wait = if inner.waited {
                 Duration::ZERO
@@ -393,6 +429,7 @@ impl Inner {
     /// Reads every subscription message waiting, without blocking. Reading them keeps the
     /// socket's inbound queue from growing on a long-lived publisher.
     fn take_subscriptions(&mut self) -> Result<(), zmq::Error> {
+        self.take_events()?;
         loop {
             match self.socket.recv_bytes(zmq::DONTWAIT) {
                 Ok(msg) => match msg.first() {
@@ -400,6 +437,33 @@ impl Inner {
                     Some(0) => self.topics = self.topics.saturating_sub(1),
                     _ => {}
                 },
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.topics == 0 {
+            self.gone = false;
+        }
+        Ok(())
+    }
+
+    /// Reads the connection events waiting, without blocking: a lost connection makes the
+    /// peer gone, a new one (its handshake done) makes it there again once it subscribes.
+    fn take_events(&mut self) -> Result<(), zmq::Error> {
+        loop {
+            // An event is two frames: 2 bytes of event, 4 of value, then the endpoint.
+            match self.monitor.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => {
+                    let event = frames
+                        .first()
+                        .and_then(|f| f.get(..2))
+                        .map(|b| u16::from_ne_bytes([b[0], b[1]]));
+                    match event.map(zmq::SocketEvent::from_raw) {
+                        Some(zmq::SocketEvent::DISCONNECTED) => self.gone = true,
+                        Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) => self.gone = false,
+                        _ => {}
+                    }
+                }
                 Err(zmq::Error::EAGAIN) => return Ok(()),
                 Err(e) => return Err(e),
             }

@@ -36,6 +36,13 @@ fn run(flags: &Flags) -> Result<(), String> {
         format_args!("apps publish to {sub}, servers subscribe at {publish}"),
         &[("sub", sub), ("pub", publish)],
     );
+    if let Some(confirm) = forwarder.confirm_endpoint() {
+        announce(
+            PROGRAM,
+            format_args!("confirmed publishes at {confirm}"),
+            &[("confirm", confirm)],
+        );
+    }
     runtime.block_on(async {
         let mut servers = Vec::new();
         if let Some(address) = flags.metrics {

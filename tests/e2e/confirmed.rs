@@ -41,3 +41,124 @@ async fn the_first_notify_a_second_after_the_forwarder_died_is_refused() {
 async fn the_first_notify_5_s_after_the_forwarder_died_is_refused() {
     first_notify_after_the_forwarder_died(Duration::from_secs(5)).await;
 }
+
+/// What a publish of `n` returned.
+#[derive(Debug)]
+enum Outcome {
+    /// Confirmed: the message must arrive.
+    Confirmed,
+    /// Refused before anything was sent: the message must not arrive.
+    NotSent,
+    /// Unconfirmed: it may or may not arrive.
+    MayHave,
+    /// An unconfirmed publish returned normally: it must arrive, unless the publisher could
+    /// not have known yet that the forwarder was gone (at once after its death).
+    Sent,
+}
+
+fn confirmed(result: Result<Vec<pushnote::Position>, pushnote::PublishError>) -> Outcome {
+    match result {
+        Ok(positions) => {
+            assert_eq!(positions.len(), 1, "one user, one position");
+            assert!(positions[0].epoch != 0 && positions[0].offset != 0);
+            Outcome::Confirmed
+        }
+        Err(pushnote::PublishError::Unconfirmed { .. }) => Outcome::MayHave,
+        Err(pushnote::PublishError::NotConnected(_)) => Outcome::NotSent,
+        Err(e) => panic!("an error no dead forwarder explains: {e}"),
+    }
+}
+
+fn unconfirmed(result: Result<(), pushnote::PublishError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Sent,
+        Err(pushnote::PublishError::NotConnected(_)) => Outcome::NotSent,
+        Err(e) => panic!("an error no dead forwarder explains: {e}"),
+    }
+}
+
+/// The issue's test: publish confirmed, kill -9 the forwarder, publish again at once and after
+/// 0.1, 1 and 5 s, the forwarder restarted before the last: every confirmed call either
+/// confirms and its message reaches a real page, or returns an error; every unconfirmed call
+/// made once the publisher can know the forwarder is gone returns an error.
+#[tokio::test]
+async fn no_publish_the_forwarder_did_not_take_is_reported_as_sent() {
+    let args = ["--sub", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*"];
+    let mut fwd = forwarder_with(&[&args[..], &["--confirm", "tcp://127.0.0.1:*"]].concat());
+    let confirm = fwd.proc.value_after("confirmed publishes at");
+    let srv = server(&fwd, &[]);
+    let bus = pushnote::Publisher::builder(&fwd.sub)
+        .confirm(&confirm)
+        .confirm_timeout(Duration::from_secs(1))
+        .connect()
+        .unwrap();
+    let mut c = Client::connect(&srv).await;
+    c.subscribe(&token("r")).await;
+    sync(&bus, &mut c, Some("r")).await;
+
+    let first = bus.notify_confirmed(&json!({"n": 0}), ["r"]).unwrap();
+    assert_eq!(c.next().await, json!({"n": 0}));
+    let epoch = first[0].epoch;
+
+    fwd.proc.child.kill().unwrap(); // SIGKILL: no goodbye
+    fwd.proc.child.wait().unwrap();
+    let died = std::time::Instant::now();
+    let mut outcomes = Vec::new();
+    for (n, after) in [(1, 0.0), (2, 0.1), (3, 1.0)] {
+        tokio::time::sleep(Duration::from_secs_f64(after)).await;
+        outcomes.push((n, confirmed(bus.notify_confirmed(&json!({"n": n}), ["r"]))));
+        let sent = unconfirmed(bus.notify(&json!({"n": n + 100}), ["r"]));
+        if after > 0.0 {
+            // By now the publisher has seen the connection close.
+            assert!(
+                matches!(sent, Outcome::NotSent),
+                "{after} s after: {sent:?}"
+            );
+        }
+        outcomes.push((n + 100, sent));
+    }
+    // Nothing can confirm while no forwarder runs.
+    for (n, outcome) in &outcomes {
+        assert!(!matches!(outcome, Outcome::Confirmed), "{n}: {outcome:?}");
+    }
+
+    let restarted = forwarder_with(&[
+        "--sub",
+        &fwd.sub,
+        "--pub",
+        &fwd.publish,
+        "--confirm",
+        &confirm,
+    ]);
+    sync(&bus, &mut c, Some("r")).await; // the server and the publisher are back
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(died.elapsed())).await;
+    let last = bus.notify_confirmed(&json!({"n": 4}), ["r"]);
+    if let Ok(positions) = &last {
+        assert_ne!(positions[0].epoch, epoch, "a new forwarder, a new epoch");
+    }
+    outcomes.push((4, confirmed(last)));
+    outcomes.push((104, unconfirmed(bus.notify(&json!({"n": 104}), ["r"]))));
+
+    // What reached the page, up to a fence published after everything else.
+    let fence = rand_id();
+    bus.notify(&json!({"fence": fence}), ["r"]).unwrap();
+    let mut arrived = Vec::new();
+    loop {
+        let v = c.next_unmarked().await;
+        if v["fence"] == fence.as_str() {
+            break;
+        }
+        arrived.push(v["n"].as_u64().unwrap());
+    }
+    for (n, outcome) in &outcomes {
+        let got = arrived.contains(n);
+        match outcome {
+            Outcome::Confirmed => assert!(got, "{n} was confirmed and never arrived: {arrived:?}"),
+            Outcome::NotSent => assert!(!got, "{n} was refused and arrived"),
+            Outcome::Sent if *n == 101 => {} // at once: the publisher may not know yet
+            Outcome::Sent => assert!(got, "{n} was sent and never arrived: {arrived:?}"),
+            Outcome::MayHave => {}
+        }
+    }
+    drop((restarted, srv));
+}

@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::wire::{self, Target, WireError};
+use crate::confirmed::{Confirmer, DEFAULT_CONFIRM_TIMEOUT};
+use crate::wire::{self, Position, Target, WireError};
 
 /// Why a notification was not published.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,25 @@ pub enum PublishError {
     /// why, never the token). Nothing was sent.
     #[error("a token cannot be notified: {0}; nothing was sent")]
     Token(#[from] crate::TokenError),
+    /// A confirmed publish got no confirmation: no reply within the confirm timeout
+    /// ([`PublisherBuilder::confirm_timeout`]), or one that could not be read. The forwarder
+    /// may or may not have taken the messages: publish again if they must arrive (a page may
+    /// then receive them twice), or treat them as lost.
+    #[error(
+        "no confirmation from {endpoint} ({why}): the messages may or may not have been \
+         published"
+    )]
+    Unconfirmed { endpoint: String, why: String },
+    /// The forwarder refused a confirmed publish (`reason` is its code, `docs/PROTOCOL.md`
+    /// §2b). Nothing was published.
+    #[error("the forwarder refused the publish ({reason}): {detail}; nothing was published")]
+    Refused {
+        reason: &'static str,
+        detail: String,
+    },
+    /// A confirmed publish on a publisher made without [`PublisherBuilder::confirm`].
+    #[error("no confirm endpoint: connect the publisher with PublisherBuilder::confirm")]
+    NoConfirm,
 }
 
 /// The largest bus message, topic and body, a publisher sends by default: what a forwarder
@@ -95,6 +115,8 @@ pub struct PublisherBuilder {
     linger: Duration,
     send_hwm: i32,
     max_message_bytes: usize,
+    confirm: Option<String>,
+    confirm_timeout: Duration,
 }
 
 impl PublisherBuilder {
@@ -126,6 +148,20 @@ impl PublisherBuilder {
         self
     }
 
+    /// Also connects to the forwarder's `--confirm` socket at `endpoint` (for example
+    /// `tcp://127.0.0.1:8004`), for the `*_confirmed` methods.
+    pub fn confirm(mut self, endpoint: &str) -> Self {
+        self.confirm = Some(endpoint.to_owned());
+        self
+    }
+
+    /// How long a confirmed publish waits for its confirmation before it returns
+    /// [`PublishError::Unconfirmed`] (default [`DEFAULT_CONFIRM_TIMEOUT`], 5 s).
+    pub fn confirm_timeout(mut self, t: Duration) -> Self {
+        self.confirm_timeout = t;
+        self
+    }
+
     /// Connects. The connection itself is made in the background; this fails only for a
     /// malformed endpoint.
     pub fn connect(self) -> Result<Publisher, PublishError> {
@@ -152,7 +188,18 @@ impl PublisherBuilder {
         monitor.set_linger(0)?;
         monitor.connect(&monitor_endpoint)?;
         socket.connect(&self.endpoint)?;
+        let confirmer = match &self.confirm {
+            Some(endpoint) => Some(Confirmer::connect(
+                &ctx,
+                endpoint,
+                self.confirm_timeout,
+                self.ready_timeout,
+                self.max_message_bytes,
+            )?),
+            None => None,
+        };
         Ok(Publisher {
+            confirmer,
             endpoint: self.endpoint,
             ready_timeout: self.ready_timeout,
             limits: Limits {
@@ -177,6 +224,7 @@ impl PublisherBuilder {
 /// Publishes notifications. Safe to share between threads; each call sends atomically.
 pub struct Publisher {
     endpoint: String,
+    confirmer: Option<Confirmer>,
     ready_timeout: Duration,
     limits: Limits,
     inner: Mutex<Inner>,
@@ -226,6 +274,8 @@ impl Publisher {
             linger: Duration::from_secs(2),
             send_hwm: DEFAULT_SEND_HWM,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            confirm: None,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
         }
     }
 
@@ -293,6 +343,65 @@ impl Publisher {
         )
     }
 
+    /// Sends `data` to every connected session once the forwarder has it, and returns its
+    /// position in the broadcasts' topic. Needs [`PublisherBuilder::confirm`]. An error other
+    /// than [`PublishError::Unconfirmed`] means it was not published.
+    pub fn notify_all_confirmed<T: Serialize + ?Sized>(
+        &self,
+        data: &T,
+    ) -> Result<Position, PublishError> {
+        let positions = self.confirmed(Outgoing::all(data)?)?;
+        positions.first().copied().ok_or(PublishError::NoConfirm)
+    }
+
+    /// Sends `data` to every session of each user in `users`, as [`Publisher::notify`], in
+    /// one request the forwarder takes whole or not at all (topics and body at most
+    /// [`PublisherBuilder::max_message_bytes`] together), and returns each user's position,
+    /// in the order given.
+    pub fn notify_confirmed<T, I, U>(
+        &self,
+        data: &T,
+        users: I,
+    ) -> Result<Vec<Position>, PublishError>
+    where
+        T: Serialize + ?Sized,
+        I: IntoIterator<Item = U>,
+        U: std::fmt::Display,
+    {
+        self.confirmed(Outgoing::users(data, users)?)
+    }
+
+    /// Sends `data` as `event` to every session subscribed to `channel`, as
+    /// [`Publisher::publish`], and returns its position in the channel.
+    pub fn publish_confirmed<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<Position, PublishError> {
+        let positions = self.confirmed(Outgoing::channel(channel, event, data)?)?;
+        positions.first().copied().ok_or(PublishError::NoConfirm)
+    }
+
+    /// Publishes `out` through the confirm socket, checked as one request.
+    fn confirmed(&self, out: Outgoing) -> Result<Vec<Position>, PublishError> {
+        let confirmer = self.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
+        if out.topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The request's id, its topics and its body.
+        let bytes = std::mem::size_of::<u64>()
+            + out.topics.iter().map(Vec::len).sum::<usize>()
+            + out.body.len();
+        if bytes > self.limits.max_message_bytes {
+            return Err(PublishError::TooLarge {
+                bytes,
+                limit: self.limits.max_message_bytes,
+            });
+        }
+        confirmer.publish(&out)
+    }
+
     /// What this publisher refuses to send.
     pub(crate) fn limits(&self) -> Limits {
         self.limits
@@ -332,8 +441,8 @@ impl Publisher {
 /// room for the forwarder's stamp).
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    topics: Vec<Vec<u8>>,
-    body: Vec<u8>,
+    pub(crate) topics: Vec<Vec<u8>>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Outgoing {

@@ -162,3 +162,94 @@ async fn no_publish_the_forwarder_did_not_take_is_reported_as_sent() {
     }
     drop((restarted, srv));
 }
+
+/// The CLI's `--confirm` prints the positions; a raw DEALER, as an app in another language
+/// would use, gets them in the frames PROTOCOL §2b gives, and a clear refusal for a request
+/// out of shape, counted in the forwarder's metrics.
+#[tokio::test]
+async fn the_cli_and_a_raw_socket_are_told_positions_and_refusals() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let fwd = forwarder_with(&[
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--confirm",
+        "tcp://127.0.0.1:*",
+        "--max-topic-bytes",
+        "64",
+        "--metrics",
+        &metrics,
+    ]);
+    let confirm = fwd.proc.value_after("confirmed publishes at");
+    let out = std::process::Command::new(bin("pushnote"))
+        .args(["notify", "--user", "a", "--user", "b", "--bus", &fwd.sub])
+        .args(["--confirm", &confirm, r#"{"hi": 1}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|p| p["offset"] == 1 && p["epoch"] != 0));
+
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    dealer.connect(&confirm).unwrap();
+    let ask = |frames: &[&[u8]]| {
+        dealer.send_multipart(frames, 0).unwrap();
+        dealer.recv_multipart(0).expect("a reply")
+    };
+    let reply = ask(&[
+        b"id-1",
+        b"chan:news\0",
+        br#"{"name":"publish","event":"e","data":1}"#,
+    ]);
+    assert_eq!(reply[..2], [b"id-1".to_vec(), b"ok".to_vec()]);
+    let positions = pushnote::confirm::decode_positions(&reply[2]).unwrap();
+    assert_eq!(positions.len(), 1);
+    assert_eq!(positions[0].offset, 1);
+    let reply = ask(&[
+        b"id-2",
+        b"chan:news\0",
+        br#"{"name":"publish","event":"e","data":2}"#,
+    ]);
+    assert_eq!(
+        pushnote::confirm::decode_positions(&reply[2]).unwrap()[0].offset,
+        2
+    );
+
+    let long_topic = [&[b'x'; 64][..], b"\0"].concat();
+    for (frames, status) in [
+        (vec![&b"id-3"[..], b"no-nul", b"{}"], "malformed"),
+        (vec![b"id-4", b"{}"], "malformed"),
+        (vec![b"id-5", &long_topic, b"{}"], "topic_too_long"),
+    ] {
+        let reply = ask(&frames);
+        assert_eq!(reply[0], frames[0]);
+        assert_eq!(String::from_utf8_lossy(&reply[1]), status);
+        assert!(!reply[2].is_empty(), "a sentence says why");
+    }
+    let url = format!("http://{metrics}/metrics");
+    let refused = "pushnote_mq_confirm_refused_total";
+    assert_eq!(
+        metric_at(&url, &format!("{refused}{{reason=\"malformed\"}}")).await,
+        2
+    );
+    assert_eq!(
+        metric_at(&url, &format!("{refused}{{reason=\"topic_too_long\"}}")).await,
+        1
+    );
+    assert_eq!(
+        metric_at(&url, "pushnote_mq_confirm_requests_total").await,
+        6
+    );
+    assert_eq!(
+        metric_at(&url, "pushnote_mq_confirmed_messages_total").await,
+        4
+    );
+}

@@ -256,3 +256,51 @@ async fn the_cli_and_a_raw_socket_are_told_positions_and_refusals() {
         4
     );
 }
+
+/// With `--confirm`, the forwarder's `POST /publish` answers with each message's positions
+/// (one per user named), keeping `published`.
+#[tokio::test]
+async fn the_forwarders_http_publish_answers_with_positions() {
+    const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
+    let mut cmd = std::process::Command::new(bin("pushnote-mq"));
+    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args([
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--confirm",
+        "tcp://127.0.0.1:*",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let proc = Proc::spawn(&mut cmd);
+    let url = proc.value_after("/publish at");
+    let auth = format!("Bearer {KEY}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", &auth),
+    ];
+    let body = json!([
+        {"to": "all", "data": 1},
+        {"to": "users", "users": ["a", "b"], "data": 2},
+        {"to": "all", "data": 3},
+    ]);
+    let reply = http("POST", &url, &headers, &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v["published"], 3);
+    let offsets: Vec<Vec<u64>> = v["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["offset"].as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(offsets, vec![vec![1], vec![1, 1], vec![2]]);
+    assert_eq!(v["positions"][0][0]["epoch"], v["positions"][2][0]["epoch"]);
+}

@@ -112,7 +112,7 @@ pub fn encode_positions(positions: &[Position]) -> Vec<u8> {
 
 /// The positions of an `ok` reply's detail frame; `None` if it is not whole stamps.
 pub fn decode_positions(detail: &[u8]) -> Option<Vec<Position>> {
-    if detail.len() % wire::STAMP_BYTES != 0 {
+    if !detail.len().is_multiple_of(wire::STAMP_BYTES) {
         return None;
     }
     detail

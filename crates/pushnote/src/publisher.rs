@@ -350,7 +350,7 @@ impl Publisher {
         &self,
         data: &T,
     ) -> Result<Position, PublishError> {
-        let positions = self.confirmed(Outgoing::all(data)?)?;
+        let positions = self.confirmed(&Outgoing::all(data)?)?;
         positions.first().copied().ok_or(PublishError::NoConfirm)
     }
 
@@ -368,7 +368,7 @@ impl Publisher {
         I: IntoIterator<Item = U>,
         U: std::fmt::Display,
     {
-        self.confirmed(Outgoing::users(data, users)?)
+        self.confirmed(&Outgoing::users(data, users)?)
     }
 
     /// Sends `data` as `event` to every session subscribed to `channel`, as
@@ -379,12 +379,17 @@ impl Publisher {
         event: &str,
         data: &T,
     ) -> Result<Position, PublishError> {
-        let positions = self.confirmed(Outgoing::channel(channel, event, data)?)?;
+        let positions = self.confirmed(&Outgoing::channel(channel, event, data)?)?;
         positions.first().copied().ok_or(PublishError::NoConfirm)
     }
 
+    /// Whether this publisher publishes confirmed ([`PublisherBuilder::confirm`]).
+    pub fn confirms(&self) -> bool {
+        self.confirmer.is_some()
+    }
+
     /// Publishes `out` through the confirm socket, checked as one request.
-    fn confirmed(&self, out: Outgoing) -> Result<Vec<Position>, PublishError> {
+    pub(crate) fn confirmed(&self, out: &Outgoing) -> Result<Vec<Position>, PublishError> {
         let confirmer = self.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
         if out.topics.is_empty() {
             return Ok(Vec::new());
@@ -399,7 +404,7 @@ impl Publisher {
                 limit: self.limits.max_message_bytes,
             });
         }
-        confirmer.publish(&out)
+        confirmer.publish(out)
     }
 
     /// What this publisher refuses to send.

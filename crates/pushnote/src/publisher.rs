@@ -20,7 +20,10 @@
 //! messages were handed to ZeroMQ for a peer connected as far as the socket has seen, not that
 //! the peer took them. Messages sent in the instant between the peer's death and the socket's
 //! noticing it (a TCP reset, usually well under a millisecond), and those queued toward the
-//! peer when it died, are lost without an error. While connected, up to the send high-water mark (100,000 messages by default) wait
+//! peer when it died, are lost without an error. A message that must not be lost without the
+//! application knowing is published confirmed ([`PublisherBuilder::confirm`], the
+//! `*_confirmed` methods, `docs/PROTOCOL.md` §2b): the call returns its position once the
+//! forwarder holds it, or an error. While connected, up to the send high-water mark (100,000 messages by default) wait
 //! for a slow peer; past it, ZeroMQ drops new ones, without a word. A `notify` for more users
 //! than the mark would be cut short that way: it is refused whole
 //! ([`PublishError::TooManyUsers`]). ZeroMQ learns what the peer has read in steps (about every

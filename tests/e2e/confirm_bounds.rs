@@ -1,5 +1,5 @@
 //! The bounds of the forwarder's confirm socket (`--confirm`, PROTOCOL §2b), each reached
-//! by a real app.
+//! by a real app, and `POST /publish` with `--confirm` refusing a batch whole.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,6 +10,8 @@ use pushnote::wire;
 use serde_json::json;
 
 use crate::support::*;
+
+const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
 
 /// A forwarder with `--confirm` and `--metrics` on free ports, and `extra` flags: the
 /// forwarder, its confirm endpoint and its metrics URL.
@@ -253,4 +255,54 @@ async fn refusals_are_logged_at_most_once_a_second() {
         logged <= took + 1,
         "{logged} lines for {N} refusals over {took} s"
     );
+}
+
+/// With `--confirm`, `POST /publish` checks every message of a batch as a confirm request
+/// before publishing any: one too large for a request refuses the batch whole.
+#[tokio::test]
+async fn http_publish_with_confirm_refuses_a_batch_whole() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin("pushnote-mq"));
+    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args([
+        "--sub",
+        "tcp://127.0.0.1:*",
+        "--pub",
+        "tcp://127.0.0.1:*",
+        "--confirm",
+        "tcp://127.0.0.1:*",
+        "--http",
+        "127.0.0.1:0",
+        "--max-message-bytes",
+        "4096",
+        "--metrics",
+        &metrics,
+    ]);
+    let proc = Proc::spawn(&mut cmd);
+    let url = proc.value_after("/publish at");
+    let auth = format!("Bearer {KEY}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", &auth),
+    ];
+    // Each user's bus message fits; the request of all of them with the body does not.
+    let users: Vec<String> = (0..80).map(|i| format!("u{i:02}")).collect();
+    let body = json!([
+        {"to": "all", "data": 1},
+        {"to": "users", "users": users, "data": "x".repeat(3000)},
+    ]);
+    let reply = http("POST", &url, &headers, &body.to_string()).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v["index"], 1, "{v}");
+    let metrics = format!("http://{metrics}/metrics");
+    assert_eq!(
+        metric_at(&metrics, "pushnote_mq_confirmed_messages_total").await,
+        0,
+        "nothing was published"
+    );
+    let body = json!([{"to": "all", "data": 2}]);
+    let reply = http("POST", &url, &headers, &body.to_string()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v["positions"][0][0]["offset"], 1, "the first to everyone");
 }

@@ -323,6 +323,17 @@ pub fn answer(publisher: &Publisher, body: &[u8]) -> Answer {
         Err(r) => return r.into(),
     };
     if publisher.confirms() {
+        // Each message is one confirm request: all of them are checked before any is sent.
+        for (i, out) in messages.iter().enumerate() {
+            if let Err(e) = publisher.check_confirmed(out) {
+                return Refused {
+                    status: 413,
+                    error: format!("{e}: nothing was published"),
+                    index: Some(i),
+                }
+                .into();
+            }
+        }
         return match publish_confirmed(publisher, &messages) {
             Ok(positions) => Answer {
                 status: 200,

@@ -397,7 +397,13 @@ impl Publisher {
         if out.topics.is_empty() {
             return Ok(Vec::new());
         }
-        // The request's id, its topics and its body.
+        self.check_confirmed(out)?;
+        confirmer.publish(out)
+    }
+
+    /// Whether `out` fits in one confirm request: its id, its topics and its body within
+    /// `max_message_bytes` (`TooLarge` if not).
+    pub(crate) fn check_confirmed(&self, out: &Outgoing) -> Result<(), PublishError> {
         let bytes = std::mem::size_of::<u64>()
             + out.topics.iter().map(Vec::len).sum::<usize>()
             + out.body.len();
@@ -407,7 +413,7 @@ impl Publisher {
                 limit: self.limits.max_message_bytes,
             });
         }
-        confirmer.publish(out)
+        Ok(())
     }
 
     /// What this publisher refuses to send.

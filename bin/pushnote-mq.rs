@@ -36,6 +36,13 @@ fn run(flags: &Flags) -> Result<(), String> {
         format_args!("apps publish to {sub}, servers subscribe at {publish}"),
         &[("sub", sub), ("pub", publish)],
     );
+    if let Some(confirm) = forwarder.confirm_endpoint() {
+        announce(
+            PROGRAM,
+            format_args!("confirmed publishes at {confirm}"),
+            &[("confirm", confirm)],
+        );
+    }
     runtime.block_on(async {
         let mut servers = Vec::new();
         if let Some(address) = flags.metrics {
@@ -44,10 +51,13 @@ fn run(flags: &Flags) -> Result<(), String> {
         }
         if let (Some(address), Some(api_key)) = (flags.http, &flags.api_key) {
             let endpoint = pushnote::http_publish::loopback(forwarder.sub_endpoint());
-            let publisher = pushnote::Publisher::builder(&endpoint)
-                .max_message_bytes(config.max_message_bytes)
-                .connect()
-                .map_err(|e| format!("--http: {e}"))?;
+            let mut builder =
+                pushnote::Publisher::builder(&endpoint).max_message_bytes(config.max_message_bytes);
+            // With --confirm, POST /publish answers with the positions.
+            if let Some(confirm) = forwarder.confirm_endpoint() {
+                builder = builder.confirm(&pushnote::http_publish::loopback(confirm));
+            }
+            let publisher = builder.connect().map_err(|e| format!("--http: {e}"))?;
             let serves = http::Serves::Publish(std::sync::Arc::new(http::Publishing {
                 api_key: api_key.clone(),
                 max_body_bytes: config.max_message_bytes,

@@ -115,6 +115,12 @@ struct Bus {
     /// Seconds to wait for the forwarder or server to be connected.
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
+    /// Publish confirmed, through the forwarder's --confirm ENDPOINT, and print each message's
+    /// position once the forwarder holds it, one JSON object a line ({"epoch": E, "offset":
+    /// O}; one per user, in order). Without a confirmation within 5 s, fails saying the message
+    /// may or may not have been published.
+    #[arg(long, env = "PUSHNOTE_CONFIRM", value_name = "ENDPOINT")]
+    confirm: Option<String>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -197,10 +203,21 @@ impl Bus {
     fn connect(&self) -> Result<Publisher, String> {
         let timeout = Duration::try_from_secs_f64(self.timeout)
             .map_err(|_| "--timeout must be a number of seconds".to_owned())?;
-        Publisher::builder(&self.bus)
-            .ready_timeout(timeout)
-            .connect()
-            .map_err(|e| e.to_string())
+        let mut builder = Publisher::builder(&self.bus).ready_timeout(timeout);
+        if let Some(confirm) = &self.confirm {
+            builder = builder.confirm(confirm);
+        }
+        builder.connect().map_err(|e| e.to_string())
+    }
+}
+
+/// Prints the positions of a confirmed publish, one a line.
+fn print_positions(positions: &[pushnote::Position]) {
+    for p in positions {
+        cli::say(format_args!(
+            "{}",
+            serde_json::json!({"epoch": p.epoch, "offset": p.offset})
+        ));
     }
 }
 
@@ -215,7 +232,15 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::NotifyAll { data, bus } => {
             let value = data.value()?;
-            bus.connect()?.notify_all(&value).map_err(|e| e.to_string())
+            let publisher = bus.connect()?;
+            if bus.confirm.is_some() {
+                let position = publisher
+                    .notify_all_confirmed(&value)
+                    .map_err(|e| e.to_string())?;
+                print_positions(&[position]);
+                return Ok(());
+            }
+            publisher.notify_all(&value).map_err(|e| e.to_string())
         }
         Command::Notify {
             users,
@@ -235,7 +260,15 @@ fn run(cli: Cli) -> Result<(), String> {
                     recipients.push(signer.user_of_token(token).map_err(|e| e.to_string())?);
                 }
             }
-            bus.connect()?
+            let publisher = bus.connect()?;
+            if bus.confirm.is_some() {
+                let positions = publisher
+                    .notify_confirmed(&value, &recipients)
+                    .map_err(|e| e.to_string())?;
+                print_positions(&positions);
+                return Ok(());
+            }
+            publisher
                 .notify(&value, &recipients)
                 .map_err(|e| e.to_string())
         }
@@ -246,7 +279,15 @@ fn run(cli: Cli) -> Result<(), String> {
             bus,
         } => {
             let value = data.value()?;
-            bus.connect()?
+            let publisher = bus.connect()?;
+            if bus.confirm.is_some() {
+                let position = publisher
+                    .publish_confirmed(&channel, &event, &value)
+                    .map_err(|e| e.to_string())?;
+                print_positions(&[position]);
+                return Ok(());
+            }
+            publisher
                 .publish(&channel, &event, &value)
                 .map_err(|e| e.to_string())
         }

@@ -5,6 +5,9 @@ are configured), from environment variables of the same names.
 
 PUSHNOTE_MQ_SOCKET   where to publish: the forwarder's app side (pushnote-mq --sub), or a
                      pushnote-server --single's bus. Default tcp://127.0.0.1:8002.
+PUSHNOTE_MQ_CONFIRM_SOCKET  where publishes with confirm=True go: the forwarder's --confirm
+                     endpoint (docs/PROTOCOL.md §2b). Default: none (confirm=True raises
+                     ConfigurationError).
 PUSHNOTE_SECRET      the secret tokens are signed with; pushnote-server must have the same
                      (--secret, or its PUSHNOTE_SECRET environment variable). Default: Django's
                      SECRET_KEY.
@@ -49,6 +52,17 @@ def mq_socket():
         raise ConfigurationError(
             f"PUSHNOTE_MQ_SOCKET must be a ZeroMQ endpoint such as 'tcp://127.0.0.1:8002', "
             f"not {value!r}"
+        )
+    return value
+
+
+def mq_confirm_socket():
+    """PUSHNOTE_MQ_CONFIRM_SOCKET: the forwarder's --confirm endpoint, or None."""
+    value = setting("PUSHNOTE_MQ_CONFIRM_SOCKET") or None
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(
+            f"PUSHNOTE_MQ_CONFIRM_SOCKET must be a ZeroMQ endpoint such as "
+            f"'tcp://127.0.0.1:8004', not {value!r}"
         )
     return value
 

@@ -30,17 +30,25 @@ def publisher():
     """The publisher of this process, connected to PUSHNOTE_MQ_SOCKET."""
     global _publisher, _pid
     endpoint = conf.mq_socket()
+    confirm = conf.mq_confirm_socket()
     current = _publisher
-    if current is not None and _pid == os.getpid() and current.endpoint == endpoint:
+    if (
+        current is not None
+        and _pid == os.getpid()
+        and current.endpoint == endpoint
+        and current.confirm == confirm
+    ):
         return current
     with _lock:
         if _pid != os.getpid():
             _forget_inherited()
-        if _publisher is not None and _publisher.endpoint != endpoint:
+        if _publisher is not None and (
+            _publisher.endpoint != endpoint or _publisher.confirm != confirm
+        ):
             _publisher.close()  # the setting changed: publish where it says now
             _publisher = None
         if _publisher is None:
-            _publisher = _native.Publisher(endpoint)
+            _publisher = _native.Publisher(endpoint, confirm=confirm)
             _pid = os.getpid()
         return _publisher
 

@@ -15,6 +15,11 @@ class NotConnectedError(PushnoteError, ConnectionError):
     """No forwarder (or single server) listens at PUSHNOTE_MQ_SOCKET: nothing was sent."""
 
 
+class UnconfirmedError(PushnoteError, ConnectionError):
+    """A publish with confirm=True got no confirmation in time: the forwarder may or may not
+    have taken it. Publish again if it must arrive (a page may then receive it twice)."""
+
+
 class SerializationError(PushnoteError, TypeError, ValueError):
     """The data cannot be encoded as JSON (an unknown type, a NaN, a circular reference)."""
 

@@ -32,7 +32,10 @@ pub fn publish_error(py: Python<'_>, e: PublishError, names: &str) -> PyErr {
         PublishError::Channel(_) => "InvalidChannelError",
         PublishError::Zmq(_)
         | PublishError::TooLarge { .. }
-        | PublishError::TooManyUsers { .. } => "PushnoteError",
+        | PublishError::TooManyUsers { .. }
+        | PublishError::Refused { .. } => "PushnoteError",
+        PublishError::Unconfirmed { .. } => "UnconfirmedError",
+        PublishError::NoConfirm => "ConfigurationError",
         PublishError::Token(_) => "TokenError",
     };
     let message = match e {
@@ -41,6 +44,9 @@ pub fn publish_error(py: Python<'_>, e: PublishError, names: &str) -> PyErr {
              listening at {endpoint}; start it, or set PUSHNOTE_MQ_SOCKET to where it listens \
              (nothing was sent)"
         ),
+        PublishError::NoConfirm => "confirm=True needs PUSHNOTE_MQ_CONFIRM_SOCKET: the \
+             forwarder's --confirm endpoint"
+            .to_owned(),
         PublishError::UserId(e) | PublishError::Channel(e) => format!("{e} ({names})"),
         other => other.to_string(),
     };

@@ -19,6 +19,8 @@ use crate::errors::{publish_error, raise};
 #[pyclass(module = "pushnote._native", frozen)]
 pub struct Publisher {
     endpoint: String,
+    /// Where confirmed publishes go, if anywhere.
+    confirm: Option<String>,
     /// The process that connected; only it may use or drop the connection.
     pid: u32,
     /// `None` once closed.
@@ -30,25 +32,39 @@ impl Publisher {
     /// Connects to `endpoint` (for example "tcp://127.0.0.1:8002"). The connection is made in
     /// the background: this fails only for a malformed endpoint. `ready_timeout` is how long
     /// the first send waits for the forwarder, `linger` how long closing waits for unsent
-    /// messages, both in seconds.
+    /// messages, both in seconds. `confirm` is the forwarder's `--confirm` endpoint, for the
+    /// `*_confirmed` methods, which wait up to `confirm_timeout` seconds for their positions.
     #[new]
-    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0))]
-    fn new(py: Python<'_>, endpoint: String, ready_timeout: f64, linger: f64) -> PyResult<Self> {
+    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0, confirm = None, confirm_timeout = None))]
+    fn new(
+        py: Python<'_>,
+        endpoint: String,
+        ready_timeout: f64,
+        linger: f64,
+        confirm: Option<String>,
+        confirm_timeout: Option<f64>,
+    ) -> PyResult<Self> {
         let ready_timeout = seconds(py, "ready_timeout", ready_timeout)?;
         let linger = seconds(py, "linger", linger)?;
-        let publisher = pushnote::Publisher::builder(&endpoint)
+        let mut builder = pushnote::Publisher::builder(&endpoint)
             .ready_timeout(ready_timeout)
-            .linger(linger)
-            .connect()
-            .map_err(|e| {
-                raise(
-                    py,
-                    "ConfigurationError",
-                    format!("cannot connect to {endpoint:?}: {e}"),
-                )
-            })?;
+            .linger(linger);
+        if let Some(confirm) = &confirm {
+            builder = builder.confirm(confirm);
+        }
+        if let Some(t) = confirm_timeout {
+            builder = builder.confirm_timeout(seconds(py, "confirm_timeout", t)?);
+        }
+        let publisher = builder.connect().map_err(|e| {
+            raise(
+                py,
+                "ConfigurationError",
+                format!("cannot connect to {endpoint:?}: {e}"),
+            )
+        })?;
         Ok(Publisher {
             endpoint,
+            confirm,
             pid: std::process::id(),
             inner: Mutex::new(Some(Arc::new(publisher))),
         })
@@ -58,6 +74,53 @@ impl Publisher {
     #[getter]
     fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Where confirmed publishes go, or None.
+    #[getter]
+    fn confirm(&self) -> Option<&str> {
+        self.confirm.as_deref()
+    }
+
+    /// Sends the JSON text `data` to every connected page once the forwarder has it; its
+    /// position, (epoch, offset).
+    fn notify_all_confirmed(&self, py: Python<'_>, data: &str) -> PyResult<(u32, u32)> {
+        let publisher = self.live(py)?;
+        let data = json(py, data)?;
+        py.allow_threads(|| publisher.notify_all_confirmed(&*data))
+            .map(|p| (p.epoch, p.offset))
+            .map_err(|e| publish_error(py, e, "everyone"))
+    }
+
+    /// Sends the JSON text `data` to every page of each user id in `users` once the forwarder
+    /// has it; each user's position, (epoch, offset), in order.
+    fn notify_confirmed(
+        &self,
+        py: Python<'_>,
+        data: &str,
+        users: Vec<String>,
+    ) -> PyResult<Vec<(u32, u32)>> {
+        let publisher = self.live(py)?;
+        let data = json(py, data)?;
+        py.allow_threads(|| publisher.notify_confirmed(&*data, &users))
+            .map(|ps| ps.iter().map(|p| (p.epoch, p.offset)).collect())
+            .map_err(|e| publish_error(py, e, &format!("users {users:?}")))
+    }
+
+    /// Sends the JSON text `data` as `event` to every page in `channel` once the forwarder has
+    /// it; its position, (epoch, offset).
+    fn publish_confirmed(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        event: &str,
+        data: &str,
+    ) -> PyResult<(u32, u32)> {
+        let publisher = self.live(py)?;
+        let data = json(py, data)?;
+        py.allow_threads(|| publisher.publish_confirmed(channel, event, &*data))
+            .map(|p| (p.epoch, p.offset))
+            .map_err(|e| publish_error(py, e, &format!("channel {channel:?}, event {event:?}")))
     }
 
     /// Whether a forwarder (or `--single` server) is subscribed now, as far as the socket has

@@ -7,6 +7,8 @@ mod support;
 mod browser;
 mod channels;
 mod client_protocol;
+mod confirm_bounds;
+mod confirmed;
 mod delivery;
 mod deploy;
 mod deploy_docs;

@@ -102,9 +102,9 @@ class Proc:
 class Forwarder:
     """pushnote-mq on free ports: apps publish to `.sub`, servers subscribe at `.pub`."""
 
-    def __init__(self):
+    def __init__(self, extra=()):
         self.proc = Proc([binary("pushnote-mq"), "--sub", "tcp://127.0.0.1:*", "--pub",
-                          "tcp://127.0.0.1:*"])
+                          "tcp://127.0.0.1:*", *extra])
         line = self.proc.value_after("apps publish to")
         self.sub, self.pub = line.split(", servers subscribe at ")
 

@@ -16,6 +16,9 @@ pub const DEFAULT_HWM: i32 = 100_000;
 pub const DEFAULT_MAX_TOPIC_BYTES: usize = 1024;
 /// The largest message accepted (topic and body), the same as a server's default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = pushnote::DEFAULT_MAX_MESSAGE_BYTES;
+/// Confirmed-publish requests held per connected app, read or not yet read, before ZeroMQ
+/// stops reading that app's connection (and replies held for it before they are dropped).
+pub const DEFAULT_CONFIRM_HWM: i32 = 1000;
 /// MiB of kept messages recovery answers may replay a second, over every server.
 pub const DEFAULT_RECOVERY_RATE_MIB: u64 = 8;
 /// Seconds a client may take to send a request's headers, as on a server.
@@ -67,6 +70,10 @@ pub struct ForwarderConfig {
     pub sub_endpoint: String,
     /// Where servers subscribe (bound).
     pub pub_endpoint: String,
+    /// Where apps publish and are told their messages' positions (bound), if anywhere.
+    pub confirm_endpoint: Option<String>,
+    /// Confirm requests held per connected app (and replies held for it).
+    pub confirm_hwm: i32,
     /// Messages held per connected peer and direction before ZeroMQ drops new ones.
     pub high_water_mark: i32,
     /// The longest topic, up to and including its NUL; longer ones are dropped and counted.
@@ -88,6 +95,8 @@ impl ForwarderConfig {
         ForwarderConfig {
             sub_endpoint: sub_endpoint.into(),
             pub_endpoint: pub_endpoint.into(),
+            confirm_endpoint: None,
+            confirm_hwm: DEFAULT_CONFIRM_HWM,
             high_water_mark: DEFAULT_HWM,
             max_topic_bytes: DEFAULT_MAX_TOPIC_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -116,6 +125,18 @@ pub struct Flags {
     /// Where servers subscribe (bound). A port of `*` picks a free one.
     #[arg(short = 'p', long = "pub", env = "PUSHNOTE_MQ_PUB", default_value = pushnote::DEFAULT_SUBSCRIBE_ENDPOINT)]
     pub publish: String,
+
+    /// Where apps publish confirmed messages (bound), and are told each message's position
+    /// once the forwarder holds it (docs/PROTOCOL.md §2b), for example tcp://127.0.0.1:8004.
+    /// A port of `*` picks a free one. Off when not given.
+    #[arg(long, env = "PUSHNOTE_MQ_CONFIRM", value_name = "ENDPOINT")]
+    pub confirm: Option<String>,
+
+    /// Confirm requests held per connected app before the forwarder stops reading that app's
+    /// connection until it has answered some (and replies held for an app that does not read
+    /// them; past it, they are dropped and counted).
+    #[arg(long, env = "PUSHNOTE_MQ_CONFIRM_HWM", default_value_t = DEFAULT_CONFIRM_HWM)]
+    pub confirm_hwm: i32,
 
     /// Messages held per connected app or server before ZeroMQ drops new ones (a burst
     /// larger than this toward one slow server is lost for that server, which counts it).
@@ -228,6 +249,9 @@ impl Flags {
         if self.hwm < 1 {
             return Err("--hwm must be at least 1".into());
         }
+        if self.confirm_hwm < 1 {
+            return Err("--confirm-hwm must be at least 1".into());
+        }
         if self.max_topic_bytes < 2 {
             return Err("--max-topic-bytes must be at least 2 (a name and its NUL)".into());
         }
@@ -267,6 +291,8 @@ impl Flags {
         Ok(ForwarderConfig {
             sub_endpoint: self.sub.clone(),
             pub_endpoint: self.publish.clone(),
+            confirm_endpoint: self.confirm.clone(),
+            confirm_hwm: self.confirm_hwm,
             high_water_mark: self.hwm,
             max_topic_bytes: self.max_topic_bytes,
             max_message_bytes: self.max_message_bytes,
@@ -308,6 +334,7 @@ mod tests {
     fn bounds_that_cannot_work_are_refused() {
         for (args, expected) in [
             (&["--hwm", "0"][..], "--hwm"),
+            (&["--confirm-hwm", "0"], "--confirm-hwm"),
             (&["--max-topic-bytes", "1"], "--max-topic-bytes"),
             (&["--max-message-bytes", "1024"], "--max-message-bytes"),
             (&["--history-memory", "0"], "--history-memory"),

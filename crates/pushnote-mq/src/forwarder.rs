@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pushnote::confirm::{self, Refusal};
 use pushnote::recover::{self, End, Part, Request};
 use pushnote::wire;
 use pushnote_history::history::NotRecovered;
@@ -55,6 +56,7 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(1);
 pub struct Forwarder {
     sub_endpoint: String,
     pub_endpoint: String,
+    confirm_endpoint: Option<String>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     thread: Option<JoinHandle<()>>,
@@ -87,13 +89,22 @@ impl Forwarder {
         publisher
             .bind(&config.pub_endpoint)
             .map_err(err(&config.pub_endpoint))?;
+        let confirm = match &config.confirm_endpoint {
+            Some(endpoint) => Some(confirm_socket(&ctx, endpoint, config).map_err(err(endpoint))?),
+            None => None,
+        };
         let sub_endpoint = bound(&sub, &config.sub_endpoint);
         let pub_endpoint = bound(&publisher, &config.pub_endpoint);
+        let confirm_endpoint = confirm
+            .as_ref()
+            .zip(config.confirm_endpoint.as_deref())
+            .map(|(socket, asked)| bound(socket, asked));
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
         let mut thread = Thread {
             sub,
             publisher,
+            confirm,
             stop: stop.clone(),
             metrics: metrics.clone(),
             history: History::new(config.history, Instant::now()),
@@ -102,6 +113,7 @@ impl Forwarder {
             max_topic_bytes: config.max_topic_bytes,
             max_message_bytes: config.max_message_bytes,
             drops: DropLog::default(),
+            refusals: RefusalLog::default(),
         };
         let thread = std::thread::Builder::new()
             .name("pushnote-mq".into())
@@ -109,6 +121,7 @@ impl Forwarder {
         Ok(Forwarder {
             sub_endpoint,
             pub_endpoint,
+            confirm_endpoint,
             stop,
             metrics,
             thread: Some(thread),
@@ -124,6 +137,11 @@ impl Forwarder {
     /// The server-facing endpoint, as bound.
     pub fn pub_endpoint(&self) -> &str {
         &self.pub_endpoint
+    }
+
+    /// The confirm endpoint, as bound, if any.
+    pub fn confirm_endpoint(&self) -> Option<&str> {
+        self.confirm_endpoint.as_deref()
     }
 
     /// The forwarder's figures, live.
@@ -147,6 +165,25 @@ impl Forwarder {
     }
 }
 
+/// The ROUTER socket of confirmed publishes, bound at `endpoint`: each connected app's requests
+/// and replies held up to `--confirm-hwm`; a frame over `--max-message-bytes` closes the app's
+/// connection (ZeroMQ's own check, before the request is whole); a reply to an app gone or
+/// holding too many is dropped and counted rather than waited for.
+fn confirm_socket(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    config: &ForwarderConfig,
+) -> Result<zmq::Socket, zmq::Error> {
+    let socket = ctx.socket(zmq::ROUTER)?;
+    socket.set_rcvhwm(config.confirm_hwm)?;
+    socket.set_sndhwm(config.confirm_hwm)?;
+    socket.set_maxmsgsize(i64::try_from(config.max_message_bytes).unwrap_or(i64::MAX))?;
+    socket.set_router_mandatory(true)?;
+    socket.set_linger(0)?;
+    socket.bind(endpoint)?;
+    Ok(socket)
+}
+
 fn bound(socket: &zmq::Socket, asked: &str) -> String {
     match socket.get_last_endpoint() {
         Ok(Ok(e)) => e,
@@ -158,6 +195,8 @@ fn bound(socket: &zmq::Socket, asked: &str) -> String {
 struct Thread {
     sub: zmq::Socket,
     publisher: zmq::Socket,
+    /// Confirmed publishes (`--confirm`), if on.
+    confirm: Option<zmq::Socket>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     history: History<Box<[u8]>>,
@@ -168,6 +207,7 @@ struct Thread {
     max_topic_bytes: usize,
     max_message_bytes: usize,
     drops: DropLog,
+    refusals: RefusalLog,
 }
 
 impl Thread {
@@ -181,10 +221,13 @@ impl Thread {
         const BATCH: usize = 4096;
         let mut frames = Vec::with_capacity(2);
         while !self.stop.load(Ordering::Relaxed) {
-            let mut items = [
+            let mut items = vec![
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.publisher.as_poll_item(zmq::POLLIN),
             ];
+            if let Some(confirm) = &self.confirm {
+                items.push(confirm.as_poll_item(zmq::POLLIN));
+            }
             match zmq::poll(&mut items, TICK.as_millis() as i64) {
                 Ok(_) => {}
                 Err(zmq::Error::EINTR) => continue,
@@ -194,10 +237,14 @@ impl Thread {
                 }
             }
             let now = Instant::now();
+            let confirms = items.get(2).is_some_and(|i| i.is_readable());
             if items[1].is_readable() {
                 self.take_requests(now);
             }
             let mut batch = Batch::default();
+            if confirms {
+                self.take_confirms(now, &mut batch);
+            }
             for _ in 0..BATCH {
                 if !self.receive(&mut frames) {
                     break;
@@ -220,6 +267,7 @@ impl Thread {
             self.gauges();
             self.drops
                 .report(now, self.max_topic_bytes, self.max_message_bytes);
+            self.refusals.report(now, self.confirm_limits());
             self.replay.report(now);
         }
     }
@@ -372,10 +420,24 @@ impl Thread {
         batch: &mut Batch,
     ) {
         let bytes = frames.iter().map(|f| f.len()).sum::<usize>();
+        let body = frames.pop().expect("checked: two frames");
+        self.publish(&frames[0][..topic_len], body, bytes, now, batch);
+    }
+
+    /// Gives a message of `topic` (up to and including its NUL) its position, keeps a copy of
+    /// its body, and hands it on stamped; `bytes` is its size as received. Returns the
+    /// position.
+    fn publish(
+        &mut self,
+        topic: &[u8],
+        body: zmq::Message,
+        bytes: usize,
+        now: Instant,
+        batch: &mut Batch,
+    ) -> Position {
         let keep = self.keep;
-        let body = &frames[1];
         let position = self.history.append(
-            &frames[0][..topic_len],
+            topic,
             |_| {
                 if keep {
                     Box::from(&body[..])
@@ -385,13 +447,12 @@ impl Thread {
             },
             now,
         );
-        let mut topic = zmq::Message::with_size(topic_len + wire::STAMP_BYTES);
-        topic[..topic_len].copy_from_slice(&frames[0][..topic_len]);
-        topic[topic_len..].copy_from_slice(&wire::stamp_bytes(position));
-        let body = frames.pop().expect("checked: two frames");
+        let mut stamped = zmq::Message::with_size(topic.len() + wire::STAMP_BYTES);
+        stamped[..topic.len()].copy_from_slice(topic);
+        stamped[topic.len()..].copy_from_slice(&wire::stamp_bytes(position));
         let sent = self
             .publisher
-            .send(topic, zmq::SNDMORE)
+            .send(stamped, zmq::SNDMORE)
             .and_then(|()| self.publisher.send(body, 0));
         match sent {
             Ok(()) => {
@@ -399,6 +460,77 @@ impl Thread {
                 batch.bytes += bytes as u64;
             }
             Err(e) => tracing::warn!(error = %e, "forwarder send failed"),
+        }
+        position
+    }
+
+    fn confirm_limits(&self) -> confirm::Limits {
+        confirm::Limits {
+            max_topic_bytes: self.max_topic_bytes,
+            max_message_bytes: self.max_message_bytes,
+        }
+    }
+
+    /// Reads the confirm requests waiting (up to a batch), publishes each whole or refuses it
+    /// whole, and replies with the positions or the refusal.
+    fn take_confirms(&mut self, now: Instant, batch: &mut Batch) {
+        const BATCH: usize = 1024;
+        for _ in 0..BATCH {
+            let Some(confirm) = &self.confirm else { return };
+            let frames = match confirm.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarder receive of confirm requests failed");
+                    return;
+                }
+            };
+            self.metrics
+                .confirm_requests
+                .fetch_add(1, Ordering::Relaxed);
+            // The app's identity (ZeroMQ's ROUTER puts it first), then the request.
+            let [peer, id, rest @ ..] = frames.as_slice() else {
+                continue; // not even an id: nothing to reply to
+            };
+            let limits = self.confirm_limits();
+            let reply: [Vec<u8>; 2] = match confirm::check(id, rest, limits) {
+                Ok(checked) => {
+                    let body = &rest[rest.len() - 1];
+                    let positions: Vec<Position> = rest
+                        .iter()
+                        .zip(&checked.topic_lens)
+                        .map(|(topic, &len)| {
+                            let bytes = topic.len() + body.len();
+                            let body = zmq::Message::from(&body[..]);
+                            self.publish(&topic[..len], body, bytes, now, batch)
+                        })
+                        .collect();
+                    self.metrics
+                        .confirmed
+                        .fetch_add(positions.len() as u64, Ordering::Relaxed);
+                    batch.received += positions.len() as u64;
+                    let detail = confirm::encode_positions(&positions);
+                    [confirm::OK.to_vec(), detail]
+                }
+                Err(refusal) => {
+                    self.metrics.confirm_refused[refusal as usize].fetch_add(1, Ordering::Relaxed);
+                    self.refusals.note(refusal);
+                    let detail = confirm::explain(refusal, limits).into_bytes();
+                    [refusal.as_str().as_bytes().to_vec(), detail]
+                }
+            };
+            let id: &[u8] = if id.len() <= confirm::MAX_ID_BYTES {
+                id
+            } else {
+                &[]
+            };
+            let Some(confirm) = &self.confirm else { return };
+            let sent = confirm.send_multipart([&peer[..], id, &reply[0], &reply[1]], zmq::DONTWAIT);
+            if sent.is_err() {
+                self.metrics
+                    .confirm_replies_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -464,6 +596,40 @@ impl DropLog {
             max_message_bytes,
             "messages from apps dropped: topic over --max-topic-bytes, message over \
              --max-message-bytes, or not [topic, body] with a NUL-terminated topic"
+        );
+        self.logged = Some(now);
+    }
+}
+
+/// Confirm requests refused and not logged yet, by reason: a line a second at most.
+#[derive(Default)]
+struct RefusalLog {
+    unreported: [u64; 3],
+    logged: Option<Instant>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, why: Refusal) {
+        self.unreported[why as usize] += 1;
+    }
+
+    fn report(&mut self, now: Instant, limits: confirm::Limits) {
+        if self.unreported == [0; 3]
+            || self
+                .logged
+                .is_some_and(|t| now.saturating_duration_since(t) < DROP_LOG_EVERY)
+        {
+            return;
+        }
+        let [too_large, topic_too_long, malformed] = std::mem::take(&mut self.unreported);
+        tracing::warn!(
+            too_large,
+            topic_too_long,
+            malformed,
+            max_topic_bytes = limits.max_topic_bytes,
+            max_message_bytes = limits.max_message_bytes,
+            "confirmed publishes refused: request over --max-message-bytes, topic over \
+             --max-topic-bytes, or not [id, topic..., body]"
         );
         self.logged = Some(now);
     }

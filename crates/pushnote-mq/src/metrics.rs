@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use pushnote::confirm::Refusal;
 use pushnote_cli::metrics::{self, Collector, DescriptorEncoder, Figures, HistoryFigures};
 
 /// Why the forwarder dropped a message.
@@ -69,6 +70,14 @@ pub struct Metrics {
     pub recoveries_busy: AtomicU64,
     /// Frames from servers that were neither a subscription nor a request.
     pub requests_malformed: AtomicU64,
+    /// Confirm requests received (`--confirm`).
+    pub confirm_requests: AtomicU64,
+    /// Messages of confirm requests published and confirmed.
+    pub confirmed: AtomicU64,
+    /// Confirm requests refused, by [`Refusal`] reason.
+    pub confirm_refused: [AtomicU64; 3],
+    /// Confirm replies dropped: the app's connection gone, or holding `--confirm-hwm` replies.
+    pub confirm_replies_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -163,6 +172,35 @@ impl Metrics {
             "pushnote_mq_requests_malformed_total",
             "Frames from servers that were neither a subscription nor a recovery request.",
             load(&self.requests_malformed),
+        )?;
+        figures.counter(
+            "pushnote_mq_confirm_requests_total",
+            "Confirmed-publish requests received (--confirm).",
+            load(&self.confirm_requests),
+        )?;
+        figures.counter(
+            "pushnote_mq_confirmed_messages_total",
+            "Messages of confirmed-publish requests published, their positions replied.",
+            load(&self.confirmed),
+        )?;
+        figures.counter(
+            "pushnote_mq_confirm_replies_dropped_total",
+            "Confirmed-publish replies dropped: the app gone, or holding --confirm-hwm replies \
+             it has not read.",
+            load(&self.confirm_replies_dropped),
+        )?;
+        figures.counters(
+            "pushnote_mq_confirm_refused_total",
+            "Confirmed-publish requests refused, nothing of them published: larger than \
+             --max-message-bytes, a topic longer than --max-topic-bytes, or not [id, topic..., \
+             body].",
+            "reason",
+            Refusal::ALL.map(|r| {
+                (
+                    r.as_str(),
+                    self.confirm_refused[r as usize].load(Ordering::Relaxed),
+                )
+            }),
         )?;
         self.history.encode("pushnote_mq", figures)?;
         self.http_connections

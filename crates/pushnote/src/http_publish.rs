@@ -239,6 +239,42 @@ fn prepare(items: &[Item], limits: Limits) -> Result<Vec<Outgoing>, Refused> {
         .collect()
 }
 
+/// Publishes `messages` in order, each confirmed; each one's positions (one per topic: per
+/// user named), or how many were published and why the rest were not (503 when nothing is
+/// connected, 504 when a confirmation did not come: that message may or may not have been
+/// published).
+fn publish_confirmed(
+    publisher: &Publisher,
+    messages: &[Outgoing],
+) -> Result<Vec<Vec<serde_json::Value>>, (usize, Refused)> {
+    let mut all = Vec::with_capacity(messages.len());
+    for (i, out) in messages.iter().enumerate() {
+        match publisher.confirmed(out) {
+            Ok(positions) => all.push(
+                positions
+                    .iter()
+                    .map(|p| serde_json::json!({"epoch": p.epoch, "offset": p.offset}))
+                    .collect(),
+            ),
+            Err(e) => {
+                let status = match e {
+                    PublishError::NotConnected(_) => 503,
+                    PublishError::Unconfirmed { .. } => 504,
+                    PublishError::TooLarge { .. } | PublishError::Refused { .. } => 413,
+                    _ => 500,
+                };
+                let refused = Refused {
+                    status,
+                    error: format!("{e}: {i} of {} published", messages.len()),
+                    index: Some(i),
+                };
+                return Err((i, refused));
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// Publishes `messages` in order; how many were published, or why the rest were not (the
 /// bus is not connected: 503).
 fn publish(publisher: &Publisher, messages: &[Outgoing]) -> Result<usize, (usize, Refused)> {
@@ -286,6 +322,31 @@ pub fn answer(publisher: &Publisher, body: &[u8]) -> Answer {
         Ok(messages) => messages,
         Err(r) => return r.into(),
     };
+    if publisher.confirms() {
+        // Each message is one confirm request: all of them are checked before any is sent.
+        for (i, out) in messages.iter().enumerate() {
+            if let Err(e) = publisher.check_confirmed(out) {
+                return Refused {
+                    status: 413,
+                    error: format!("{e}: nothing was published"),
+                    index: Some(i),
+                }
+                .into();
+            }
+        }
+        return match publish_confirmed(publisher, &messages) {
+            Ok(positions) => Answer {
+                status: 200,
+                body: serde_json::json!({"published": positions.len(), "positions": positions})
+                    .to_string(),
+                published: positions.len(),
+            },
+            Err((n, r)) => Answer {
+                published: n,
+                ..r.into()
+            },
+        };
+    }
     match publish(publisher, &messages) {
         Ok(n) => Answer {
             status: 200,

@@ -23,6 +23,8 @@
 //!   server gives them (pure).
 //! - `secret.rs` — what a token secret or API key must be to be used (pure).
 //! - `publisher.rs` — the ZeroMQ publisher apps call.
+//! - `confirm.rs` — confirmed publishes: the request and its reply (pure).
+//! - `confirmed.rs` — the publisher's side of confirmed publishes.
 //! - `recover.rs` — recovery on the bus: servers' requests and the forwarder's answers (pure).
 //! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
 //!   publisher (the forwarder's and a single server's `POST /publish`).
@@ -31,6 +33,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod confirm;
+mod confirmed;
 pub mod http_publish;
 pub mod opaque;
 mod publisher;
@@ -39,6 +43,7 @@ pub mod secret;
 pub mod token;
 pub mod wire;
 
+pub use confirmed::DEFAULT_CONFIRM_TIMEOUT;
 pub use publisher::{
     PublishError, Publisher, PublisherBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEND_HWM,
 };

@@ -7,13 +7,23 @@
 //! [`PublisherBuilder::ready_timeout`], and then sends. On drop, the socket lingers so that a
 //! process that notifies and exits still delivers.
 //!
-//! While the peer is gone (the forwarder was stopped or crashed), the socket also sees its
-//! subscriptions go: sends then fail at once with [`PublishError::NotConnected`] and nothing is
+//! While the peer is gone (the forwarder was stopped or crashed), the socket sees its
+//! connection close (ZeroMQ's socket monitor) and its subscriptions go: from the first call
+//! after the close, sends fail at once with [`PublishError::NotConnected`] and nothing is
 //! buffered, so the application never blocks and decides itself what a lost notification
-//! means. ZeroMQ reconnects in the background; sends succeed again as soon as the restarted
-//! peer has subscribed. Messages sent in the instant between the peer's death and the
-//! socket's noticing it (a TCP reset, usually well under a millisecond) are lost without an
-//! error. While connected, up to the send high-water mark (100,000 messages by default) wait
+//! means. (The subscriptions alone would tell it a call late: ZeroMQ removes a lost
+//! connection's subscriptions in two steps, each taken on a call to the socket.) ZeroMQ
+//! reconnects in the background; sends succeed again as soon as the restarted peer has
+//! subscribed.
+//!
+//! What a send promises, then: an error means nothing of the call was sent; `Ok` means the
+//! messages were handed to ZeroMQ for a peer connected as far as the socket has seen, not that
+//! the peer took them. Messages sent in the instant between the peer's death and the socket's
+//! noticing it (a TCP reset, usually well under a millisecond), and those queued toward the
+//! peer when it died, are lost without an error. A message that must not be lost without the
+//! application knowing is published confirmed ([`PublisherBuilder::confirm`], the
+//! `*_confirmed` methods, `docs/PROTOCOL.md` §2b): the call returns its position once the
+//! forwarder holds it, or an error. While connected, up to the send high-water mark (100,000 messages by default) wait
 //! for a slow peer; past it, ZeroMQ drops new ones, without a word. A `notify` for more users
 //! than the mark would be cut short that way: it is refused whole
 //! ([`PublishError::TooManyUsers`]). ZeroMQ learns what the peer has read in steps (about every
@@ -29,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::wire::{self, Target, WireError};
+use crate::confirmed::{Confirmer, DEFAULT_CONFIRM_TIMEOUT};
+use crate::wire::{self, Position, Target, WireError};
 
 /// Why a notification was not published.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +82,25 @@ pub enum PublishError {
     /// why, never the token). Nothing was sent.
     #[error("a token cannot be notified: {0}; nothing was sent")]
     Token(#[from] crate::TokenError),
+    /// A confirmed publish got no confirmation: no reply within the confirm timeout
+    /// ([`PublisherBuilder::confirm_timeout`]), or one that could not be read. The forwarder
+    /// may or may not have taken the messages: publish again if they must arrive (a page may
+    /// then receive them twice), or treat them as lost.
+    #[error(
+        "no confirmation from {endpoint} ({why}): the messages may or may not have been \
+         published"
+    )]
+    Unconfirmed { endpoint: String, why: String },
+    /// The forwarder refused a confirmed publish (`reason` is its code, `docs/PROTOCOL.md`
+    /// §2b). Nothing was published.
+    #[error("the forwarder refused the publish ({reason}): {detail}; nothing was published")]
+    Refused {
+        reason: &'static str,
+        detail: String,
+    },
+    /// A confirmed publish on a publisher made without [`PublisherBuilder::confirm`].
+    #[error("no confirm endpoint: connect the publisher with PublisherBuilder::confirm")]
+    NoConfirm,
 }
 
 /// The largest bus message, topic and body, a publisher sends by default: what a forwarder
@@ -88,6 +118,8 @@ pub struct PublisherBuilder {
     linger: Duration,
     send_hwm: i32,
     max_message_bytes: usize,
+    confirm: Option<String>,
+    confirm_timeout: Duration,
 }
 
 impl PublisherBuilder {
@@ -119,6 +151,20 @@ impl PublisherBuilder {
         self
     }
 
+    /// Also connects to the forwarder's `--confirm` socket at `endpoint` (for example
+    /// `tcp://127.0.0.1:8004`), for the `*_confirmed` methods.
+    pub fn confirm(mut self, endpoint: &str) -> Self {
+        self.confirm = Some(endpoint.to_owned());
+        self
+    }
+
+    /// How long a confirmed publish waits for its confirmation before it returns
+    /// [`PublishError::Unconfirmed`] (default [`DEFAULT_CONFIRM_TIMEOUT`], 5 s).
+    pub fn confirm_timeout(mut self, t: Duration) -> Self {
+        self.confirm_timeout = t;
+        self
+    }
+
     /// Connects. The connection itself is made in the background; this fails only for a
     /// malformed endpoint.
     pub fn connect(self) -> Result<Publisher, PublishError> {
@@ -130,8 +176,33 @@ impl PublisherBuilder {
         // go with it, so the socket reports the loss instead of silently queueing for a peer
         // that, once restarted, would drop the backlog before anyone subscribed to it.
         socket.set_immediate(true)?;
+        // The connection's events, straight from ZeroMQ's I/O thread: its loss is known from
+        // the first call after it, where the subscriptions it held go only a call later.
+        let monitor_endpoint = format!(
+            "inproc://pushnote-publisher-{}",
+            MONITORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        socket.monitor(
+            &monitor_endpoint,
+            (zmq::SocketEvent::DISCONNECTED as i32)
+                | (zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32),
+        )?;
+        let monitor = ctx.socket(zmq::PAIR)?;
+        monitor.set_linger(0)?;
+        monitor.connect(&monitor_endpoint)?;
         socket.connect(&self.endpoint)?;
+        let confirmer = match &self.confirm {
+            Some(endpoint) => Some(Confirmer::connect(
+                &ctx,
+                endpoint,
+                self.confirm_timeout,
+                self.ready_timeout,
+                self.max_message_bytes,
+            )?),
+            None => None,
+        };
         Ok(Publisher {
+            confirmer,
             endpoint: self.endpoint,
             ready_timeout: self.ready_timeout,
             limits: Limits {
@@ -143,6 +214,8 @@ impl PublisherBuilder {
             },
             inner: Mutex::new(Inner {
                 socket,
+                monitor,
+                gone: false,
                 topics: 0,
                 waited: false,
             }),
@@ -154,6 +227,7 @@ impl PublisherBuilder {
 /// Publishes notifications. Safe to share between threads; each call sends atomically.
 pub struct Publisher {
     endpoint: String,
+    confirmer: Option<Confirmer>,
     ready_timeout: Duration,
     limits: Limits,
     inner: Mutex<Inner>,
@@ -161,8 +235,18 @@ pub struct Publisher {
     _ctx: zmq::Context,
 }
 
+/// Numbers the publishers' monitor endpoints, unique within the process.
+static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct Inner {
     socket: zmq::Socket,
+    /// The socket's connection events (ZeroMQ's socket monitor).
+    monitor: zmq::Socket,
+    /// The connection to the peer was lost and its subscriptions have not all gone yet, nor
+    /// has a new connection been made: the peer is gone whatever `topics` still says. ZeroMQ
+    /// removes a lost connection's subscriptions in two steps, each taken on a call to the
+    /// socket, so without this the first send after a loss still counts them and is lost.
+    gone: bool,
     /// Topics the peer is subscribed to (ZeroMQ reports each topic's first subscription and
     /// last unsubscription, also when the peer disconnects): above zero, the peer is there.
     topics: usize,
@@ -193,6 +277,8 @@ impl Publisher {
             linger: Duration::from_secs(2),
             send_hwm: DEFAULT_SEND_HWM,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            confirm: None,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
         }
     }
 
@@ -202,7 +288,7 @@ impl Publisher {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         // A socket error here leaves the count as it was; the next send reports the error.
         let _ = inner.take_subscriptions();
-        inner.topics > 0
+        inner.topics > 0 && !inner.gone
     }
 
     /// Sends `data` to every connected session.
@@ -260,6 +346,76 @@ impl Publisher {
         )
     }
 
+    /// Sends `data` to every connected session once the forwarder has it, and returns its
+    /// position in the broadcasts' topic. Needs [`PublisherBuilder::confirm`]. An error other
+    /// than [`PublishError::Unconfirmed`] means it was not published.
+    pub fn notify_all_confirmed<T: Serialize + ?Sized>(
+        &self,
+        data: &T,
+    ) -> Result<Position, PublishError> {
+        let positions = self.confirmed(&Outgoing::all(data)?)?;
+        positions.first().copied().ok_or(PublishError::NoConfirm)
+    }
+
+    /// Sends `data` to every session of each user in `users`, as [`Publisher::notify`], in
+    /// one request the forwarder takes whole or not at all (topics and body at most
+    /// [`PublisherBuilder::max_message_bytes`] together), and returns each user's position,
+    /// in the order given.
+    pub fn notify_confirmed<T, I, U>(
+        &self,
+        data: &T,
+        users: I,
+    ) -> Result<Vec<Position>, PublishError>
+    where
+        T: Serialize + ?Sized,
+        I: IntoIterator<Item = U>,
+        U: std::fmt::Display,
+    {
+        self.confirmed(&Outgoing::users(data, users)?)
+    }
+
+    /// Sends `data` as `event` to every session subscribed to `channel`, as
+    /// [`Publisher::publish`], and returns its position in the channel.
+    pub fn publish_confirmed<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<Position, PublishError> {
+        let positions = self.confirmed(&Outgoing::channel(channel, event, data)?)?;
+        positions.first().copied().ok_or(PublishError::NoConfirm)
+    }
+
+    /// Whether this publisher publishes confirmed ([`PublisherBuilder::confirm`]).
+    pub fn confirms(&self) -> bool {
+        self.confirmer.is_some()
+    }
+
+    /// Publishes `out` through the confirm socket, checked as one request.
+    pub(crate) fn confirmed(&self, out: &Outgoing) -> Result<Vec<Position>, PublishError> {
+        let confirmer = self.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
+        if out.topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_confirmed(out)?;
+        confirmer.publish(out)
+    }
+
+    /// Whether `out` fits in one confirm request: its id, its topics and its body within
+    /// `max_message_bytes` (`TooLarge` if not).
+    pub(crate) fn check_confirmed(&self, out: &Outgoing) -> Result<(), PublishError> {
+        let bytes = std::mem::size_of::<u64>()
+            + out.topics.iter().map(Vec::len).sum::<usize>()
+            + out.body.len();
+        if bytes > self.limits.max_message_bytes {
+            return Err(PublishError::TooLarge {
+                bytes,
+                limit: self.limits.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// What this publisher refuses to send.
     pub(crate) fn limits(&self) -> Limits {
         self.limits
@@ -269,6 +425,9 @@ impl Publisher {
     pub(crate) fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.take_subscriptions()?;
+        if inner.gone {
+            return Err(PublishError::NotConnected(self.endpoint.clone()));
+        }
         if inner.topics == 0 {
             let wait = if inner.waited {
                 Duration::ZERO
@@ -296,8 +455,8 @@ impl Publisher {
 /// room for the forwarder's stamp).
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    topics: Vec<Vec<u8>>,
-    body: Vec<u8>,
+    pub(crate) topics: Vec<Vec<u8>>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Outgoing {
@@ -393,6 +552,7 @@ impl Inner {
     /// Reads every subscription message waiting, without blocking. Reading them keeps the
     /// socket's inbound queue from growing on a long-lived publisher.
     fn take_subscriptions(&mut self) -> Result<(), zmq::Error> {
+        self.take_events()?;
         loop {
             match self.socket.recv_bytes(zmq::DONTWAIT) {
                 Ok(msg) => match msg.first() {
@@ -400,6 +560,33 @@ impl Inner {
                     Some(0) => self.topics = self.topics.saturating_sub(1),
                     _ => {}
                 },
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.topics == 0 {
+            self.gone = false;
+        }
+        Ok(())
+    }
+
+    /// Reads the connection events waiting, without blocking: a lost connection makes the
+    /// peer gone, a new one (its handshake done) makes it there again once it subscribes.
+    fn take_events(&mut self) -> Result<(), zmq::Error> {
+        loop {
+            // An event is two frames: 2 bytes of event, 4 of value, then the endpoint.
+            match self.monitor.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => {
+                    let event = frames
+                        .first()
+                        .and_then(|f| f.get(..2))
+                        .map(|b| u16::from_ne_bytes([b[0], b[1]]));
+                    match event.map(zmq::SocketEvent::from_raw) {
+                        Some(zmq::SocketEvent::DISCONNECTED) => self.gone = true,
+                        Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) => self.gone = false,
+                        _ => {}
+                    }
+                }
                 Err(zmq::Error::EAGAIN) => return Ok(()),
                 Err(e) => return Err(e),
             }

@@ -9,7 +9,8 @@
 //!
 //! While the peer is gone (the forwarder was stopped or crashed), the socket sees its
 //! connection close (ZeroMQ's socket monitor) and its subscriptions go: from the first call
-//! after the close, sends fail at once with [`PublishError::NotConnected`] and nothing is
+//! after the close (or at most a millisecond later for a publisher sending without pause,
+//! which reads the monitor once a millisecond: each reading is a system call), sends fail at once with [`PublishError::NotConnected`] and nothing is
 //! buffered, so the application never blocks and decides itself what a lost notification
 //! means. (The subscriptions alone would tell it a call late: ZeroMQ removes a lost
 //! connection's subscriptions in two steps, each taken on a call to the socket.) ZeroMQ
@@ -216,6 +217,7 @@ impl PublisherBuilder {
                 socket,
                 monitor,
                 gone: false,
+                events_read: None,
                 topics: 0,
                 waited: false,
             }),
@@ -235,6 +237,11 @@ pub struct Publisher {
     _ctx: zmq::Context,
 }
 
+/// How often a publisher that sends without pause reads its connection's events: a send
+/// within this time of the last reading does not read them again, so a loss is seen at most
+/// this much later than ZeroMQ saw it, and sends in between go out unreported.
+const EVENTS_EVERY: Duration = Duration::from_millis(1);
+
 /// Numbers the publishers' monitor endpoints, unique within the process.
 static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -247,6 +254,9 @@ struct Inner {
     /// removes a lost connection's subscriptions in two steps, each taken on a call to the
     /// socket, so without this the first send after a loss still counts them and is lost.
     gone: bool,
+    /// When the monitor's events were last read. Reading them costs a system call even when
+    /// none waits, so a publisher sending fast reads them once every [`EVENTS_EVERY`].
+    events_read: Option<Instant>,
     /// Topics the peer is subscribed to (ZeroMQ reports each topic's first subscription and
     /// last unsubscription, also when the peer disconnects): above zero, the peer is there.
     topics: usize,
@@ -552,7 +562,14 @@ impl Inner {
     /// Reads every subscription message waiting, without blocking. Reading them keeps the
     /// socket's inbound queue from growing on a long-lived publisher.
     fn take_subscriptions(&mut self) -> Result<(), zmq::Error> {
-        self.take_events()?;
+        let now = Instant::now();
+        if self
+            .events_read
+            .is_none_or(|at| now.saturating_duration_since(at) >= EVENTS_EVERY)
+        {
+            self.take_events()?;
+            self.events_read = Some(now);
+        }
         loop {
             match self.socket.recv_bytes(zmq::DONTWAIT) {
                 Ok(msg) => match msg.first() {

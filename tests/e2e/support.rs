@@ -244,6 +244,22 @@ pub async fn metric_at(url: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no metric {name} in {body}"))
 }
 
+/// Waits until metric `name` in the Prometheus text at `url` reaches `at_least`.
+pub async fn wait_metric_at(url: &str, name: &str, at_least: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let v = metric_at(url, name).await;
+        if v >= at_least {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Broadcasts a server has read off the bus.
 pub const BROADCASTS: &str = "pushnote_bus_broadcasts_total";
 /// Messages to users a server has read off the bus (those its subscriptions let through).
@@ -265,18 +281,7 @@ impl Server {
 
     /// Waits until metric `name` reaches `at_least`.
     pub async fn wait_metric(&self, name: &str, at_least: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let v = self.metric(name).await;
-            if v >= at_least {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name} stayed at {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_metric_at(&format!("{}/metrics", self.origin), name, at_least).await;
     }
 
     /// Waits until metric `name` falls to `at_most`.

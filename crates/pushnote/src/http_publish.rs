@@ -256,23 +256,27 @@ fn publish_confirmed(
                     .map(|p| serde_json::json!({"epoch": p.epoch, "offset": p.offset}))
                     .collect(),
             ),
-            Err(e) => {
-                let status = match e {
-                    PublishError::NotConnected(_) => 503,
-                    PublishError::Unconfirmed { .. } => 504,
-                    PublishError::TooLarge { .. } | PublishError::Refused { .. } => 413,
-                    _ => 500,
-                };
-                let refused = Refused {
-                    status,
-                    error: format!("{e}: {i} of {} published", messages.len()),
-                    index: Some(i),
-                };
-                return Err((i, refused));
-            }
+            Err(e) => return Err((i, refused_at(&e, i, messages.len()))),
         }
     }
     Ok(all)
+}
+
+/// The answer to a request whose message `i` of `total` was not published because of `e`:
+/// 503 when nothing is connected, 504 when a confirmation did not come, 413 when the engine
+/// refused the message, 500 otherwise.
+fn refused_at(e: &PublishError, i: usize, total: usize) -> Refused {
+    let status = match e {
+        PublishError::NotConnected(_) => 503,
+        PublishError::Unconfirmed { .. } => 504,
+        PublishError::TooLarge { .. } | PublishError::Refused { .. } => 413,
+        _ => 500,
+    };
+    Refused {
+        status,
+        error: format!("{e}: {i} of {total} published"),
+        index: Some(i),
+    }
 }
 
 /// Publishes `messages` in order; how many were published, or why the rest were not (the
@@ -280,16 +284,7 @@ fn publish_confirmed(
 fn publish(publisher: &Publisher, messages: &[Outgoing]) -> Result<usize, (usize, Refused)> {
     for (i, out) in messages.iter().enumerate() {
         if let Err(e) = publisher.send(out) {
-            let status = match e {
-                PublishError::NotConnected(_) => 503,
-                _ => 500,
-            };
-            let refused = Refused {
-                status,
-                error: format!("{e}: {i} of {} published", messages.len()),
-                index: Some(i),
-            };
-            return Err((i, refused));
+            return Err((i, refused_at(&e, i, messages.len())));
         }
     }
     Ok(messages.len())

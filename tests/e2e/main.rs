@@ -2,6 +2,7 @@
 //! over WebSocket, publishing through the real client crate (and through Python with pyzmq and
 //! Django where interoperability is the point).
 
+mod redis_proc;
 mod support;
 
 mod browser;
@@ -32,6 +33,7 @@ mod proxy;
 mod pushnote_js;
 mod recovery;
 mod recovery_bounds;
+mod redis_script;
 mod replies;
 mod routing;
 mod session_bounds;

@@ -26,6 +26,11 @@
 //! - `confirm.rs` — confirmed publishes: the request and its reply (pure).
 //! - `confirmed.rs` — the publisher's side of confirmed publishes.
 //! - `recover.rs` — recovery on the bus: servers' requests and the forwarder's answers (pure).
+//! - `resp.rs` — Redis' wire protocol: commands encoded, replies parsed within bounds (pure).
+//! - `redis_endpoint.rs` — `redis://` endpoints (pure).
+//! - `redis_script.rs` — pushnote's keys in Redis and the script that publishes and answers
+//!   history there (pure; the script is `redis_script.lua`).
+//! - `redis_connection.rs` — a blocking connection to Redis, through Sentinel if asked.
 //! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
 //!   publisher (the forwarder's and a single server's `POST /publish`).
 //!
@@ -39,6 +44,10 @@ pub mod http_publish;
 pub mod opaque;
 mod publisher;
 pub mod recover;
+pub mod redis_connection;
+pub mod redis_endpoint;
+pub mod redis_script;
+pub mod resp;
 pub mod secret;
 pub mod token;
 pub mod wire;

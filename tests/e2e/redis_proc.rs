@@ -1,0 +1,147 @@
+//! A real `redis-server` on a free loopback port, in a temporary folder of its own, never a
+//! system service: stopped (kill -9 where a test says) and started again on the same port
+//! and folder, so that what its append-only file kept survives.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pushnote::redis_connection::Connection;
+use pushnote::redis_endpoint::RedisEndpoint;
+use pushnote::resp::{Limits, Value};
+
+use crate::support::{free_port, WAIT};
+
+/// The `redis-server` binary: on the PATH, or Debian's.
+fn binary() -> &'static str {
+    if std::path::Path::new("/usr/bin/redis-server").exists() {
+        "/usr/bin/redis-server"
+    } else {
+        "redis-server"
+    }
+}
+
+/// A running Redis.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    append_only: bool,
+}
+
+impl Redis {
+    /// A Redis without persistence.
+    pub fn start() -> Redis {
+        Redis::with(false)
+    }
+
+    /// A Redis that keeps an append-only file (fsync every write) when `append_only`.
+    pub fn with(append_only: bool) -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "pushnote-redis-{}-{}",
+            std::process::id(),
+            crate::support::rand_id()
+        ));
+        std::fs::create_dir_all(&dir).expect("redis folder");
+        let mut redis = Redis {
+            child: None,
+            port: 0,
+            dir,
+            append_only,
+        };
+        // A port free when asked may be taken before Redis binds it: try another.
+        for _ in 0..5 {
+            redis.port = free_port();
+            if redis.launch() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Starts the process on `self.port`; false if it did not come up (the port was taken).
+    fn launch(&mut self) -> bool {
+        let appendonly = if self.append_only { "yes" } else { "no" };
+        let child = Command::new(binary())
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--dir", self.dir.to_str().expect("utf-8 folder")])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+                "--appendfsync",
+                "always",
+            ])
+            .args([
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn redis-server (installed by scripts/test)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            if let Ok(mut c) = self.connect() {
+                // Loading an append-only file answers LOADING until it is done.
+                if matches!(c.call(&[b"PING"]), Ok(Value::Simple(_))) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A new connection to it.
+    pub fn connect(&self) -> Result<Connection, pushnote::redis_connection::RedisError> {
+        let endpoint = RedisEndpoint::parse(&self.url()).expect("endpoint");
+        Connection::open(&endpoint, Duration::from_secs(2), Limits::default())
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn call(&self, args: &[&str]) -> Value {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.connect()
+            .expect("connect to redis")
+            .call(&args)
+            .expect("redis reply")
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(self.launch(), "redis-server did not start again");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -17,8 +17,9 @@
 //!   page; `library.rs`, pushnote.js, the browser library (`pushnote.js` beside it).
 //! - `bus/` — `broker.rs`: the broker interface, the engine's handle (subscribe, unsubscribe,
 //!   a session's request) and its side on the bus thread (what comes in, a topic's position
-//!   and history asked); `zeromq.rs`: today's two engines, the ZeroMQ forwarder and the
-//!   in-process one of `--single`, and their handle's commands; `bus.rs`: the bus thread,
+//!   and history asked); `control.rs`: the handle every engine shares, commands to the bus
+//!   thread; `zeromq.rs`: the ZeroMQ forwarder's engine and the in-process one of `--single`;
+//!   `bus.rs`: the bus thread,
 //!   which takes in what the engine brings, decodes and checks bus messages, frames them as
 //!   pages receive them, and hands them on; `inproc.rs`: in-process ZeroMQ pairs for
 //!   commanding polling threads.
@@ -77,6 +78,8 @@ pub(crate) mod remote;
 pub mod broker;
 #[path = "bus/bus.rs"]
 pub mod bus;
+#[path = "bus/control.rs"]
+pub mod control;
 #[path = "bus/inproc.rs"]
 mod inproc;
 #[path = "bus/zeromq.rs"]

@@ -29,6 +29,7 @@ use sockjs::Message;
 
 use crate::broker::{Broker, Command, Engine, HistoryRequest};
 use crate::config::{BusMode, BUS_BACKLOG_BYTES};
+use crate::control::BusControl;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -37,7 +38,7 @@ use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
 use crate::recovery_state::{Action, Live};
 use crate::remote::{Body, Recovering};
-use crate::zeromq::{BusControl, BusError, Forwarder, Options, Single};
+use crate::zeromq::{BusError, Forwarder, Options, Single};
 
 /// Today's engines, each driven by the bus thread's code made for it.
 enum Engines {

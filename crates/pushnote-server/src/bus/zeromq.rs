@@ -1,12 +1,11 @@
 //! The ZeroMQ engines: the forwarder ([`Forwarder`]) and the in-process one of `--single`
 //! ([`Single`]), each an XSUB socket read by the bus thread.
 //!
-//! ZeroMQ sockets are not thread-safe and block, so the socket lives on the bus thread. The
-//! handle ([`BusControl`]) writes one-line commands into an in-process ZeroMQ pair: the thread
-//! waits on both sockets at once, so a subscription takes effect without polling delays. The
-//! hub subscribes a topic (a user's, a channel's) when its first session here joins and
-//! unsubscribes it when the last one leaves, so each subscription message upstream means a
-//! topic arrived at or left this server.
+//! ZeroMQ sockets are not thread-safe and block, so the socket lives on the bus thread, which
+//! waits on it and on the handle's commands (`control.rs`) at once. The hub subscribes a topic
+//! (a user's, a channel's) when its first session here joins and unsubscribes it when the last
+//! one leaves, so each subscription message upstream means a topic arrived at or left this
+//! server.
 //!
 //! With a forwarder the socket connects to it (and reconnects by itself, re-sending its
 //! subscriptions, when the forwarder restarts); history requests go up the same connection and
@@ -14,17 +13,15 @@
 //! connect, and where the server keeps history it receives every topic's messages.
 
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pushnote::recover::{self, Part, Request};
 use pushnote::wire;
 
-use crate::broker::{Answer, Broker, Command, Engine, EngineError, HistoryRequest, Ready};
-use crate::inproc;
+use crate::broker::{Answer, Command, Engine, EngineError, HistoryRequest, Ready};
+use crate::control::{self, BusControl, Commands};
 use crate::metrics::Metrics;
 use crate::overload::Backlog;
-use crate::subscriptions::Subscriptions;
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,51 +37,6 @@ pub enum BusError {
     /// The bus thread could not be started.
     #[error("cannot start the bus thread: {0}")]
     Thread(#[from] std::io::Error),
-}
-
-const CMD_SUBSCRIBE: u8 = b'+';
-const CMD_UNSUBSCRIBE: u8 = b'-';
-const CMD_STOP: u8 = b'.';
-const CMD_ASKED: u8 = b'?';
-
-/// The ZeroMQ engines' handle: sends commands to the bus thread. Cheap to call from any
-/// thread.
-pub struct BusControl {
-    socket: Mutex<zmq::Socket>,
-}
-
-impl BusControl {
-    fn command(&self, cmd: u8, topic: &[u8]) {
-        let mut msg = Vec::with_capacity(topic.len() + 1);
-        msg.push(cmd);
-        msg.extend_from_slice(topic);
-        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
-        // An inproc pair with an unlimited queue: a send fails only once the thread is gone,
-        // when subscriptions no longer matter.
-        if let Err(e) = socket.send(msg, 0) {
-            tracing::debug!(error = %e, "bus thread gone; command dropped");
-        }
-    }
-}
-
-impl Subscriptions for BusControl {
-    fn subscribe(&self, topic: &[u8]) {
-        self.command(CMD_SUBSCRIBE, topic);
-    }
-
-    fn unsubscribe(&self, topic: &[u8]) {
-        self.command(CMD_UNSUBSCRIBE, topic);
-    }
-}
-
-impl Broker for BusControl {
-    fn asked(&self, ticket: u64) {
-        self.command(CMD_ASKED, &ticket.to_be_bytes());
-    }
-
-    fn stop(&self) {
-        self.command(CMD_STOP, b"");
-    }
 }
 
 /// `request` as the forwarder reads it, from server `server`.
@@ -104,7 +56,7 @@ struct Xsub {
     /// Kept so the context outlives the sockets.
     ctx: zmq::Context,
     sub: zmq::Socket,
-    commands: zmq::Socket,
+    commands: Commands,
     endpoint: String,
 }
 
@@ -116,7 +68,7 @@ pub struct Options {
 
 impl Xsub {
     /// The socket, with the command pair's other end for the handle.
-    fn open(endpoint: &str, options: &Options) -> Result<(Xsub, zmq::Socket), BusError> {
+    fn open(endpoint: &str, options: &Options) -> Result<(Xsub, BusControl), BusError> {
         let err = |source| BusError::Zmq {
             endpoint: endpoint.to_owned(),
             source,
@@ -134,7 +86,7 @@ impl Xsub {
         sub.set_reconnect_ivl(100).map_err(err)?;
         sub.set_reconnect_ivl_max(1000).map_err(err)?;
         subscribe(&sub, wire::BROADCAST_TOPIC).map_err(err)?;
-        let (commands, control) = inproc::pair(&ctx, "bus").map_err(err)?;
+        let (commands, control) = control::pair(&ctx).map_err(err)?;
         let xsub = Xsub {
             ctx,
             sub,
@@ -160,8 +112,10 @@ impl Xsub {
         // The connection events' socket where there is one (no allocation per turn).
         let mut items = [
             self.sub.as_poll_item(zmq::POLLIN),
-            self.commands.as_poll_item(zmq::POLLIN),
-            monitor.unwrap_or(&self.commands).as_poll_item(zmq::POLLIN),
+            self.commands.socket().as_poll_item(zmq::POLLIN),
+            monitor
+                .unwrap_or(self.commands.socket())
+                .as_poll_item(zmq::POLLIN),
         ];
         let polled = if monitor.is_some() { 3 } else { 2 };
         let items = &mut items[..polled];
@@ -179,33 +133,17 @@ impl Xsub {
 
     /// Applies every waiting command; false when told to stop.
     fn take_commands(&self, mut on: impl FnMut(Command<'_>)) -> bool {
-        while let Ok(cmd) = self.commands.recv_bytes(zmq::DONTWAIT) {
-            let Some((&op, topic)) = cmd.split_first() else {
-                continue;
-            };
-            let result = match op {
-                CMD_SUBSCRIBE => {
-                    on(Command::Subscribed(topic));
-                    subscribe(&self.sub, topic)
-                }
-                CMD_UNSUBSCRIBE => {
-                    on(Command::Unsubscribed(topic));
-                    subscription(&self.sub, 0, topic)
-                }
-                CMD_ASKED => {
-                    if let Ok(ticket) = <[u8; 8]>::try_from(topic) {
-                        on(Command::Asked(u64::from_be_bytes(ticket)));
-                    }
-                    Ok(())
-                }
-                CMD_STOP => return false,
-                _ => Ok(()),
+        self.commands.take(|command| {
+            on(command);
+            let result = match command {
+                Command::Subscribed(topic) => subscribe(&self.sub, topic),
+                Command::Unsubscribed(topic) => subscription(&self.sub, 0, topic),
+                Command::Asked(_) => Ok(()),
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "bus subscription change failed");
             }
-        }
-        true
+        })
     }
 
     /// Reads what ZeroMQ holds into the backlog, as far as it has room, for a moment at most
@@ -259,9 +197,6 @@ impl Forwarder {
         let monitor = xsub.ctx.socket(zmq::PAIR).map_err(err)?;
         monitor.connect(MONITOR).map_err(err)?;
         xsub.sub.connect(endpoint).map_err(err)?;
-        let control = BusControl {
-            socket: Mutex::new(control),
-        };
         let forwarder = Forwarder {
             xsub,
             monitor,
@@ -365,9 +300,6 @@ impl Single {
         if every_topic {
             subscribe(&xsub.sub, b"").map_err(|e| xsub.error(e))?;
         }
-        let control = BusControl {
-            socket: Mutex::new(control),
-        };
         Ok((Single { xsub }, control))
     }
 }

@@ -17,6 +17,7 @@ use crate::bus::Bus;
 use crate::client::{ClientHandler, Positions};
 use crate::config::BusMode;
 use crate::config::{Listen, ServerConfig};
+use crate::control::BusControl;
 use crate::demo;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
@@ -24,7 +25,7 @@ use crate::library;
 use crate::metrics::Metrics;
 use crate::recovery::Recovery;
 use crate::remote::{Recovering, Remote};
-use crate::zeromq::{BusControl, BusError};
+use crate::zeromq::BusError;
 use pushnote_cli::body::{self, BodyError};
 use pushnote_cli::connections::{Connections, Origin, Timeouts};
 

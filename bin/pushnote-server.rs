@@ -48,6 +48,7 @@ fn run(flags: &Flags) -> Result<(), String> {
         match mode {
             BusMode::Bind => announce(PROGRAM, format_args!("apps publish to {bus}"), &[("bus", &bus)]),
             BusMode::Connect => announce(PROGRAM, format_args!("bus at {bus}"), &[("bus", &bus)]),
+            BusMode::Redis => announce(PROGRAM, format_args!("bus through Redis at {bus}"), &[("bus", &bus)]),
         }
         let url = format!("http://{local}{route}");
         announce(PROGRAM, format_args!("listening on {url}"), &[("url", &url)]);

@@ -96,6 +96,26 @@ pub enum BusMode {
     Connect,
     /// Bind the endpoint; apps connect to it directly (`--single`).
     Bind,
+    /// Take messages from Redis, which keeps the history (`--broker redis://…`).
+    Redis,
+}
+
+/// The prefix of pushnote's keys and channels in Redis by default.
+pub const DEFAULT_BROKER_PREFIX: &str = pushnote::redis_script::DEFAULT_PREFIX;
+
+/// With the Redis engine: where Redis is and what the history there keeps.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Where Redis is.
+    pub endpoint: pushnote::redis_endpoint::RedisEndpoint,
+    /// The prefix of pushnote's keys and channels.
+    pub prefix: String,
+    /// Messages kept per topic.
+    pub history_size: usize,
+    /// Seconds a message is kept.
+    pub history_ttl: u64,
+    /// Seconds a topic's position is kept after its last use.
+    pub topic_idle: u64,
 }
 
 /// How the server checks tokens.
@@ -193,6 +213,8 @@ pub struct ServerConfig {
     pub history: Option<pushnote_history::Limits>,
     /// With `--single`, the key of `POST /publish`; `None` serves no publishing over HTTP.
     pub api_key: Option<String>,
+    /// With the Redis engine ([`BusMode::Redis`]): Redis and its history.
+    pub broker: Option<BrokerConfig>,
     /// With a forwarder: bytes of kept messages the recovery answers being received may hold
     /// at once (each answer also at most a session's queue bytes); an answer past it gives
     /// none and says "busy".
@@ -234,6 +256,7 @@ impl ServerConfig {
             body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
             history: (bus_mode == BusMode::Bind).then(pushnote_history::Limits::default),
             api_key: None,
+            broker: None,
             recovery_memory: DEFAULT_RECOVERY_MEMORY_MIB << 20,
         }
     }
@@ -275,6 +298,18 @@ pub struct Flags {
         env = "PUSHNOTE_MQ_SOCKET"
     )]
     pub mq_socket: Option<String>,
+
+    /// Take messages from Redis instead of a forwarder: redis://[:password@]host[:port][/db].
+    /// Redis keeps every topic's history (--history-size, --history-ttl), and a page recovers
+    /// from any server of the same Redis (docs/PROTOCOL.md §2c). Prefer the environment
+    /// variable when the URL holds a password.
+    #[arg(long, env = "PUSHNOTE_BROKER", hide_env_values = true, conflicts_with_all = ["mq_socket", "single"])]
+    pub broker: Option<String>,
+
+    /// With --broker: the prefix of pushnote's keys and channels in Redis, so that a Redis
+    /// shared with other apps (or other pushnote deployments) keeps them apart.
+    #[arg(long, env = "PUSHNOTE_BROKER_PREFIX", default_value = DEFAULT_BROKER_PREFIX)]
+    pub broker_prefix: String,
 
     /// Bind the bus and take apps' messages directly: no forwarder, one server.
     #[arg(short = 'S', long, env = "PUSHNOTE_SINGLE", value_parser = FalseyValueParser::new())]
@@ -501,13 +536,14 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// With --single: the most recent messages kept per topic (the broadcasts, each user, each
-    /// channel), so that a page that comes back is given what it missed (docs/PROTOCOL.md §6,
-    /// "Positions and recovery"); 0 keeps none, and positions are refused.
+    /// With --single or --broker: the most recent messages kept per topic (the broadcasts, each
+    /// user, each channel), so that a page that comes back is given what it missed
+    /// (docs/PROTOCOL.md §6, "Positions and recovery"); 0 keeps none, and positions are
+    /// refused (with --broker, at least 1; every server of one Redis should give the same).
     #[arg(long, env = "PUSHNOTE_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
     pub history_size: usize,
 
-    /// With --single: seconds a message is kept for recovery.
+    /// With --single or --broker: seconds a message is kept for recovery.
     #[arg(long, env = "PUSHNOTE_HISTORY_TTL", default_value_t = DEFAULT_HISTORY_TTL_SECS)]
     pub history_ttl: u64,
 
@@ -565,13 +601,33 @@ impl Flags {
     /// The server's configuration, or what is wrong with the flags.
     pub fn config(&self) -> Result<ServerConfig, String> {
         self.check_keys()?;
-        let (mode, default_endpoint) = if self.single {
+        let (mode, default_endpoint) = if self.broker.is_some() {
+            (BusMode::Redis, "")
+        } else if self.single {
             (BusMode::Bind, pushnote::DEFAULT_PUBLISH_ENDPOINT)
         } else {
             (BusMode::Connect, pushnote::DEFAULT_SUBSCRIBE_ENDPOINT)
         };
         let endpoint = self.mq_socket.as_deref().unwrap_or(default_endpoint);
         let mut config = ServerConfig::new(endpoint, mode);
+        if let Some(url) = self.broker.as_deref() {
+            let endpoint = pushnote::redis_endpoint::RedisEndpoint::parse(url)
+                .map_err(|e| format!("--broker: {e}"))?;
+            if self.history_size == 0 {
+                return Err("--history-size must be at least 1 with --broker".into());
+            }
+            if self.broker_prefix.is_empty() {
+                return Err("--broker-prefix must not be empty".into());
+            }
+            config.bus_endpoint = endpoint.to_string();
+            config.broker = Some(BrokerConfig {
+                endpoint,
+                prefix: self.broker_prefix.clone(),
+                history_size: self.history_size,
+                history_ttl: seconds("history-ttl", self.history_ttl)?.as_secs(),
+                topic_idle: pushnote_history::history::DEFAULT_IDLE_SECS,
+            });
+        }
         config.route = normalize_route(&self.route)?;
         config.tokens = match self.secret.as_deref() {
             None if self.opaque_tokens => {

@@ -19,7 +19,7 @@
 //!   a session's request) and its side on the bus thread (what comes in, a topic's position
 //!   and history asked); `control.rs`: the handle every engine shares, commands to the bus
 //!   thread; `zeromq.rs`: the ZeroMQ forwarder's engine and the in-process one of `--single`;
-//!   `bus.rs`: the bus thread,
+//!   `redis.rs`: the Redis engine (Pub/Sub, and history kept in Redis); `bus.rs`: the bus thread,
 //!   which takes in what the engine brings, decodes and checks bus messages, frames them as
 //!   pages receive them, and hands them on; `inproc.rs`: in-process ZeroMQ pairs for
 //!   commanding polling threads.
@@ -82,6 +82,8 @@ pub mod bus;
 pub mod control;
 #[path = "bus/inproc.rs"]
 mod inproc;
+#[path = "bus/redis.rs"]
+pub mod redis;
 #[path = "bus/zeromq.rs"]
 pub mod zeromq;
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub bus_rejected: AtomicU64,
     /// Messages the forwarder numbered that never arrived here.
     pub bus_lost: AtomicU64,
+    /// With the Redis engine: replies of Redis it could not use, and connections lost.
+    pub broker_errors: AtomicU64,
     /// Messages queued to sessions.
     pub deliveries: AtomicU64,
     /// Sessions closed because their queue was full.
@@ -194,8 +196,16 @@ impl Metrics {
             (
                 "pushnote_bus_connected",
                 "gauge",
-                "1 while the bus is connected to the forwarder (with --single: once bound).",
+                "1 while the bus is connected to the forwarder or Redis (with --single: once \
+                 bound).",
                 &self.bus_connected,
+            ),
+            (
+                "pushnote_broker_errors_total",
+                "counter",
+                "With --broker: replies of Redis that were errors or unreadable, and \
+                 connections to it lost.",
+                &self.broker_errors,
             ),
             (
                 "pushnote_overloaded",

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use sockjs::Message;
 
 use crate::broker::{Broker, Command, Engine, HistoryRequest};
-use crate::config::{BusMode, BUS_BACKLOG_BYTES};
+use crate::config::{BrokerConfig, BusMode, BUS_BACKLOG_BYTES};
 use crate::control::BusControl;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
@@ -37,6 +37,7 @@ use crate::overload::Backlog;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
 use crate::recovery_state::{Action, Live};
+use crate::redis::{self as redis_engine, Bounds, Redis};
 use crate::remote::{Body, Recovering};
 use crate::zeromq::{BusError, Forwarder, Options, Single};
 
@@ -44,6 +45,7 @@ use crate::zeromq::{BusError, Forwarder, Options, Single};
 enum Engines {
     Forwarder(Forwarder),
     Single(Single),
+    Redis(Box<Redis>),
 }
 
 /// The bus, opened but not yet running: its engine is bound or connected.
@@ -66,17 +68,36 @@ impl Bus {
     /// Opens the engine at `endpoint`: connects to the forwarder ([`BusMode::Connect`]) or
     /// binds for apps ([`BusMode::Bind`], where a port of `*` picks a free port;
     /// [`Bus::endpoint`] tells which; with `keeps_history`, every topic's messages are taken
-    /// in). Messages that wait for delivery longer than `max_lag` are shed.
+    /// in), or takes messages from Redis ([`BusMode::Redis`], as `broker` says, counting its
+    /// errors in `metrics`). Messages that wait for delivery longer than `max_lag` are shed.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         endpoint: &str,
         mode: BusMode,
         keeps_history: bool,
+        broker: Option<&BrokerConfig>,
         receive_hwm: i32,
         max_message_bytes: usize,
         max_lag: Option<Duration>,
+        metrics: &Arc<Metrics>,
     ) -> Result<(Bus, Arc<BusControl>), BusError> {
         let options = Options { receive_hwm };
         let (engine, control) = match mode {
+            BusMode::Redis => {
+                let broker = broker.ok_or_else(|| BusError::Broker("no Redis given".into()))?;
+                let (engine, control) = Redis::new(redis_engine::Options {
+                    endpoint: broker.endpoint.clone(),
+                    prefix: broker.prefix.clone(),
+                    bounds: Bounds {
+                        size: broker.history_size,
+                        ttl_secs: broker.history_ttl,
+                        idle_secs: broker.topic_idle,
+                    },
+                    max_message_bytes,
+                    metrics: metrics.clone(),
+                })?;
+                (Engines::Redis(Box::new(engine)), control)
+            }
             BusMode::Connect => {
                 let (engine, control) = Forwarder::connect(endpoint, &options)?;
                 (Engines::Forwarder(engine), control)
@@ -100,6 +121,7 @@ impl Bus {
         match &self.engine {
             Engines::Forwarder(e) => e.endpoint(),
             Engines::Single(e) => e.endpoint(),
+            Engines::Redis(e) => e.endpoint(),
         }
     }
 
@@ -107,7 +129,7 @@ impl Bus {
     pub fn server_id(&self) -> Option<u64> {
         match &self.engine {
             Engines::Forwarder(e) => Some(e.server_id()),
-            Engines::Single(_) => None,
+            Engines::Single(_) | Engines::Redis(_) => None,
         }
     }
 
@@ -147,6 +169,13 @@ impl Bus {
             Engines::Single(engine) => builder.spawn(move || {
                 Reader {
                     engine,
+                    max_message_bytes,
+                }
+                .run(&hub, &metrics, state)
+            })?,
+            Engines::Redis(engine) => builder.spawn(move || {
+                Reader {
+                    engine: *engine,
                     max_message_bytes,
                 }
                 .run(&hub, &metrics, state)

@@ -34,6 +34,9 @@ pub enum BusError {
         /// ZeroMQ's error.
         source: zmq::Error,
     },
+    /// The broker is not set up as it must be.
+    #[error("bus broker: {0}")]
+    Broker(String),
     /// The bus thread could not be started.
     #[error("cannot start the bus thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -347,7 +350,7 @@ impl Engine for Single {
 
 /// The answer part `frames` are, if they came on a reply topic.
 #[inline]
-fn answer(frames: &[Vec<u8>]) -> Option<Answer<'_>> {
+pub(crate) fn answer(frames: &[Vec<u8>]) -> Option<Answer<'_>> {
     if !frames[0].starts_with(recover::REPLY_TOPIC_PREFIX) {
         return None;
     }

@@ -52,19 +52,22 @@ impl Server {
     /// Opens the bus (binding it in single mode), so that apps can connect before the first
     /// browser does.
     pub fn new(config: ServerConfig) -> Result<Server, ServerError> {
+        let metrics = Arc::new(Metrics::default());
         let (bus, control) = Bus::open(
             &config.bus_endpoint,
             config.bus_mode,
             config.history.is_some(),
+            config.broker.as_ref(),
             config.bus_high_water_mark,
             config.max_bus_message_bytes,
             config.max_lag,
+            &metrics,
         )?;
         Ok(Server {
             config,
             bus,
             control,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         })
     }
 
@@ -98,7 +101,7 @@ impl Server {
         let recovery = config
             .history
             .map(|limits| Arc::new(Recovery::new(limits, fanout.clone(), metrics.clone())));
-        let remote = (config.bus_mode == BusMode::Connect)
+        let remote = (config.bus_mode != BusMode::Bind)
             .then(|| Arc::new(Remote::new(control.clone(), hub.clone())));
         let recovering = remote.as_ref().map(|remote| {
             Recovering::new(

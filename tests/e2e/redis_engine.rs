@@ -1,0 +1,206 @@
+//! Servers on the Redis engine (`--broker redis://…`): messages through a real redis-server,
+//! positions and history kept there, pages recovered by any server of the same Redis, and
+//! Redis' death and return.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use pushnote::redis_connection::Connection;
+use pushnote::redis_script::{self, Keys};
+use pushnote::Position;
+
+use crate::redis_proc::Redis;
+use crate::support::*;
+
+/// A server of `redis`, with the test secret, metrics and `extra` flags.
+pub fn redis_server(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec![
+        "--port",
+        "0",
+        "--address",
+        "127.0.0.1",
+        "--broker",
+        &url,
+        "--secret",
+        SECRET,
+        "--metrics",
+    ];
+    args.extend_from_slice(extra);
+    spawn_server(&mut server_cmd(&args), false)
+}
+
+/// Publishes `body` under `topics` (bus topics without their NUL) through pushnote's script,
+/// as any app does (PROTOCOL §2c); the positions.
+fn publish(c: &mut Connection, body: &Value, topics: &[&str]) -> Vec<Position> {
+    let topics: Vec<&[u8]> = topics.iter().map(|t| t.as_bytes()).collect();
+    let args = redis_script::publish_args(
+        &Keys::new(redis_script::DEFAULT_PREFIX),
+        body.to_string().as_bytes(),
+        &topics,
+    );
+    let reply = c.script(&args).expect("redis reply");
+    redis_script::publish_reply(&reply, topics.len()).expect("positions")
+}
+
+fn notify_all(c: &mut Connection, data: Value) -> Position {
+    publish(c, &json!({"name": "notify_all", "data": data}), &["all"])[0]
+}
+
+fn notify(c: &mut Connection, user: &str, data: Value) -> Position {
+    let topic = format!("user:{user}");
+    publish(c, &json!({"name": "notify", "data": data}), &[&topic])[0]
+}
+
+/// Broadcasts markers until `client` receives one: the server subscribes to Redis as it
+/// starts (or comes back), and a message published before that reaches no one.
+async fn synced(c: &mut Connection, client: &mut Client) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let marker = rand_id();
+        notify_all(c, json!({"sync": marker}));
+        let end = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(v) = tokio::time::timeout_at(end, client.next()).await {
+            if v["sync"] == marker.as_str() {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server receives"
+        );
+    }
+}
+
+/// Reads until a message whose `data.n` is `n` (positions on: `data.data.n`), returning it.
+async fn until_n(client: &mut Client, n: u64) -> Value {
+    loop {
+        let v = client.next().await;
+        let got = v["n"].as_u64().or(v["data"]["n"].as_u64());
+        if got == Some(n) {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_and_a_users_messages_go_through_redis_to_the_servers_holding_them() {
+    let redis = Redis::start();
+    let (a, b) = (redis_server(&redis, &[]), redis_server(&redis, &[]));
+    let mut c = redis.connect().unwrap();
+    let mut on_a = Client::connect(&a).await;
+    let mut on_b = Client::connect(&b).await;
+    synced(&mut c, &mut on_a).await;
+    synced(&mut c, &mut on_b).await;
+    let reply = on_b.subscribe(&token("u7")).await;
+    assert_eq!(reply["data"]["user"], "u7", "{reply}");
+    // The subscription reached Redis once Redis counts a subscriber of the user's channel.
+    let deadline = std::time::Instant::now() + WAIT;
+    while redis
+        .call(&["PUBSUB", "NUMSUB", "pushnote:user:u7"])
+        .items()
+        .unwrap()[1]
+        .int()
+        != Some(1)
+    {
+        assert!(std::time::Instant::now() < deadline, "b subscribes u7");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    notify(&mut c, "u7", json!({"n": 1}));
+    notify_all(&mut c, json!({"n": 2}));
+    assert_eq!(until_n(&mut on_b, 1).await, json!({"n": 1}));
+    assert_eq!(until_n(&mut on_b, 2).await, json!({"n": 2}));
+    assert_eq!(until_n(&mut on_a, 2).await, json!({"n": 2}));
+    // Only b holds u7: a never subscribed its channel.
+    assert_eq!(a.metric("pushnote_bus_user_messages_total").await, 0);
+    assert_eq!(a.metric("pushnote_bus_connected").await, 1);
+    assert_eq!(a.metric("pushnote_broker_errors_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_with_positions_recovers_from_another_server_of_the_same_redis() {
+    let redis = Redis::start();
+    let (a, b) = (redis_server(&redis, &[]), redis_server(&redis, &[]));
+    let mut c = redis.connect().unwrap();
+    let mut page = Client::connect(&a).await;
+    synced(&mut c, &mut page).await;
+    page.emit(json!({"name": "positions", "data": {}})).await;
+    let reply = loop {
+        let v = page.next().await;
+        if v["name"] == "pushnote:positions" {
+            break v;
+        }
+    };
+    let at = notify_all(&mut c, json!({"n": 1}));
+    let got = until_n(&mut page, 1).await;
+    assert_eq!(got["position"]["epoch"], at.epoch, "{got} {reply}");
+    assert_eq!(got["position"]["offset"], at.offset, "{got}");
+    drop(page);
+    // Away: two more, then back on the other server with the last position seen.
+    for n in 2..=3 {
+        notify_all(&mut c, json!({"n": n}));
+    }
+    let mut back = Client::connect(&b).await;
+    back.emit(json!({"name": "positions", "data": {"since": got["position"]}}))
+        .await;
+    let mut seen = Vec::new();
+    let reply = loop {
+        let v = back.next().await;
+        if v["name"] == "pushnote:positions" {
+            break v;
+        }
+        if let Some(n) = v["data"]["n"].as_u64() {
+            seen.push((n, v["position"]["offset"].as_u64().unwrap()));
+        }
+    };
+    assert_eq!(reply["data"]["recovered"], true, "{reply}");
+    let o = u64::from(at.offset);
+    assert_eq!(seen, [(2, o + 1), (3, o + 2)], "{reply}");
+    notify_all(&mut c, json!({"n": 4}));
+    let v = until_n(&mut back, 4).await;
+    assert_eq!(v["position"]["offset"], o + 3, "once and in order: {v}");
+    assert!(b.metric("pushnote_recoveries_total").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_the_server_says_so_keeps_its_sessions_and_comes_back_by_itself() {
+    let mut redis = Redis::with(true);
+    let srv = redis_server(&redis, &[]);
+    let mut c = redis.connect().unwrap();
+    let mut page = Client::connect(&srv).await;
+    synced(&mut c, &mut page).await;
+    let (status, _) = http_get(&format!("{}/health", srv.origin)).await;
+    assert_eq!(status, 200);
+    redis.kill();
+    srv.wait_metric_at_most("pushnote_bus_connected", 0).await;
+    let (status, body) = http_get(&format!("{}/health", srv.origin)).await;
+    assert_eq!(status, 503, "{body}");
+    redis.restart();
+    srv.wait_metric("pushnote_bus_connected", 1).await;
+    // The same session receives again, through the server's new connection.
+    let mut c = redis.connect().unwrap();
+    synced(&mut c, &mut page).await;
+    assert!(srv.metric("pushnote_broker_errors_total").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_broker_url_stops_the_server_with_a_clear_error_and_no_password() {
+    for (url, expected) in [
+        ("redis://:hunter2@127.0.0.1:0", "--broker"),
+        ("tcp://127.0.0.1:6379", "--broker"),
+    ] {
+        let out = server_cmd(&["--port", "0", "--broker", url])
+            .output()
+            .expect("run server");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}");
+        assert!(err.contains(expected), "{url}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let out = server_cmd(&["--port", "0", "--broker", "redis://127.0.0.1", "--single"])
+        .output()
+        .expect("run server");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--single"));
+}

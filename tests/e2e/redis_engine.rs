@@ -204,3 +204,145 @@ async fn a_bad_broker_url_stops_the_server_with_a_clear_error_and_no_password() 
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--single"));
 }
+
+/// Reads until the reply named `name`, skipping messages.
+async fn reply_named(client: &mut Client, name: &str) -> Value {
+    loop {
+        let v = client.next().await;
+        if v["name"] == name {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_the_wrong_type_and_oversized_messages_get_clear_errors_and_hurt_no_other_topic() {
+    let redis = Redis::start();
+    let srv = redis_server(&redis, &["--max-bus-message-bytes", "2000"]);
+    let mut c = redis.connect().unwrap();
+    let mut page = Client::connect(&srv).await;
+    synced(&mut c, &mut page).await;
+    // Another app wrote a string where a topic's position is kept.
+    redis.call(&["SET", "pushnote:meta:chan:bad", "not a hash"]);
+    let args = redis_script::publish_args(
+        &Keys::new(redis_script::DEFAULT_PREFIX),
+        br#"{"name":"publish","event":"e","data":1}"#,
+        &[b"chan:bad"],
+    );
+    let reply = c.script(&args).unwrap();
+    assert!(
+        matches!(&reply, pushnote::resp::Value::Error(e) if e.contains("WRONGTYPE")),
+        "{reply:?}"
+    );
+    // A page asking that channel's position is told it is unavailable, and carries on.
+    page.emit(json!({"name": "positions", "data": {}})).await;
+    reply_named(&mut page, "pushnote:positions").await;
+    page.emit(json!({"name": "subscribe", "data": {"channel": "bad", "replies": true}}))
+        .await;
+    let reply = reply_named(&mut page, "pushnote:subscribed").await;
+    assert_eq!(reply["data"]["reason"], "unavailable", "{reply}");
+    assert!(srv.metric("pushnote_broker_errors_total").await >= 1);
+    // Over what the servers take (2000 bytes): refused by the script, nothing published.
+    let big = json!({"name": "notify_all", "data": "x".repeat(3000)}).to_string();
+    let args = redis_script::publish_args(
+        &Keys::new(redis_script::DEFAULT_PREFIX),
+        big.as_bytes(),
+        &[b"all"],
+    );
+    let reply = c.script(&args).unwrap();
+    assert!(
+        matches!(&reply, pushnote::resp::Value::Error(e) if e.contains("too_large")),
+        "{reply:?}"
+    );
+    // Every other topic goes on, on the same connection to Redis.
+    let at = notify_all(&mut c, json!({"n": 1}));
+    let v = until_n(&mut page, 1).await;
+    assert_eq!(v["position"]["offset"], at.offset, "{v}");
+    assert_eq!(srv.metric("pushnote_bus_connected").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_garbage_is_counted_and_the_server_serves_on() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(50) {
+            let Ok(mut conn) = conn else { break };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = conn.write_all(b"?garbage that is no reply\r\n");
+        }
+    });
+    let url = format!("redis://127.0.0.1:{port}");
+    let srv = spawn_server(
+        &mut server_cmd(&[
+            "--port",
+            "0",
+            "--address",
+            "127.0.0.1",
+            "--broker",
+            &url,
+            "--metrics",
+        ]),
+        false,
+    );
+    srv.wait_metric("pushnote_broker_errors_total", 2).await;
+    let (status, _) = http_get(&format!("{}/health", srv.origin)).await;
+    assert_eq!(status, 503);
+    assert_eq!(srv.metric("pushnote_bus_connected").await, 0);
+    // Sessions open all the same, and the server tries again with a back-off, not in a loop.
+    let _page = Client::connect(&srv).await;
+    let tries = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let more = accepted.load(std::sync::atomic::Ordering::Relaxed) - tries;
+    assert!(more <= 3, "{more} connections in a second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_slow_for_seconds_delays_messages_and_loses_none() {
+    let redis = Redis::start();
+    let srv = redis_server(&redis, &[]);
+    let mut c = redis.connect().unwrap();
+    let mut page = Client::connect(&srv).await;
+    synced(&mut c, &mut page).await;
+    page.emit(json!({"name": "positions", "data": {}})).await;
+    reply_named(&mut page, "pushnote:positions").await;
+    // Redis stalls for 2 s while a page asks for positions and an app publishes.
+    let sleeper = {
+        let mut s = redis.connect().unwrap();
+        std::thread::spawn(move || s.call(&[b"DEBUG", b"SLEEP", b"2"]))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut other = Client::connect(&srv).await;
+    other.emit(json!({"name": "positions", "data": {}})).await;
+    let publisher = std::thread::spawn(move || notify_all(&mut c, json!({"n": 1})));
+    let reply = reply_named(&mut other, "pushnote:positions").await;
+    // Given after the stall, or given up on (3 s) and said: either is an answer.
+    assert!(
+        reply["data"]["position"].is_object() || reply["data"]["reason"].is_string(),
+        "{reply}"
+    );
+    sleeper.join().unwrap().unwrap();
+    let at = publisher.join().unwrap();
+    let v = until_n(&mut page, 1).await;
+    assert_eq!(v["position"]["offset"], at.offset, "{v}");
+    assert_eq!(srv.metric("pushnote_bus_connected").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_is_taken_for_lost_and_found_again() {
+    let redis = Redis::start();
+    let srv = redis_server(&redis, &[]);
+    let mut page = Client::connect(&srv).await;
+    synced(&mut redis.connect().unwrap(), &mut page).await;
+    // Stopped, not killed: its connections stay open and nothing answers on them.
+    redis.signal("STOP");
+    srv.wait_metric_at_most("pushnote_bus_connected", 0).await;
+    let (status, _) = http_get(&format!("{}/health", srv.origin)).await;
+    assert_eq!(status, 503);
+    redis.signal("CONT");
+    srv.wait_metric("pushnote_bus_connected", 1).await;
+    synced(&mut redis.connect().unwrap(), &mut page).await;
+}

@@ -124,6 +124,15 @@ impl Redis {
             .expect("redis reply")
     }
 
+    /// Sends the signal named `name` (STOP, CONT, …).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{name}");
+    }
+
     /// kill -9.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

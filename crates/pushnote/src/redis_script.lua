@@ -4,6 +4,7 @@ local size = tonumber(redis.call('HGET', KEYS[1], 'history_size') or 100)
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'history_ttl') or 300) * 1000
 local idle = tonumber(redis.call('HGET', KEYS[1], 'topic_idle') or 3600) * 1000
 local keep = math.max(ttl, idle)
+local max_bytes = tonumber(redis.call('HGET', KEYS[1], 'max_message_bytes') or 1048576)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fresh(old)
@@ -25,6 +26,13 @@ local function current(meta, hist)
 end
 if op == 'publish' then
   local body, out = ARGV[3], {}
+  for i = 4, #ARGV do
+    -- As on the bus: the topic, its NUL and the body, within what servers take.
+    if #ARGV[i] + 1 + #body > max_bytes then
+      return redis.error_reply('pushnote: too_large: the message is ' .. (#ARGV[i] + 1 + #body) ..
+        ' bytes (topic and body), over the ' .. max_bytes .. ' the servers take')
+    end
+  end
   for i = 4, #ARGV do
     local meta, hist = KEYS[2 * i - 6], KEYS[2 * i - 5]
     local epoch, offset = current(meta, hist)

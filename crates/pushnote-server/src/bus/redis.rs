@@ -12,7 +12,9 @@
 //! The connection is made on the bus thread, and made again when lost (every 100 ms, backing
 //! off to a second), with the subscriptions; a connection that came back is a reconnection to
 //! the bus thread, which asks for what each topic received meanwhile. While it is down,
-//! `pushnote_bus_connected` is 0 and `/health` answers 503; sessions stay open.
+//! `pushnote_bus_connected` is 0 and `/health` answers 503; sessions stay open. A connection
+//! quiet for 2 s is sent a PING, and one whose reply takes over 5 s (a stalled Redis, a
+//! network partitioned) is taken for lost.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -41,6 +43,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The first wait before connecting again, doubled up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How often an idle connection is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(2);
+/// How long a reply may take before the connection is taken for lost (a Redis stalled, or
+/// the network between partitioned), and made again.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Channels per SUBSCRIBE when subscribing again after a reconnection.
 const SUBSCRIBE_BATCH: usize = 1000;
 
@@ -69,12 +76,18 @@ pub struct Options {
     pub metrics: Arc<Metrics>,
 }
 
-/// A history request sent, waiting for its reply.
-struct Pending {
+/// A history request, sent or to be.
+struct Request {
     id: u64,
     topic: Vec<u8>,
     since: Option<Position>,
     max_bytes: u32,
+}
+
+/// A command sent, waiting for its reply.
+enum Pending {
+    History(Request),
+    Ping,
 }
 
 /// A connection in use.
@@ -86,8 +99,10 @@ struct Live {
     /// To be written.
     output: Vec<u8>,
     sha: Vec<u8>,
-    /// History requests sent, in order; each reply answers the first.
-    pending: VecDeque<Pending>,
+    /// Commands sent, in order, each with when it was; each reply answers the first.
+    pending: VecDeque<(Pending, Instant)>,
+    /// When the last byte came from Redis.
+    heard: Instant,
 }
 
 /// The Redis engine.
@@ -177,6 +192,10 @@ impl Redis {
                 self.backoff = RETRY_FIRST;
             }
             Err(e) => {
+                self.options
+                    .metrics
+                    .broker_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(n) = self.failures.tick(now) {
                     tracing::warn!(error = %e, tries = n, "bus cannot reach Redis; trying again");
                 }
@@ -189,10 +208,11 @@ impl Redis {
     fn open(&self) -> Result<Live, RedisError> {
         let mut c = Connection::open(&self.options.endpoint, CONNECT_TIMEOUT, self.limits)?;
         let b = self.options.bounds;
-        let (size, ttl, idle) = (
+        let (size, ttl, idle, max) = (
             b.size.to_string(),
             b.ttl_secs.to_string(),
             b.idle_secs.to_string(),
+            self.options.max_message_bytes.to_string(),
         );
         c.ok(&[
             b"HSET",
@@ -203,6 +223,8 @@ impl Redis {
             ttl.as_bytes(),
             b"topic_idle",
             idle.as_bytes(),
+            b"max_message_bytes",
+            max.as_bytes(),
         ])?;
         let sha = c.load_script()?;
         let channels: Vec<Vec<u8>> = self.topics.iter().map(|t| self.keys.channel(t)).collect();
@@ -226,6 +248,7 @@ impl Redis {
             output: Vec::new(),
             sha,
             pending: VecDeque::new(),
+            heard: Instant::now(),
         })
     }
 
@@ -274,7 +297,7 @@ impl Redis {
     }
 
     /// Sends `request` with the script.
-    fn send_request(&mut self, request: Pending, text: bool) {
+    fn send_request(&mut self, request: Request, text: bool) {
         let args = redis_script::history_args(
             &self.keys,
             &request.topic,
@@ -290,7 +313,27 @@ impl Redis {
         }
         call.extend(args.iter().map(Vec::as_slice));
         resp::encode(&call, &mut live.output);
-        live.pending.push_back(request);
+        live.pending
+            .push_back((Pending::History(request), Instant::now()));
+    }
+
+    /// Checks the connection: a reply overdue loses it; a connection quiet for a while is
+    /// sent a PING, whose reply must come in time like any other. When to check next.
+    fn check(&mut self, now: Instant) -> Option<Instant> {
+        let live = self.live.as_mut()?;
+        if let Some((_, sent)) = live.pending.front() {
+            if now.saturating_duration_since(*sent) > REPLY_TIMEOUT {
+                self.lose("no reply in time");
+                return None;
+            }
+            return Some(*sent + REPLY_TIMEOUT);
+        }
+        if now.saturating_duration_since(live.heard) >= PING_EVERY {
+            resp::encode(&[b"PING"], &mut live.output);
+            live.pending.push_back((Pending::Ping, now));
+            return Some(now + REPLY_TIMEOUT);
+        }
+        Some(live.heard + PING_EVERY)
     }
 
     /// Takes one reply or push into the backlog.
@@ -298,8 +341,12 @@ impl Redis {
         match value {
             Value::Push(items) => self.take_push(items, now, backlog),
             reply => {
-                let Some(request) = self.live.as_mut().and_then(|l| l.pending.pop_front()) else {
+                let Some((pending, _)) = self.live.as_mut().and_then(|l| l.pending.pop_front())
+                else {
                     self.error("a reply of Redis that nothing asked for; ignored");
+                    return;
+                };
+                let Pending::History(request) = pending else {
                     return;
                 };
                 if matches!(&reply, Value::Error(e) if e.starts_with("NOSCRIPT")) {
@@ -392,13 +439,25 @@ impl Engine for Redis {
                 });
             }
         }
+        let now = Instant::now();
+        let due = self.check(now);
+        if self.changed {
+            return Ok(Ready {
+                connection: true,
+                ..Ready::default()
+            });
+        }
         self.flush();
-        let timeout = match &self.live {
-            Some(_) => timeout,
-            None => {
-                let retry = self.retry_at.saturating_duration_since(Instant::now());
-                Some(timeout.map_or(retry, |t| t.min(retry)))
+        let due = match &self.live {
+            Some(_) => due,
+            None => Some(self.retry_at),
+        };
+        let timeout = match due {
+            Some(due) => {
+                let left = due.saturating_duration_since(now);
+                Some(timeout.map_or(left, |t| t.min(left)))
             }
+            None => timeout,
         };
         let timeout = timeout.map_or(-1, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
         let commands = self.commands.socket().as_poll_item(zmq::POLLIN);
@@ -506,7 +565,10 @@ impl Engine for Redis {
                     self.lose("closed by Redis");
                     return;
                 }
-                Ok(n) => live.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    live.input.extend_from_slice(&chunk[..n]);
+                    live.heard = Instant::now();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -528,7 +590,7 @@ impl Engine for Redis {
         // Without a connection the request goes nowhere; the bus thread asks again when it
         // comes back.
         self.send_request(
-            Pending {
+            Request {
                 id: request.id,
                 topic: request.topic.to_vec(),
                 since: request.since,

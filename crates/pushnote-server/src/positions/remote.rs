@@ -263,7 +263,7 @@ impl Recovering {
             // One line a turn of the bus thread (four a second at most), however many.
             tracing::warn!(
                 requests,
-                "the forwarder did not answer recovery requests in time"
+                "the forwarder (or Redis) did not answer recovery requests in time"
             );
         }
         self.gauge();

@@ -45,6 +45,7 @@ fn run(flags: &Flags) -> Result<(), String> {
         let demo = config.demo_sockjs_url.is_some();
         let server = Server::new(config).map_err(|e| format!("cannot open the bus: {e}"))?;
         let bus = server.bus_endpoint().to_owned();
+        let confirm = server.confirm_endpoint().map(str::to_owned);
         match mode {
             BusMode::Bind => announce(PROGRAM, format_args!("apps publish to {bus}"), &[("bus", &bus)]),
             BusMode::Connect => announce(PROGRAM, format_args!("bus at {bus}"), &[("bus", &bus)]),
@@ -52,6 +53,13 @@ fn run(flags: &Flags) -> Result<(), String> {
         }
         let url = format!("http://{local}{route}");
         announce(PROGRAM, format_args!("listening on {url}"), &[("url", &url)]);
+        if let Some(confirm) = confirm.as_deref() {
+            announce(
+                PROGRAM,
+                format_args!("confirmed publishes at {confirm}"),
+                &[("confirm", confirm)],
+            );
+        }
         if demo {
             let page = format!("http://{local}/");
             announce(PROGRAM, format_args!("demo page at {page}"), &[("demo", &page)]);

@@ -10,6 +10,7 @@ mod channels;
 mod client_protocol;
 mod confirm_bounds;
 mod confirmed;
+mod confirmed_single;
 mod delivery;
 mod deploy;
 mod deploy_docs;

@@ -100,6 +100,21 @@ pub enum BusMode {
     Redis,
 }
 
+/// With `--single --confirm`: confirmed publishes held per app, and replies, by default.
+pub const DEFAULT_CONFIRM_HWM: i32 = 1000;
+/// The longest topic of a confirmed publish, NUL included (longer is `topic_too_long`); a
+/// user's or channel's topic is far shorter.
+pub const CONFIRM_MAX_TOPIC_BYTES: usize = 1024;
+
+/// With `--single`: where and how confirmed publishes are taken.
+#[derive(Clone, Debug)]
+pub struct ConfirmConfig {
+    /// Where to bind.
+    pub endpoint: String,
+    /// Requests held per app, and replies.
+    pub hwm: i32,
+}
+
 /// The prefix of pushnote's keys and channels in Redis by default.
 pub const DEFAULT_BROKER_PREFIX: &str = pushnote::redis_script::DEFAULT_PREFIX;
 
@@ -215,6 +230,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// With the Redis engine ([`BusMode::Redis`]): Redis and its history.
     pub broker: Option<BrokerConfig>,
+    /// With `--single` and history: confirmed publishes (`--confirm`); `None` takes none.
+    pub confirm: Option<ConfirmConfig>,
     /// With a forwarder: bytes of kept messages the recovery answers being received may hold
     /// at once (each answer also at most a session's queue bytes); an answer past it gives
     /// none and says "busy".
@@ -257,6 +274,7 @@ impl ServerConfig {
             history: (bus_mode == BusMode::Bind).then(pushnote_history::Limits::default),
             api_key: None,
             broker: None,
+            confirm: None,
             recovery_memory: DEFAULT_RECOVERY_MEMORY_MIB << 20,
         }
     }
@@ -547,6 +565,18 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_HISTORY_TTL", default_value_t = DEFAULT_HISTORY_TTL_SECS)]
     pub history_ttl: u64,
 
+    /// With --single: take confirmed publishes at this ZeroMQ endpoint (a ROUTER socket, for
+    /// example tcp://127.0.0.1:8004; a port of * picks a free one, printed at start), each
+    /// answered with the positions the history gave its messages (docs/PROTOCOL.md §2b).
+    /// Needs the history (--history-size above 0). Off when not given.
+    #[arg(long, env = "PUSHNOTE_CONFIRM")]
+    pub confirm: Option<String>,
+
+    /// With --confirm: requests held per app before its connection is not read, and replies
+    /// held for an app that does not read them (past it, dropped and counted).
+    #[arg(long, env = "PUSHNOTE_CONFIRM_HWM", default_value_t = DEFAULT_CONFIRM_HWM)]
+    pub confirm_hwm: i32,
+
     /// With --single: MiB the history may take in all, by estimate (a message counts twice the
     /// length of its two forms, bare and with its position, plus 272 bytes); past it, the
     /// oldest messages of any topic are dropped first.
@@ -709,6 +739,29 @@ impl Flags {
                 history.age = seconds("history-ttl", self.history_ttl)?;
                 history.bytes = self.history_memory.saturating_mul(1 << 20);
             }
+        }
+        if let Some(endpoint) = self.confirm.as_deref() {
+            if !self.single {
+                return Err(
+                    "--confirm takes confirmed publishes with --single only: with a \
+                            forwarder, use pushnote-mq --confirm; on Redis every publish is \
+                            confirmed"
+                        .into(),
+                );
+            }
+            if config.history.is_none() {
+                return Err("--confirm needs the history (--history-size and \
+                            --history-memory above 0): a confirmation is the position the \
+                            history gave the message"
+                    .into());
+            }
+            if self.confirm_hwm < 1 {
+                return Err("--confirm-hwm must be at least 1".into());
+            }
+            config.confirm = Some(ConfirmConfig {
+                endpoint: endpoint.to_owned(),
+                hwm: self.confirm_hwm,
+            });
         }
         Ok(config)
     }

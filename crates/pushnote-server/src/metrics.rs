@@ -42,6 +42,14 @@ pub struct Metrics {
     pub bus_lost: AtomicU64,
     /// With the Redis engine: replies of Redis it could not use, and connections lost.
     pub broker_errors: AtomicU64,
+    /// Confirmed publishes received (`--single --confirm`).
+    pub confirm_requests: AtomicU64,
+    /// Messages of confirmed publishes kept and delivered, their positions replied.
+    pub confirmed: AtomicU64,
+    /// Confirmed publishes refused, by [`pushnote::confirm::Refusal`].
+    pub confirm_refused: [AtomicU64; 3],
+    /// Replies to confirmed publishes dropped: the app gone, or holding `--confirm-hwm`.
+    pub confirm_replies_dropped: AtomicU64,
     /// Messages queued to sessions.
     pub deliveries: AtomicU64,
     /// Sessions closed because their queue was full.
@@ -199,6 +207,25 @@ impl Metrics {
                 "1 while the bus is connected to the forwarder or Redis (with --single: once \
                  bound).",
                 &self.bus_connected,
+            ),
+            (
+                "pushnote_confirm_requests_total",
+                "counter",
+                "Confirmed publishes received (--single --confirm).",
+                &self.confirm_requests,
+            ),
+            (
+                "pushnote_confirmed_messages_total",
+                "counter",
+                "Messages of confirmed publishes kept and delivered, their positions replied.",
+                &self.confirmed,
+            ),
+            (
+                "pushnote_confirm_replies_dropped_total",
+                "counter",
+                "Replies to confirmed publishes dropped: the app gone, or holding --confirm-hwm \
+                 replies.",
+                &self.confirm_replies_dropped,
             ),
             (
                 "pushnote_broker_errors_total",
@@ -448,6 +475,14 @@ impl Metrics {
                 ("user", load(&self.bus_shed_user_messages)),
                 ("channel", load(&self.bus_shed_channel_messages)),
             ],
+        )?;
+        figures.counters(
+            "pushnote_confirm_refused_total",
+            "Confirmed publishes refused (--single --confirm), by reason; nothing of them was \
+             published.",
+            "reason",
+            pushnote::confirm::Refusal::ALL
+                .map(|r| (r.as_str(), load(&self.confirm_refused[r as usize]))),
         )?;
         let codes = std::iter::once("ok").chain(ErrorCode::ALL.map(ErrorCode::as_str));
         figures.counters(

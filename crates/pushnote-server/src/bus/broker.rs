@@ -63,6 +63,8 @@ pub struct Ready {
     pub commands: bool,
     /// The connection to the engine changed.
     pub connection: bool,
+    /// Apps sent confirmed publishes (`--single --confirm`).
+    pub confirms: bool,
 }
 
 /// A command of the handle, as the bus thread is told of it once the engine carried it out.
@@ -123,4 +125,17 @@ pub trait Engine: Send + 'static {
     /// request sent before. The answer comes in ([`Engine::answer`]) after every message of
     /// the topic the engine handed on before it, and before every one after.
     fn ask(&mut self, request: &HistoryRequest<'_>);
+
+    /// The confirmed publishes waiting, up to `most`: each the app's identity, then the
+    /// request (PROTOCOL §2b). Only an engine that takes them where the server numbers the
+    /// messages itself (`--single --confirm`) has any.
+    fn confirm_requests(&mut self, _most: usize) -> Vec<Vec<Vec<u8>>> {
+        Vec::new()
+    }
+
+    /// Sends the reply `[identity, id, status, detail]` of a confirmed publish; false if it
+    /// was dropped (the app gone, or holding too many replies).
+    fn confirm_reply(&mut self, _reply: [&[u8]; 4]) -> bool {
+        false
+    }
 }

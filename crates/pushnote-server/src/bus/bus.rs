@@ -22,16 +22,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pushnote::confirm::{self, Refusal};
 use pushnote::wire::{self, BusMessage, Target};
 use pushnote_history::Position;
 use serde_json::value::RawValue;
 use sockjs::Message;
 
 use crate::broker::{Broker, Command, Engine, HistoryRequest};
-use crate::config::{BrokerConfig, BusMode, BUS_BACKLOG_BYTES};
+use crate::config::{BusMode, ServerConfig, BUS_BACKLOG_BYTES, CONFIRM_MAX_TOPIC_BYTES};
 use crate::control::BusControl;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
+use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 use crate::overload::Backlog;
 use crate::protocol::{self, Kind};
@@ -39,7 +41,7 @@ use crate::recovery::Recovery;
 use crate::recovery_state::{Action, Live};
 use crate::redis::{self as redis_engine, Bounds, Redis};
 use crate::remote::{Body, Recovering};
-use crate::zeromq::{BusError, Forwarder, Options, Single};
+use crate::zeromq::{BusError, ConfirmOptions, Forwarder, Options, Single};
 
 /// Today's engines, each driven by the bus thread's code made for it.
 enum Engines {
@@ -65,26 +67,25 @@ pub struct BusThread {
 }
 
 impl Bus {
-    /// Opens the engine at `endpoint`: connects to the forwarder ([`BusMode::Connect`]) or
+    /// Opens the engine `config` names: connects to the forwarder ([`BusMode::Connect`]) or
     /// binds for apps ([`BusMode::Bind`], where a port of `*` picks a free port;
-    /// [`Bus::endpoint`] tells which; with `keeps_history`, every topic's messages are taken
-    /// in), or takes messages from Redis ([`BusMode::Redis`], as `broker` says, counting its
-    /// errors in `metrics`). Messages that wait for delivery longer than `max_lag` are shed.
-    #[allow(clippy::too_many_arguments)]
+    /// [`Bus::endpoint`] tells which; where the server keeps history, every topic's messages
+    /// are taken in, and with `config.confirm` confirmed publishes too), or takes messages
+    /// from Redis ([`BusMode::Redis`], counting its errors in `metrics`).
     pub fn open(
-        endpoint: &str,
-        mode: BusMode,
-        keeps_history: bool,
-        broker: Option<&BrokerConfig>,
-        receive_hwm: i32,
-        max_message_bytes: usize,
-        max_lag: Option<Duration>,
+        config: &ServerConfig,
         metrics: &Arc<Metrics>,
     ) -> Result<(Bus, Arc<BusControl>), BusError> {
+        let receive_hwm = config.bus_high_water_mark;
+        let max_message_bytes = config.max_bus_message_bytes;
         let options = Options { receive_hwm };
-        let (engine, control) = match mode {
+        let endpoint = config.bus_endpoint.as_str();
+        let (engine, control) = match config.bus_mode {
             BusMode::Redis => {
-                let broker = broker.ok_or_else(|| BusError::Broker("no Redis given".into()))?;
+                let broker = config
+                    .broker
+                    .as_ref()
+                    .ok_or_else(|| BusError::Broker("no Redis given".into()))?;
                 let (engine, control) = Redis::new(redis_engine::Options {
                     endpoint: broker.endpoint.clone(),
                     prefix: broker.prefix.clone(),
@@ -103,7 +104,14 @@ impl Bus {
                 (Engines::Forwarder(engine), control)
             }
             BusMode::Bind => {
-                let (engine, control) = Single::bind(endpoint, &options, keeps_history)?;
+                let confirm = config.confirm.as_ref().map(|c| ConfirmOptions {
+                    endpoint: &c.endpoint,
+                    hwm: c.hwm,
+                    max_message_bytes,
+                });
+                let keeps_history = config.history.is_some();
+                let (engine, control) =
+                    Single::bind(endpoint, &options, keeps_history, confirm.as_ref())?;
                 (Engines::Single(engine), control)
             }
         };
@@ -111,9 +119,17 @@ impl Bus {
             engine,
             max_message_bytes,
             receive_hwm,
-            max_lag,
+            max_lag: config.max_lag,
         };
         Ok((bus, Arc::new(control)))
+    }
+
+    /// Where confirmed publishes are taken, as bound (`--single --confirm`).
+    pub fn confirm_endpoint(&self) -> Option<&str> {
+        match &self.engine {
+            Engines::Single(e) => e.confirm_endpoint(),
+            _ => None,
+        }
     }
 
     /// The endpoint the engine is bound or connected to.
@@ -150,6 +166,7 @@ impl Bus {
             recovery,
             recovering,
             losses: Losses::default(),
+            refusals: LogEvery::default(),
             backlog: Backlog::new(
                 self.max_lag,
                 usize::try_from(self.receive_hwm).unwrap_or(0),
@@ -237,6 +254,9 @@ impl<E: Engine> Reader<E> {
             if ready.messages || !state.backlog.is_empty() {
                 self.take_messages(hub, metrics, &mut state);
             }
+            if ready.confirms {
+                self.take_confirms(hub, metrics, &mut state);
+            }
             if waiting {
                 if let Some(recovering) = &mut state.recovering {
                     recovering.expire(Instant::now());
@@ -287,7 +307,9 @@ impl<E: Engine> Reader<E> {
                         self.handle(vec![topic, body], hub, metrics, state);
                     }
                 }
-                Action::DeliverHeld(frames) => self.handle(frames, hub, metrics, state),
+                Action::DeliverHeld(frames) => {
+                    self.handle(frames, hub, metrics, state);
+                }
                 Action::Lost(lost) => state.losses.count(lost, metrics),
                 Action::Answer { .. } => {}
             }
@@ -345,6 +367,71 @@ impl<E: Engine> Reader<E> {
         }
     }
 
+    /// Publishes the confirmed publishes waiting (up to a batch), each whole or refused whole,
+    /// and replies with the positions the history gave them, or why not (PROTOCOL §2b). A
+    /// request any of whose messages the server would reject is refused `malformed`.
+    fn take_confirms(&mut self, hub: &Hub, metrics: &Metrics, state: &mut State) {
+        const BATCH: usize = 1024;
+        let limits = confirm::Limits {
+            max_topic_bytes: CONFIRM_MAX_TOPIC_BYTES,
+            max_message_bytes: self.max_message_bytes,
+        };
+        for request in self.engine.confirm_requests(BATCH) {
+            metrics.confirm_requests.fetch_add(1, Ordering::Relaxed);
+            // The app's identity (ZeroMQ's ROUTER puts it first), then the request.
+            let [peer, id, rest @ ..] = request.as_slice() else {
+                continue; // not even an id: nothing to reply to
+            };
+            let checked = confirm::check(id, rest, limits).and_then(|checked| {
+                let body = &rest[rest.len() - 1];
+                let messages: Vec<Vec<Vec<u8>>> = rest
+                    .iter()
+                    .zip(&checked.topic_lens)
+                    .map(|(topic, &len)| vec![topic[..len].to_vec(), body.clone()])
+                    .collect();
+                match messages.iter().all(|m| wire::decode(m).is_ok()) {
+                    true => Ok(messages),
+                    false => Err(Refusal::Malformed),
+                }
+            });
+            let reply: [Vec<u8>; 2] = match checked {
+                Ok(messages) => {
+                    let positions: Vec<Position> = messages
+                        .into_iter()
+                        .filter_map(|m| self.handle(m, hub, metrics, state))
+                        .collect();
+                    metrics
+                        .confirmed
+                        .fetch_add(positions.len() as u64, Ordering::Relaxed);
+                    [confirm::OK.to_vec(), confirm::encode_positions(&positions)]
+                }
+                Err(refusal) => {
+                    metrics.confirm_refused[refusal as usize].fetch_add(1, Ordering::Relaxed);
+                    if let Some(n) = state.refusals.tick(Instant::now()) {
+                        tracing::warn!(
+                            refused = n,
+                            reason = refusal.as_str(),
+                            "confirmed publishes refused: {}",
+                            confirm::explain(refusal, limits)
+                        );
+                    }
+                    let detail = confirm::explain(refusal, limits).into_bytes();
+                    [refusal.as_str().as_bytes().to_vec(), detail]
+                }
+            };
+            let id: &[u8] = if id.len() <= confirm::MAX_ID_BYTES {
+                id
+            } else {
+                &[]
+            };
+            if !self.engine.confirm_reply([peer, id, &reply[0], &reply[1]]) {
+                metrics
+                    .confirm_replies_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Counts a message that waited past the bound, and does not deliver it. Where the
     /// server keeps history, it is kept there all the same, for the pages that ask.
     fn shed(&mut self, frames: Vec<Vec<u8>>, now: Instant, metrics: &Metrics, state: &mut State) {
@@ -366,8 +453,15 @@ impl<E: Engine> Reader<E> {
         }
     }
 
-    /// Checks, counts and delivers one bus message.
-    fn handle(&mut self, frames: Vec<Vec<u8>>, hub: &Hub, metrics: &Metrics, state: &mut State) {
+    /// Checks, counts and delivers one bus message; the position the server's history gave
+    /// it, if it keeps one.
+    fn handle(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        hub: &Hub,
+        metrics: &Metrics,
+        state: &mut State,
+    ) -> Option<Position> {
         metrics.bus_received.fetch_add(1, Ordering::Relaxed);
         let size: usize = frames.iter().map(Vec::len).sum();
         if size > self.max_message_bytes {
@@ -377,14 +471,14 @@ impl<E: Engine> Reader<E> {
                 limit = self.max_message_bytes,
                 "bus message over the size limit; dropped"
             );
-            return;
+            return None;
         }
         let m = match wire::decode(&frames) {
             Ok(m) => m,
             Err(e) => {
                 metrics.bus_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "malformed bus message; dropped");
-                return;
+                return None;
             }
         };
         // This thread is behind: writes can wait for the sessions' writers, which put a
@@ -417,16 +511,27 @@ impl<E: Engine> Reader<E> {
             }
         };
         match (&state.recovery, m.stamp) {
-            (Some(recovery), _) => recovery.publish(
-                m.topic,
-                |position| with_position(bare, kind, position, &m),
-                deliver,
-            ),
+            (Some(recovery), _) => {
+                let mut kept = None;
+                recovery.publish(
+                    m.topic,
+                    |position| {
+                        kept = Some(position);
+                        with_position(bare, kind, position, &m)
+                    },
+                    deliver,
+                );
+                kept
+            }
             // The forwarder's stamp is the message's position.
             (None, Some(stamp)) if self.engine.numbers_messages() => {
                 deliver(&state.fanout, &with_position(bare, kind, stamp, &m));
+                None
             }
-            (None, _) => deliver(&state.fanout, &bare),
+            (None, _) => {
+                deliver(&state.fanout, &bare);
+                None
+            }
         }
     }
 }
@@ -514,6 +619,8 @@ struct State {
     losses: Losses,
     /// Messages read and not yet delivered.
     backlog: Backlog,
+    /// Confirmed publishes refused, logged at most once a second.
+    refusals: LogEvery,
 }
 
 /// How often losses are logged at most; the metric counts every one at once.

@@ -494,6 +494,7 @@ impl Engine for Redis {
                     messages,
                     commands,
                     connection: self.changed,
+                    confirms: false,
                 })
             }
             Err(zmq::Error::EINTR) => Ok(Ready::default()),

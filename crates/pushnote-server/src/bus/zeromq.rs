@@ -106,7 +106,7 @@ impl Xsub {
         }
     }
 
-    /// Waits on the socket, the commands and `monitor`.
+    /// Waits on the socket, the commands and `monitor` (whose being readable is `connection`).
     fn wait(
         &self,
         monitor: Option<&zmq::Socket>,
@@ -128,6 +128,7 @@ impl Xsub {
                 messages: items[0].is_readable(),
                 commands: items[1].is_readable(),
                 connection: items.get(2).is_some_and(|i| i.is_readable()),
+                confirms: false,
             }),
             Err(zmq::Error::EINTR) => Ok(Ready::default()),
             Err(e) => Err(EngineError(format!("bus poll failed: {e}"))),
@@ -278,9 +279,23 @@ impl Engine for Forwarder {
 }
 
 /// The in-process engine of `--single`: a socket apps publish into, bound here. Its topics'
-/// messages are not numbered; the server keeps their history itself.
+/// messages are not numbered; the server keeps their history itself. With `--confirm`, also a
+/// ROUTER socket of confirmed publishes (PROTOCOL §2b), which the bus thread answers once the
+/// history holds the messages.
 pub struct Single {
     xsub: Xsub,
+    confirm: Option<zmq::Socket>,
+    confirm_endpoint: Option<String>,
+}
+
+/// Where and how a `--single` server takes confirmed publishes.
+pub struct ConfirmOptions<'a> {
+    /// Where to bind the ROUTER socket.
+    pub endpoint: &'a str,
+    /// Requests held per app before its connection is not read, and replies held for it.
+    pub hwm: i32,
+    /// The largest request, every frame; a larger frame closes the app's connection.
+    pub max_message_bytes: usize,
 }
 
 impl Single {
@@ -292,6 +307,7 @@ impl Single {
         endpoint: &str,
         options: &Options,
         every_topic: bool,
+        confirm: Option<&ConfirmOptions<'_>>,
     ) -> Result<(Single, BusControl), BusError> {
         let (mut xsub, control) = Xsub::open(endpoint, options)?;
         xsub.sub.bind(endpoint).map_err(|e| xsub.error(e))?;
@@ -303,7 +319,41 @@ impl Single {
         if every_topic {
             subscribe(&xsub.sub, b"").map_err(|e| xsub.error(e))?;
         }
-        Ok((Single { xsub }, control))
+        let (confirm, confirm_endpoint) = match confirm {
+            None => (None, None),
+            Some(c) => {
+                let err = |source| BusError::Zmq {
+                    endpoint: c.endpoint.to_owned(),
+                    source,
+                };
+                let socket = xsub.ctx.socket(zmq::ROUTER).map_err(err)?;
+                socket.set_rcvhwm(c.hwm).map_err(err)?;
+                socket.set_sndhwm(c.hwm).map_err(err)?;
+                let max = i64::try_from(c.max_message_bytes).unwrap_or(i64::MAX);
+                socket.set_maxmsgsize(max).map_err(err)?;
+                // A reply to an app gone or holding too many is dropped and counted, never
+                // waited for.
+                socket.set_router_mandatory(true).map_err(err)?;
+                socket.set_linger(0).map_err(err)?;
+                socket.bind(c.endpoint).map_err(err)?;
+                let bound = match socket.get_last_endpoint() {
+                    Ok(Ok(e)) => e,
+                    _ => c.endpoint.to_owned(),
+                };
+                (Some(socket), Some(bound))
+            }
+        };
+        let single = Single {
+            xsub,
+            confirm,
+            confirm_endpoint,
+        };
+        Ok((single, control))
+    }
+
+    /// Where confirmed publishes are taken, as bound, if they are.
+    pub fn confirm_endpoint(&self) -> Option<&str> {
+        self.confirm_endpoint.as_deref()
     }
 }
 
@@ -322,11 +372,40 @@ impl Engine for Single {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Ready, EngineError> {
-        self.xsub.wait(None, timeout)
+        let ready = self.xsub.wait(self.confirm.as_ref(), timeout)?;
+        Ok(Ready {
+            confirms: ready.connection,
+            connection: false,
+            ..ready
+        })
     }
 
     fn take_connection(&mut self, _: &Metrics) -> bool {
         false
+    }
+
+    fn confirm_requests(&mut self, most: usize) -> Vec<Vec<Vec<u8>>> {
+        let Some(confirm) = &self.confirm else {
+            return Vec::new();
+        };
+        let mut requests = Vec::new();
+        while requests.len() < most {
+            match confirm.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => requests.push(frames),
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive of confirmed publishes failed");
+                    break;
+                }
+            }
+        }
+        requests
+    }
+
+    fn confirm_reply(&mut self, reply: [&[u8]; 4]) -> bool {
+        self.confirm
+            .as_ref()
+            .is_some_and(|c| c.send_multipart(reply, zmq::DONTWAIT).is_ok())
     }
 
     fn take_commands(&mut self, on: impl FnMut(Command<'_>)) -> bool {

@@ -53,16 +53,7 @@ impl Server {
     /// browser does.
     pub fn new(config: ServerConfig) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
-        let (bus, control) = Bus::open(
-            &config.bus_endpoint,
-            config.bus_mode,
-            config.history.is_some(),
-            config.broker.as_ref(),
-            config.bus_high_water_mark,
-            config.max_bus_message_bytes,
-            config.max_lag,
-            &metrics,
-        )?;
+        let (bus, control) = Bus::open(&config, &metrics)?;
         Ok(Server {
             config,
             bus,
@@ -74,6 +65,11 @@ impl Server {
     /// The bus endpoint as bound or connected (a `*` port resolved).
     pub fn bus_endpoint(&self) -> &str {
         self.bus.endpoint()
+    }
+
+    /// Where confirmed publishes are taken, as bound (`--single --confirm`).
+    pub fn confirm_endpoint(&self) -> Option<&str> {
+        self.bus.confirm_endpoint()
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes; then stops accepting, closes every

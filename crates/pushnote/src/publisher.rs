@@ -203,35 +203,53 @@ impl PublisherBuilder {
             None => None,
         };
         Ok(Publisher {
-            confirmer,
-            endpoint: self.endpoint,
-            ready_timeout: self.ready_timeout,
-            limits: Limits {
-                max_message_bytes: self.max_message_bytes,
-                max_messages: usize::try_from(self.send_hwm)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .unwrap_or(usize::MAX),
-            },
-            inner: Mutex::new(Inner {
-                socket,
-                monitor,
-                gone: false,
-                events_read: None,
-                topics: 0,
-                waited: false,
+            limits: self.limits(),
+            bus: Bus::Zmq(ZmqBus {
+                endpoint: self.endpoint,
+                confirmer,
+                ready_timeout: self.ready_timeout,
+                inner: Mutex::new(Inner {
+                    socket,
+                    monitor,
+                    gone: false,
+                    events_read: None,
+                    topics: 0,
+                    waited: false,
+                }),
+                _ctx: ctx,
             }),
-            _ctx: ctx,
         })
+    }
+
+    /// What a publisher made with these settings refuses to send.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_messages: usize::try_from(self.send_hwm)
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or(usize::MAX),
+        }
     }
 }
 
 /// Publishes notifications. Safe to share between threads; each call sends atomically.
 pub struct Publisher {
+    limits: Limits,
+    bus: Bus,
+}
+
+/// What a publisher publishes through.
+enum Bus {
+    /// ZeroMQ: a forwarder or a single server.
+    Zmq(ZmqBus),
+}
+
+/// A ZeroMQ publisher: its socket, and the forwarder's confirm socket if asked.
+struct ZmqBus {
     endpoint: String,
     confirmer: Option<Confirmer>,
     ready_timeout: Duration,
-    limits: Limits,
     inner: Mutex<Inner>,
     // Dropped after the socket (fields drop in order), which makes the drop wait for linger.
     _ctx: zmq::Context,
@@ -268,7 +286,7 @@ struct Inner {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint())
             .finish()
     }
 }
@@ -295,10 +313,16 @@ impl Publisher {
     /// Whether a forwarder (or single-mode server) is subscribed now, as far as the socket
     /// has seen. A send made while this is false fails with [`PublishError::NotConnected`].
     pub fn is_connected(&self) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // A socket error here leaves the count as it was; the next send reports the error.
-        let _ = inner.take_subscriptions();
-        inner.topics > 0 && !inner.gone
+        match &self.bus {
+            Bus::Zmq(bus) => bus.is_connected(),
+        }
+    }
+
+    /// Where it publishes (without a password).
+    pub fn endpoint(&self) -> &str {
+        match &self.bus {
+            Bus::Zmq(bus) => &bus.endpoint,
+        }
     }
 
     /// Sends `data` to every connected session.
@@ -398,17 +422,23 @@ impl Publisher {
 
     /// Whether this publisher publishes confirmed ([`PublisherBuilder::confirm`]).
     pub fn confirms(&self) -> bool {
-        self.confirmer.is_some()
+        match &self.bus {
+            Bus::Zmq(bus) => bus.confirmer.is_some(),
+        }
     }
 
     /// Publishes `out` through the confirm socket, checked as one request.
     pub(crate) fn confirmed(&self, out: &Outgoing) -> Result<Vec<Position>, PublishError> {
-        let confirmer = self.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
-        if out.topics.is_empty() {
-            return Ok(Vec::new());
+        match &self.bus {
+            Bus::Zmq(bus) => {
+                let confirmer = bus.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
+                if out.topics.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.check_confirmed(out)?;
+                confirmer.publish(out)
+            }
         }
-        self.check_confirmed(out)?;
-        confirmer.publish(out)
     }
 
     /// Whether `out` fits in one confirm request: its id, its topics and its body within
@@ -433,6 +463,23 @@ impl Publisher {
 
     /// Sends bus messages made and checked.
     pub(crate) fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
+        match &self.bus {
+            Bus::Zmq(bus) => bus.send(out),
+        }
+    }
+}
+
+impl ZmqBus {
+    /// Whether the peer is subscribed now, as far as the socket has seen.
+    fn is_connected(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // A socket error here leaves the count as it was; the next send reports the error.
+        let _ = inner.take_subscriptions();
+        inner.topics > 0 && !inner.gone
+    }
+
+    /// Sends bus messages made and checked.
+    fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.take_subscriptions()?;
         if inner.gone {

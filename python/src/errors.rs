@@ -35,7 +35,7 @@ pub fn publish_error(py: Python<'_>, e: PublishError, names: &str) -> PyErr {
         | PublishError::TooManyUsers { .. }
         | PublishError::Refused { .. } => "PushnoteError",
         PublishError::Unconfirmed { .. } => "UnconfirmedError",
-        PublishError::NoConfirm => "ConfigurationError",
+        PublishError::NoConfirm | PublishError::Endpoint(_) => "ConfigurationError",
         PublishError::Token(_) => "TokenError",
     };
     let message = match e {

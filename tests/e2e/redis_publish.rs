@@ -281,3 +281,84 @@ fn rediss_is_refused_when_the_publisher_is_made() {
         Err(PublishError::Endpoint(_))
     ));
 }
+
+/// The command-line publisher through Redis prints each message's position, as a confirmed
+/// publish does, under the prefix it is given.
+#[test]
+fn the_cli_publishes_through_redis_and_prints_positions() {
+    let redis = Redis::start();
+    let mut sub = subscriber(&redis, &["cli:user:b", "cli:chan:news"]);
+    let pushnote = |args: &[&str]| {
+        std::process::Command::new(crate::support::bin("pushnote"))
+            .args(args)
+            .env_remove("PUSHNOTE_BROKER_PREFIX")
+            .output()
+            .unwrap()
+    };
+    let url = redis.url();
+    let out = pushnote(&[
+        "notify",
+        "--user",
+        "a",
+        "--user",
+        "b",
+        "--bus",
+        &url,
+        "--broker-prefix",
+        "cli:",
+        r#"{"hi": 1}"#,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|p| p["offset"] == 1 && p["epoch"] != 0));
+    let (channel, at, body) = message(&mut sub);
+    assert_eq!(channel, "cli:user:b");
+    assert_eq!(json!({"epoch": at.epoch, "offset": at.offset}), lines[1]);
+    assert_eq!(body, r#"{"name":"notify","data":{"hi":1}}"#);
+
+    let out = pushnote(&[
+        "publish",
+        "-c",
+        "news",
+        "-e",
+        "up",
+        "--bus",
+        &url,
+        "--broker-prefix",
+        "cli:",
+        "2",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (channel, at, _) = message(&mut sub);
+    assert_eq!(channel, "cli:chan:news");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        json!({"epoch": at.epoch, "offset": at.offset}).to_string()
+    );
+    // Nothing under the default prefix.
+    assert_eq!(
+        redis.call(&["EXISTS", "pushnote:meta:user:b"]),
+        Value::Int(0)
+    );
+
+    let out = pushnote(&[
+        "notify-all",
+        "--bus",
+        &url,
+        "--confirm",
+        "tcp://127.0.0.1:1",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("every publish is confirmed"));
+    let gone = format!("redis://127.0.0.1:{}", crate::support::free_port());
+    let out = pushnote(&["notify-all", "--bus", &gone, "1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Redis is connected"), "{stderr}");
+}

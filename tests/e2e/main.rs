@@ -33,6 +33,7 @@ mod proxy;
 mod pushnote_js;
 mod recovery;
 mod recovery_bounds;
+mod redis_bridge;
 mod redis_publish;
 mod redis_script;
 mod replies;

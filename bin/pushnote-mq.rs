@@ -36,6 +36,14 @@ fn run(flags: &Flags) -> Result<(), String> {
         format_args!("apps publish to {sub}, servers subscribe at {publish}"),
         &[("sub", sub), ("pub", publish)],
     );
+    if let Some(broker) = &config.broker {
+        let broker = broker.to_string();
+        announce(
+            PROGRAM,
+            format_args!("publishing into Redis at {broker}"),
+            &[("broker", &broker)],
+        );
+    }
     if let Some(confirm) = forwarder.confirm_endpoint() {
         announce(
             PROGRAM,

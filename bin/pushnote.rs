@@ -109,18 +109,29 @@ struct Data {
 
 #[derive(ClapArgs, Debug)]
 struct Bus {
-    /// Where apps publish: the forwarder's app-facing endpoint, or a --single server's.
+    /// Where apps publish: the forwarder's app-facing endpoint, or a --single server's; or
+    /// the Redis of servers started with --broker (redis://[:password@]host[:port][/db]),
+    /// through which every publish is confirmed: each message's position is printed as with
+    /// --confirm.
     #[arg(long, env = "PUSHNOTE_PUBLISH", default_value = pushnote::DEFAULT_PUBLISH_ENDPOINT)]
     bus: String,
-    /// Seconds to wait for the forwarder or server to be connected.
+    /// Seconds to wait for the forwarder or server to be connected (for Redis, to connect).
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
     /// Publish confirmed, through the forwarder's --confirm ENDPOINT, and print each message's
     /// position once the forwarder holds it, one JSON object a line ({"epoch": E, "offset":
     /// O}; one per user, in order). Without a confirmation within 5 s, fails saying the message
-    /// may or may not have been published.
+    /// may or may not have been published. Not for a Redis --bus, which confirms every publish.
     #[arg(long, env = "PUSHNOTE_CONFIRM", value_name = "ENDPOINT")]
     confirm: Option<String>,
+    /// The prefix of pushnote's keys and channels in a Redis --bus: the servers'
+    /// --broker-prefix.
+    #[arg(
+        long,
+        env = "PUSHNOTE_BROKER_PREFIX",
+        default_value = pushnote::redis_script::DEFAULT_PREFIX
+    )]
+    broker_prefix: String,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -203,8 +214,17 @@ impl Bus {
     fn connect(&self) -> Result<Publisher, String> {
         let timeout = Duration::try_from_secs_f64(self.timeout)
             .map_err(|_| "--timeout must be a number of seconds".to_owned())?;
-        let mut builder = Publisher::builder(&self.bus).ready_timeout(timeout);
+        let mut builder = Publisher::builder(&self.bus)
+            .ready_timeout(timeout)
+            .broker_prefix(&self.broker_prefix);
         if let Some(confirm) = &self.confirm {
+            if pushnote::redis_endpoint::is_redis(&self.bus) {
+                return Err(
+                    "--confirm is a forwarder's confirm socket: through Redis (--bus redis://…) \
+                     every publish is confirmed, and its positions printed, without it"
+                        .to_owned(),
+                );
+            }
             builder = builder.confirm(confirm);
         }
         builder.connect().map_err(|e| e.to_string())
@@ -233,7 +253,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::NotifyAll { data, bus } => {
             let value = data.value()?;
             let publisher = bus.connect()?;
-            if bus.confirm.is_some() {
+            if publisher.confirms() {
                 let position = publisher
                     .notify_all_confirmed(&value)
                     .map_err(|e| e.to_string())?;
@@ -261,7 +281,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
             let publisher = bus.connect()?;
-            if bus.confirm.is_some() {
+            if publisher.confirms() {
                 let positions = publisher
                     .notify_confirmed(&value, &recipients)
                     .map_err(|e| e.to_string())?;
@@ -280,7 +300,7 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             let value = data.value()?;
             let publisher = bus.connect()?;
-            if bus.confirm.is_some() {
+            if publisher.confirms() {
                 let position = publisher
                     .publish_confirmed(&channel, &event, &value)
                     .map_err(|e| e.to_string())?;

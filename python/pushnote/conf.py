@@ -8,6 +8,12 @@ PUSHNOTE_MQ_SOCKET   where to publish: the forwarder's app side (pushnote-mq --s
 PUSHNOTE_MQ_CONFIRM_SOCKET  where publishes with confirm=True go: the forwarder's --confirm
                      endpoint (docs/PROTOCOL.md §2b). Default: none (confirm=True raises
                      ConfigurationError).
+PUSHNOTE_BROKER      the Redis of servers started with --broker (redis://[:password@]host[:port]
+                     [/db]): when set, publishes go into it (docs/PROTOCOL.md §2c), each one
+                     confirmed, and PUSHNOTE_MQ_SOCKET and PUSHNOTE_MQ_CONFIRM_SOCKET are not
+                     used. Default: none.
+PUSHNOTE_BROKER_PREFIX  the prefix of pushnote's keys in that Redis: the servers'
+                     --broker-prefix. Default "pushnote:".
 PUSHNOTE_SECRET      the secret tokens are signed with; pushnote-server must have the same
                      (--secret, or its PUSHNOTE_SECRET environment variable). Default: Django's
                      SECRET_KEY.
@@ -27,6 +33,7 @@ from .exceptions import ConfigurationError
 
 DEFAULT_MQ_SOCKET = _native.DEFAULT_PUBLISH_ENDPOINT
 DEFAULT_SALT = _native.DEFAULT_SALT
+DEFAULT_BROKER_PREFIX = "pushnote:"
 
 
 def _django_settings():
@@ -64,6 +71,25 @@ def mq_confirm_socket():
             f"PUSHNOTE_MQ_CONFIRM_SOCKET must be a ZeroMQ endpoint such as "
             f"'tcp://127.0.0.1:8004', not {value!r}"
         )
+    return value
+
+
+def broker():
+    """PUSHNOTE_BROKER: the Redis endpoint to publish into, or None."""
+    value = setting("PUSHNOTE_BROKER") or None
+    if value is not None and not (isinstance(value, str) and value.startswith("redis")):
+        raise ConfigurationError(
+            "PUSHNOTE_BROKER must be a Redis endpoint such as 'redis://127.0.0.1:6379' "
+            "(the servers' --broker)"
+        )
+    return value
+
+
+def broker_prefix():
+    """PUSHNOTE_BROKER_PREFIX: the prefix of pushnote's keys in Redis."""
+    value = setting("PUSHNOTE_BROKER_PREFIX") or DEFAULT_BROKER_PREFIX
+    if not isinstance(value, str):
+        raise ConfigurationError(f"PUSHNOTE_BROKER_PREFIX must be a string, not {value!r}")
     return value
 
 

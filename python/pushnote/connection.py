@@ -1,7 +1,8 @@
 """The process's one publisher, shared by its threads, made again after fork.
 
-It is connected on first use, under a lock, to PUSHNOTE_MQ_SOCKET. Threads share it: the
-native publisher sends each message atomically and releases the GIL while it sends.
+It is connected on first use, under a lock, to PUSHNOTE_BROKER (a Redis) if set, else to
+PUSHNOTE_MQ_SOCKET. Threads share it: the native publisher sends each message atomically and
+releases the GIL while it sends.
 
 Pre-forking servers (gunicorn, uWSGI, Celery's prefork pool) fork workers from a process that
 may already have published. A ZeroMQ context does not survive fork (its I/O thread stays in
@@ -26,29 +27,34 @@ _pid = None
 _inherited = []
 
 
+def _settings():
+    """Where to publish as the settings say: (endpoint, confirm endpoint, broker prefix)."""
+    broker = conf.broker()
+    if broker is not None:
+        return broker, None, conf.broker_prefix()
+    return conf.mq_socket(), conf.mq_confirm_socket(), None
+
+
+def _matches(current, wanted):
+    return (current.endpoint, current.confirm, current.broker_prefix) == wanted
+
+
 def publisher():
-    """The publisher of this process, connected to PUSHNOTE_MQ_SOCKET."""
+    """The publisher of this process, connected to PUSHNOTE_BROKER or PUSHNOTE_MQ_SOCKET."""
     global _publisher, _pid
-    endpoint = conf.mq_socket()
-    confirm = conf.mq_confirm_socket()
+    wanted = _settings()
     current = _publisher
-    if (
-        current is not None
-        and _pid == os.getpid()
-        and current.endpoint == endpoint
-        and current.confirm == confirm
-    ):
+    if current is not None and _pid == os.getpid() and _matches(current, wanted):
         return current
     with _lock:
         if _pid != os.getpid():
             _forget_inherited()
-        if _publisher is not None and (
-            _publisher.endpoint != endpoint or _publisher.confirm != confirm
-        ):
+        if _publisher is not None and not _matches(_publisher, wanted):
             _publisher.close()  # the setting changed: publish where it says now
             _publisher = None
         if _publisher is None:
-            _publisher = _native.Publisher(endpoint, confirm=confirm)
+            endpoint, confirm, prefix = wanted
+            _publisher = _native.Publisher(endpoint, confirm=confirm, broker_prefix=prefix)
             _pid = os.getpid()
         return _publisher
 

@@ -7,8 +7,8 @@
 
 Data is encoded as Django's DjangoJSONEncoder does (datetimes, dates and times in ISO 8601,
 Decimals and UUIDs as strings, lazy translation strings translated). Every call raises on
-failure: NotConnectedError when no forwarder listens at PUSHNOTE_MQ_SOCKET (nothing is sent or
-queued), UnconfirmedError when confirm=True got no confirmation in time, SerializationError for data JSON cannot hold, InvalidUserError, InvalidChannelError
+failure: NotConnectedError when no forwarder listens at PUSHNOTE_MQ_SOCKET, or the Redis of
+PUSHNOTE_BROKER cannot be reached (nothing is sent or queued), UnconfirmedError when confirm=True got no confirmation in time, SerializationError for data JSON cannot hold, InvalidUserError, InvalidChannelError
 and InvalidEventError for ids and names pushnote-server would refuse.
 """
 
@@ -26,9 +26,10 @@ def notify_all(data, serializer=None, confirm=False):
     `serializer`, as in the original pushnote, is a function of one object that returns a
     JSON-encodable value for objects the encoder does not know (None: not known to it either).
 
-    With confirm=True (and PUSHNOTE_MQ_CONFIRM_SOCKET set), returns once the forwarder holds
-    the message, with its position (epoch, offset); raises UnconfirmedError if no confirmation
-    came in time (it may or may not have been published).
+    With confirm=True (and PUSHNOTE_MQ_CONFIRM_SOCKET set, or PUSHNOTE_BROKER), returns once
+    the forwarder (or Redis) holds the message, with its position (epoch, offset); raises
+    UnconfirmedError if no confirmation came in time (it may or may not have been published).
+    Through Redis (PUSHNOTE_BROKER) every publish waits for Redis' answer, confirm=True or not.
     """
     if confirm:
         return publisher().notify_all_confirmed(to_json(data, serializer))

@@ -35,10 +35,14 @@ pub fn publish_error(py: Python<'_>, e: PublishError, names: &str) -> PyErr {
         | PublishError::TooManyUsers { .. }
         | PublishError::Refused { .. } => "PushnoteError",
         PublishError::Unconfirmed { .. } => "UnconfirmedError",
-        PublishError::NoConfirm => "ConfigurationError",
+        PublishError::NoConfirm | PublishError::Endpoint(_) => "ConfigurationError",
         PublishError::Token(_) => "TokenError",
     };
     let message = match e {
+        PublishError::NotConnected(endpoint) if endpoint.starts_with("redis") => format!(
+            "not connected: Redis cannot be reached at {endpoint}; start it, or set \
+             PUSHNOTE_BROKER to where it listens (nothing was sent)"
+        ),
         PublishError::NotConnected(endpoint) => format!(
             "not connected: no pushnote-mq forwarder (or pushnote-server --single) is \
              listening at {endpoint}; start it, or set PUSHNOTE_MQ_SOCKET to where it listens \

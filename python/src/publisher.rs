@@ -15,12 +15,15 @@ use serde_json::value::RawValue;
 
 use crate::errors::{publish_error, raise};
 
-/// Publishes onto the pushnote bus (the forwarder's app side, or a `--single` server).
+/// Publishes onto the pushnote bus (the forwarder's app side, or a `--single` server), or
+/// into the Redis of servers started with `--broker`.
 #[pyclass(module = "pushnote._native", frozen)]
 pub struct Publisher {
     endpoint: String,
     /// Where confirmed publishes go, if anywhere.
     confirm: Option<String>,
+    /// The prefix of pushnote's keys in Redis, if one was given.
+    broker_prefix: Option<String>,
     /// The process that connected; only it may use or drop the connection.
     pid: u32,
     /// `None` once closed.
@@ -34,8 +37,12 @@ impl Publisher {
     /// the first send waits for the forwarder, `linger` how long closing waits for unsent
     /// messages, both in seconds. `confirm` is the forwarder's `--confirm` endpoint, for the
     /// `*_confirmed` methods, which wait up to `confirm_timeout` seconds for their positions.
+    ///
+    /// With a Redis `endpoint` ("redis://host:port"), publishes into Redis under
+    /// `broker_prefix` (default "pushnote:"): every publish waits for Redis' answer (up to
+    /// `confirm_timeout`, 5 s by default), and the `*_confirmed` methods need no `confirm`.
     #[new]
-    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0, confirm = None, confirm_timeout = None))]
+    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0, confirm = None, confirm_timeout = None, broker_prefix = None))]
     fn new(
         py: Python<'_>,
         endpoint: String,
@@ -43,28 +50,34 @@ impl Publisher {
         linger: f64,
         confirm: Option<String>,
         confirm_timeout: Option<f64>,
+        broker_prefix: Option<String>,
     ) -> PyResult<Self> {
         let ready_timeout = seconds(py, "ready_timeout", ready_timeout)?;
         let linger = seconds(py, "linger", linger)?;
         let mut builder = pushnote::Publisher::builder(&endpoint)
             .ready_timeout(ready_timeout)
             .linger(linger);
+        if let Some(prefix) = &broker_prefix {
+            builder = builder.broker_prefix(prefix);
+        }
         if let Some(confirm) = &confirm {
             builder = builder.confirm(confirm);
         }
         if let Some(t) = confirm_timeout {
             builder = builder.confirm_timeout(seconds(py, "confirm_timeout", t)?);
         }
-        let publisher = builder.connect().map_err(|e| {
+        // Connecting to Redis may wait (up to `ready_timeout`): without the GIL.
+        let publisher = py.allow_threads(|| builder.connect()).map_err(|e| {
             raise(
                 py,
                 "ConfigurationError",
-                format!("cannot connect to {endpoint:?}: {e}"),
+                format!("cannot connect to {}: {e}", redacted(&endpoint)),
             )
         })?;
         Ok(Publisher {
             endpoint,
             confirm,
+            broker_prefix,
             pid: std::process::id(),
             inner: Mutex::new(Some(Arc::new(publisher))),
         })
@@ -80,6 +93,12 @@ impl Publisher {
     #[getter]
     fn confirm(&self) -> Option<&str> {
         self.confirm.as_deref()
+    }
+
+    /// The prefix of pushnote's keys in Redis given, or None.
+    #[getter]
+    fn broker_prefix(&self) -> Option<&str> {
+        self.broker_prefix.as_deref()
     }
 
     /// Sends the JSON text `data` to every connected page once the forwarder has it; its
@@ -169,7 +188,10 @@ impl Publisher {
     }
 
     fn __repr__(&self) -> String {
-        format!("<pushnote._native.Publisher {:?}>", self.endpoint)
+        format!(
+            "<pushnote._native.Publisher {:?}>",
+            redacted(&self.endpoint)
+        )
     }
 }
 
@@ -193,7 +215,7 @@ impl Publisher {
             raise(
                 py,
                 "PushnoteError",
-                format!("the publisher of {} is closed", self.endpoint),
+                format!("the publisher of {} is closed", redacted(&self.endpoint)),
             )
         })
     }
@@ -210,6 +232,15 @@ impl Drop for Publisher {
                 .take();
             std::mem::forget(publisher);
         }
+    }
+}
+
+/// `endpoint` without a password (a Redis endpoint may hold one), for messages.
+fn redacted(endpoint: &str) -> String {
+    match pushnote::redis_endpoint::RedisEndpoint::parse(endpoint) {
+        Ok(redis) => redis.to_string(),
+        Err(_) if pushnote::redis_endpoint::is_redis(endpoint) => "a Redis endpoint".to_owned(),
+        Err(_) => endpoint.to_owned(),
     }
 }
 

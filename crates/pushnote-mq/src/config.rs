@@ -87,6 +87,10 @@ pub struct ForwarderConfig {
     pub recovery_rate: u64,
     /// The bounds of `--http` and `--metrics`.
     pub http: HttpLimits,
+    /// The Redis to publish into instead of to servers (`--broker`), if any.
+    pub broker: Option<pushnote::redis_endpoint::RedisEndpoint>,
+    /// The prefix of pushnote's keys in that Redis.
+    pub broker_prefix: String,
 }
 
 impl ForwarderConfig {
@@ -103,6 +107,8 @@ impl ForwarderConfig {
             history: Limits::default(),
             recovery_rate: DEFAULT_RECOVERY_RATE_MIB << 20,
             http: HttpLimits::default(),
+            broker: None,
+            broker_prefix: pushnote::redis_script::DEFAULT_PREFIX.to_owned(),
         }
     }
 }
@@ -227,6 +233,28 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_MQ_MAX_HTTP_CONNECTIONS", value_name = "N")]
     pub max_http_connections: Option<usize>,
 
+    /// Publish what apps send (on --sub and --confirm) into this Redis, for servers started
+    /// with --broker (redis://[:password@]host[:port][/db]), instead of to servers on --pub:
+    /// apps that publish over ZeroMQ keep working with servers on the Redis engine
+    /// (docs/PROTOCOL.md §2c). Confirmed publishes are answered with Redis' positions. Off
+    /// when not given.
+    #[arg(
+        long,
+        env = "PUSHNOTE_MQ_BROKER",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub broker: Option<String>,
+
+    /// The prefix of pushnote's keys and channels in the --broker Redis: the servers'
+    /// --broker-prefix.
+    #[arg(
+        long,
+        env = "PUSHNOTE_MQ_BROKER_PREFIX",
+        default_value = pushnote::redis_script::DEFAULT_PREFIX
+    )]
+    pub broker_prefix: String,
+
     #[command(flatten)]
     pub log: pushnote_cli::LogFlags,
 }
@@ -288,7 +316,16 @@ impl Flags {
                 None => default_max_http_connections(),
             },
         };
+        let broker = match &self.broker {
+            None => None,
+            Some(url) => Some(
+                pushnote::redis_endpoint::RedisEndpoint::parse(url)
+                    .map_err(|e| format!("--broker: {e}"))?,
+            ),
+        };
         Ok(ForwarderConfig {
+            broker,
+            broker_prefix: self.broker_prefix.clone(),
             sub_endpoint: self.sub.clone(),
             pub_endpoint: self.publish.clone(),
             confirm_endpoint: self.confirm.clone(),
@@ -346,6 +383,7 @@ mod tests {
             (&["--header-timeout", "0"], "--header-timeout"),
             (&["--body-timeout", "0"], "--body-timeout"),
             (&["--max-http-connections", "0"], "--max-http-connections"),
+            (&["--broker", "redis://:x@h:notaport"], "--broker"),
         ] {
             let e = config(args).unwrap_err();
             assert!(e.contains(expected), "{args:?}: {e}");

@@ -43,6 +43,9 @@ pub enum ForwarderError {
     /// The thread could not be started.
     #[error("cannot start the forwarder thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The bridge into Redis (`--broker`) could not be started.
+    #[error("{0}")]
+    Broker(String),
 }
 
 /// How long the forwarder's thread waits for messages before it looks at its stop flag and
@@ -60,6 +63,8 @@ pub struct Forwarder {
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     thread: Option<JoinHandle<()>>,
+    /// The bridge into Redis' thread (`--broker`), if on.
+    bridge: Option<JoinHandle<()>>,
     _ctx: zmq::Context,
 }
 
@@ -101,7 +106,21 @@ impl Forwarder {
             .map(|(socket, asked)| bound(socket, asked));
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
+        let (bridge, bridge_thread) = match &config.broker {
+            Some(endpoint) => {
+                let (side, thread) = crate::bridge::start(
+                    &ctx,
+                    endpoint.clone(),
+                    &config.broker_prefix,
+                    metrics.clone(),
+                )
+                .map_err(ForwarderError::Broker)?;
+                (Some(side), Some(thread))
+            }
+            None => (None, None),
+        };
         let mut thread = Thread {
+            bridge,
             sub,
             publisher,
             confirm,
@@ -125,6 +144,7 @@ impl Forwarder {
             stop,
             metrics,
             thread: Some(thread),
+            bridge: bridge_thread,
             _ctx: ctx,
         })
     }
@@ -159,6 +179,10 @@ impl Forwarder {
     pub fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Its queue closed with the forwarder's thread: it ends once what it held is published.
+        if let Some(t) = self.bridge.take() {
             let _ = t.join();
         }
         self.forwarded()
@@ -197,6 +221,8 @@ struct Thread {
     publisher: zmq::Socket,
     /// Confirmed publishes (`--confirm`), if on.
     confirm: Option<zmq::Socket>,
+    /// The bridge into Redis (`--broker`), if on: messages go there instead of to servers.
+    bridge: Option<crate::bridge::Side>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     history: History<Box<[u8]>>,
@@ -225,9 +251,14 @@ impl Thread {
                 self.sub.as_poll_item(zmq::POLLIN),
                 self.publisher.as_poll_item(zmq::POLLIN),
             ];
-            if let Some(confirm) = &self.confirm {
+            let confirm_at = self.confirm.as_ref().map(|confirm| {
                 items.push(confirm.as_poll_item(zmq::POLLIN));
-            }
+                items.len() - 1
+            });
+            let bridge_at = self.bridge.as_ref().map(|bridge| {
+                items.push(bridge.replies.as_poll_item(zmq::POLLIN));
+                items.len() - 1
+            });
             match zmq::poll(&mut items, TICK.as_millis() as i64) {
                 Ok(_) => {}
                 Err(zmq::Error::EINTR) => continue,
@@ -237,8 +268,15 @@ impl Thread {
                 }
             }
             let now = Instant::now();
-            let confirms = items.get(2).is_some_and(|i| i.is_readable());
-            if items[1].is_readable() {
+            let readable = |at: Option<usize>| at.is_some_and(|i| items[i].is_readable());
+            let confirms = readable(confirm_at);
+            let bridge_replies = readable(bridge_at);
+            let requests = items[1].is_readable();
+            drop(items);
+            if bridge_replies {
+                self.take_bridge_replies();
+            }
+            if requests {
                 self.take_requests(now);
             }
             let mut batch = Batch::default();
@@ -421,7 +459,47 @@ impl Thread {
     ) {
         let bytes = frames.iter().map(|f| f.len()).sum::<usize>();
         let body = frames.pop().expect("checked: two frames");
+        if let Some(bridge) = &self.bridge {
+            bridge.publish(crate::bridge::Job {
+                topics: vec![frames[0][..topic_len].to_vec()],
+                body: body.to_vec(),
+                reply: None,
+            });
+            return;
+        }
         self.publish(&frames[0][..topic_len], body, bytes, now, batch);
+    }
+
+    /// Replies to the confirmed publishes the bridge into Redis published: `[peer, id,
+    /// status, detail]` each, sent on to the app.
+    fn take_bridge_replies(&mut self) {
+        let (Some(bridge), Some(confirm)) = (&self.bridge, &self.confirm) else {
+            return;
+        };
+        loop {
+            let frames = match bridge.replies.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(_) => return,
+            };
+            let [peer, id, status, detail] = frames.as_slice() else {
+                continue;
+            };
+            let id: &[u8] = if id.len() <= confirm::MAX_ID_BYTES {
+                id
+            } else {
+                &[]
+            };
+            let sent = confirm.send_multipart([&peer[..], id, status, detail], zmq::DONTWAIT);
+            if sent.is_err() {
+                self.metrics
+                    .confirm_replies_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            } else if let Some(positions) = confirm::decode_positions(detail) {
+                self.metrics
+                    .confirmed
+                    .fetch_add(positions.len() as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Gives a message of `topic` (up to and including its NUL) its position, keeps a copy of
@@ -494,6 +572,24 @@ impl Thread {
             };
             let limits = self.confirm_limits();
             let reply: [Vec<u8>; 2] = match confirm::check(id, rest, limits) {
+                Ok(checked) if self.bridge.is_some() => {
+                    // Published into Redis; the bridge's thread replies with its positions.
+                    let body = &rest[rest.len() - 1];
+                    let topics = rest
+                        .iter()
+                        .zip(&checked.topic_lens)
+                        .map(|(topic, &len)| topic[..len].to_vec())
+                        .collect();
+                    batch.received += checked.topic_lens.len() as u64;
+                    if let Some(bridge) = &self.bridge {
+                        bridge.publish(crate::bridge::Job {
+                            topics,
+                            body: body.to_vec(),
+                            reply: Some((peer.clone(), id.clone())),
+                        });
+                    }
+                    continue;
+                }
                 Ok(checked) => {
                     let body = &rest[rest.len() - 1];
                     let positions: Vec<Position> = rest

@@ -8,12 +8,15 @@
 //! - `forwarder.rs` — the sockets and the thread that moves messages, with their limits, and
 //!   answers servers' recovery requests.
 //! - `replay.rs` — what recovery answers may replay a second.
+//! - `bridge.rs` — with `--broker redis://…`, what apps publish is published into Redis
+//!   instead, pipelined, on a thread of its own.
 //! - `metrics.rs` — the forwarder's counters as Prometheus text.
 //! - `http.rs` — `/metrics` and `/health` over HTTP (`--metrics ADDR`), `POST /publish`
 //!   (`--http ADDR`), served within the HTTP side's bounds (`config::HttpLimits`).
 
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod config;
 pub mod forwarder;
 pub mod http;

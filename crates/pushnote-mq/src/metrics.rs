@@ -32,6 +32,40 @@ impl Dropped {
     }
 }
 
+/// Why the bridge into Redis (`--broker`) did not publish a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unpublished {
+    /// Redis could not be reached: nothing was sent.
+    NotConnected,
+    /// Redis answered the script with an error: nothing was published.
+    Refused,
+    /// No reply came in time, or the connection broke after the message was sent: it may or
+    /// may not have been published.
+    Unconfirmed,
+    /// The bridge's queue was full (Redis slower than the apps): dropped, nothing sent.
+    Busy,
+}
+
+impl Unpublished {
+    /// Every reason, in the order of [`Metrics::broker_unpublished`].
+    pub const ALL: [Unpublished; 4] = [
+        Unpublished::NotConnected,
+        Unpublished::Refused,
+        Unpublished::Unconfirmed,
+        Unpublished::Busy,
+    ];
+
+    /// The reason as the metric's label says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unpublished::NotConnected => "not_connected",
+            Unpublished::Refused => "refused",
+            Unpublished::Unconfirmed => "unconfirmed",
+            Unpublished::Busy => "busy",
+        }
+    }
+}
+
 /// Every counter and gauge of a forwarder; relaxed atomics, cheap on the hot path.
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -78,12 +112,26 @@ pub struct Metrics {
     pub confirm_refused: [AtomicU64; 3],
     /// Confirm replies dropped: the app's connection gone, or holding `--confirm-hwm` replies.
     pub confirm_replies_dropped: AtomicU64,
+    /// Messages published into Redis (`--broker`), each counted once per topic.
+    pub broker_published: AtomicU64,
+    /// Messages not published into Redis, by [`Unpublished`] reason (once per topic).
+    pub broker_unpublished: [AtomicU64; 4],
 }
 
 impl Metrics {
     /// Counts a dropped message.
     pub fn count_drop(&self, why: Dropped) {
         self.dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` messages not published into Redis for `why`.
+    pub fn count_unpublished(&self, why: Unpublished, n: u64) {
+        self.broker_unpublished[why as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Messages not published into Redis for `why` so far.
+    pub fn unpublished(&self, why: Unpublished) -> u64 {
+        self.broker_unpublished[why as usize].load(Ordering::Relaxed)
     }
 
     /// Messages dropped for `why` so far.
@@ -201,6 +249,20 @@ impl Metrics {
                     self.confirm_refused[r as usize].load(Ordering::Relaxed),
                 )
             }),
+        )?;
+        figures.counter(
+            "pushnote_mq_broker_published_total",
+            "Messages published into Redis (--broker), one per topic, each answered with its \
+             position.",
+            load(&self.broker_published),
+        )?;
+        figures.counters(
+            "pushnote_mq_broker_unpublished_total",
+            "Messages not published into Redis (--broker), one per topic: Redis not reached \
+             (nothing sent), Redis' error reply (nothing published), no reply in time (may or \
+             may not have been published), or the bridge's queue full (dropped).",
+            "reason",
+            Unpublished::ALL.map(|why| (why.as_str(), self.unpublished(why))),
         )?;
         self.history.encode("pushnote_mq", figures)?;
         self.http_connections

@@ -31,6 +31,8 @@
 //! - `redis_script.rs` — pushnote's keys in Redis and the script that publishes and answers
 //!   history there (pure; the script is `redis_script.lua`).
 //! - `redis_connection.rs` — a blocking connection to Redis, through Sentinel if asked.
+//! - `redis_publisher.rs` — the publisher's side of the Redis engine: publishes through the
+//!   script, each one confirmed.
 //! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
 //!   publisher (the forwarder's and a single server's `POST /publish`).
 //!
@@ -46,6 +48,7 @@ mod publisher;
 pub mod recover;
 pub mod redis_connection;
 pub mod redis_endpoint;
+pub mod redis_publisher;
 pub mod redis_script;
 pub mod resp;
 pub mod secret;

@@ -34,6 +34,17 @@
 //! A message larger than the bus takes ([`PublisherBuilder::max_message_bytes`], by default
 //! the forwarder's and a server's default limit) is refused with [`PublishError::TooLarge`]
 //! instead of being sent for the peer to drop.
+//!
+//! With a `redis://` endpoint, a publisher publishes through Redis instead, for servers
+//! started with `--broker redis://…` (`redis_publisher.rs`, `docs/PROTOCOL.md` §2c): every
+//! publish is confirmed there. A call returns `Ok` only once Redis has answered with the
+//! messages' positions (they are in its history and were handed to every server
+//! subscribed), the `*_confirmed` methods return those positions without
+//! [`PublisherBuilder::confirm`], and a `notify` to several users is one atomic call (all of
+//! them published, or none). Redis not reachable is [`PublishError::NotConnected`] at once,
+//! nothing sent; a later call connects again by itself. No reply within
+//! [`PublisherBuilder::confirm_timeout`] is [`PublishError::Unconfirmed`]; Redis answering
+//! with an error is [`PublishError::Refused`].
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,6 +52,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::confirmed::{Confirmer, DEFAULT_CONFIRM_TIMEOUT};
+use crate::redis_endpoint::{self, RedisEndpoint};
+use crate::redis_publisher::RedisPublisher;
+use crate::redis_script;
 use crate::wire::{self, Position, Target, WireError};
 
 /// Why a notification was not published.
@@ -56,9 +70,9 @@ pub enum PublishError {
     #[error(transparent)]
     Channel(WireError),
     /// No forwarder or server is subscribed: it is not running or not reachable at the
-    /// endpoint (the first send waits up to the ready timeout for it). Nothing was sent or
-    /// buffered.
-    #[error("no forwarder or server is connected at {0}")]
+    /// endpoint (the first send waits up to the ready timeout for it); or, publishing through
+    /// Redis, Redis could not be reached (the string says why). Nothing was sent or buffered.
+    #[error("no forwarder, server or Redis is connected at {0}")]
     NotConnected(String),
     /// ZeroMQ failed.
     #[error("zeromq: {0}")]
@@ -93,8 +107,10 @@ pub enum PublishError {
     )]
     Unconfirmed { endpoint: String, why: String },
     /// The forwarder refused a confirmed publish (`reason` is its code, `docs/PROTOCOL.md`
-    /// §2b). Nothing was published.
-    #[error("the forwarder refused the publish ({reason}): {detail}; nothing was published")]
+    /// §2b), or Redis answered a publish with an error (`reason` is
+    /// [`crate::redis_publisher::REFUSED_BY_REDIS`], `detail` Redis' sentence). Nothing was
+    /// published.
+    #[error("the bus refused the publish ({reason}): {detail}; nothing was published")]
     Refused {
         reason: &'static str,
         detail: String,
@@ -102,6 +118,10 @@ pub enum PublishError {
     /// A confirmed publish on a publisher made without [`PublisherBuilder::confirm`].
     #[error("no confirm endpoint: connect the publisher with PublisherBuilder::confirm")]
     NoConfirm,
+    /// The endpoint cannot be published to: a malformed `redis://` endpoint, or one this
+    /// build cannot reach (`rediss://`). Nothing was sent.
+    #[error("{0}")]
+    Endpoint(String),
 }
 
 /// The largest bus message, topic and body, a publisher sends by default: what a forwarder
@@ -121,10 +141,12 @@ pub struct PublisherBuilder {
     max_message_bytes: usize,
     confirm: Option<String>,
     confirm_timeout: Duration,
+    broker_prefix: String,
 }
 
 impl PublisherBuilder {
-    /// How long the first send waits for the peer's subscription (default 2 s).
+    /// How long the first send waits for the peer's subscription (default 2 s); publishing
+    /// through Redis, how long connecting to it may take.
     pub fn ready_timeout(mut self, t: Duration) -> Self {
         self.ready_timeout = t;
         self
@@ -153,22 +175,50 @@ impl PublisherBuilder {
     }
 
     /// Also connects to the forwarder's `--confirm` socket at `endpoint` (for example
-    /// `tcp://127.0.0.1:8004`), for the `*_confirmed` methods.
+    /// `tcp://127.0.0.1:8004`), for the `*_confirmed` methods. Not needed (and not used)
+    /// publishing through Redis, where every publish is confirmed.
     pub fn confirm(mut self, endpoint: &str) -> Self {
         self.confirm = Some(endpoint.to_owned());
         self
     }
 
     /// How long a confirmed publish waits for its confirmation before it returns
-    /// [`PublishError::Unconfirmed`] (default [`DEFAULT_CONFIRM_TIMEOUT`], 5 s).
+    /// [`PublishError::Unconfirmed`] (default [`DEFAULT_CONFIRM_TIMEOUT`], 5 s); publishing
+    /// through Redis, how long any publish waits for Redis' reply.
     pub fn confirm_timeout(mut self, t: Duration) -> Self {
         self.confirm_timeout = t;
         self
     }
 
-    /// Connects. The connection itself is made in the background; this fails only for a
-    /// malformed endpoint.
+    /// The prefix of pushnote's keys and channels in Redis (default
+    /// [`redis_script::DEFAULT_PREFIX`], `pushnote:`): the servers' `--broker-prefix`. Used
+    /// only publishing through Redis.
+    pub fn broker_prefix(mut self, prefix: &str) -> Self {
+        self.broker_prefix = prefix.to_owned();
+        self
+    }
+
+    /// Connects. Through ZeroMQ, the connection itself is made in the background; this fails
+    /// only for a malformed endpoint. Through Redis (`redis://…`), it connects at once if Redis
+    /// is there, and otherwise on the first publish; it fails for a malformed endpoint or one
+    /// this build cannot reach (`rediss://`).
     pub fn connect(self) -> Result<Publisher, PublishError> {
+        if redis_endpoint::is_redis(&self.endpoint) {
+            let endpoint = RedisEndpoint::parse(&self.endpoint)
+                .map_err(|e| PublishError::Endpoint(e.to_string()))?;
+            let limits = self.limits();
+            let bus = RedisPublisher::connect(
+                endpoint,
+                &self.broker_prefix,
+                self.ready_timeout,
+                self.confirm_timeout,
+                limits.max_messages,
+            )?;
+            return Ok(Publisher {
+                limits,
+                bus: Bus::Redis(bus),
+            });
+        }
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::XPUB)?;
         socket.set_linger(i32::try_from(self.linger.as_millis()).unwrap_or(i32::MAX))?;
@@ -203,35 +253,55 @@ impl PublisherBuilder {
             None => None,
         };
         Ok(Publisher {
-            confirmer,
-            endpoint: self.endpoint,
-            ready_timeout: self.ready_timeout,
-            limits: Limits {
-                max_message_bytes: self.max_message_bytes,
-                max_messages: usize::try_from(self.send_hwm)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .unwrap_or(usize::MAX),
-            },
-            inner: Mutex::new(Inner {
-                socket,
-                monitor,
-                gone: false,
-                events_read: None,
-                topics: 0,
-                waited: false,
+            limits: self.limits(),
+            bus: Bus::Zmq(ZmqBus {
+                endpoint: self.endpoint,
+                confirmer,
+                ready_timeout: self.ready_timeout,
+                inner: Mutex::new(Inner {
+                    socket,
+                    monitor,
+                    gone: false,
+                    events_read: None,
+                    topics: 0,
+                    waited: false,
+                }),
+                _ctx: ctx,
             }),
-            _ctx: ctx,
         })
+    }
+
+    /// What a publisher made with these settings refuses to send.
+    fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_messages: usize::try_from(self.send_hwm)
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or(usize::MAX),
+        }
     }
 }
 
 /// Publishes notifications. Safe to share between threads; each call sends atomically.
 pub struct Publisher {
+    limits: Limits,
+    bus: Bus,
+}
+
+/// What a publisher publishes through.
+enum Bus {
+    /// ZeroMQ: a forwarder or a single server.
+    Zmq(ZmqBus),
+    /// Redis, through pushnote's script.
+    Redis(RedisPublisher),
+}
+
+/// A ZeroMQ publisher: its socket, and the forwarder's confirm socket if asked.
+struct ZmqBus {
     endpoint: String,
     confirmer: Option<Confirmer>,
     ready_timeout: Duration,
-    limits: Limits,
     inner: Mutex<Inner>,
     // Dropped after the socket (fields drop in order), which makes the drop wait for linger.
     _ctx: zmq::Context,
@@ -268,13 +338,15 @@ struct Inner {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint())
             .finish()
     }
 }
 
 impl Publisher {
-    /// Connects to the bus at `endpoint` (for example `tcp://127.0.0.1:8002`) with defaults.
+    /// Connects to the bus at `endpoint` with defaults: a forwarder's (or single server's)
+    /// ZeroMQ endpoint, for example `tcp://127.0.0.1:8002`, or a Redis, `redis://host:port`
+    /// (`redis://:password@host:port/db`), that servers started with `--broker` use.
     pub fn connect(endpoint: &str) -> Result<Publisher, PublishError> {
         Publisher::builder(endpoint).connect()
     }
@@ -289,16 +361,25 @@ impl Publisher {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             confirm: None,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            broker_prefix: redis_script::DEFAULT_PREFIX.to_owned(),
         }
     }
 
     /// Whether a forwarder (or single-mode server) is subscribed now, as far as the socket
     /// has seen. A send made while this is false fails with [`PublishError::NotConnected`].
     pub fn is_connected(&self) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // A socket error here leaves the count as it was; the next send reports the error.
-        let _ = inner.take_subscriptions();
-        inner.topics > 0 && !inner.gone
+        match &self.bus {
+            Bus::Zmq(bus) => bus.is_connected(),
+            Bus::Redis(bus) => bus.is_connected(),
+        }
+    }
+
+    /// Where it publishes (without a password).
+    pub fn endpoint(&self) -> &str {
+        match &self.bus {
+            Bus::Zmq(bus) => &bus.endpoint,
+            Bus::Redis(bus) => bus.name(),
+        }
     }
 
     /// Sends `data` to every connected session.
@@ -357,8 +438,8 @@ impl Publisher {
     }
 
     /// Sends `data` to every connected session once the forwarder has it, and returns its
-    /// position in the broadcasts' topic. Needs [`PublisherBuilder::confirm`]. An error other
-    /// than [`PublishError::Unconfirmed`] means it was not published.
+    /// position in the broadcasts' topic. Needs [`PublisherBuilder::confirm`], or a Redis
+    /// endpoint. An error other than [`PublishError::Unconfirmed`] means it was not published.
     pub fn notify_all_confirmed<T: Serialize + ?Sized>(
         &self,
         data: &T,
@@ -396,24 +477,40 @@ impl Publisher {
         positions.first().copied().ok_or(PublishError::NoConfirm)
     }
 
-    /// Whether this publisher publishes confirmed ([`PublisherBuilder::confirm`]).
+    /// Whether this publisher publishes confirmed ([`PublisherBuilder::confirm`], or through
+    /// Redis).
     pub fn confirms(&self) -> bool {
-        self.confirmer.is_some()
+        match &self.bus {
+            Bus::Zmq(bus) => bus.confirmer.is_some(),
+            Bus::Redis(_) => true,
+        }
     }
 
     /// Publishes `out` through the confirm socket, checked as one request.
     pub(crate) fn confirmed(&self, out: &Outgoing) -> Result<Vec<Position>, PublishError> {
-        let confirmer = self.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
-        if out.topics.is_empty() {
-            return Ok(Vec::new());
+        match &self.bus {
+            Bus::Zmq(bus) => {
+                let confirmer = bus.confirmer.as_ref().ok_or(PublishError::NoConfirm)?;
+                if out.topics.is_empty() {
+                    return Ok(Vec::new());
+                }
+                self.check_confirmed(out)?;
+                confirmer.publish(out)
+            }
+            Bus::Redis(bus) => {
+                self.check_confirmed(out)?;
+                bus.publish(out)
+            }
         }
-        self.check_confirmed(out)?;
-        confirmer.publish(out)
     }
 
     /// Whether `out` fits in one confirm request: its id, its topics and its body within
     /// `max_message_bytes` (`TooLarge` if not).
     pub(crate) fn check_confirmed(&self, out: &Outgoing) -> Result<(), PublishError> {
+        if let Bus::Redis(_) = self.bus {
+            // One script call, each message as the servers receive it: checked one by one.
+            return self.limits.check_each(out);
+        }
         let bytes = std::mem::size_of::<u64>()
             + out.topics.iter().map(Vec::len).sum::<usize>()
             + out.body.len();
@@ -433,6 +530,24 @@ impl Publisher {
 
     /// Sends bus messages made and checked.
     pub(crate) fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
+        match &self.bus {
+            Bus::Zmq(bus) => bus.send(out),
+            Bus::Redis(bus) => bus.publish(out).map(drop),
+        }
+    }
+}
+
+impl ZmqBus {
+    /// Whether the peer is subscribed now, as far as the socket has seen.
+    fn is_connected(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // A socket error here leaves the count as it was; the next send reports the error.
+        let _ = inner.take_subscriptions();
+        inner.topics > 0 && !inner.gone
+    }
+
+    /// Sends bus messages made and checked.
+    fn send(&self, out: &Outgoing) -> Result<(), PublishError> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.take_subscriptions()?;
         if inner.gone {
@@ -541,6 +656,12 @@ pub(crate) struct Limits {
 impl Limits {
     /// `out`, or why it is not sent.
     pub(crate) fn check(self, out: Outgoing) -> Result<Outgoing, PublishError> {
+        self.check_each(&out)?;
+        Ok(out)
+    }
+
+    /// Whether `out` is sent, or why not.
+    pub(crate) fn check_each(self, out: &Outgoing) -> Result<(), PublishError> {
         if out.len() > self.max_messages {
             return Err(PublishError::TooManyUsers {
                 users: out.len(),
@@ -554,7 +675,7 @@ impl Limits {
                 limit: self.max_message_bytes,
             });
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -138,6 +138,34 @@ impl Connection {
         Ok(c)
     }
 
+    /// Bounds each later send, and each read of a reply, by `timeout` (in place of the one
+    /// the connection was opened with).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), RedisError> {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| self.stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| self.io(e))
+    }
+
+    /// Whether Redis has not closed the connection, as far as the system knows, without
+    /// waiting: a connection Redis closed (it stopped, or dropped the client) reads its end at
+    /// once. Bytes waiting to be read (a push) leave it open.
+    pub fn is_open(&self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let open = match self.stream.peek(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        };
+        self.stream.set_nonblocking(false).is_ok() && open
+    }
+
     /// Where, for logs (no password).
     pub fn name(&self) -> &str {
         &self.name

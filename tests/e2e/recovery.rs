@@ -191,6 +191,24 @@ async fn a_page_that_comes_back_to_another_server_of_a_forwarder_misses_none_and
     assert_eq!(first.metric("pushnote_bus_messages_lost_total").await, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_comes_back_to_another_server_of_a_redis_misses_none_and_sees_none_twice() {
+    let redis = crate::redis_proc::Redis::start();
+    let history = ["--history-size", "100000", QUEUE, ROOM];
+    let first = crate::redis_engine::redis_server(&redis, &history);
+    let second = crate::redis_engine::redis_server(&redis, &history);
+    comes_back(&first, &second, redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_kill_9_of_its_server_a_page_of_a_redis_misses_none_and_sees_none_twice() {
+    let redis = crate::redis_proc::Redis::start();
+    let history = ["--history-size", "100000", QUEUE, ROOM];
+    let first = crate::redis_engine::redis_server(&redis, &history);
+    let second = crate::redis_engine::redis_server(&redis, &history);
+    comes_back_after(&first, &second, redis.url(), true).await;
+}
+
 /// Room in a session's queue for all a page missed, however slow it comes back on a busy
 /// machine (a page that cannot take what it missed is closed as slow, 3008).
 const QUEUE: &str = "--queue-messages";
@@ -199,6 +217,11 @@ const ROOM: &str = "100000";
 /// A page on `first` with positions, subscribed as `u1` and in channel `news`, goes away while
 /// an app publishes to all three at `endpoint`, and comes back on `second` with its positions.
 async fn comes_back(first: &Server, second: &Server, endpoint: String) {
+    comes_back_after(first, second, endpoint, false).await
+}
+
+/// [`comes_back`], the first server killed with SIGKILL as the page goes (`kill_first`).
+async fn comes_back_after(first: &Server, second: &Server, endpoint: String, kill_first: bool) {
     let (srv, mut a) = (second, Page::open(first).await);
     let reply = a.positions(None).await;
     assert_eq!(reply["data"]["position"]["offset"], 0, "{reply}");
@@ -218,6 +241,9 @@ async fn comes_back(first: &Server, second: &Server, endpoint: String) {
         .await;
     // The page goes away mid-stream: what was on its way to it is lost with its connection.
     let (a_got, since) = (a.got.clone(), a.at.clone());
+    if kill_first {
+        first.proc.signal("KILL");
+    }
     drop(a);
     let away_from = rounds.load(Ordering::Acquire);
     // It comes back after at least 200 more rounds, the user with no session meanwhile.

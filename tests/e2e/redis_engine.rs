@@ -385,3 +385,44 @@ async fn through_a_redis_restart_with_an_append_only_file_a_page_misses_nothing(
     }
     assert_eq!(srv.metric("pushnote_bus_messages_lost_total").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_publish_on_any_server_of_a_redis_answers_with_the_positions_pages_see() {
+    const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
+    let redis = Redis::start();
+    let (a, b) = (
+        redis_server(&redis, &["--api-key", KEY]),
+        redis_server(&redis, &[]),
+    );
+    let mut page = Client::connect(&b).await;
+    synced(&mut redis.connect().unwrap(), &mut page).await;
+    let auth = format!("Bearer {KEY}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", &auth),
+    ];
+    let body = json!([{"to": "all", "data": {"n": 1}}, {"to": "all", "data": {"n": 2}}]);
+    let reply = http(
+        "POST",
+        &format!("{}/publish", a.origin),
+        &headers,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let v: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v["published"], 2, "{v}");
+    let first = &v["positions"][0][0];
+    assert_eq!(
+        v["positions"][1][0]["offset"],
+        first["offset"].as_u64().unwrap() + 1,
+        "{v}"
+    );
+    // The page on the other server gets both.
+    until_n(&mut page, 1).await;
+    until_n(&mut page, 2).await;
+    // Over what the servers take: refused, 413, nothing published.
+    let big = json!([{"to": "all", "data": "x".repeat(2_000_000)}]).to_string();
+    let reply = http("POST", &format!("{}/publish", a.origin), &headers, &big).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+}

@@ -121,6 +121,8 @@ pub const DEFAULT_BROKER_PREFIX: &str = pushnote::redis_script::DEFAULT_PREFIX;
 /// With the Redis engine: where Redis is and what the history there keeps.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
+    /// Where Redis is, as given (password included: for `POST /publish`'s publisher).
+    pub url: String,
     /// Where Redis is.
     pub endpoint: pushnote::redis_endpoint::RedisEndpoint,
     /// The prefix of pushnote's keys and channels.
@@ -548,8 +550,8 @@ pub struct Flags {
     #[arg(long, env = "PUSHNOTE_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace: u64,
 
-    /// With --single: serve POST /publish on the HTTP port for apps that cannot link ZeroMQ, with
-    /// this key (Authorization: Bearer KEY, as strong as --secret; docs/PROTOCOL.md §2a).
+    /// With --single or --broker: serve POST /publish on the HTTP port for apps that cannot link
+    /// ZeroMQ or Redis (into the server's own bus, or into Redis), with this key (Authorization: Bearer KEY, as strong as --secret; docs/PROTOCOL.md §2a).
     /// With a forwarder, publish to its --http instead. Prefer the environment variable.
     #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -651,6 +653,7 @@ impl Flags {
             }
             config.bus_endpoint = endpoint.to_string();
             config.broker = Some(BrokerConfig {
+                url: url.to_owned(),
                 endpoint,
                 prefix: self.broker_prefix.clone(),
                 history_size: self.history_size,
@@ -723,10 +726,12 @@ impl Flags {
         config.sockjs.body_timeout = config.body_timeout;
         config.api_key = match self.api_key.as_deref() {
             None | Some("") => None,
-            Some(_) if !self.single => {
-                return Err("--api-key serves POST /publish with --single only: with a \
-                            forwarder, publish over HTTP to pushnote-mq --http"
-                    .into())
+            Some(_) if !self.single && self.broker.is_none() => {
+                return Err(
+                    "--api-key serves POST /publish with --single or --broker only: \
+                            with a forwarder, publish over HTTP to pushnote-mq --http"
+                        .into(),
+                )
             }
             Some(key) => Some(key.to_owned()),
         };

@@ -269,6 +269,12 @@ fn refused_at(e: &PublishError, i: usize, total: usize) -> Refused {
     let status = match e {
         PublishError::NotConnected(_) => 503,
         PublishError::Unconfirmed { .. } => 504,
+        // Redis refused for itself (read-only replica, out of memory): not the request's fault.
+        PublishError::Refused { reason, .. }
+            if *reason == crate::redis_publisher::REFUSED_BY_REDIS =>
+        {
+            503
+        }
         PublishError::TooLarge { .. } | PublishError::Refused { .. } => 413,
         _ => 500,
     };

@@ -22,6 +22,9 @@ use crate::wire::{self, Position};
 /// The reason [`PublishError::Refused`] gives when Redis answers a publish with an error.
 pub const REFUSED_BY_REDIS: &str = "redis";
 
+/// How the script's refusal of a message over the servers' `max_message_bytes` begins.
+const TOO_LARGE: &str = "pushnote: too_large";
+
 /// The longest string a reply to a publish may hold: a position is 8 bytes, and Redis'
 /// error sentences are short.
 const REPLY_STRING_BYTES: usize = 64 * 1024;
@@ -153,7 +156,12 @@ impl RedisPublisher {
         match (redis_script::publish_reply(&reply, topics.len()), reply) {
             (Ok(positions), _) => Ok(positions),
             (Err(message), Value::Error(_)) => Err(PublishError::Refused {
-                reason: REFUSED_BY_REDIS,
+                // The script's own refusal of a message over what the servers take.
+                reason: if message.starts_with(TOO_LARGE) {
+                    "too_large"
+                } else {
+                    REFUSED_BY_REDIS
+                },
                 detail: format!("{} answered: {message}", self.name),
             }),
             (Err(why), _) => {

@@ -156,8 +156,16 @@ impl Server {
         let publishing = match &config.api_key {
             None => None,
             Some(key) => {
-                let endpoint = pushnote::http_publish::loopback(&bus_endpoint);
-                let publisher = pushnote::Publisher::builder(&endpoint)
+                let builder = match &config.broker {
+                    // Into Redis, as every app does: any server of it may be asked.
+                    Some(broker) => {
+                        pushnote::Publisher::builder(&broker.url).broker_prefix(&broker.prefix)
+                    }
+                    None => pushnote::Publisher::builder(&pushnote::http_publish::loopback(
+                        &bus_endpoint,
+                    )),
+                };
+                let publisher = builder
                     .max_message_bytes(config.max_bus_message_bytes)
                     .connect()
                     .map_err(|e| ServerError::Publish(e.to_string()))?;

@@ -3,9 +3,10 @@
 server pinned to one core and the load (pushnote-bench) to the other.
 
 Each server is given as NAME:FORMAT=COMMAND, where FORMAT is the bus format it reads
-(`pushnote` or `original`, see `pushnote-bench fanout --help`) and COMMAND starts it in the
-foreground with {port} and {bus} in place of its HTTP port and the ZeroMQ endpoint it binds
-its SUB socket at. The script starts the server afresh for each scenario, waits for its port,
+(`pushnote` or `original`, see `pushnote-bench fanout --help`; or `redis`, pushnote's on Redis)
+and COMMAND starts it in the foreground with {port} and {bus} in place of its HTTP port and the
+ZeroMQ endpoint it binds its SUB socket at (for `redis`, the `redis://127.0.0.1:PORT` the
+command starts a Redis at before the server, and the load publishes into). The script starts the server afresh for each scenario, waits for its port,
 runs `pushnote-bench fanout` against it, stops it, and appends one JSON line per run to
 --out (default bench-results.jsonl), then prints a table.
 
@@ -152,7 +153,7 @@ def run_one(server, scenario, a, port, bus):
         time.sleep(0.5)
         bench = ["taskset", "-c", a.load_cpu, a.bench, "fanout",
                  "--url", f"http://127.0.0.1:{port}/sockjs", "--bus", bus,
-                 "--bus-format", fmt, "--pid", str(srv.pid), "--label", name]
+                 "--bus-format", "pushnote" if fmt == "redis" else fmt, "--pid", str(srv.pid), "--label", name]
         bench += scenario_args(scenario, a)
         print(f"== {name} / {scenario}: {' '.join(shlex.quote(b) for b in bench)}",
               file=sys.stderr, flush=True)
@@ -323,8 +324,8 @@ def main():
     for s in a.servers:
         head, _, command = s.partition("=")
         name, _, fmt = head.partition(":")
-        if not command or fmt not in ("pushnote", "original"):
-            raise SystemExit(f"expected NAME:pushnote=COMMAND or NAME:original=COMMAND: {s}")
+        if not command or fmt not in ("pushnote", "original", "redis"):
+            raise SystemExit(f"expected NAME:FORMAT=COMMAND, FORMAT pushnote, original or redis: {s}")
         servers.append((name, fmt, command))
     results = []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -342,7 +343,7 @@ def main():
         if scenario in ("t1k", "t19k", "t200", "t20k"):
             return name in a.no_targeted.split(",")
         if scenario in CHANNEL_SCENARIOS or scenario in PADDED_SCENARIOS:
-            return fmt != "pushnote" or name in a.no_channels.split(",")
+            return fmt not in ("pushnote", "redis") or name in a.no_channels.split(",")
         return False
 
     # Each run of a server gets ports of its own (the last one's may linger in TIME_WAIT).
@@ -358,7 +359,8 @@ def main():
                     if skips(server, scenario):
                         continue
                     port = a.port + 10 * slot + j
-                    bus = f"tcp://127.0.0.1:{port + 1000}"
+                    scheme = "redis" if server[1] == "redis" else "tcp"
+                    bus = f"{scheme}://127.0.0.1:{port + 1000}"
                     record(run_one(server, scenario, a, port, bus), k)
     print(table(results))
 

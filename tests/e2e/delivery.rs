@@ -187,7 +187,10 @@ async fn a_cli_notify_with_nothing_listening_fails_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no forwarder or server is connected"), "{err}");
+    assert!(
+        err.contains("no forwarder, server or Redis is connected"),
+        "{err}"
+    );
     let out = std::process::Command::new(bin("pushnote"))
         .args(["notify-all", "not json"])
         .output()

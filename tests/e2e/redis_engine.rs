@@ -390,10 +390,11 @@ async fn through_a_redis_restart_with_an_append_only_file_a_page_misses_nothing(
 async fn post_publish_on_any_server_of_a_redis_answers_with_the_positions_pages_see() {
     const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
     let redis = Redis::start();
-    let (a, b) = (
-        redis_server(&redis, &["--api-key", KEY]),
-        redis_server(&redis, &[]),
+    let a = redis_server(
+        &redis,
+        &["--api-key", KEY, "--max-bus-message-bytes", "4096"],
     );
+    let b = redis_server(&redis, &[]);
     let mut page = Client::connect(&b).await;
     synced(&mut redis.connect().unwrap(), &mut page).await;
     let auth = format!("Bearer {KEY}");
@@ -421,8 +422,8 @@ async fn post_publish_on_any_server_of_a_redis_answers_with_the_positions_pages_
     // The page on the other server gets both.
     until_n(&mut page, 1).await;
     until_n(&mut page, 2).await;
-    // Over what the servers take: refused, 413, nothing published.
-    let big = json!([{"to": "all", "data": "x".repeat(2_000_000)}]).to_string();
+    // Over what the server takes: refused, 413, nothing published.
+    let big = json!([{"to": "all", "data": "x".repeat(5000)}]).to_string();
     let reply = http("POST", &format!("{}/publish", a.origin), &headers, &big).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
 }

@@ -3,6 +3,7 @@
 //! Django where interoperability is the point).
 
 mod redis_proc;
+mod redis_sentinel_proc;
 mod support;
 
 mod browser;
@@ -35,6 +36,7 @@ mod recovery;
 mod recovery_bounds;
 mod redis_engine;
 mod redis_script;
+mod redis_sentinel;
 mod replies;
 mod routing;
 mod session_bounds;

@@ -33,7 +33,7 @@ pub fn redis_server(redis: &Redis, extra: &[&str]) -> Server {
 
 /// Publishes `body` under `topics` (bus topics without their NUL) through pushnote's script,
 /// as any app does (PROTOCOL §2c); the positions.
-fn publish(c: &mut Connection, body: &Value, topics: &[&str]) -> Vec<Position> {
+pub fn publish(c: &mut Connection, body: &Value, topics: &[&str]) -> Vec<Position> {
     let topics: Vec<&[u8]> = topics.iter().map(|t| t.as_bytes()).collect();
     let args = redis_script::publish_args(
         &Keys::new(redis_script::DEFAULT_PREFIX),
@@ -55,7 +55,7 @@ fn notify(c: &mut Connection, user: &str, data: Value) -> Position {
 
 /// Broadcasts markers until `client` receives one: the server subscribes to Redis as it
 /// starts (or comes back), and a message published before that reaches no one.
-async fn synced(c: &mut Connection, client: &mut Client) {
+pub async fn synced(c: &mut Connection, client: &mut Client) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let marker = rand_id();

@@ -14,6 +14,7 @@ mod confirmed;
 mod delivery;
 mod deploy;
 mod deploy_docs;
+mod deploy_redis;
 mod faults;
 mod flags;
 mod haproxy;

@@ -223,7 +223,10 @@ async fn a_failover_loses_no_message_a_replica_acknowledged_and_the_server_follo
     let page = Received::start(page);
     let app = Publishing::start(&redis);
     app.wait_kept(20, WAIT);
-    // The primary dies between two messages: each one before is on the replica.
+    // The primary dies between two messages: each one before is on the replica. (A message
+    // in flight, published and pushed to the server but not yet on the replica, would be lost
+    // and its position given to the next: a page that had it skips that one. DEPLOY.md says
+    // so; this test is about what WAIT keeps.)
     let before = {
         let _between = app.between.lock().unwrap();
         redis.primary.kill();

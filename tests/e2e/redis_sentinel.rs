@@ -259,3 +259,52 @@ async fn a_failover_loses_no_message_a_replica_acknowledged_and_the_server_follo
     assert_eq!(status, 200, "{body}");
     assert!(srv.metric("pushnote_broker_errors_total").await >= 1);
 }
+
+/// The positions the script gives `{"n": n}` published to everyone.
+fn publish_at(c: &mut Connection, n: u64) -> Position {
+    let body = json!({"name": "notify_all", "data": {"n": n}}).to_string();
+    let args = redis_script::publish_args(
+        &Keys::new(redis_script::DEFAULT_PREFIX),
+        body.as_bytes(),
+        &[b"all"],
+    );
+    let reply = c.script(&args).expect("redis reply");
+    redis_script::publish_reply(&reply, 1).expect("a position")[0]
+}
+
+/// A message the primary published (and servers delivered) that never reached the replica is
+/// lost when the replica is promoted, as Sentinel promotes it (`REPLICAOF NO ONE`); the
+/// promoted replica's numbering ends before it, so the topic's next message is given the
+/// same position, which servers (a fill) and pages (pushnote.js) that had the lost one take
+/// for one they had, and skip.
+#[test]
+#[ignore = "known: a failover that loses a message gives its position again (DEPLOY.md, 'Without WAIT')"]
+fn a_message_lost_in_a_failover_leaves_its_position_to_no_other() {
+    let primary = crate::redis_proc::Redis::start();
+    let replica = crate::redis_proc::Redis::replica_of(&primary);
+    let deadline = Instant::now() + WAIT;
+    while replica.info("replication", "master_link_status").as_deref() != Some("up") {
+        assert!(Instant::now() < deadline, "the replica syncs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut on_primary = primary.connect().unwrap();
+    let kept = publish_at(&mut on_primary, 1);
+    assert_eq!(
+        on_primary.call(&[b"WAIT", b"1", b"1000"]).unwrap(),
+        Value::Int(1),
+        "the replica holds the first"
+    );
+    // Promoted while the primary goes on: what it publishes now never reaches the replica.
+    assert!(matches!(
+        replica.call(&["REPLICAOF", "NO", "ONE"]),
+        Value::Simple(_)
+    ));
+    let lost = publish_at(&mut on_primary, 2);
+    let next = publish_at(&mut replica.connect().unwrap(), 3);
+    assert_eq!(lost.offset, kept.offset + 1);
+    assert_ne!(
+        (next.epoch, next.offset),
+        (lost.epoch, lost.offset),
+        "the lost message's position is given to another"
+    );
+}

@@ -54,10 +54,14 @@ fn publish_kept(c: &mut Connection, n: u64) -> Result<Option<Position>, RedisErr
         &[b"all"],
     );
     let reply = c.script(&args)?;
-    let Ok(positions) = redis_script::publish_reply(&reply, 1) else {
-        // READONLY from a primary turned replica, or the like: not published.
-        return Ok(None);
-    };
+    let positions = redis_script::publish_reply(&reply, 1).map_err(|e| {
+        // READONLY from a primary turned replica, or the like: not published, and the
+        // primary is elsewhere.
+        RedisError::Refused {
+            endpoint: c.name().to_owned(),
+            message: format!("{e}: {reply:?}"),
+        }
+    })?;
     match c.call(&[b"WAIT", b"1", b"2000"])? {
         Value::Int(replicas) if replicas >= 1 => Ok(Some(positions[0])),
         _ => Ok(None),
@@ -206,8 +210,29 @@ impl Received {
     }
 }
 
+/// How the primary goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Failover {
+    /// kill -9, and its machine back later as the new primary's replica.
+    Killed,
+    /// `SENTINEL FAILOVER`: Sentinel promotes the replica and makes the primary its replica.
+    Asked,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_loses_no_message_a_replica_acknowledged_and_the_server_follows_it() {
+    through_a_failover(Failover::Killed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_asked_of_sentinel_moves_the_server_off_the_demoted_primary() {
+    through_a_failover(Failover::Asked).await;
+}
+
+/// A page with positions on a server of the Sentinels' Redis, an app publishing with `WAIT`,
+/// and the primary going `how` while it does: every message the app was told is kept reaches
+/// the page, in order, once, at its position, and the server is ready again by itself.
+async fn through_a_failover(how: Failover) {
     let mut redis = Sentinels::start();
     let srv = sentinel_server(&redis);
     let mut page = Client::connect(&srv).await;
@@ -227,16 +252,27 @@ async fn a_failover_loses_no_message_a_replica_acknowledged_and_the_server_follo
     // in flight, published and pushed to the server but not yet on the replica, would be lost
     // and its position given to the next: a page that had it skips that one. DEPLOY.md says
     // so; this test is about what WAIT keeps.)
-    let before = {
+    let before = if how == Failover::Killed {
+        let before = {
+            let _between = app.between.lock().unwrap();
+            redis.primary.kill();
+            app.count()
+        };
+        srv.wait_metric_at_most("pushnote_bus_connected", 0).await;
+        redis.wait_promoted(FAILOVER);
+        // The old primary's machine comes back as the new one's replica: messages are kept
+        // again.
+        let new_primary = redis.replica.port;
+        redis.primary.restart_as_replica_of(new_primary);
+        before
+    } else {
+        // Sentinel promotes the replica without waiting for it to catch up: nothing is on its
+        // way meanwhile. The demoted primary's clients are closed, the server's with them.
         let _between = app.between.lock().unwrap();
-        redis.primary.kill();
+        redis.failover();
+        redis.wait_promoted(FAILOVER);
         app.count()
     };
-    srv.wait_metric_at_most("pushnote_bus_connected", 0).await;
-    redis.wait_promoted(FAILOVER);
-    // The old primary's machine comes back as the new one's replica: messages are kept again.
-    let new_primary = redis.replica.port;
-    redis.primary.restart_as_replica_of(new_primary);
     app.wait_kept(before + 20, FAILOVER);
     let kept = app.stop();
 

@@ -204,6 +204,12 @@ impl Sentinels {
         Connection::open(&endpoint, Duration::from_secs(1), Limits::default())
     }
 
+    /// Asks a Sentinel to fail over now, the primary alive (`SENTINEL FAILOVER`).
+    pub fn failover(&self) {
+        let reply = self.sentinels[0].call(&["SENTINEL", "failover", MASTER]);
+        assert!(matches!(reply, Some(Value::Simple(_))), "{reply:?}");
+    }
+
     /// Waits until every Sentinel names the replica the primary (a failover completed).
     pub fn wait_promoted(&self, limit: Duration) {
         let deadline = Instant::now() + limit;

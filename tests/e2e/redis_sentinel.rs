@@ -231,7 +231,8 @@ async fn a_failover_asked_of_sentinel_moves_the_server_off_the_demoted_primary()
 
 /// A page with positions on a server of the Sentinels' Redis, an app publishing with `WAIT`,
 /// and the primary going `how` while it does: every message the app was told is kept reaches
-/// the page, in order, once, at its position, and the server is ready again by itself.
+/// the page, in order, once, at its position, a page away meanwhile recovers it from the new
+/// primary, and the server is ready again by itself.
 async fn through_a_failover(how: Failover) {
     let mut redis = Sentinels::start();
     let srv = sentinel_server(&redis);
@@ -289,6 +290,31 @@ async fn through_a_failover(how: Failover) {
             (&json!(at.epoch), &json!(at.offset)),
             "{n}"
         );
+    }
+    // A page away since the last message kept before the failover recovers from the new
+    // primary's history what it missed, the acknowledged messages among it.
+    let (away, since) = kept[before - 1];
+    let mut back = Client::connect(&srv).await;
+    back.emit(json!({"name": "positions", "data": {"since": {
+        "epoch": since.epoch, "offset": since.offset}}}))
+        .await;
+    let mut missed = Vec::new();
+    let reply = loop {
+        let v = back.next().await;
+        if v["name"] == "pushnote:positions" {
+            break v;
+        }
+        if let Some(n) = v["data"]["n"].as_u64() {
+            missed.push(n);
+        }
+    };
+    assert_eq!(reply["data"]["recovered"], true, "{reply}");
+    assert!(
+        missed.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {missed:?}"
+    );
+    for (n, _) in kept.iter().filter(|(n, _)| *n > away) {
+        assert!(missed.contains(n), "kept message {n} recovered: {missed:?}");
     }
     srv.wait_metric("pushnote_bus_connected", 1).await;
     let (status, body) = http_get(&format!("{}/health", srv.origin)).await;

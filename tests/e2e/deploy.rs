@@ -14,7 +14,7 @@ const UNITS: [&str; 3] = [
     "pushnote-server-redis@.service",
 ];
 
-pub(crate) fn unit(name: &str) -> String {
+fn unit(name: &str) -> String {
     std::fs::read_to_string(repo_path(&format!("deploy/systemd/{name}"))).unwrap()
 }
 

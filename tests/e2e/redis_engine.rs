@@ -33,7 +33,7 @@ pub fn redis_server(redis: &Redis, extra: &[&str]) -> Server {
 
 /// Publishes `body` under `topics` (bus topics without their NUL) through pushnote's script,
 /// as any app does (PROTOCOL §2c); the positions.
-pub fn publish(c: &mut Connection, body: &Value, topics: &[&str]) -> Vec<Position> {
+fn publish(c: &mut Connection, body: &Value, topics: &[&str]) -> Vec<Position> {
     let topics: Vec<&[u8]> = topics.iter().map(|t| t.as_bytes()).collect();
     let args = redis_script::publish_args(
         &Keys::new(redis_script::DEFAULT_PREFIX),

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const UNITS: [&str; 2] = ["pushnote-mq.service", "pushnote-server@.service"];
+const UNITS: [&str; 3] = [
+    "pushnote-mq.service",
+    "pushnote-server@.service",
+    "pushnote-server-redis@.service",
+];
 
 fn unit(name: &str) -> String {
     std::fs::read_to_string(repo_path(&format!("deploy/systemd/{name}"))).unwrap()
@@ -60,6 +64,8 @@ fn the_systemd_units_pass_systemd_analyze_verify_without_a_warning() {
     }
     assert!(unit("pushnote-server@.service")
         .contains("EnvironmentFile=/etc/pushnote/pushnote-server.env"));
+    assert!(unit("pushnote-server-redis@.service")
+        .contains("EnvironmentFile=/etc/pushnote/pushnote-server-redis.env"));
 }
 
 fn tempdir() -> PathBuf {
@@ -69,7 +75,7 @@ fn tempdir() -> PathBuf {
 }
 
 /// The `Environment=` lines of a unit, and its `ExecStart=` arguments after the binary.
-fn service(name: &str) -> (HashMap<String, String>, Vec<String>) {
+pub(crate) fn service(name: &str) -> (HashMap<String, String>, Vec<String>) {
     let text = unit(name);
     let mut env = HashMap::new();
     let mut args = Vec::new();
@@ -84,7 +90,7 @@ fn service(name: &str) -> (HashMap<String, String>, Vec<String>) {
     (env, args)
 }
 
-fn spawn_as_unit(binary: &str, env: &HashMap<String, String>, args: &[String]) -> Proc {
+pub(crate) fn spawn_as_unit(binary: &str, env: &HashMap<String, String>, args: &[String]) -> Proc {
     let mut cmd = Command::new(bin(binary));
     cmd.env_clear().envs(env).args(args);
     Proc::spawn(&mut cmd)

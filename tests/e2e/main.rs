@@ -3,6 +3,7 @@
 //! Django where interoperability is the point).
 
 mod redis_proc;
+mod redis_sentinel_proc;
 mod support;
 
 mod browser;
@@ -14,6 +15,7 @@ mod confirmed_single;
 mod delivery;
 mod deploy;
 mod deploy_docs;
+mod deploy_redis;
 mod faults;
 mod flags;
 mod haproxy;
@@ -38,6 +40,7 @@ mod redis_bridge;
 mod redis_engine;
 mod redis_publish;
 mod redis_script;
+mod redis_sentinel;
 mod replies;
 mod routing;
 mod session_bounds;

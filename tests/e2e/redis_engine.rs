@@ -55,7 +55,7 @@ fn notify(c: &mut Connection, user: &str, data: Value) -> Position {
 
 /// Broadcasts markers until `client` receives one: the server subscribes to Redis as it
 /// starts (or comes back), and a message published before that reaches no one.
-async fn synced(c: &mut Connection, client: &mut Client) {
+pub async fn synced(c: &mut Connection, client: &mut Client) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let marker = rand_id();

@@ -1,6 +1,7 @@
 //! A real `redis-server` on a free loopback port, in a temporary folder of its own, never a
 //! system service: stopped (kill -9 where a test says) and started again on the same port
-//! and folder, so that what its append-only file kept survives.
+//! and folder, so that what its append-only file kept survives; a replica of another where
+//! asked.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,8 @@ pub struct Redis {
     pub port: u16,
     dir: PathBuf,
     append_only: bool,
+    /// Flags of its own (`--replicaof …`).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -37,6 +40,16 @@ impl Redis {
 
     /// A Redis that keeps an append-only file (fsync every write) when `append_only`.
     pub fn with(append_only: bool) -> Redis {
+        Redis::with_flags(append_only, Vec::new())
+    }
+
+    /// A replica of `primary`, without persistence.
+    pub fn replica_of(primary: &Redis) -> Redis {
+        let port = primary.port.to_string();
+        Redis::with_flags(false, vec!["--replicaof".into(), "127.0.0.1".into(), port])
+    }
+
+    fn with_flags(append_only: bool, extra: Vec<String>) -> Redis {
         let dir = std::env::temp_dir().join(format!(
             "pushnote-redis-{}-{}",
             std::process::id(),
@@ -48,6 +61,7 @@ impl Redis {
             port: 0,
             dir,
             append_only,
+            extra,
         };
         // A port free when asked may be taken before Redis binds it: try another.
         for _ in 0..5 {
@@ -81,6 +95,7 @@ impl Redis {
                 "--loglevel",
                 "warning",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -133,12 +148,27 @@ impl Redis {
         assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{name}");
     }
 
+    /// The value of `field` in `INFO section`, if it has one.
+    pub fn info(&self, section: &str, field: &str) -> Option<String> {
+        let reply = self.call(&["INFO", section]);
+        let text = String::from_utf8_lossy(reply.bytes()?).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    }
+
     /// kill -9.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts it again on the same port and folder, as a replica of the Redis on `port`.
+    pub fn restart_as_replica_of(&mut self, port: u16) {
+        self.extra = vec!["--replicaof".into(), "127.0.0.1".into(), port.to_string()];
+        self.restart();
     }
 
     /// Starts it again on the same port and folder.

@@ -319,8 +319,9 @@ pub struct Flags {
     )]
     pub mq_socket: Option<String>,
 
-    /// Take messages from Redis instead of a forwarder: redis://[:password@]host[:port][/db].
-    /// Redis keeps every topic's history (--history-size, --history-ttl), and a page recovers
+    /// Take messages from Redis instead of a forwarder: redis://[:password@]host[:port][/db],
+    /// or redis+sentinel://[:password@]host:port,host:port/master[/db] to find the primary
+    /// through Sentinel and follow its failovers. Redis keeps every topic's history (--history-size, --history-ttl), and a page recovers
     /// from any server of the same Redis (docs/PROTOCOL.md §2c). Prefer the environment
     /// variable when the URL holds a password.
     #[arg(long, env = "PUSHNOTE_BROKER", hide_env_values = true, conflicts_with_all = ["mq_socket", "single"])]

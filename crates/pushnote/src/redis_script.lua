@@ -1,4 +1,5 @@
--- pushnote's Redis script: publish a message on topics, or answer a topic's history.
+-- pushnote's Redis script: publish a message on topics, or answer a topic's history
+-- (docs/PROTOCOL.md §2c).
 local op, prefix = ARGV[1], ARGV[2]
 local size = tonumber(redis.call('HGET', KEYS[1], 'history_size') or 100)
 local ttl = tonumber(redis.call('HGET', KEYS[1], 'history_ttl') or 300) * 1000
@@ -12,15 +13,29 @@ local function fresh(old)
   if e == 0 or e == old then e = e % 4294967290 + 1 end
   return e
 end
--- A topic's epoch and last offset, made if it has none.
+-- Which Redis this is: its replication id, and whether it was promoted from a replica (its
+-- former id is then not all zeros).
+local info = redis.call('INFO', 'replication')
+local replid = string.match(info, 'master_replid:(%x+)') or ''
+local promoted = string.match(string.match(info, 'master_replid2:(%x+)') or '', '[^0]') ~= nil
+-- A topic's epoch and last offset, made if it has none. A topic last written by another Redis,
+-- when this one was promoted from a replica, starts a new epoch: what that one published after
+-- this one's last copy of the topic is lost, and its positions must not be given to other
+-- messages (a page that had one would take another for it). The epoch it continues, and its
+-- last offset here, are kept (`pepoch`, `plast`), and so are its messages: a page that stands
+-- in it is given what this Redis has after its position, then the new epoch.
 local function current(meta, hist)
-  local m = redis.call('HMGET', meta, 'epoch', 'offset')
+  local m = redis.call('HMGET', meta, 'epoch', 'offset', 'rid')
   local epoch, offset = tonumber(m[1]), tonumber(m[2])
   if not epoch or not offset or epoch < 1 or epoch > 4294967295 or offset < 0 then
     epoch, offset = fresh(epoch), 0
     redis.call('DEL', hist)
-    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+    redis.call('HDEL', meta, 'pepoch', 'plast')
+  elseif m[3] and m[3] ~= replid and promoted then
+    redis.call('HSET', meta, 'pepoch', epoch, 'plast', offset)
+    epoch, offset = fresh(epoch), 0
   end
+  redis.call('HSET', meta, 'epoch', epoch, 'offset', offset, 'rid', replid)
   redis.call('PEXPIRE', meta, keep)
   return epoch, offset
 end
@@ -39,6 +54,7 @@ if op == 'publish' then
     if offset >= 4294967295 then
       epoch, offset = fresh(epoch), 0
       redis.call('DEL', hist)
+      redis.call('HDEL', meta, 'pepoch', 'plast')
     end
     offset = offset + 1
     redis.call('HSET', meta, 'epoch', epoch, 'offset', offset)
@@ -58,31 +74,48 @@ if op == 'history' then
   local epoch, last = current(meta, hist)
   local tail = struct.pack('>I4I4', epoch, last)
   if ARGV[3] ~= '1' then return {1, tail} end
-  local since_epoch, since = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local budget, kind = tonumber(ARGV[6]), 2
-  if since_epoch ~= epoch then
-    kind, since = 3, 0
-  elseif since > last then
-    return {4, tail}
+  local se, so, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local p = redis.call('HMGET', meta, 'pepoch', 'plast')
+  local pe, pl = tonumber(p[1]), tonumber(p[2])
+  -- The messages the page missed (the list's last `need`), the first of them, and the end.
+  local kind, need, fe, fo
+  if se == epoch then
+    if so > last then return {4, tail} end
+    kind, need, fe, fo = 2, last - so, epoch, so + 1
+  elseif se == pe and so <= pl and so < pl then
+    kind, need, fe, fo = 3, pl - so + last, pe, so + 1
+  else
+    kind, need, fe, fo = 3, last, epoch, 1
   end
-  if since == last then return {kind, tail} end
-  -- Entries younger than the age, oldest first; the list's last holds offset `last`.
-  local len = redis.call('LLEN', hist)
-  local first = last - len + 1
-  local entries = redis.call('LRANGE', hist, math.max(0, since + 1 - first), -1)
-  local out, bytes, from = {kind, tail}, 0, nil
-  for _, e in ipairs(entries) do
-    local e_epoch, e_offset, hi, lo = struct.unpack('>I4I4I4I4', e)
-    if hi * 4294967296 + lo + ttl > now then
-      if not from then from = e_offset end
-      bytes = bytes + #e - 16
-      if bytes > budget then return {6, tail} end
-      out[#out + 1] = string.sub(e, 1, 8) .. string.sub(e, 17)
+  if need == 0 then return {kind, tail} end
+  -- The list ends with the topic's last message; its oldest may be older than the age.
+  local entries = redis.call('LRANGE', hist, -need, -1)
+  local first = entries[1]
+  local kept = #entries == need and first ~= nil
+  if kept then
+    local e_epoch, e_offset, hi, lo = struct.unpack('>I4I4I4I4', first)
+    kept = e_epoch == fe and e_offset == fo and hi * 4294967296 + lo + ttl > now
+  end
+  if not kept then
+    if kind == 2 then return {5, tail} end
+    if fe ~= epoch and last > 0 then
+      -- What this Redis has of the epoch continued is gone: the current epoch from its first.
+      entries = redis.call('LRANGE', hist, -last, -1)
+      first = entries[1]
+      if #entries ~= last or first == nil then return {3, tail} end
+      local e_epoch, e_offset, hi, lo = struct.unpack('>I4I4I4I4', first)
+      if e_epoch ~= epoch or e_offset ~= 1 or hi * 4294967296 + lo + ttl <= now then
+        return {3, tail}
+      end
+    else
+      return {3, tail}
     end
   end
-  if (from or last + 1) ~= since + 1 then
-    if kind == 3 then return {3, tail} end
-    return {5, tail}
+  local out, bytes = {kind, tail}, 0
+  for _, e in ipairs(entries) do
+    bytes = bytes + #e - 16
+    if bytes > budget then return {6, tail} end
+    out[#out + 1] = string.sub(e, 1, 8) .. string.sub(e, 17)
   end
   return out
 end

@@ -49,7 +49,9 @@ pub(crate) struct Site<'a> {
     pub servers: &'a [u16],
     /// TLS on the port, with a certificate of the test's (else plain HTTP).
     pub tls: bool,
-    /// The configuration's stickiness, its cookie and its hash (else round robin).
+    /// The configuration's stickiness, its cookie and its hash; else a balancer that splits
+    /// every HTTP-transport session: its sends (`…_send`) to the second server, every other
+    /// request to the first (round robin would split most sessions, but not every one).
     pub sticky: bool,
     /// Locations added to the server block (where "The rest of your site" is).
     pub locations: String,
@@ -122,7 +124,11 @@ fn site_conf(dir: &Path, site: &Site) -> String {
         text = replace(
             &text,
             "proxy_pass http://$pushnote_upstream;",
-            "proxy_pass http://pushnote;",
+            "proxy_pass http://$pushnote_split;",
+        );
+        text = format!(
+            "map $uri $pushnote_split {{\n    ~_send$ pushnote_{};\n    default pushnote_{};\n}}\n{text}",
+            site.servers[1], site.servers[0]
         );
     }
     replace(

@@ -112,17 +112,11 @@ fn behind_nginx_with_tls_every_transport_reaches_two_servers_and_only_with_stick
     );
     drop(nginx);
 
-    // The same pages without the hash on the session: the HTTP transports' requests go to
-    // either server, and a session's requests miss the server that holds it.
+    // The same pages through a balancer that does not keep a session's requests together:
+    // the HTTP transports' sends miss the server that holds their session.
     site.sticky = false;
     let nginx = Nginx::start(&dir, &site);
-    let got = deliveries(
-        &mut bridge,
-        &bus,
-        &url,
-        "round-robin",
-        Duration::from_secs(20),
-    );
+    let got = deliveries(&mut bridge, &bus, &url, "split", Duration::from_secs(20));
     assert!(got["websocket"], "a WebSocket is one connection: {got:?}");
     for t in TRANSPORTS.iter().filter(|&&t| t != "websocket") {
         assert!(!got[t], "{t} fails without stickiness: {got:?}");

@@ -41,6 +41,7 @@ mod redis_engine;
 mod redis_publish;
 mod redis_script;
 mod redis_sentinel;
+mod redis_tls;
 mod replies;
 mod routing;
 mod session_bounds;

@@ -30,6 +30,9 @@ pub struct Redis {
     append_only: bool,
     /// Flags of its own (`--replicaof …`).
     extra: Vec<String>,
+    /// TLS only (`rediss://`), with a certificate signed by a CA of the test's
+    /// ([`Redis::ca`]).
+    tls: bool,
 }
 
 impl Redis {
@@ -40,28 +43,112 @@ impl Redis {
 
     /// A Redis that keeps an append-only file (fsync every write) when `append_only`.
     pub fn with(append_only: bool) -> Redis {
-        Redis::with_flags(append_only, Vec::new())
+        Redis::with_flags(append_only, Vec::new(), false)
+    }
+
+    /// A Redis that speaks TLS only, its certificate (for 127.0.0.1) signed by a CA made for
+    /// it ([`Redis::ca`]).
+    pub fn with_tls() -> Redis {
+        Redis::with_flags(false, Vec::new(), true)
+    }
+
+    /// The CA file that signed a TLS Redis' certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Makes a CA and a certificate for 127.0.0.1 signed by it in `dir`.
+    fn certificates(dir: &std::path::Path) {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (installed by scripts/test)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ]
+        .iter()
+        .chain(&[
+            "-subj",
+            "/CN=pushnote test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])
+        .copied()
+        .collect::<Vec<_>>());
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]
+        .iter()
+        .chain(&["-keyout", "redis.key", "-out", "redis.csr"])
+        .copied()
+        .collect::<Vec<_>>());
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+        ]
+        .iter()
+        .chain(&[
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "redis.pem",
+        ])
+        .copied()
+        .collect::<Vec<_>>());
     }
 
     /// A replica of `primary`, without persistence.
     pub fn replica_of(primary: &Redis) -> Redis {
         let port = primary.port.to_string();
-        Redis::with_flags(false, vec!["--replicaof".into(), "127.0.0.1".into(), port])
+        Redis::with_flags(
+            false,
+            vec!["--replicaof".into(), "127.0.0.1".into(), port],
+            false,
+        )
     }
 
-    fn with_flags(append_only: bool, extra: Vec<String>) -> Redis {
+    fn with_flags(append_only: bool, extra: Vec<String>, tls: bool) -> Redis {
         let dir = std::env::temp_dir().join(format!(
             "pushnote-redis-{}-{}",
             std::process::id(),
             crate::support::rand_id()
         ));
         std::fs::create_dir_all(&dir).expect("redis folder");
+        if tls {
+            Redis::certificates(&dir);
+        }
         let mut redis = Redis {
             child: None,
             port: 0,
             dir,
             append_only,
             extra,
+            tls,
         };
         // A port free when asked may be taken before Redis binds it: try another.
         for _ in 0..5 {
@@ -76,8 +163,29 @@ impl Redis {
     /// Starts the process on `self.port`; false if it did not come up (the port was taken).
     fn launch(&mut self) -> bool {
         let appendonly = if self.append_only { "yes" } else { "no" };
+        let port = self.port.to_string();
+        let listen: Vec<&str> = if self.tls {
+            vec![
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                "redis.pem",
+                "--tls-key-file",
+                "redis.key",
+                "--tls-ca-cert-file",
+                "ca.pem",
+                "--tls-auth-clients",
+                "no",
+            ]
+        } else {
+            vec!["--port", &port]
+        };
         let child = Command::new(binary())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .current_dir(&self.dir)
+            .args(["--bind", "127.0.0.1"])
+            .args(&listen)
             .args(["--dir", self.dir.to_str().expect("utf-8 folder")])
             .args([
                 "--save",
@@ -119,9 +227,16 @@ impl Redis {
         false
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT`, or with TLS `rediss://127.0.0.1:PORT?ca=CA_FILE`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            true => format!(
+                "rediss://127.0.0.1:{}?ca={}",
+                self.port,
+                self.ca().display()
+            ),
+            false => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// A new connection to it.

@@ -275,9 +275,9 @@ fn redis_refusing_a_publish_is_refused_and_a_late_reply_unconfirmed() {
 }
 
 #[test]
-fn rediss_is_refused_when_the_publisher_is_made() {
-    match Publisher::connect("rediss://127.0.0.1:1") {
-        Err(PublishError::Endpoint(why)) => assert!(why.contains("not supported"), "{why}"),
+fn an_endpoint_that_cannot_be_used_is_refused_when_the_publisher_is_made() {
+    match Publisher::connect("rediss://127.0.0.1:1?ca=/nonexistent/ca.pem") {
+        Err(PublishError::Endpoint(why)) => assert!(why.contains("/nonexistent/ca.pem"), "{why}"),
         other => panic!("expected Endpoint, got {other:?}"),
     }
     assert!(matches!(

@@ -96,7 +96,7 @@ pub(crate) fn start(
     let mut connection = None;
     match open(&endpoint) {
         Ok(c) => connection = Some(c),
-        Err(RedisError::Unsupported(why)) => return Err(why),
+        Err(RedisError::Endpoint(why)) => return Err(why),
         Err(e) => tracing::warn!(error = %e, "--broker: Redis not reached yet; trying again"),
     }
     let address = replies_endpoint();

@@ -319,11 +319,13 @@ pub struct Flags {
     )]
     pub mq_socket: Option<String>,
 
-    /// Take messages from Redis instead of a forwarder: redis://[:password@]host[:port][/db],
-    /// or redis+sentinel://[:password@]host:port,host:port/master[/db] to find the primary
-    /// through Sentinel and follow its failovers. Redis keeps every topic's history (--history-size, --history-ttl), and a page recovers
-    /// from any server of the same Redis (docs/PROTOCOL.md §2c). Prefer the environment
-    /// variable when the URL holds a password.
+    /// Take messages from Redis instead of a forwarder: redis://[:password@]host[:port][/db];
+    /// rediss://…[?ca=CA_FILE] over TLS, Redis' certificate checked against the CA file (PEM)
+    /// or the system's roots; or redis+sentinel://[:password@]host:port,host:port/master[/db]
+    /// to find the primary through Sentinel and follow its failovers. Redis keeps every
+    /// topic's history (--history-size, --history-ttl), and a page recovers from any server of
+    /// the same Redis (docs/PROTOCOL.md §2c). Prefer the environment variable when the URL
+    /// holds a password.
     #[arg(long, env = "PUSHNOTE_BROKER", hide_env_values = true, conflicts_with_all = ["mq_socket", "single"])]
     pub broker: Option<String>,
 
@@ -646,6 +648,11 @@ impl Flags {
         if let Some(url) = self.broker.as_deref() {
             let endpoint = pushnote::redis_endpoint::RedisEndpoint::parse(url)
                 .map_err(|e| format!("--broker: {e}"))?;
+            if endpoint.reach == pushnote::redis_endpoint::Reach::Tls {
+                // A CA file that cannot be read stops the server now, not every reconnection.
+                pushnote::redis_tls::config(endpoint.ca.as_deref())
+                    .map_err(|e| format!("--broker: TLS: {e}"))?;
+            }
             if self.history_size == 0 {
                 return Err("--history-size must be at least 1 with --broker".into());
             }

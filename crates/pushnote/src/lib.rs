@@ -30,6 +30,7 @@
 //! - `redis_endpoint.rs` — `redis://` endpoints (pure).
 //! - `redis_script.rs` — pushnote's keys in Redis and the script that publishes and answers
 //!   history there (pure; the script is `redis_script.lua`).
+//! - `redis_tls.rs` — the bytes to Redis: plain TCP, or TLS for `rediss://`.
 //! - `redis_connection.rs` — a blocking connection to Redis, through Sentinel if asked.
 //! - `redis_publisher.rs` — the publisher's side of the Redis engine: publishes through the
 //!   script, each one confirmed.
@@ -50,6 +51,7 @@ pub mod redis_connection;
 pub mod redis_endpoint;
 pub mod redis_publisher;
 pub mod redis_script;
+pub mod redis_tls;
 pub mod resp;
 pub mod secret;
 pub mod token;

@@ -119,7 +119,8 @@ pub enum PublishError {
     #[error("no confirm endpoint: connect the publisher with PublisherBuilder::confirm")]
     NoConfirm,
     /// The endpoint cannot be published to: a malformed `redis://` endpoint, or one this
-    /// build cannot reach (`rediss://`). Nothing was sent.
+    /// cannot be used as it is (`rediss://` with a CA file that cannot be read). Nothing was
+    /// sent.
     #[error("{0}")]
     Endpoint(String),
 }
@@ -201,7 +202,7 @@ impl PublisherBuilder {
     /// Connects. Through ZeroMQ, the connection itself is made in the background; this fails
     /// only for a malformed endpoint. Through Redis (`redis://…`), it connects at once if Redis
     /// is there, and otherwise on the first publish; it fails for a malformed endpoint or one
-    /// this build cannot reach (`rediss://`).
+    /// cannot be used as it is (`rediss://` with a CA file that cannot be read).
     pub fn connect(self) -> Result<Publisher, PublishError> {
         if redis_endpoint::is_redis(&self.endpoint) {
             let endpoint = RedisEndpoint::parse(&self.endpoint)

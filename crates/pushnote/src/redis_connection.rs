@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::redis_endpoint::{Reach, RedisEndpoint};
 use crate::redis_script::SCRIPT;
+use crate::redis_tls::{self, Transport};
 use crate::resp::{self, Limits, Value};
 
 /// Why Redis could not be reached or did not answer as it should.
@@ -36,14 +37,14 @@ pub enum RedisError {
         /// Redis' sentence.
         message: String,
     },
-    /// The endpoint asks for what this build cannot do.
+    /// The endpoint cannot be used as it is (its TLS settings: a CA file that cannot be read).
     #[error("{0}")]
-    Unsupported(String),
+    Endpoint(String),
 }
 
 /// An open connection.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     /// Read but not yet parsed.
     buf: Vec<u8>,
     limits: Limits,
@@ -74,10 +75,10 @@ impl Connection {
                 let (host, port) = &endpoint.hosts[0];
                 Connection::to(host, *port, endpoint, timeout, limits)
             }
-            Reach::Tls => Err(RedisError::Unsupported(format!(
-                "{endpoint}: rediss:// (TLS) is not supported by this build; reach Redis over \
-                 redis:// on a private network, or through a TLS tunnel"
-            ))),
+            Reach::Tls => {
+                let (host, port) = &endpoint.hosts[0];
+                Connection::to(host, *port, endpoint, timeout, limits)
+            }
             Reach::Sentinel { master } => primary(endpoint, master, timeout, limits),
         }
     }
@@ -99,6 +100,12 @@ impl Connection {
             endpoint: name.clone(),
             source,
         };
+        // TLS settings that cannot be used are said before any connection is tried.
+        let tls_error = |why: String| RedisError::Endpoint(format!("{endpoint}: TLS: {why}"));
+        let tls = match endpoint.reach {
+            Reach::Tls => Some(redis_tls::config(endpoint.ca.as_deref()).map_err(tls_error)?),
+            _ => None,
+        };
         let mut last = None;
         let mut stream = None;
         for addr in (host, port).to_socket_addrs().map_err(io)? {
@@ -116,6 +123,10 @@ impl Connection {
         stream.set_nodelay(true).map_err(io)?;
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let stream = match tls {
+            Some(config) => Transport::tls(stream, host, config).map_err(tls_error)?,
+            None => Transport::Plain(stream),
+        };
         let mut c = Connection {
             stream,
             buf: Vec::new(),
@@ -141,9 +152,9 @@ impl Connection {
     /// Bounds each later send, and each read of a reply, by `timeout` (in place of the one
     /// the connection was opened with).
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), RedisError> {
-        self.stream
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| self.stream.set_write_timeout(Some(timeout)))
+        let tcp = self.stream.tcp();
+        tcp.set_read_timeout(Some(timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(timeout)))
             .map_err(|e| self.io(e))
     }
 
@@ -154,16 +165,17 @@ impl Connection {
         if !self.buf.is_empty() {
             return true;
         }
-        if self.stream.set_nonblocking(true).is_err() {
+        let tcp = self.stream.tcp();
+        if tcp.set_nonblocking(true).is_err() {
             return false;
         }
         let mut byte = [0u8; 1];
-        let open = match self.stream.peek(&mut byte) {
+        let open = match tcp.peek(&mut byte) {
             Ok(0) => false,
             Ok(_) => true,
             Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         };
-        self.stream.set_nonblocking(false).is_ok() && open
+        tcp.set_nonblocking(false).is_ok() && open
     }
 
     /// Where, for logs (no password).
@@ -270,7 +282,7 @@ impl Connection {
     }
 
     /// The stream and what was read from it but not parsed, for a reader of its own.
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+    pub fn into_parts(self) -> (Transport, Vec<u8>) {
         (self.stream, self.buf)
     }
 }

@@ -1,7 +1,6 @@
-//! Where a Redis is: `redis://[[user]:password@]host[:port][/db]` (pure).
-//!
-//! `rediss://` (TLS) and `redis+sentinel://host:port,host:port/master[/db]` are read as well,
-//! so that a flag holding one gets a clear answer; the connection says which it can open.
+//! Where a Redis is: `redis://[[user]:password@]host[:port][/db]`, `rediss://…` for TLS
+//! (`?ca=PATH`: the PEM file of the CA that signed Redis' certificate, else the system's
+//! roots), and `redis+sentinel://host:port,host:port/master[/db]` (pure).
 
 use std::fmt;
 
@@ -37,6 +36,8 @@ pub struct RedisEndpoint {
     pub user: Option<String>,
     /// The password to authenticate with, if any.
     pub password: Option<String>,
+    /// With TLS: the CA file Redis' certificate is checked against (else the system's roots).
+    pub ca: Option<String>,
 }
 
 /// Whether `endpoint` names a Redis rather than a ZeroMQ endpoint.
@@ -130,6 +131,19 @@ impl RedisEndpoint {
                 "its scheme is none of redis, rediss and redis+sentinel",
             ));
         };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut ca = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("ca", path)) if reach == Reach::Tls && !path.is_empty() => {
+                    ca = Some(decode(path).ok_or_else(|| err("its ca is badly encoded"))?);
+                }
+                Some(("ca", _)) if reach != Reach::Tls => {
+                    return Err(err("only rediss:// (TLS) takes a ca"))
+                }
+                _ => return Err(err("its query holds what is not ca=PATH")),
+            }
+        }
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth), rest),
             None => (None, rest),
@@ -182,6 +196,7 @@ impl RedisEndpoint {
             db,
             user,
             password,
+            ca,
         })
     }
 }
@@ -209,7 +224,11 @@ impl fmt::Display for RedisEndpoint {
         if let Reach::Sentinel { master } = &self.reach {
             write!(f, "/{master}")?;
         }
-        write!(f, "/{}", self.db)
+        write!(f, "/{}", self.db)?;
+        if let Some(ca) = &self.ca {
+            write!(f, "?ca={ca}")?;
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +256,9 @@ mod tests {
         assert_eq!((e.db, e.user.as_deref()), (3, Some("app")));
         assert_eq!(e.password.as_deref(), Some("p@ss"));
         assert_eq!(e.to_string(), "redis://app:***@[::1]:7000/3");
+        let e = RedisEndpoint::parse("rediss://h:6380/2?ca=/etc/redis/ca%20file.pem").unwrap();
+        assert_eq!((e.reach, e.db), (Reach::Tls, 2));
+        assert_eq!(e.ca.as_deref(), Some("/etc/redis/ca file.pem"));
         let e = RedisEndpoint::parse("redis://:secret@localhost:6380/").unwrap();
         assert_eq!((e.user, e.password.as_deref()), (None, Some("secret")));
         assert!(is_redis("rediss://h") && !is_redis("tcp://127.0.0.1:8002"));
@@ -268,6 +290,8 @@ mod tests {
             ("redis://a,b", "several"),
             ("redis+sentinel://a:1", "master"),
             ("redis://:pw%zz@h", "password"),
+            ("redis://h?ca=/x.pem", "only rediss"),
+            ("rediss://h?verify=no", "query"),
         ] {
             let e = RedisEndpoint::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -45,7 +45,8 @@ pub(crate) struct RedisPublisher {
 
 impl RedisPublisher {
     /// A publisher of `endpoint` under `prefix`. Connects at once if Redis is there; fails only
-    /// for an endpoint this build cannot reach (`rediss://`).
+    /// for an endpoint that cannot be used as it is (`rediss://` with a CA file that cannot be
+    /// read).
     pub(crate) fn connect(
         endpoint: RedisEndpoint,
         prefix: &str,
@@ -64,7 +65,7 @@ impl RedisPublisher {
         };
         match publisher.open() {
             Ok(c) => *publisher.lock() = Some(c),
-            Err(RedisError::Unsupported(why)) => return Err(PublishError::Endpoint(why)),
+            Err(RedisError::Endpoint(why)) => return Err(PublishError::Endpoint(why)),
             // Not there now: the first call tries again.
             Err(_) => {}
         }

@@ -17,8 +17,6 @@
 //! network partitioned) is taken for lost.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,6 +26,7 @@ use pushnote::recover::{self, Part};
 use pushnote::redis_connection::{Connection, RedisError};
 use pushnote::redis_endpoint::RedisEndpoint;
 use pushnote::redis_script::{self, Keys, SCRIPT};
+use pushnote::redis_tls::Transport;
 use pushnote::resp::{self, Limits, Value};
 use pushnote::wire::{self, Position, STAMP_BYTES};
 
@@ -92,7 +91,7 @@ enum Pending {
 
 /// A connection in use.
 struct Live {
-    stream: TcpStream,
+    stream: Transport,
     /// Read and not yet parsed, from `start`.
     input: Vec<u8>,
     start: usize,
@@ -236,6 +235,7 @@ impl Redis {
         }
         let (stream, input) = c.into_parts();
         stream
+            .tcp()
             .set_nonblocking(true)
             .map_err(|source| RedisError::Io {
                 endpoint: self.name.clone(),
@@ -280,9 +280,10 @@ impl Redis {
         let mut written = 0;
         let result = loop {
             if written == live.output.len() {
-                break Ok(());
+                // What TLS still holds for the socket goes out as the socket takes it.
+                break live.stream.flush_ready().map_err(|_| "write failed");
             }
-            match live.stream.write(&live.output[written..]) {
+            match live.stream.write_ready(&live.output[written..]) {
                 Ok(0) => break Err("closed"),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
@@ -464,12 +465,12 @@ impl Engine for Redis {
         let polled = match &self.live {
             Some(live) => {
                 let mut events = zmq::POLLIN;
-                if !live.output.is_empty() {
+                if !live.output.is_empty() || live.stream.wants_write() {
                     events |= zmq::POLLOUT;
                 }
                 let mut items = [
                     commands,
-                    zmq::PollItem::from_fd(live.stream.as_raw_fd(), events),
+                    zmq::PollItem::from_fd(live.stream.tcp().as_raw_fd(), events),
                 ];
                 zmq::poll(&mut items, timeout).map(|_| {
                     let ready = items[1].get_revents();
@@ -561,7 +562,7 @@ impl Engine for Redis {
                 live.start = 0;
             }
             let mut chunk = [0u8; 64 * 1024];
-            match live.stream.read(&mut chunk) {
+            match live.stream.read_ready(&mut chunk) {
                 Ok(0) => {
                     self.lose("closed by Redis");
                     return;

@@ -366,3 +366,36 @@ fn the_cli_publishes_through_redis_and_prints_positions() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Redis is connected"), "{stderr}");
 }
+
+/// With `replicas(1)`, a publish returns only once Redis' replica holds it too; with the
+/// replica gone it is published all the same, and said unconfirmed: a failover could lose it.
+#[test]
+fn a_publish_that_asks_for_a_replica_returns_only_once_the_replica_holds_it() {
+    let primary = Redis::start();
+    let replica = Redis::replica_of(&primary);
+    let deadline = Instant::now() + crate::support::WAIT;
+    while replica.info("replication", "master_link_status").as_deref() != Some("up") {
+        assert!(Instant::now() < deadline, "the replica syncs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bus = Publisher::builder(&primary.url())
+        .replicas(1)
+        .confirm_timeout(Duration::from_millis(800))
+        .connect()
+        .unwrap();
+    let at = bus.notify_all_confirmed(&json!({"n": 1})).unwrap();
+    // The replica has it: its copy of the topic's position is the publish's.
+    let offset = replica.call(&["HGET", "pushnote:meta:all", "offset"]);
+    assert_eq!(offset.int(), Some(i64::from(at.offset)));
+    drop(replica);
+    match bus.notify_all(&json!({"n": 2})) {
+        Err(PublishError::Unconfirmed { why, .. }) => assert!(why.contains("replicas"), "{why}"),
+        other => panic!("expected Unconfirmed, got {other:?}"),
+    }
+    // Without asking, the same publish returns.
+    let plain = Publisher::connect(&primary.url()).unwrap();
+    assert_eq!(
+        plain.notify_all_confirmed(&json!({"n": 3})).unwrap().offset,
+        3
+    );
+}

@@ -143,6 +143,7 @@ pub struct PublisherBuilder {
     confirm: Option<String>,
     confirm_timeout: Duration,
     broker_prefix: String,
+    replicas: u32,
 }
 
 impl PublisherBuilder {
@@ -199,6 +200,17 @@ impl PublisherBuilder {
         self
     }
 
+    /// Through Redis: a publish returns its positions only once at least `replicas` of
+    /// Redis' replicas hold it too (Redis' `WAIT`, within three quarters of the confirm
+    /// time-out), and is [`PublishError::Unconfirmed`] otherwise. With Sentinel, a failover
+    /// then loses no publish that returned (DEPLOY.md, "Redis with Sentinel"); without it
+    /// (the default, 0), a publish that returned may be lost with a primary that dies before
+    /// its replica copied it. Used only publishing through Redis.
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
     /// Connects. Through ZeroMQ, the connection itself is made in the background; this fails
     /// only for a malformed endpoint. Through Redis (`redis://…`), it connects at once if Redis
     /// is there, and otherwise on the first publish; it fails for a malformed endpoint or one
@@ -214,6 +226,7 @@ impl PublisherBuilder {
                 self.ready_timeout,
                 self.confirm_timeout,
                 limits.max_messages,
+                self.replicas,
             )?;
             return Ok(Publisher {
                 limits,
@@ -363,6 +376,7 @@ impl Publisher {
             confirm: None,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             broker_prefix: redis_script::DEFAULT_PREFIX.to_owned(),
+            replicas: 0,
         }
     }
 

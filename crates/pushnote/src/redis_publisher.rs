@@ -39,6 +39,8 @@ pub(crate) struct RedisPublisher {
     reply_timeout: Duration,
     /// Replies hold one position per topic: at most this many.
     max_topics: usize,
+    /// Replicas that must hold a publish before it returns (`WAIT`); 0: none.
+    replicas: u32,
     /// The open connection, if any.
     connection: Mutex<Option<Connection>>,
 }
@@ -53,6 +55,7 @@ impl RedisPublisher {
         connect_timeout: Duration,
         reply_timeout: Duration,
         max_topics: usize,
+        replicas: u32,
     ) -> Result<RedisPublisher, PublishError> {
         let publisher = RedisPublisher {
             name: endpoint.to_string(),
@@ -61,6 +64,7 @@ impl RedisPublisher {
             connect_timeout,
             reply_timeout,
             max_topics,
+            replicas,
             connection: Mutex::new(None),
         };
         match publisher.open() {
@@ -155,7 +159,26 @@ impl RedisPublisher {
             }
         };
         match (redis_script::publish_reply(&reply, topics.len()), reply) {
-            (Ok(positions), _) => Ok(positions),
+            (Ok(positions), _) if self.replicas == 0 => Ok(positions),
+            (Ok(positions), _) => {
+                // Within the connection's reply time-out, so that WAIT answers first.
+                let ms = (self.reply_timeout.as_millis() * 3 / 4).max(1).to_string();
+                let wanted = self.replicas.to_string();
+                match c.call(&[b"WAIT", wanted.as_bytes(), ms.as_bytes()]) {
+                    Ok(Value::Int(held)) if held >= i64::from(self.replicas) => Ok(positions),
+                    Ok(Value::Int(held)) => Err(self.unconfirmed(format!(
+                        "published, and held by {held} of the {} replicas asked for within {ms}                          ms: a failover may lose it",
+                        self.replicas
+                    ))),
+                    Ok(other) => Err(self.unconfirmed(format!(
+                        "published; WAIT answered {other:?} instead of a count of replicas"
+                    ))),
+                    Err(e) => {
+                        *slot = None;
+                        Err(self.unconfirmed(format!("published; WAIT got no answer: {e}")))
+                    }
+                }
+            }
             (Err(message), Value::Error(_)) => Err(PublishError::Refused {
                 // The script's own refusal of a message over what the servers take.
                 reason: if message.starts_with(TOO_LARGE) {

@@ -427,3 +427,41 @@ async fn post_publish_on_any_server_of_a_redis_answers_with_the_positions_pages_
     let reply = http("POST", &format!("{}/publish", a.origin), &headers, &big).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_without_persistence_tells_a_returning_page_epoch() {
+    let mut redis = Redis::start();
+    let srv = redis_server(&redis, &[]);
+    let mut c = redis.connect().unwrap();
+    let mut page = Client::connect(&srv).await;
+    synced(&mut c, &mut page).await;
+    page.emit(json!({"name": "positions", "data": {}})).await;
+    reply_named(&mut page, "pushnote:positions").await;
+    notify_all(&mut c, json!({"n": 1}));
+    let seen = until_n(&mut page, 1).await["position"].clone();
+    drop(page);
+    redis.restart();
+    srv.wait_metric("pushnote_bus_connected", 1).await;
+    let mut c = redis.connect().unwrap();
+    let at = notify_all(&mut c, json!({"n": 2}));
+    assert_eq!(at.offset, 1, "Redis came back empty: a new epoch");
+    let mut back = Client::connect(&srv).await;
+    back.emit(json!({"name": "positions", "data": {"since": seen}}))
+        .await;
+    let mut given = Vec::new();
+    let reply = loop {
+        let v = back.next().await;
+        if v["name"] == "pushnote:positions" {
+            break v;
+        }
+        // Bare messages before the reply are the live ones a recovering page ignores
+        // (PROTOCOL §6); those with positions are what the answer gave.
+        if v.get("position").is_some() {
+            given.push(v["data"]["n"].clone());
+        }
+    };
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    assert_eq!(reply["data"]["reason"], "epoch", "{reply}");
+    // What the new epoch holds from its first is given, once.
+    assert_eq!(given, [json!(2)], "{reply}");
+}

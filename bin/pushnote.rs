@@ -132,6 +132,11 @@ struct Bus {
         default_value = pushnote::redis_script::DEFAULT_PREFIX
     )]
     broker_prefix: String,
+    /// With a Redis --bus: how many of Redis' replicas must hold a publish before it counts as
+    /// published (Redis' WAIT); fewer fails, saying the message was published but a failover
+    /// may lose it.
+    #[arg(long, env = "PUSHNOTE_BROKER_REPLICAS", default_value_t = 0)]
+    replicas: u32,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -216,7 +221,8 @@ impl Bus {
             .map_err(|_| "--timeout must be a number of seconds".to_owned())?;
         let mut builder = Publisher::builder(&self.bus)
             .ready_timeout(timeout)
-            .broker_prefix(&self.broker_prefix);
+            .broker_prefix(&self.broker_prefix)
+            .replicas(self.replicas);
         if let Some(confirm) = &self.confirm {
             if pushnote::redis_endpoint::is_redis(&self.bus) {
                 return Err(

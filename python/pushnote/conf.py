@@ -14,6 +14,9 @@ PUSHNOTE_BROKER      the Redis of servers started with --broker (redis://[:passw
                      used. Default: none.
 PUSHNOTE_BROKER_PREFIX  the prefix of pushnote's keys in that Redis: the servers'
                      --broker-prefix. Default "pushnote:".
+PUSHNOTE_BROKER_REPLICAS  how many of that Redis' replicas must hold a publish before it
+                     returns (Redis' WAIT); fewer raises UnconfirmedError. With Sentinel, a
+                     failover then loses no publish that returned. Default 0.
 PUSHNOTE_SECRET      the secret tokens are signed with; pushnote-server must have the same
                      (--secret, or its PUSHNOTE_SECRET environment variable). Default: Django's
                      SECRET_KEY.
@@ -90,6 +93,18 @@ def broker_prefix():
     value = setting("PUSHNOTE_BROKER_PREFIX") or DEFAULT_BROKER_PREFIX
     if not isinstance(value, str):
         raise ConfigurationError(f"PUSHNOTE_BROKER_PREFIX must be a string, not {value!r}")
+    return value
+
+
+def broker_replicas():
+    """PUSHNOTE_BROKER_REPLICAS: how many of Redis' replicas must hold a publish before it
+    returns (0, the default: none)."""
+    value = setting("PUSHNOTE_BROKER_REPLICAS") or 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # from the environment
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"PUSHNOTE_BROKER_REPLICAS must be a whole number of replicas, 0 or more, not {value!r}")
     return value
 
 

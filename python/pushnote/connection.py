@@ -28,15 +28,17 @@ _inherited = []
 
 
 def _settings():
-    """Where to publish as the settings say: (endpoint, confirm endpoint, broker prefix)."""
+    """Where to publish as the settings say: (endpoint, confirm endpoint, broker prefix,
+    broker replicas)."""
     broker = conf.broker()
     if broker is not None:
-        return broker, None, conf.broker_prefix()
-    return conf.mq_socket(), conf.mq_confirm_socket(), None
+        return broker, None, conf.broker_prefix(), conf.broker_replicas()
+    return conf.mq_socket(), conf.mq_confirm_socket(), None, 0
 
 
 def _matches(current, wanted):
-    return (current.endpoint, current.confirm, current.broker_prefix) == wanted
+    return (current.endpoint, current.confirm, current.broker_prefix,
+            current.broker_replicas) == wanted
 
 
 def publisher():
@@ -53,8 +55,9 @@ def publisher():
             _publisher.close()  # the setting changed: publish where it says now
             _publisher = None
         if _publisher is None:
-            endpoint, confirm, prefix = wanted
-            _publisher = _native.Publisher(endpoint, confirm=confirm, broker_prefix=prefix)
+            endpoint, confirm, prefix, replicas = wanted
+            _publisher = _native.Publisher(endpoint, confirm=confirm, broker_prefix=prefix,
+                                           broker_replicas=replicas)
             _pid = os.getpid()
         return _publisher
 

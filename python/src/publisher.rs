@@ -24,6 +24,8 @@ pub struct Publisher {
     confirm: Option<String>,
     /// The prefix of pushnote's keys in Redis, if one was given.
     broker_prefix: Option<String>,
+    /// Redis' replicas that must hold a publish before it returns.
+    broker_replicas: u32,
     /// The process that connected; only it may use or drop the connection.
     pid: u32,
     /// `None` once closed.
@@ -40,9 +42,11 @@ impl Publisher {
     ///
     /// With a Redis `endpoint` ("redis://host:port"), publishes into Redis under
     /// `broker_prefix` (default "pushnote:"): every publish waits for Redis' answer (up to
-    /// `confirm_timeout`, 5 s by default), and the `*_confirmed` methods need no `confirm`.
+    /// `confirm_timeout`, 5 s by default), and the `*_confirmed` methods need no `confirm`;
+    /// with `broker_replicas` above 0, a publish returns only once that many of Redis'
+    /// replicas hold it too (Redis' WAIT), and is unconfirmed otherwise.
     #[new]
-    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0, confirm = None, confirm_timeout = None, broker_prefix = None))]
+    #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0, confirm = None, confirm_timeout = None, broker_prefix = None, broker_replicas = 0))]
     fn new(
         py: Python<'_>,
         endpoint: String,
@@ -51,6 +55,7 @@ impl Publisher {
         confirm: Option<String>,
         confirm_timeout: Option<f64>,
         broker_prefix: Option<String>,
+        broker_replicas: u32,
     ) -> PyResult<Self> {
         let ready_timeout = seconds(py, "ready_timeout", ready_timeout)?;
         let linger = seconds(py, "linger", linger)?;
@@ -60,6 +65,7 @@ impl Publisher {
         if let Some(prefix) = &broker_prefix {
             builder = builder.broker_prefix(prefix);
         }
+        builder = builder.replicas(broker_replicas);
         if let Some(confirm) = &confirm {
             builder = builder.confirm(confirm);
         }
@@ -78,6 +84,7 @@ impl Publisher {
             endpoint,
             confirm,
             broker_prefix,
+            broker_replicas,
             pid: std::process::id(),
             inner: Mutex::new(Some(Arc::new(publisher))),
         })
@@ -99,6 +106,12 @@ impl Publisher {
     #[getter]
     fn broker_prefix(&self) -> Option<&str> {
         self.broker_prefix.as_deref()
+    }
+
+    /// Redis' replicas that must hold a publish before it returns (0: none).
+    #[getter]
+    fn broker_replicas(&self) -> u32 {
+        self.broker_replicas
     }
 
     /// Sends the JSON text `data` to every connected page once the forwarder has it; its

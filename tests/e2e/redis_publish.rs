@@ -392,10 +392,27 @@ fn a_publish_that_asks_for_a_replica_returns_only_once_the_replica_holds_it() {
         Err(PublishError::Unconfirmed { why, .. }) => assert!(why.contains("replicas"), "{why}"),
         other => panic!("expected Unconfirmed, got {other:?}"),
     }
-    // Without asking, the same publish returns.
+    // The command line asks the same way.
+    let out = std::process::Command::new(crate::support::bin("pushnote"))
+        .args([
+            "notify-all",
+            "--bus",
+            &primary.url(),
+            "--replicas",
+            "1",
+            "{}",
+        ])
+        .env_remove("PUSHNOTE_BROKER_PREFIX")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replicas"), "{err}");
+    // Without asking, the same publish returns (each unconfirmed one was published: 2 and
+    // the command line's 3).
     let plain = Publisher::connect(&primary.url()).unwrap();
     assert_eq!(
-        plain.notify_all_confirmed(&json!({"n": 3})).unwrap().offset,
-        3
+        plain.notify_all_confirmed(&json!({"n": 4})).unwrap().offset,
+        4
     );
 }

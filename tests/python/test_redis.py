@@ -169,3 +169,36 @@ def test_redis_down_raises_not_connected_and_the_next_call_after_its_return_work
     redis.start()
     epoch, offset = notify_all({"n": 3}, confirm=True)
     assert epoch > 0 and offset == 1  # a Redis without persistence starts afresh
+
+
+def test_a_publish_that_asks_for_a_replica_returns_once_it_holds_it(redis, settings):
+    replica = Redis.__new__(Redis)
+    replica.dir = tempfile.mkdtemp(prefix="pushnote-redis-")
+    replica.port = free_port()
+    replica.proc = Proc([redis_binary(), "--bind", "127.0.0.1", "--port", str(replica.port),
+                         "--dir", replica.dir, "--save", "", "--appendonly", "no",
+                         "--replicaof", "127.0.0.1", str(redis.port),
+                         "--protected-mode", "no", "--loglevel", "warning"])
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                with Resp(replica.port) as c:
+                    if b"master_link_status:up" in c.call("INFO", "replication"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the replica syncs"
+            time.sleep(0.02)
+        settings.PUSHNOTE_BROKER_REPLICAS = 1
+        notify_all({"n": 1})
+        with Resp(replica.port) as c:
+            assert c.call("HGET", "pushnote:meta:all", "offset") == b"1"
+        replica.kill()
+        with pytest.raises(pushnote.UnconfirmedError):
+            notify_all({"n": 2})
+        settings.PUSHNOTE_BROKER_REPLICAS = "two"
+        with pytest.raises(pushnote.ConfigurationError):
+            notify_all({"n": 3})
+    finally:
+        replica.close()

@@ -47,6 +47,8 @@ impl Publisher {
     /// replicas hold it too (Redis' WAIT), and is unconfirmed otherwise.
     #[new]
     #[pyo3(signature = (endpoint, ready_timeout = 2.0, linger = 2.0, confirm = None, confirm_timeout = None, broker_prefix = None, broker_replicas = 0))]
+    // The keyword arguments of the Python constructor, one each.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         endpoint: String,

@@ -4,36 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use pushnote::redis_connection::Connection;
-use pushnote::{wire, Position, PublishError, Publisher};
+use pushnote::{Position, PublishError, Publisher};
 use serde_json::json;
 
-use crate::redis_proc::Redis;
+use crate::redis_proc::{message, subscriber, Redis};
 use crate::support::{forwarder_with, free_port, metric_at, wait_metric_at, WAIT};
-
-fn subscriber(redis: &Redis, channels: &[&str]) -> Connection {
-    let mut c = redis.connect().unwrap();
-    let mut command: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-    command.extend(channels.iter().map(|c| c.as_bytes()));
-    c.send(&command).unwrap();
-    for _ in channels {
-        c.receive().unwrap();
-    }
-    c
-}
-
-fn message(c: &mut Connection) -> (String, Position, String) {
-    let push = c.receive().unwrap();
-    let items = push.items().unwrap();
-    assert_eq!(items[0].bytes(), Some(&b"message"[..]));
-    let payload = items[2].bytes().unwrap();
-    let (stamp, body) = payload.split_at(wire::STAMP_BYTES);
-    (
-        String::from_utf8(items[1].bytes().unwrap().to_vec()).unwrap(),
-        wire::read_stamp(stamp.try_into().unwrap()),
-        String::from_utf8(body.to_vec()).unwrap(),
-    )
-}
 
 #[tokio::test]
 async fn apps_publishing_over_zeromq_publish_into_redis_through_the_bridge() {

@@ -13,22 +13,50 @@ use pushnote::Position;
 use crate::redis_proc::Redis;
 use crate::support::*;
 
-/// A server of `redis`, with the test secret, metrics and `extra` flags.
-pub fn redis_server(redis: &Redis, extra: &[&str]) -> Server {
-    let url = redis.url();
+/// A server on the Redis at `url` (`--broker`), with the test secret, metrics and `extra`
+/// flags.
+pub fn broker_server(url: &str, extra: &[&str]) -> Server {
     let mut args = vec![
         "--port",
         "0",
         "--address",
         "127.0.0.1",
         "--broker",
-        &url,
+        url,
         "--secret",
         SECRET,
         "--metrics",
     ];
     args.extend_from_slice(extra);
     spawn_server(&mut server_cmd(&args), false)
+}
+
+/// A server of `redis`, with the test secret, metrics and `extra` flags.
+pub fn redis_server(redis: &Redis, extra: &[&str]) -> Server {
+    broker_server(&redis.url(), extra)
+}
+
+/// Sends `positions` (from `since`, if given) and reads until its reply: the reply, and the
+/// messages given with their positions before it (the bare live ones before it, which a
+/// recovering page ignores, PROTOCOL §6, are skipped).
+pub async fn positions(client: &mut Client, since: Option<&Value>) -> (Value, Vec<Value>) {
+    let data = match since {
+        Some(since) => json!({ "since": since }),
+        None => json!({}),
+    };
+    client
+        .emit(json!({"name": "positions", "data": data}))
+        .await;
+    let mut given = Vec::new();
+    loop {
+        let v = client.next().await;
+        if v["name"] == "pushnote:positions" {
+            return (v, given);
+        }
+        if v.get("position").is_some() {
+            given.push(v);
+        }
+    }
 }
 
 /// Publishes `body` under `topics` (bus topics without their NUL) through pushnote's script,
@@ -125,13 +153,7 @@ async fn a_page_with_positions_recovers_from_another_server_of_the_same_redis() 
     let mut c = redis.connect().unwrap();
     let mut page = Client::connect(&a).await;
     synced(&mut c, &mut page).await;
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    let reply = loop {
-        let v = page.next().await;
-        if v["name"] == "pushnote:positions" {
-            break v;
-        }
-    };
+    let (reply, _) = positions(&mut page, None).await;
     let at = notify_all(&mut c, json!({"n": 1}));
     let got = until_n(&mut page, 1).await;
     assert_eq!(got["position"]["epoch"], at.epoch, "{got} {reply}");
@@ -142,18 +164,16 @@ async fn a_page_with_positions_recovers_from_another_server_of_the_same_redis() 
         notify_all(&mut c, json!({"n": n}));
     }
     let mut back = Client::connect(&b).await;
-    back.emit(json!({"name": "positions", "data": {"since": got["position"]}}))
-        .await;
-    let mut seen = Vec::new();
-    let reply = loop {
-        let v = back.next().await;
-        if v["name"] == "pushnote:positions" {
-            break v;
-        }
-        if let Some(n) = v["data"]["n"].as_u64() {
-            seen.push((n, v["position"]["offset"].as_u64().unwrap()));
-        }
-    };
+    let (reply, given) = positions(&mut back, Some(&got["position"])).await;
+    let seen: Vec<_> = given
+        .iter()
+        .map(|v| {
+            (
+                v["data"]["n"].as_u64().unwrap(),
+                v["position"]["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(reply["data"]["recovered"], true, "{reply}");
     let o = u64::from(at.offset);
     assert_eq!(seen, [(2, o + 1), (3, o + 2)], "{reply}");
@@ -235,8 +255,7 @@ async fn keys_of_the_wrong_type_and_oversized_messages_get_clear_errors_and_hurt
         "{reply:?}"
     );
     // A page asking that channel's position is told it is unavailable, and carries on.
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    reply_named(&mut page, "pushnote:positions").await;
+    positions(&mut page, None).await;
     page.emit(json!({"name": "subscribe", "data": {"channel": "bad", "replies": true}}))
         .await;
     let reply = reply_named(&mut page, "pushnote:subscribed").await;
@@ -275,19 +294,7 @@ async fn a_peer_that_answers_garbage_is_counted_and_the_server_serves_on() {
             let _ = conn.write_all(b"?garbage that is no reply\r\n");
         }
     });
-    let url = format!("redis://127.0.0.1:{port}");
-    let srv = spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            "0",
-            "--address",
-            "127.0.0.1",
-            "--broker",
-            &url,
-            "--metrics",
-        ]),
-        false,
-    );
+    let srv = broker_server(&format!("redis://127.0.0.1:{port}"), &[]);
     srv.wait_metric("pushnote_broker_errors_total", 2).await;
     let (status, _) = http_get(&format!("{}/health", srv.origin)).await;
     assert_eq!(status, 503);
@@ -307,8 +314,7 @@ async fn a_redis_slow_for_seconds_delays_messages_and_loses_none() {
     let mut c = redis.connect().unwrap();
     let mut page = Client::connect(&srv).await;
     synced(&mut c, &mut page).await;
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    reply_named(&mut page, "pushnote:positions").await;
+    positions(&mut page, None).await;
     // Redis stalls for 2 s while a page asks for positions and an app publishes.
     let sleeper = {
         let mut s = redis.connect().unwrap();
@@ -354,8 +360,7 @@ async fn through_a_redis_restart_with_an_append_only_file_a_page_misses_nothing(
     let mut c = redis.connect().unwrap();
     let mut page = Client::connect(&srv).await;
     synced(&mut c, &mut page).await;
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    reply_named(&mut page, "pushnote:positions").await;
+    positions(&mut page, None).await;
     let first = notify_all(&mut c, json!({"n": 1}));
     until_n(&mut page, 1).await;
     redis.restart();
@@ -435,8 +440,7 @@ async fn a_redis_restarted_without_persistence_tells_a_returning_page_epoch() {
     let mut c = redis.connect().unwrap();
     let mut page = Client::connect(&srv).await;
     synced(&mut c, &mut page).await;
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    reply_named(&mut page, "pushnote:positions").await;
+    positions(&mut page, None).await;
     notify_all(&mut c, json!({"n": 1}));
     let seen = until_n(&mut page, 1).await["position"].clone();
     drop(page);
@@ -446,20 +450,8 @@ async fn a_redis_restarted_without_persistence_tells_a_returning_page_epoch() {
     let at = notify_all(&mut c, json!({"n": 2}));
     assert_eq!(at.offset, 1, "Redis came back empty: a new epoch");
     let mut back = Client::connect(&srv).await;
-    back.emit(json!({"name": "positions", "data": {"since": seen}}))
-        .await;
-    let mut given = Vec::new();
-    let reply = loop {
-        let v = back.next().await;
-        if v["name"] == "pushnote:positions" {
-            break v;
-        }
-        // Bare messages before the reply are the live ones a recovering page ignores
-        // (PROTOCOL §6); those with positions are what the answer gave.
-        if v.get("position").is_some() {
-            given.push(v["data"]["n"].clone());
-        }
-    };
+    let (reply, given) = positions(&mut back, Some(&seen)).await;
+    let given: Vec<_> = given.iter().map(|v| v["data"]["n"].clone()).collect();
     assert_eq!(reply["data"]["recovered"], false, "{reply}");
     assert_eq!(reply["data"]["reason"], "epoch", "{reply}");
     // What the new epoch holds from its first is given, once.

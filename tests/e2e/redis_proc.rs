@@ -299,3 +299,30 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A raw RESP3 subscriber of `channels` on `redis`, its subscriptions confirmed.
+pub fn subscriber(redis: &Redis, channels: &[&str]) -> Connection {
+    let mut c = redis.connect().unwrap();
+    let mut command: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+    command.extend(channels.iter().map(|c| c.as_bytes()));
+    c.send(&command).unwrap();
+    for _ in channels {
+        let push = c.receive().unwrap();
+        assert_eq!(push.items().unwrap()[0].bytes(), Some(&b"subscribe"[..]));
+    }
+    c
+}
+
+/// The next message a [`subscriber`] receives: its channel, position and body.
+pub fn message(c: &mut Connection) -> (String, pushnote::Position, String) {
+    let push = c.receive().unwrap();
+    let items = push.items().unwrap();
+    assert_eq!(items[0].bytes(), Some(&b"message"[..]));
+    let payload = items[2].bytes().unwrap();
+    let (stamp, body) = payload.split_at(pushnote::wire::STAMP_BYTES);
+    (
+        String::from_utf8(items[1].bytes().unwrap().to_vec()).unwrap(),
+        pushnote::wire::read_stamp(stamp.try_into().unwrap()),
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}

@@ -14,7 +14,7 @@ use pushnote::redis_script::{self, Keys};
 use pushnote::resp::Value;
 use pushnote::Position;
 
-use crate::redis_engine::synced;
+use crate::redis_engine::{broker_server, positions, synced};
 use crate::redis_sentinel_proc::Sentinels;
 use crate::support::*;
 
@@ -25,23 +25,7 @@ const FAILOVER: Duration = Duration::from_secs(30);
 /// A server of the Redis `sentinels` watch, with positions kept deep enough for the messages
 /// published while it reconnects.
 fn sentinel_server(sentinels: &Sentinels) -> Server {
-    let url = sentinels.url();
-    spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            "0",
-            "--address",
-            "127.0.0.1",
-            "--broker",
-            &url,
-            "--secret",
-            SECRET,
-            "--metrics",
-            "--history-size",
-            "10000",
-        ]),
-        false,
-    )
+    broker_server(&sentinels.url(), &["--history-size", "10000"])
 }
 
 /// Publishes broadcast `{"n": n}` and waits for one replica to hold it; its position when
@@ -239,12 +223,7 @@ async fn through_a_failover(how: Failover) {
     let mut page = Client::connect(&srv).await;
     let mut c = redis.connect().expect("the primary through Sentinel");
     synced(&mut c, &mut page).await;
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    loop {
-        if page.next().await["name"] == "pushnote:positions" {
-            break;
-        }
-    }
+    positions(&mut page, None).await;
 
     let page = Received::start(page);
     let app = Publishing::start(&redis);
@@ -296,19 +275,12 @@ async fn through_a_failover(how: Failover) {
     // epoch changed (PROTOCOL §2c): the failover may have lost messages no one can give.
     let (away, since) = kept[before - 1];
     let mut back = Client::connect(&srv).await;
-    back.emit(json!({"name": "positions", "data": {"since": {
-        "epoch": since.epoch, "offset": since.offset}}}))
-        .await;
-    let mut missed = Vec::new();
-    let reply = loop {
-        let v = back.next().await;
-        if v["name"] == "pushnote:positions" {
-            break v;
-        }
-        if let Some(n) = v["data"]["n"].as_u64() {
-            missed.push(n);
-        }
-    };
+    let since = json!({"epoch": since.epoch, "offset": since.offset});
+    let (reply, given) = positions(&mut back, Some(&since)).await;
+    let missed: Vec<u64> = given
+        .iter()
+        .filter_map(|v| v["data"]["n"].as_u64())
+        .collect();
     assert_eq!(reply["data"]["reason"], "epoch", "{reply}");
     assert!(
         missed.windows(2).all(|w| w[0] < w[1]),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::redis_engine::{broker_server, positions};
 use crate::redis_proc::Redis;
 use crate::support::*;
 
@@ -13,33 +14,12 @@ async fn a_server_and_an_app_reach_a_redis_that_speaks_tls_only() {
     let redis = Redis::with_tls();
     let url = redis.url();
     assert!(url.starts_with("rediss://"), "{url}");
-    let srv = spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            "0",
-            "--address",
-            "127.0.0.1",
-            "--broker",
-            &url,
-            "--secret",
-            SECRET,
-            "--metrics",
-        ]),
-        false,
-    );
+    let srv = broker_server(&url, &[]);
     srv.wait_metric("pushnote_bus_connected", 1).await;
     let bus = pushnote::Publisher::connect(&url).unwrap();
     let mut page = Client::connect(&srv).await;
-    page.emit(json!({"name": "positions", "data": {}})).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
     // The page's positions reply first; then a broadcast published over TLS.
-    loop {
-        let v = page.next().await;
-        if v["name"] == "pushnote:positions" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-    }
+    positions(&mut page, None).await;
     let at = bus.notify_all_confirmed(&json!({"n": 1})).unwrap();
     let got = loop {
         let v = page.next().await;
@@ -66,18 +46,7 @@ async fn a_certificate_no_trusted_ca_signed_is_refused() {
     let redis = Redis::with_tls();
     // The system's roots in place of the test's CA: Redis' certificate cannot be checked.
     let url = format!("rediss://127.0.0.1:{}", redis.port);
-    let srv = spawn_server(
-        &mut server_cmd(&[
-            "--port",
-            "0",
-            "--address",
-            "127.0.0.1",
-            "--broker",
-            &url,
-            "--metrics",
-        ]),
-        false,
-    );
+    let srv = broker_server(&url, &[]);
     srv.wait_metric("pushnote_broker_errors_total", 1).await;
     assert_eq!(srv.metric("pushnote_bus_connected").await, 0);
     let bus = pushnote::Publisher::builder(&url)

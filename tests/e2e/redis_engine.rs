@@ -72,7 +72,8 @@ fn publish(c: &mut Connection, body: &Value, topics: &[&str]) -> Vec<Position> {
     redis_script::publish_reply(&reply, topics.len()).expect("positions")
 }
 
-fn notify_all(c: &mut Connection, data: Value) -> Position {
+/// Publishes `data` to everyone through the script; its position.
+pub fn notify_all(c: &mut Connection, data: Value) -> Position {
     publish(c, &json!({"name": "notify_all", "data": data}), &["all"])[0]
 }
 

@@ -14,7 +14,7 @@ use pushnote::redis_script::{self, Keys};
 use pushnote::resp::Value;
 use pushnote::Position;
 
-use crate::redis_engine::{broker_server, positions, synced};
+use crate::redis_engine::{broker_server, notify_all, positions, synced};
 use crate::redis_sentinel_proc::Sentinels;
 use crate::support::*;
 
@@ -295,18 +295,6 @@ async fn through_a_failover(how: Failover) {
     assert!(srv.metric("pushnote_broker_errors_total").await >= 1);
 }
 
-/// The positions the script gives `{"n": n}` published to everyone.
-fn publish_at(c: &mut Connection, n: u64) -> Position {
-    let body = json!({"name": "notify_all", "data": {"n": n}}).to_string();
-    let args = redis_script::publish_args(
-        &Keys::new(redis_script::DEFAULT_PREFIX),
-        body.as_bytes(),
-        &[b"all"],
-    );
-    let reply = c.script(&args).expect("redis reply");
-    redis_script::publish_reply(&reply, 1).expect("a position")[0]
-}
-
 /// A message the primary published (and servers delivered) that never reached the replica is
 /// lost when the replica is promoted, as Sentinel promotes it (`REPLICAOF NO ONE`); the
 /// promoted replica's numbering ends before it, so it starts the topic's next epoch: the next
@@ -322,7 +310,7 @@ fn a_message_lost_in_a_failover_leaves_its_position_to_no_other() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut on_primary = primary.connect().unwrap();
-    let kept = publish_at(&mut on_primary, 1);
+    let kept = notify_all(&mut on_primary, json!({"n": 1}));
     assert_eq!(
         on_primary.call(&[b"WAIT", b"1", b"1000"]).unwrap(),
         Value::Int(1),
@@ -333,8 +321,8 @@ fn a_message_lost_in_a_failover_leaves_its_position_to_no_other() {
         replica.call(&["REPLICAOF", "NO", "ONE"]),
         Value::Simple(_)
     ));
-    let lost = publish_at(&mut on_primary, 2);
-    let next = publish_at(&mut replica.connect().unwrap(), 3);
+    let lost = notify_all(&mut on_primary, json!({"n": 2}));
+    let next = notify_all(&mut replica.connect().unwrap(), json!({"n": 3}));
     assert_eq!(lost.offset, kept.offset + 1);
     assert_ne!(
         (next.epoch, next.offset),

@@ -44,6 +44,7 @@
 pub mod confirm;
 mod confirmed;
 pub mod http_publish;
+pub mod member;
 pub mod opaque;
 mod publisher;
 pub mod recover;

@@ -20,6 +20,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::member::{Member, MemberError};
 use crate::opaque::{self, OpaqueError};
 use crate::wire;
 
@@ -69,6 +70,9 @@ pub enum TokenError {
     /// An opaque token out of its bounds, or one that has the form of a signed token.
     #[error(transparent)]
     Opaque(#[from] OpaqueError),
+    /// A presence token whose member is not one (or a presence channel's token without one).
+    #[error(transparent)]
+    Member(#[from] MemberError),
 }
 
 /// What the salt of channel tokens adds to the salt of user tokens, so that neither kind of
@@ -88,13 +92,15 @@ pub struct Signer {
 }
 
 /// What a channel token grants: subscribing to `channel`, by any session or only by a session
-/// subscribed as `user`.
+/// subscribed as `user`; for a presence channel, as `member`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelGrant {
     /// The channel the token names.
     pub channel: String,
     /// The only user whose sessions the token admits; `None` admits any session holding it.
     pub user: Option<String>,
+    /// For a presence channel, who joins it and the app's info about them.
+    pub member: Option<Member>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -177,6 +183,10 @@ impl Signer {
         timestamp: u64,
     ) -> Result<String, TokenError> {
         wire::check_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
+        if wire::is_presence(channel) {
+            // A presence channel's token names its member: presence_token.
+            return Err(MemberError::Malformed.into());
+        }
         let value = match user {
             None => channel.to_owned(),
             Some(user) => {
@@ -184,6 +194,38 @@ impl Signer {
                 format!("{channel}{SEP}{user}")
             }
         };
+        Ok(sign(&self.channel_keys[0], &value, timestamp))
+    }
+
+    /// The token that lets a page join presence channel `channel` (`presence-…`) as `user`,
+    /// whom the channel's other members see with `info` (JSON text; `None` is `null`), stamped
+    /// now. Fails for a channel that is not a presence channel's, an invalid user id or info
+    /// that is not JSON.
+    pub fn presence_token(
+        &self,
+        channel: &str,
+        user: &str,
+        info: Option<&str>,
+    ) -> Result<String, TokenError> {
+        self.presence_token_at(channel, user, info, unix_now())
+    }
+
+    /// The presence token of [`Signer::presence_token`], stamped at `timestamp`. In Django:
+    /// `TimestampSigner(key=SECRET, salt=SALT + ".channel").sign(CHANNEL + ":" +
+    /// json.dumps({"user": USER, "info": INFO}, separators=(",", ":")))`.
+    pub fn presence_token_at(
+        &self,
+        channel: &str,
+        user: &str,
+        info: Option<&str>,
+        timestamp: u64,
+    ) -> Result<String, TokenError> {
+        wire::check_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
+        if !wire::is_presence(channel) {
+            return Err(TokenError::InvalidChannel);
+        }
+        let member = Member::new(user, info)?;
+        let value = format!("{channel}{SEP}{}", member.to_json());
         Ok(sign(&self.channel_keys[0], &value, timestamp))
     }
 
@@ -208,17 +250,26 @@ impl Signer {
     ) -> Result<ChannelGrant, TokenError> {
         let value = unsign(&self.channel_keys, token, max_age, max_skew, now)?;
         // Channel names have no ':', so the first one ends the name.
-        let (channel, user) = match value.split_once(SEP) {
-            Some((channel, user)) => (channel, Some(user)),
+        let (channel, rest) = match value.split_once(SEP) {
+            Some((channel, rest)) => (channel, Some(rest)),
             None => (value, None),
         };
         wire::check_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
-        if let Some(user) = user {
+        if wire::is_presence(channel) {
+            let member = Member::parse(rest.ok_or(MemberError::Malformed)?)?;
+            return Ok(ChannelGrant {
+                channel: channel.to_owned(),
+                user: None,
+                member: Some(member),
+            });
+        }
+        if let Some(user) = rest {
             wire::check_user_id(user).map_err(|_| TokenError::InvalidUserId)?;
         }
         Ok(ChannelGrant {
             channel: channel.to_owned(),
-            user: user.map(str::to_owned),
+            user: rest.map(str::to_owned),
+            member: None,
         })
     }
 
@@ -459,6 +510,38 @@ mod tests {
     }
 
     #[test]
+    fn presence_tokens_name_their_member_as_django_signs_them() {
+        let s = Signer::new("s3cret").unwrap();
+        // TimestampSigner(key="s3cret", salt="pushnote.channel").sign('presence-room-7:' +
+        // json.dumps({"user": "42", "info": {"name": "Ann"}}, separators=(",", ":")))
+        let django = "presence-room-7:{\"user\":\"42\",\"info\":{\"name\":\"Ann\"}}:1r31eq:\
+                      WVS9dJBwAIrzti_aEQtphs99fN83j5OXMIpnUjpPGwY";
+        let minted = s
+            .presence_token_at("presence-room-7", "42", Some(r#"{"name": "Ann"}"#), NOW)
+            .unwrap();
+        assert_eq!(minted, django);
+        let grant = s.verify_channel_at(django, None, SKEW, NOW).unwrap();
+        assert_eq!(grant.channel, "presence-room-7");
+        assert_eq!(grant.user, None, "a member needs no user subscription");
+        let member = grant.member.unwrap();
+        assert_eq!(
+            (member.user.as_str(), member.info.as_str()),
+            ("42", r#"{"name":"Ann"}"#)
+        );
+        // A presence channel's token without its member, and a member for another channel.
+        let bare = sign(&s.channel_keys[0], "presence-room-7", NOW);
+        assert!(matches!(
+            s.verify_channel_at(&bare, None, SKEW, NOW),
+            Err(TokenError::Member(MemberError::Malformed))
+        ));
+        assert!(s.channel_token_at("presence-x", None, NOW).is_err());
+        assert_eq!(
+            s.presence_token_at("private-x", "1", None, NOW),
+            Err(TokenError::InvalidChannel)
+        );
+    }
+
+    #[test]
     fn channel_tokens_grant_their_channel_to_anyone_or_to_one_user() {
         let s = Signer::with_salt("k", DEFAULT_SALT, ["old"]).unwrap();
         let anyone = s.channel_token_at("private-team", None, NOW).unwrap();
@@ -467,7 +550,8 @@ mod tests {
             grant,
             ChannelGrant {
                 channel: "private-team".into(),
-                user: None
+                user: None,
+                member: None,
             }
         );
         let one = s

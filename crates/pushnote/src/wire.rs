@@ -39,6 +39,10 @@ pub const MAX_CHANNEL_BYTES: usize = 164;
 pub const MAX_EVENT_BYTES: usize = 200;
 /// What the names of private channels start with: subscribing needs a channel token.
 pub const PRIVATE_CHANNEL_PREFIX: &str = "private-";
+
+/// What starts the name of a presence channel: a private channel whose token also names the
+/// member and the app's info about them (PROTOCOL §6, "Presence").
+pub const PRESENCE_CHANNEL_PREFIX: &str = "presence-";
 /// The bytes of a stamp ([`stamp_bytes`]) after a topic's NUL.
 pub const STAMP_BYTES: usize = 8;
 
@@ -132,20 +136,29 @@ pub fn check_channel(channel: &str) -> Result<(), WireError> {
 }
 
 /// Whether subscribing to `channel` needs a channel token (its name starts with
-/// [`PRIVATE_CHANNEL_PREFIX`]).
+/// [`PRIVATE_CHANNEL_PREFIX`] or [`PRESENCE_CHANNEL_PREFIX`]).
 pub fn is_private(channel: &str) -> bool {
-    channel.starts_with(PRIVATE_CHANNEL_PREFIX)
+    channel.starts_with(PRIVATE_CHANNEL_PREFIX) || is_presence(channel)
 }
 
-/// Whether `channel` starts with [`PRIVATE_CHANNEL_PREFIX`] in another case (`Private-x`,
-/// `PRIVATE-x`). Names are case sensitive, so such a channel would be public; servers refuse
-/// to join it rather than let it be taken for a private one.
+/// Whether `channel` is a presence channel (its name starts with [`PRESENCE_CHANNEL_PREFIX`]).
+pub fn is_presence(channel: &str) -> bool {
+    channel.starts_with(PRESENCE_CHANNEL_PREFIX)
+}
+
+/// Whether `channel` starts with [`PRIVATE_CHANNEL_PREFIX`] or [`PRESENCE_CHANNEL_PREFIX`] in
+/// another case (`Private-x`, `PRESENCE-x`). Names are case sensitive, so such a channel would
+/// be public; servers refuse to join it rather than let it be taken for a private one.
 pub fn is_private_in_another_case(channel: &str) -> bool {
-    let prefix = PRIVATE_CHANNEL_PREFIX.as_bytes();
-    channel
-        .as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|start| start != prefix && start.eq_ignore_ascii_case(prefix))
+    [PRIVATE_CHANNEL_PREFIX, PRESENCE_CHANNEL_PREFIX]
+        .iter()
+        .any(|prefix| {
+            let prefix = prefix.as_bytes();
+            channel
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|start| start != prefix && start.eq_ignore_ascii_case(prefix))
+        })
 }
 
 /// Checks an event name: 1 to [`MAX_EVENT_BYTES`] bytes, no control characters.
@@ -442,6 +455,8 @@ mod tests {
         }
         assert!(is_private("private-x") && !is_private("x-private-"));
         assert!(!is_private("Private-x") && is_private_in_another_case("Private-x"));
+        assert!(is_private("presence-x") && is_presence("presence-x"));
+        assert!(!is_private("Presence-x") && is_private_in_another_case("PRESENCE-x"));
         assert!(is_private_in_another_case("PRIVATE-"));
         assert!(!is_private_in_another_case("private-x") && !is_private_in_another_case("priv"));
         assert!(check_event("live-page-update").is_ok());

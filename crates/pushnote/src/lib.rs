@@ -36,6 +36,11 @@
 //!   script, each one confirmed.
 //! - `http_publish.rs` — what apps send to publish over HTTP, checked, and published through a
 //!   publisher (the forwarder's and a single server's `POST /publish`).
+//! - `member.rs` — a presence channel's member: user id and the app's info (pure).
+//! - `http_get.rs` — a bounded, blocking HTTP/1.1 `GET` on a plain `TcpStream`: the request
+//!   and the answer's parsing (pure), and the exchange within a deadline.
+//! - `presence.rs` — a presence channel's members, asked of a server or forwarder over HTTP
+//!   (`GET /presence`).
 //!
 //! Light by design: no async runtime is needed to publish.
 
@@ -43,9 +48,11 @@
 
 pub mod confirm;
 mod confirmed;
+mod http_get;
 pub mod http_publish;
 pub mod member;
 pub mod opaque;
+pub mod presence;
 mod publisher;
 pub mod recover;
 pub mod redis_connection;

@@ -86,6 +86,40 @@ enum Command {
         #[command(flatten)]
         keys: Keys,
     },
+    /// Print the token that lets a page join presence channel CHANNEL (presence-…) as USER,
+    /// whom the channel's other members see with the info INFO.
+    PresenceToken {
+        /// The presence channel the token grants (its name starts with "presence-").
+        #[arg(value_parser = presence_channel_name)]
+        channel: String,
+        /// The member's user id: the page joins as this user.
+        #[arg(short, long, value_parser = user_id)]
+        user: String,
+        /// What the other members see of the member: JSON text (an object, a string, …),
+        /// passed on as written, without its white space. Without it, null.
+        #[arg(long, value_name = "JSON", value_parser = json_text)]
+        info: Option<String>,
+        #[command(flatten)]
+        keys: Keys,
+    },
+    /// Print the members of presence channel CHANNEL, as the forwarder or a server knows them.
+    ///
+    /// One member a line, as JSON: {"user":"42","info":{"name":"Ann"}} (info as the member's
+    /// token gave it); nothing for a channel nobody is in. Asks GET /presence at --url with
+    /// the API key, and waits at most 5 s.
+    Presence {
+        /// The presence channel (its name starts with "presence-").
+        #[arg(value_parser = presence_channel_name)]
+        channel: String,
+        /// The HTTP port to ask: the forwarder's --http, or a --single server's (or a Redis
+        /// deployment's server's) own, started with --api-key: http://HOST:PORT.
+        #[arg(long, env = "PUSHNOTE_HTTP_URL")]
+        url: String,
+        /// The API key of that forwarder or server (prefer the environment variable: command
+        /// lines are visible to other local users).
+        #[arg(long, env = "PUSHNOTE_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
     /// Check a token and print its user id.
     Verify {
         /// The token to check.
@@ -193,6 +227,25 @@ fn read_tokens(tokens: Vec<String>) -> Result<Vec<String>, String> {
 /// A channel name the crate accepts, or its reason why not.
 fn channel_name(name: &str) -> Result<String, wire::WireError> {
     wire::check_channel(name).map(|()| name.to_owned())
+}
+
+/// A presence channel's name (`presence-…`) the crate accepts, or its reason why not.
+fn presence_channel_name(name: &str) -> Result<String, String> {
+    wire::check_channel(name).map_err(|e| e.to_string())?;
+    if !wire::is_presence(name) {
+        return Err(format!(
+            "not a presence channel: its name must start with {:?}",
+            wire::PRESENCE_CHANNEL_PREFIX
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// JSON text, or why it is not.
+fn json_text(text: &str) -> Result<String, String> {
+    serde_json::from_str::<Box<serde_json::value::RawValue>>(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not JSON ({e}); a string is written in quotes: '\"Ann\"'"))
 }
 
 /// An event name the crate accepts, or its reason why not.
@@ -327,6 +380,31 @@ fn run(cli: Cli) -> Result<(), String> {
                 .channel_token(&channel, user.as_deref())
                 .map_err(|e| e.to_string())?;
             cli::say(format_args!("{token}"));
+            Ok(())
+        }
+        Command::PresenceToken {
+            channel,
+            user,
+            info,
+            keys,
+        } => {
+            let token = keys
+                .signer()?
+                .presence_token(&channel, &user, info.as_deref())
+                .map_err(|e| e.to_string())?;
+            cli::say(format_args!("{token}"));
+            Ok(())
+        }
+        Command::Presence {
+            channel,
+            url,
+            api_key,
+        } => {
+            let members =
+                pushnote::presence::members(&url, &api_key, &channel).map_err(|e| e.to_string())?;
+            for member in members {
+                cli::say(format_args!("{}", member.to_json()));
+            }
             Ok(())
         }
         Command::Token { user, keys } => {

@@ -17,6 +17,12 @@ PUSHNOTE_BROKER_PREFIX  the prefix of pushnote's keys in that Redis: the servers
 PUSHNOTE_BROKER_REPLICAS  how many of that Redis' replicas must hold a publish before it
                      returns (Redis' WAIT); fewer raises UnconfirmedError. With Sentinel, a
                      failover then loses no publish that returned. Default 0.
+PUSHNOTE_HTTP_URL    the HTTP port `pushnote.presence(channel)` asks who is in a presence
+                     channel: the forwarder's --http, or the port of a pushnote-server --single
+                     (or of a server started with --broker) with --api-key, such as
+                     http://127.0.0.1:8003. Default: none (presence() raises ConfigurationError).
+PUSHNOTE_API_KEY     the API key of that forwarder or server (its --api-key, or its
+                     PUSHNOTE_MQ_API_KEY / PUSHNOTE_API_KEY environment variable).
 PUSHNOTE_SECRET      the secret tokens are signed with; pushnote-server must have the same
                      (--secret, or its PUSHNOTE_SECRET environment variable). Default: Django's
                      SECRET_KEY.
@@ -105,6 +111,29 @@ def broker_replicas():
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigurationError(
             f"PUSHNOTE_BROKER_REPLICAS must be a whole number of replicas, 0 or more, not {value!r}")
+    return value
+
+
+def http_url():
+    """PUSHNOTE_HTTP_URL: the forwarder's or a server's HTTP port."""
+    value = setting("PUSHNOTE_HTTP_URL") or None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            "pushnote.presence needs PUSHNOTE_HTTP_URL: the http:// address of the forwarder's "
+            "--http port, or of a pushnote-server started with --api-key (such as "
+            f"'http://127.0.0.1:8003'), not {value!r}"
+        )
+    return value
+
+
+def api_key():
+    """PUSHNOTE_API_KEY: the key of the forwarder's or server's HTTP port."""
+    value = setting("PUSHNOTE_API_KEY") or None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            "pushnote.presence needs PUSHNOTE_API_KEY: the --api-key of the forwarder or server "
+            "at PUSHNOTE_HTTP_URL"
+        )
     return value
 
 

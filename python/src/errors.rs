@@ -1,6 +1,8 @@
 //! The crate's errors as the exceptions of `pushnote.exceptions`, which are Python classes so
 //! that they can also be `ValueError`s, `TypeError`s or `ConnectionError`s.
 
+use pushnote::member::MemberError;
+use pushnote::presence::{HttpError, PresenceError};
 use pushnote::wire::WireError;
 use pushnote::{PublishError, TokenError};
 use pyo3::exceptions::PyRuntimeError;
@@ -71,6 +73,16 @@ pub fn token_error(py: Python<'_>, e: TokenError, subject: &str) -> PyErr {
             "InvalidUserError",
             format!("{subject:?}: {}", WireError::InvalidUserId),
         ),
+        TokenError::Member(MemberError::InvalidUserId) => raise(
+            py,
+            "InvalidUserError",
+            format!("{subject:?}: {}", WireError::InvalidUserId),
+        ),
+        TokenError::Member(MemberError::InvalidInfo) => raise(
+            py,
+            "SerializationError",
+            format!("the presence member's info is not JSON text ({subject:?})"),
+        ),
         TokenError::EmptySecret => raise(
             py,
             "ConfigurationError",
@@ -78,4 +90,32 @@ pub fn token_error(py: Python<'_>, e: TokenError, subject: &str) -> PyErr {
         ),
         other => raise(py, "TokenError", other.to_string()),
     }
+}
+
+/// A failed question about a presence channel's members as the exception a Python app
+/// catches: the URL or key refused by the server is a setting to fix, a server out of reach a
+/// connection error.
+pub fn presence_error(py: Python<'_>, e: PresenceError) -> PyErr {
+    let class = match &e {
+        PresenceError::InvalidChannel(_) => "InvalidChannelError",
+        PresenceError::InvalidKey => "ConfigurationError",
+        PresenceError::Http(HttpError::Url(_)) => "ConfigurationError",
+        PresenceError::Http(HttpError::Io { .. } | HttpError::Timeout { .. }) => {
+            "NotConnectedError"
+        }
+        PresenceError::Refused {
+            status: 401 | 404, ..
+        } => "ConfigurationError",
+        PresenceError::Http(_) | PresenceError::Refused { .. } | PresenceError::Malformed(_) => {
+            "PushnoteError"
+        }
+    };
+    let message = match e {
+        PresenceError::Http(HttpError::Url(reason)) => format!("PUSHNOTE_HTTP_URL: {reason}"),
+        PresenceError::InvalidKey => {
+            "PUSHNOTE_API_KEY has control characters, which a header cannot carry".to_owned()
+        }
+        other => other.to_string(),
+    };
+    raise(py, class, message)
 }

@@ -9,12 +9,14 @@
 //! How the files divide the work:
 //! - `publisher.rs` — the `Publisher` class: connect, notify, notify_all, publish, close; fork
 //!   safety of its ZeroMQ context.
-//! - `signer.rs` — the `Signer` class: user and channel tokens.
+//! - `signer.rs` — the `Signer` class: user, channel and presence tokens.
+//! - `presence.rs` — `presence_members`: who is in a presence channel, asked over HTTP.
 //! - `errors.rs` — the crate's errors as Python exceptions with clear messages.
 
 use pyo3::prelude::*;
 
 mod errors;
+mod presence;
 mod publisher;
 mod signer;
 
@@ -23,6 +25,7 @@ mod signer;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<publisher::Publisher>()?;
     m.add_class::<signer::Signer>()?;
+    m.add_function(wrap_pyfunction!(presence::presence_members, m)?)?;
     m.add("DEFAULT_SALT", pushnote::DEFAULT_SALT)?;
     m.add(
         "DEFAULT_PUBLISH_ENDPOINT",

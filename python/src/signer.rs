@@ -1,11 +1,12 @@
-//! The `Signer` class: the tokens pages subscribe with, in Django's `TimestampSigner` format,
-//! and the users of tokens an app makes itself (opaque tokens).
+//! The `Signer` class: the tokens pages subscribe with, in Django's `TimestampSigner` format
+//! (users', channels', presence channels'), and the users of tokens an app makes itself
+//! (opaque tokens).
 
 use pyo3::prelude::*;
 
 use crate::errors::token_error;
 
-/// Mints user and channel tokens with a secret and a salt, as pushnote-server checks them.
+/// Mints user, channel and presence tokens with a secret and a salt, as pushnote-server checks them.
 #[pyclass(module = "pushnote._native", frozen)]
 pub struct Signer {
     inner: pushnote::Signer,
@@ -57,6 +58,25 @@ impl Signer {
             .map_err(|e| match e {
                 pushnote::TokenError::InvalidUserId => token_error(py, e, user.unwrap_or("")),
                 e => token_error(py, e, channel),
+            })
+    }
+
+    /// The token that lets a page join presence channel `channel` (`presence-…`) as `user`,
+    /// whom the channel's other members see with `info`: JSON text (None is `null`), passed
+    /// on as written without its white space.
+    #[pyo3(signature = (channel, user, info = None))]
+    fn presence_token(
+        &self,
+        py: Python<'_>,
+        channel: &str,
+        user: &str,
+        info: Option<&str>,
+    ) -> PyResult<String> {
+        self.inner
+            .presence_token(channel, user, info)
+            .map_err(|e| match e {
+                pushnote::TokenError::InvalidChannel => token_error(py, e, channel),
+                e => token_error(py, e, user),
             })
     }
 

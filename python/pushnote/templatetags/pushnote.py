@@ -3,6 +3,7 @@
     var token = {% pushnote_token %};
     var token = "{% pushnote_token %}";
     var groupToken = {% pushnote_channel_token "private-group-7" user=request.user %};
+    var roomToken = {% pushnote_presence_token "presence-room-7" info %};
 
 Each tag writes the token where it stands, in either form pages use:
 
@@ -28,7 +29,7 @@ from django import template
 from django.template.base import TokenType
 from django.utils.safestring import mark_safe
 
-from ..utils import channel_token, tokenize
+from ..utils import channel_token, presence_token, tokenize
 
 register = template.Library()
 
@@ -109,3 +110,13 @@ def pushnote_channel_token(context, channel, user=None):
     if user is not None and not _signed_in(user):
         return None
     return channel_token(channel, user)
+
+
+@_token_tag
+def pushnote_presence_token(context, channel, info=None, user=None):
+    """The token that lets the page join presence channel `channel` as the page's user (the
+    context's `user`, or `request.user`), or as `user`, whom the channel's other members see
+    with `info` (any value JSON can hold; None is null); none for an anonymous user. Render it
+    only for pages allowed in the channel."""
+    user = _user(context) if user is None else user
+    return presence_token(channel, user, info) if _signed_in(user) else None

@@ -1,6 +1,7 @@
 """The real pushnote binaries on ephemeral loopback ports, and ZeroMQ subscribers that see
 exactly what the package publishes. Every wait has a deadline; every process is killed."""
 
+import base64
 import ctypes
 import json
 import os
@@ -209,3 +210,85 @@ def free_port():
 
 def unique():
     return uuid.uuid4().hex[:12]
+
+
+class RawWebSocket:
+    """A page as a raw WebSocket client of pushnote-server (`<route>/websocket`): JSON text
+    out, one JSON message per text frame in."""
+
+    def __init__(self, url):
+        u = urllib.parse.urlparse(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=WAIT)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET {u.path}/websocket HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill(WAIT)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _fill(self, timeout):
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(65536)
+        if not data:
+            raise AssertionError("the server closed the connection")
+        self.buf += data
+
+    def _send_frame(self, opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            header = bytes([0x80 | opcode, 0x80 | n])
+        else:
+            header = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def send(self, value):
+        self._send_frame(0x1, json.dumps(value).encode())
+
+    def _frame(self):
+        """The next whole frame in the buffer, taken out of it, or None."""
+        if len(self.buf) < 2:
+            return None
+        n, at = self.buf[1] & 0x7F, 2
+        if n == 126:
+            n, at = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            n, at = int.from_bytes(self.buf[2:10], "big"), 10
+        if len(self.buf) < at + n:
+            return None
+        opcode, payload = self.buf[0] & 0x0F, self.buf[at : at + n]
+        self.buf = self.buf[at + n :]
+        return opcode, payload
+
+    def receive(self, timeout=WAIT):
+        """The next message; AssertionError if none comes within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no message in {timeout} s")
+                try:
+                    self._fill(left)
+                except socket.timeout:
+                    raise AssertionError(f"no message in {timeout} s")
+                continue
+            opcode, payload = frame
+            if opcode == 0x1:
+                return json.loads(payload)
+            if opcode == 0x9:
+                self._send_frame(0xA, payload)
+            elif opcode == 0x8:
+                raise AssertionError(f"closed: {payload!r}")
+
+    def close(self):
+        self.sock.close()

@@ -285,6 +285,10 @@ impl Presence {
             self.metrics
                 .presence_sent
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
+            let bytes: usize = out.iter().map(Vec::len).sum();
+            self.metrics
+                .presence_sent_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
             state = lock(&self.state);
             if self.stop.load(Ordering::Relaxed) {
                 break;

@@ -375,6 +375,11 @@ async fn a_single_server_answers_presence_and_keeps_its_bounds() {
     // b's other session keeps b in.
     a.drain(Duration::from_millis(300)).await;
     assert_eq!(a.users(), ["a", "b"]);
+    // That session joins again as another member: it is that one now, and b has left.
+    other.emit(join(ROOM, presence_token(ROOM, "f"))).await;
+    let reply = other.next().await;
+    assert_eq!(reply["data"]["me"]["user"], "f", "{reply}");
+    a.until(&["a", "f"], WAIT).await;
     drop(other);
     a.until(&["a"], WAIT).await;
 

@@ -132,9 +132,13 @@ impl Presence {
         let mut state = lock(&self.state);
         let state = &mut *state;
         let joined = state.sessions.get(&session.id());
-        if joined.is_some_and(|j| j.iter().any(|(c, _)| &**c == channel)) {
-            return Ok(()); // in it already: as whom it first joined
+        match joined.and_then(|j| j.iter().find(|(c, _)| &**c == channel)) {
+            Some((_, user)) if **user == *member.user => return Ok(()), // in it already
+            // In it as another member: it is that one no longer.
+            Some(_) => state.leave(session.id(), channel),
+            None => {}
         }
+        let joined = state.sessions.get(&session.id());
         if joined.map_or(0, Vec::len) >= self.config.max_channels {
             return refuse(Refused::TooManyChannels);
         }

@@ -143,6 +143,7 @@ fn channel_tokens_verify_across_django_python_the_cli_and_rust() {
         let grant = ChannelGrant {
             channel: channel.to_owned(),
             user: user.map(str::to_owned),
+            member: None,
         };
         let signed = match user {
             None => channel.to_owned(),

@@ -72,6 +72,7 @@ fn run(flags: &Flags) -> Result<(), String> {
                 body_timeout: config.http.body_timeout,
                 publisher: std::sync::Arc::new(publisher),
                 metrics: forwarder.metrics(),
+                presence: forwarder.presence(),
             }));
             servers.push(http::listen(address, "--http", "/publish", serves).await?);
         }

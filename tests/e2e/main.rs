@@ -31,6 +31,7 @@ mod nginx_capacity;
 mod nginx_restart;
 mod opaque_tokens;
 mod overload;
+mod presence;
 mod proxied;
 mod proxy;
 mod pushnote_js;

@@ -91,6 +91,11 @@ pub struct ForwarderConfig {
     pub broker: Option<pushnote::redis_endpoint::RedisEndpoint>,
     /// The prefix of pushnote's keys in that Redis.
     pub broker_prefix: String,
+    /// How long a server may go unheard before its presence members leave the forwarder's
+    /// view (`GET /presence`).
+    pub presence_timeout: Duration,
+    /// Presence members the forwarder keeps, of every channel and server.
+    pub presence_max_known: usize,
 }
 
 impl ForwarderConfig {
@@ -109,6 +114,8 @@ impl ForwarderConfig {
             http: HttpLimits::default(),
             broker: None,
             broker_prefix: pushnote::redis_script::DEFAULT_PREFIX.to_owned(),
+            presence_timeout: Duration::from_secs_f64(pushnote_presence::DEFAULT_TIMEOUT_SECS),
+            presence_max_known: pushnote_presence::DEFAULT_MAX_KNOWN,
         }
     }
 }
@@ -187,6 +194,17 @@ pub struct Flags {
     /// second.
     #[arg(long, env = "PUSHNOTE_MQ_RECOVERY_RATE", default_value_t = DEFAULT_RECOVERY_RATE_MIB)]
     pub recovery_rate: u64,
+
+    /// Seconds (decimals allowed) a server may go unheard before its presence members leave
+    /// the forwarder's view, which GET /presence on --http answers with; the servers' own
+    /// --presence-timeout should be the same.
+    #[arg(long, env = "PUSHNOTE_MQ_PRESENCE_TIMEOUT", default_value_t = pushnote_presence::DEFAULT_TIMEOUT_SECS)]
+    pub presence_timeout: f64,
+
+    /// Presence members the forwarder keeps for GET /presence, of every channel and server;
+    /// what servers announce past it is not kept (it still reaches the other servers).
+    #[arg(long, env = "PUSHNOTE_MQ_PRESENCE_MAX_KNOWN", default_value_t = pushnote_presence::DEFAULT_MAX_KNOWN)]
+    pub presence_max_known: usize,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9101). Off
     /// when not given.
@@ -323,7 +341,12 @@ impl Flags {
                     .map_err(|e| format!("--broker: {e}"))?,
             ),
         };
+        if !(0.1..=3600.0).contains(&self.presence_timeout) {
+            return Err("--presence-timeout must be between 0.1 and 3600 seconds".into());
+        }
         Ok(ForwarderConfig {
+            presence_timeout: Duration::from_secs_f64(self.presence_timeout),
+            presence_max_known: self.presence_max_known,
             broker,
             broker_prefix: self.broker_prefix.clone(),
             sub_endpoint: self.sub.clone(),

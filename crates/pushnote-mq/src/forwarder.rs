@@ -14,6 +14,9 @@
 //! connection) is answered on the one thread that forwards, so the answer goes down that
 //! server's connection exactly between the messages forwarded before it and those after.
 
+use std::sync::{Mutex, MutexGuard};
+
+use pushnote_presence::{Action, Message, View, FORWARDER, TOPIC};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +68,8 @@ pub struct Forwarder {
     thread: Option<JoinHandle<()>>,
     /// The bridge into Redis' thread (`--broker`), if on.
     bridge: Option<JoinHandle<()>>,
+    /// Presence channels' members, as the servers' presence messages say.
+    presence: Arc<Mutex<View>>,
     _ctx: zmq::Context,
 }
 
@@ -119,7 +124,14 @@ impl Forwarder {
             }
             None => (None, None),
         };
+        let presence = Arc::new(Mutex::new(View::new(
+            FORWARDER,
+            config.presence_max_known,
+            false,
+        )));
         let mut thread = Thread {
+            presence: presence.clone(),
+            presence_timeout: config.presence_timeout,
             bridge,
             sub,
             publisher,
@@ -145,8 +157,14 @@ impl Forwarder {
             metrics,
             thread: Some(thread),
             bridge: bridge_thread,
+            presence,
             _ctx: ctx,
         })
+    }
+
+    /// Presence channels' members, as the servers' presence messages say (PROTOCOL §2d).
+    pub fn presence(&self) -> Arc<Mutex<View>> {
+        self.presence.clone()
     }
 
     /// The app-facing endpoint, as bound.
@@ -234,6 +252,8 @@ struct Thread {
     max_message_bytes: usize,
     drops: DropLog,
     refusals: RefusalLog,
+    presence: Arc<Mutex<View>>,
+    presence_timeout: Duration,
 }
 
 impl Thread {
@@ -302,6 +322,13 @@ impl Thread {
             m.forwarded.fetch_add(batch.forwarded, Ordering::Relaxed);
             m.forwarded_bytes.fetch_add(batch.bytes, Ordering::Relaxed);
             self.history.expire(now);
+            {
+                let mut presence = lock(&self.presence);
+                presence.expire(now, self.presence_timeout);
+                self.metrics
+                    .presence_members
+                    .store(presence.known() as u64, Ordering::Relaxed);
+            }
             self.gauges();
             self.drops
                 .report(now, self.max_topic_bytes, self.max_message_bytes);
@@ -354,6 +381,7 @@ impl Thread {
             };
             match frames.as_slice() {
                 [frame] if matches!(frame.first(), Some(0 | 1)) => {}
+                [frame] if frame.first() == Some(&SHARE) => self.share(&frame[1..], now),
                 [frame] => match Request::decode(frame) {
                     Some(request) => self.answer(&request, now),
                     None => {
@@ -368,6 +396,53 @@ impl Thread {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// Sends a server's presence message (PROTOCOL §2d) on to every server, and takes it into
+    /// the forwarder's view; asks a server whose messages were lost for its state.
+    fn share(&mut self, message: &[u8], now: Instant) {
+        let body = match message.strip_prefix(TOPIC) {
+            Some(body) if message.len() <= self.max_message_bytes => body,
+            _ => {
+                self.metrics
+                    .requests_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let sent = self
+            .publisher
+            .send(TOPIC, zmq::SNDMORE)
+            .and_then(|()| self.publisher.send(body, 0));
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "forwarder send of a presence message failed");
+        }
+        self.metrics
+            .presence_messages
+            .fetch_add(1, Ordering::Relaxed);
+        let Ok(message) = Message::decode(body) else {
+            return;
+        };
+        let action = lock(&self.presence).receive(message, now);
+        if let Some(Action::Ask(server)) = action {
+            self.ask(Some(server));
+        }
+    }
+
+    /// Asks `server` (`None`: every server) for its whole presence state.
+    fn ask(&mut self, server: Option<u64>) {
+        let query = Message::Query {
+            server: FORWARDER,
+            n: 0,
+            to: server,
+        };
+        let sent = self
+            .publisher
+            .send(TOPIC, zmq::SNDMORE)
+            .and_then(|()| self.publisher.send(&query.encode()[..], 0));
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "forwarder send of a presence query failed");
         }
     }
 
@@ -434,8 +509,8 @@ impl Thread {
             return Err(Dropped::TopicTooLong);
         }
         let topic_len = topic_len.ok_or(Dropped::Malformed)?;
-        // Only the forwarder answers on reply topics.
-        if topic.starts_with(recover::REPLY_TOPIC_PREFIX) {
+        // Only the forwarder answers on reply topics; only servers send presence messages.
+        if topic.starts_with(recover::REPLY_TOPIC_PREFIX) || topic.starts_with(TOPIC) {
             return Err(Dropped::Malformed);
         }
         // A topic is followed by the publisher's room for a stamp, or by nothing.
@@ -633,6 +708,13 @@ impl Thread {
 
 /// Sends the kept messages `kept` as parts of answer `id` on `reply_topic`; how many, and
 /// their bodies' bytes.
+fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
+    view.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The first byte of a server's presence message sent up to the forwarder (PROTOCOL §2d).
+const SHARE: u8 = 0x04;
+
 fn give<'a>(
     publisher: &zmq::Socket,
     reply_topic: &[u8],

@@ -41,6 +41,8 @@ pub struct Publishing {
     pub body_timeout: Duration,
     pub publisher: Arc<pushnote::Publisher>,
     pub metrics: Arc<Metrics>,
+    /// Presence channels' members, for `GET /presence`.
+    pub presence: Arc<std::sync::Mutex<pushnote_presence::View>>,
 }
 
 /// A response's body: whole, as each of these answers is.
@@ -83,9 +85,35 @@ async fn respond(serves: &Serves, request: Request<Incoming>) -> Response<Body> 
         (Serves::Metrics(metrics), &Method::GET, "/health") => health(metrics),
         (Serves::Publish(p), &Method::GET, "/health") => health(&p.metrics),
         (Serves::Publish(p), &Method::POST, "/publish") => publish(p, request).await,
+        (Serves::Publish(p), &Method::GET, "/presence") => presence(p, &request),
         (Serves::Metrics(_), _, "/metrics" | "/health")
-        | (Serves::Publish(_), _, "/publish" | "/health") => status(StatusCode::METHOD_NOT_ALLOWED),
+        | (Serves::Publish(_), _, "/publish" | "/health" | "/presence") => {
+            status(StatusCode::METHOD_NOT_ALLOWED)
+        }
         _ => status(StatusCode::NOT_FOUND),
+    }
+}
+
+/// `GET /presence?channel=C` with the key (PROTOCOL §2d): the channel's members.
+fn presence(p: &Publishing, request: &Request<Incoming>) -> Response<Body> {
+    use pushnote_presence::query;
+    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(refused) = http_publish::authorized(authorization, &p.api_key) {
+        let mut response = json(401, query::error(&refused.error));
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    match query::channel_of(request.uri().query().unwrap_or_default()) {
+        Err(e) => json(400, query::error(&e)),
+        Ok(channel) => {
+            let view = p.presence.lock().unwrap_or_else(|e| e.into_inner());
+            let members = view.members(&channel);
+            drop(view);
+            let members = query::members_json(members.iter().map(|(u, i)| (&**u, &**i)));
+            json(200, query::answer(&channel, &members))
+        }
     }
 }
 

@@ -102,8 +102,12 @@ pub struct Metrics {
     pub recovered_bytes: AtomicU64,
     /// Answers that gave nothing: past the request's allowance or `--recovery-rate`.
     pub recoveries_busy: AtomicU64,
-    /// Frames from servers that were neither a subscription nor a request.
+    /// Frames from servers that were neither a subscription, a request nor a presence message.
     pub requests_malformed: AtomicU64,
+    /// Presence messages of servers sent on to every server.
+    pub presence_messages: AtomicU64,
+    /// Presence members the forwarder's view holds (`GET /presence`), now.
+    pub presence_members: AtomicU64,
     /// Confirm requests received (`--confirm`).
     pub confirm_requests: AtomicU64,
     /// Messages of confirm requests published and confirmed.
@@ -218,8 +222,20 @@ impl Metrics {
         )?;
         figures.counter(
             "pushnote_mq_requests_malformed_total",
-            "Frames from servers that were neither a subscription nor a recovery request.",
+            "Frames from servers that were neither a subscription, a recovery request nor a \
+             presence message.",
             load(&self.requests_malformed),
+        )?;
+        figures.counter(
+            "pushnote_mq_presence_messages_total",
+            "Presence messages of servers sent on to every server.",
+            load(&self.presence_messages),
+        )?;
+        figures.gauge(
+            "pushnote_mq_presence_members",
+            "Presence members the forwarder's view holds (GET /presence), of every channel and \
+             server.",
+            load(&self.presence_members),
         )?;
         figures.counter(
             "pushnote_mq_confirm_requests_total",

@@ -18,6 +18,7 @@ use crate::config::{self, Limits, TokenPolicy};
 use crate::hub::{Hub, Joined, Subscribed};
 use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
+use crate::presence::{self, Presence};
 use crate::protocol::{self, ErrorCode, Outcome, Refusal, Request};
 use crate::recovery::Recovery;
 use crate::remote::Remote;
@@ -60,6 +61,8 @@ pub struct ClientHandler {
     metrics: Arc<Metrics>,
     /// Where positions come from, if the server gives them.
     positions: Option<Positions>,
+    /// Presence channels' members.
+    presence: Arc<Presence>,
     /// Sessions closed because the server is full.
     full_log: LogEvery,
     /// Sessions refused before opening, for their connection or address.
@@ -110,13 +113,15 @@ fn refusal_of(e: TokenError) -> Refusal {
 impl ClientHandler {
     /// A handler registering sessions in `hub` and checking tokens with `tokens` (none: every
     /// subscribe with a token is refused with `no_secret`), giving positions and recovery
-    /// through `positions` (none: `positions` is refused with `no_history`).
+    /// through `positions` (none: `positions` is refused with `no_history`), and presence
+    /// channels' members through `presence`.
     pub fn new(
         hub: Arc<Hub>,
         tokens: Option<TokenPolicy>,
         limits: Limits,
         metrics: Arc<Metrics>,
         positions: Option<Positions>,
+        presence: Arc<Presence>,
     ) -> Self {
         ClientHandler {
             hub,
@@ -124,6 +129,7 @@ impl ClientHandler {
             limits,
             metrics,
             positions,
+            presence,
             full_log: LogEvery::default(),
             refused_log: LogEvery::default(),
             channels_full_log: LogEvery::default(),
@@ -248,6 +254,10 @@ impl ClientHandler {
             },
         )?;
         self.leave_channels_of_other_users(session);
+        for channel in self.presence.leave_other_users(session, &user) {
+            self.hub.leave_channel(session, &channel);
+            let _ = session.send(protocol::left(&channel));
+        }
         Ok(reply)
     }
 
@@ -355,6 +365,7 @@ impl ClientHandler {
         self.channel_request(session, channel)?;
         let positioned = self.positioned(session, since)?;
         let mut bound_to = None;
+        let mut member = None;
         if wire::is_private(channel) {
             self.attempt(session)?;
             let Some(token) = token else {
@@ -381,6 +392,10 @@ impl ClientHandler {
                 }
             }
             bound_to = grant.user;
+            member = grant.member;
+        }
+        if let Some(member) = member {
+            return self.join_presence(session, channel, member, positioned, since);
         }
         self.enter(
             session,
@@ -395,6 +410,72 @@ impl ClientHandler {
                 move |outcome| protocol::joined(&channel, outcome)
             },
         )
+    }
+
+    /// Joins presence channel `channel` as `member`: in the channel's members here, then in
+    /// its topic; answered with the members.
+    fn join_presence(
+        &self,
+        session: &Session,
+        channel: &str,
+        member: pushnote::member::Member,
+        positioned: Option<&Positions>,
+        since: Option<Position>,
+    ) -> Result<Option<Message>, Refusal> {
+        if self
+            .hub
+            .user_of(session)
+            .is_some_and(|user| *user != *member.user)
+        {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "the token names another member than the user this session is subscribed as",
+            ));
+        }
+        let limits = self.presence.limits();
+        self.presence
+            .join(session, channel, &member)
+            .map_err(|why| match why {
+                presence::Refused::Full => Refusal::new(
+                    ErrorCode::PresenceFull,
+                    format!(
+                        "this presence channel has {} members, its most: try later",
+                        limits.max_members
+                    ),
+                ),
+                presence::Refused::InfoTooLarge => Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "the member's info is {} bytes, over the {} this server takes",
+                        member.info.len(),
+                        limits.max_info_bytes
+                    ),
+                ),
+                presence::Refused::TooManyChannels => Refusal::new(
+                    ErrorCode::TooManyChannels,
+                    format!(
+                        "this session is in {} presence channels already: leave one first",
+                        limits.max_channels
+                    ),
+                ),
+            })?;
+        let presence = self.presence.clone();
+        let entered = self.enter(
+            session,
+            positioned,
+            || wire::channel_topic(channel).map_err(|e| (ErrorCode::InvalidChannel, e)),
+            since,
+            || self.hub.in_channel(session, channel),
+            || self.hub_join(session, channel, None),
+            {
+                let channel = channel.to_owned();
+                move |outcome| presence.joined(&channel, &member, outcome)
+            },
+        );
+        if entered.is_err() && !self.hub.in_channel(session, channel) {
+            self.presence.leave(session, channel);
+        }
+        entered
     }
 
     fn hub_join(
@@ -477,6 +558,7 @@ impl ClientHandler {
                 self.channel_request(session, &channel)
                     .map_err(|r| r.on(&channel))?;
                 self.hub.leave_channel(session, &channel);
+                self.presence.leave(session, &channel);
                 Ok(Some(protocol::left(&channel)))
             }
             Request::Positions { since } => self.positions(session, since).map(|()| None),
@@ -579,5 +661,6 @@ impl sockjs::Handler for ClientHandler {
             self.metrics.too_big_closed.fetch_add(1, Ordering::Relaxed);
         }
         self.hub.remove(session);
+        self.presence.remove(session);
     }
 }

@@ -189,6 +189,36 @@ impl Limits {
     }
 }
 
+/// Presence channels: their bounds and timing (PROTOCOL §6, "Presence").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// Members one channel may have; a new member's join past it is refused (`presence_full`).
+    pub max_members: usize,
+    /// Bytes of a member's info (JSON text); more is refused (`bad_request`).
+    pub max_info_bytes: usize,
+    /// Presence channels one session may be in; one more is refused (`too_many_channels`).
+    pub max_channels: usize,
+    /// Members kept of other servers, of every channel; what they announce past it is dropped.
+    pub max_known: usize,
+    /// How often changes go out, to the bus and to pages, put together.
+    pub interval: Duration,
+    /// How long a server may go unheard before its members leave.
+    pub timeout: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            max_members: pushnote_presence::DEFAULT_MAX_MEMBERS,
+            max_info_bytes: pushnote_presence::DEFAULT_MAX_INFO_BYTES,
+            max_channels: pushnote_presence::DEFAULT_MAX_CHANNELS,
+            max_known: pushnote_presence::DEFAULT_MAX_KNOWN,
+            interval: Duration::from_millis(pushnote_presence::DEFAULT_INTERVAL_MS),
+            timeout: Duration::from_secs_f64(pushnote_presence::DEFAULT_TIMEOUT_SECS),
+        }
+    }
+}
+
 /// Everything a server is configured with.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -238,6 +268,8 @@ pub struct ServerConfig {
     /// at once (each answer also at most a session's queue bytes); an answer past it gives
     /// none and says "busy".
     pub recovery_memory: usize,
+    /// Presence channels' bounds and timing.
+    pub presence: PresenceConfig,
 }
 
 impl ServerConfig {
@@ -278,6 +310,7 @@ impl ServerConfig {
             broker: None,
             confirm: None,
             recovery_memory: DEFAULT_RECOVERY_MEMORY_MIB << 20,
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -505,6 +538,36 @@ pub struct Flags {
     /// Each costs a few KB here and at the forwarder (docs/OPERATIONS.md, "Memory").
     #[arg(long, env = "PUSHNOTE_MAX_SERVER_CHANNELS", default_value_t = DEFAULT_MAX_SERVER_CHANNELS)]
     pub max_server_channels: usize,
+
+    /// Members one presence channel may have (as this server knows them, across servers); a
+    /// new member's join past it is refused with presence_full.
+    #[arg(long, env = "PUSHNOTE_PRESENCE_MAX_MEMBERS", default_value_t = pushnote_presence::DEFAULT_MAX_MEMBERS)]
+    pub presence_max_members: usize,
+
+    /// Bytes of a presence member's info (the JSON text its token carries); a join with more
+    /// is refused with bad_request.
+    #[arg(long, env = "PUSHNOTE_PRESENCE_MAX_INFO", default_value_t = pushnote_presence::DEFAULT_MAX_INFO_BYTES)]
+    pub presence_max_info: usize,
+
+    /// Presence channels one session may be in at once (they count in --max-channels too); one
+    /// more is refused with too_many_channels.
+    #[arg(long, env = "PUSHNOTE_PRESENCE_MAX_CHANNELS", default_value_t = pushnote_presence::DEFAULT_MAX_CHANNELS)]
+    pub presence_max_channels: usize,
+
+    /// Presence members this server keeps of other servers, of every channel; what they
+    /// announce past it is dropped and counted (pushnote_presence_dropped_total).
+    #[arg(long, env = "PUSHNOTE_PRESENCE_MAX_KNOWN", default_value_t = pushnote_presence::DEFAULT_MAX_KNOWN)]
+    pub presence_max_known: usize,
+
+    /// Milliseconds between the moments presence changes go out, put together: to the bus,
+    /// and to pages (one pushnote:presence message per channel at most).
+    #[arg(long, env = "PUSHNOTE_PRESENCE_INTERVAL", default_value_t = pushnote_presence::DEFAULT_INTERVAL_MS)]
+    pub presence_interval: u64,
+
+    /// Seconds (decimals allowed) another server may go unheard before its presence members
+    /// leave; heartbeats go every second, or a third of this if shorter.
+    #[arg(long, env = "PUSHNOTE_PRESENCE_TIMEOUT", default_value_t = pushnote_presence::DEFAULT_TIMEOUT_SECS)]
+    pub presence_timeout: f64,
 
     /// The largest bus message accepted, in bytes; larger ones are dropped and counted.
     #[arg(long, env = "PUSHNOTE_MAX_BUS_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_BUS_MESSAGE_BYTES)]
@@ -744,6 +807,20 @@ impl Flags {
             Some(key) => Some(key.to_owned()),
         };
         config.recovery_memory = self.recovery_memory.saturating_mul(1 << 20);
+        if !(0.1..=3600.0).contains(&self.presence_timeout) {
+            return Err("--presence-timeout must be between 0.1 and 3600 seconds".into());
+        }
+        if !(1..=10_000).contains(&self.presence_interval) {
+            return Err("--presence-interval must be between 1 and 10000 milliseconds".into());
+        }
+        config.presence = PresenceConfig {
+            max_members: self.presence_max_members,
+            max_info_bytes: self.presence_max_info,
+            max_channels: self.presence_max_channels,
+            max_known: self.presence_max_known,
+            interval: Duration::from_millis(self.presence_interval),
+            timeout: Duration::from_secs_f64(self.presence_timeout),
+        };
         if let Some(history) = &mut config.history {
             if self.history_size == 0 || self.history_memory == 0 {
                 config.history = None;

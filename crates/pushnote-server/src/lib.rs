@@ -33,6 +33,10 @@
 //!   a message to sessions, pacing, counting, closing the slow; `overload.rs`: the bus messages
 //!   read and not yet delivered, how far behind that puts the server, and shedding past
 //!   `--max-lag`.
+//! - `presence/` — `presence.rs`: presence channels on this server, its sessions' members and
+//!   every other server's as the bus brings them (the `pushnote-presence` crate), pages told
+//!   of comings and goings and the other servers of this server's, every
+//!   `--presence-interval`.
 //! - `positions/` — `recovery.rs`: positions and history where the server keeps it, every
 //!   message numbered and kept under one lock with the requests that join topics, and what a
 //!   session missed given back in order (the history itself is the `pushnote-history`
@@ -72,6 +76,10 @@ pub(crate) mod recovery;
 pub(crate) mod recovery_state;
 #[path = "positions/remote.rs"]
 pub(crate) mod remote;
+
+// Presence: who is in each presence channel, across servers.
+#[path = "presence/presence.rs"]
+pub mod presence;
 
 // The bus: the broker interface, its engines, and the thread that reads them.
 #[path = "bus/broker.rs"]

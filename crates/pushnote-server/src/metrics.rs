@@ -42,6 +42,30 @@ pub struct Metrics {
     pub bus_lost: AtomicU64,
     /// With the Redis engine: replies of Redis it could not use, and connections lost.
     pub broker_errors: AtomicU64,
+    /// Joins of presence channels.
+    pub presence_joins: AtomicU64,
+    /// Joins of presence channels refused: the channel full, the info too large, the
+    /// session in its most presence channels.
+    pub presence_refused: [AtomicU64; 3],
+    /// `pushnote:presence` messages queued to sessions.
+    pub presence_events: AtomicU64,
+    /// Presence messages sent to other servers, and received from them.
+    pub presence_sent: AtomicU64,
+    pub presence_received: AtomicU64,
+    /// Presence messages of other servers that were not ones.
+    pub presence_malformed: AtomicU64,
+    /// Other servers asked for their whole state (their messages were lost or they were new).
+    pub presence_asked: AtomicU64,
+    /// Other servers forgotten for going silent, and their members with them.
+    pub presence_expired: AtomicU64,
+    /// Members kept, of every presence channel and server (this one's included), now.
+    pub presence_members: AtomicU64,
+    /// Presence channels with members, now.
+    pub presence_channels: AtomicU64,
+    /// Other servers heard from, now.
+    pub presence_servers: AtomicU64,
+    /// Members other servers announced past --presence-max-known, not kept.
+    pub presence_dropped: AtomicU64,
     /// Confirmed publishes received (`--single --confirm`).
     pub confirm_requests: AtomicU64,
     /// Messages of confirmed publishes kept and delivered, their positions replied.
@@ -390,6 +414,73 @@ impl Metrics {
                 &self.channels_refused_full,
             ),
             (
+                "pushnote_presence_joins_total",
+                "counter",
+                "Joins of presence channels.",
+                &self.presence_joins,
+            ),
+            (
+                "pushnote_presence_events_total",
+                "counter",
+                "pushnote:presence messages (members added and removed) queued to sessions.",
+                &self.presence_events,
+            ),
+            (
+                "pushnote_presence_bus_sent_total",
+                "counter",
+                "Presence messages sent to the other servers.",
+                &self.presence_sent,
+            ),
+            (
+                "pushnote_presence_bus_received_total",
+                "counter",
+                "Presence messages received from the other servers.",
+                &self.presence_received,
+            ),
+            (
+                "pushnote_presence_bus_malformed_total",
+                "counter",
+                "Presence messages received that were not ones; dropped.",
+                &self.presence_malformed,
+            ),
+            (
+                "pushnote_presence_resyncs_total",
+                "counter",
+                "Other servers asked for their whole state (messages of theirs lost, or new).",
+                &self.presence_asked,
+            ),
+            (
+                "pushnote_presence_servers_expired_total",
+                "counter",
+                "Other servers forgotten, with their members, after --presence-timeout unheard.",
+                &self.presence_expired,
+            ),
+            (
+                "pushnote_presence_dropped_total",
+                "counter",
+                "Members other servers announced past --presence-max-known; not kept.",
+                &self.presence_dropped,
+            ),
+            (
+                "pushnote_presence_members",
+                "gauge",
+                "Presence members kept, of every channel and server (a member on two servers \
+                 counts twice).",
+                &self.presence_members,
+            ),
+            (
+                "pushnote_presence_channels",
+                "gauge",
+                "Presence channels with members.",
+                &self.presence_channels,
+            ),
+            (
+                "pushnote_presence_servers",
+                "gauge",
+                "Other servers heard from over the bus.",
+                &self.presence_servers,
+            ),
+            (
                 "pushnote_client_errors_total",
                 "counter",
                 "Client messages answered with an error.",
@@ -483,6 +574,16 @@ impl Metrics {
             "reason",
             pushnote::confirm::Refusal::ALL
                 .map(|r| (r.as_str(), load(&self.confirm_refused[r as usize]))),
+        )?;
+        figures.counters(
+            "pushnote_presence_refused_total",
+            "Joins of presence channels refused, by reason: full (presence_full), info \
+             (bad_request, over --presence-max-info), channels (too_many_channels, over \
+             --presence-max-channels).",
+            "reason",
+            ["full", "info", "channels"]
+                .into_iter()
+                .zip(self.presence_refused.iter().map(load)),
         )?;
         let codes = std::iter::once("ok").chain(ErrorCode::ALL.map(ErrorCode::as_str));
         figures.counters(

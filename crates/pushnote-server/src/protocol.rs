@@ -94,11 +94,13 @@ pub enum ErrorCode {
     TooManyRequests,
     /// Positions were asked of a server that keeps no history.
     NoHistory,
+    /// A new member's join of a presence channel that has the most members allowed.
+    PresenceFull,
 }
 
 impl ErrorCode {
     /// Every code, in the order they are declared (`code as usize` is its index here).
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownRequest,
         ErrorCode::BadRequest,
@@ -113,6 +115,7 @@ impl ErrorCode {
         ErrorCode::ChannelsFull,
         ErrorCode::TooManyRequests,
         ErrorCode::NoHistory,
+        ErrorCode::PresenceFull,
     ];
 
     /// The code as sent on the wire.
@@ -132,6 +135,7 @@ impl ErrorCode {
             ErrorCode::ChannelsFull => "channels_full",
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::NoHistory => "no_history",
+            ErrorCode::PresenceFull => "presence_full",
         }
     }
 }
@@ -452,6 +456,34 @@ pub fn joined(channel: &str, outcome: Option<Outcome>) -> Message {
     reply(json!({"name": "pushnote:subscribed", "data": data}))
 }
 
+/// The answer to a successful join of a presence channel: as [`joined`]'s, with the member
+/// the session joined as (`me`, a member's JSON object) and the channel's members (`members`,
+/// a JSON array of them).
+pub fn joined_presence(
+    channel: &str,
+    outcome: Option<Outcome>,
+    me: &str,
+    members: &str,
+) -> Message {
+    let data = with_outcome(json!({"channel": channel}), outcome).to_string();
+    let data = data.strip_suffix('}').unwrap_or(&data);
+    Message::json(&format!(
+        "{{\"name\":\"pushnote:subscribed\",\"data\":{data},\"me\":{me},\"members\":{members}}}}}"
+    ))
+}
+
+/// What a presence channel's sessions are told of its members' comings and goings: `added`
+/// a JSON array of members' objects, `removed` their user ids.
+pub fn presence_changed(channel: &str, added: &str, removed: &[impl AsRef<str>]) -> Message {
+    let removed: Vec<&str> = removed.iter().map(AsRef::as_ref).collect();
+    let head = json!({"channel": channel}).to_string();
+    let head = head.strip_suffix('}').unwrap_or(&head);
+    Message::json(&format!(
+        "{{\"name\":\"pushnote:presence\",\"data\":{head},\"added\":{added},\"removed\":{}}}}}",
+        json!(removed)
+    ))
+}
+
 /// The answer to a channel unsubscribe, and what a session is told when it leaves a channel
 /// otherwise (its user-bound grant went with its user).
 pub fn left(channel: &str) -> Message {
@@ -588,6 +620,7 @@ mod tests {
             ChannelsFull => 11,
             TooManyRequests => 12,
             NoHistory => 13,
+            PresenceFull => 14,
         };
         for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!((index(code), code as usize), (i, i), "{code:?}");

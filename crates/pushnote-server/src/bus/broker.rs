@@ -50,6 +50,10 @@ pub trait Broker: Subscriptions {
     /// engine ([`Engine::ask`]) after it has subscribed them.
     fn asked(&self, ticket: u64);
 
+    /// Sends a presence message (PROTOCOL §2d) to every other server, after every command
+    /// before it; an engine with no other servers (`--single`) drops it.
+    fn share(&self, body: &[u8]);
+
     /// Stops the bus thread's side.
     fn stop(&self);
 }
@@ -76,6 +80,8 @@ pub enum Command<'a> {
     Unsubscribed(&'a [u8]),
     /// A session's request waits under a ticket ([`Broker::asked`]).
     Asked(u64),
+    /// A presence message to send to every other server ([`Broker::share`]).
+    Share(&'a [u8]),
 }
 
 /// One part of an answer to a history request, as the engine took it in.
@@ -100,6 +106,12 @@ pub trait Engine: Send + 'static {
     /// Whether the engine numbers each topic's messages itself, and gives their positions
     /// with them; otherwise the server numbers them in its own history.
     fn numbers_messages(&self) -> bool;
+
+    /// Whether the engine carries presence messages between servers (PROTOCOL §2d): their
+    /// topic is then presence's, not a page's.
+    fn shares(&self) -> bool {
+        false
+    }
 
     /// Called on the bus thread before its first wait.
     fn start(&mut self, metrics: &Metrics);

@@ -36,6 +36,7 @@ use crate::hub::Hub;
 use crate::log_every::LogEvery;
 use crate::metrics::Metrics;
 use crate::overload::Backlog;
+use crate::presence::Presence;
 use crate::protocol::{self, Kind};
 use crate::recovery::Recovery;
 use crate::recovery_state::{Action, Live};
@@ -151,7 +152,9 @@ impl Bus {
 
     /// Starts the thread that reads the bus and delivers to `hub` through `fanout`, or,
     /// where the server keeps history, through `recovery`; with a forwarder, `recovering`
-    /// takes the sessions' requests and their answers.
+    /// takes the sessions' requests and their answers; `presence` is told of the other
+    /// servers' presence messages.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         self,
         control: Arc<BusControl>,
@@ -160,11 +163,13 @@ impl Bus {
         fanout: Arc<Fanout>,
         recovery: Option<Arc<Recovery>>,
         recovering: Option<Recovering>,
+        presence: Arc<Presence>,
     ) -> Result<BusThread, BusError> {
         let state = State {
             fanout,
             recovery,
             recovering,
+            presence,
             losses: Losses::default(),
             refusals: LogEvery::default(),
             backlog: Backlog::new(
@@ -236,6 +241,7 @@ impl<E: Engine> Reader<E> {
                 }
             };
             if ready.connection && self.engine.take_connection(metrics) {
+                state.presence.reconnected();
                 // What the forwarder accepted before this server's subscriptions reached it
                 // went nowhere: each topic waits for what it has of it.
                 if let Some(recovering) = &mut state.recovering {
@@ -278,6 +284,7 @@ impl<E: Engine> Reader<E> {
             Command::Subscribed(topic) => recovering.subscribed(topic, now),
             Command::Unsubscribed(topic) => recovering.unsubscribed(topic, now),
             Command::Asked(ticket) => recovering.asked(ticket, now),
+            Command::Share(_) => {}
         })
     }
 
@@ -331,6 +338,11 @@ impl<E: Engine> Reader<E> {
             let Some((frames, late)) = state.backlog.pop(now, metrics) else {
                 return;
             };
+            if self.engine.shares() && frames.len() == 2 && frames[0] == pushnote_presence::TOPIC {
+                // Another server's presence message (PROTOCOL §2d), not a page's.
+                state.presence.receive(&frames[1]);
+                continue;
+            }
             if let Some(answer) = self.engine.answer(&frames) {
                 if let Some(recovering) = &mut state.recovering {
                     let max = self.max_message_bytes;
@@ -621,6 +633,8 @@ struct State {
     backlog: Backlog,
     /// Confirmed publishes refused, logged at most once a second.
     refusals: LogEvery,
+    /// Presence, told of the other servers' presence messages and of the bus coming back.
+    presence: Arc<Presence>,
 }
 
 /// How often losses are logged at most; the metric counts every one at once.

@@ -12,6 +12,7 @@ const CMD_SUBSCRIBE: u8 = b'+';
 const CMD_UNSUBSCRIBE: u8 = b'-';
 const CMD_STOP: u8 = b'.';
 const CMD_ASKED: u8 = b'?';
+const CMD_SHARE: u8 = b'!';
 
 /// The engines' handle: sends commands to the bus thread. Cheap to call from any thread.
 pub struct BusControl {
@@ -63,6 +64,10 @@ impl Broker for BusControl {
         self.command(CMD_ASKED, &ticket.to_be_bytes());
     }
 
+    fn share(&self, body: &[u8]) {
+        self.command(CMD_SHARE, body);
+    }
+
     fn stop(&self) {
         self.command(CMD_STOP, b"");
     }
@@ -88,6 +93,7 @@ impl Commands {
                         on(Command::Asked(u64::from_be_bytes(ticket)));
                     }
                 }
+                CMD_SHARE => on(Command::Share(topic)),
                 CMD_STOP => return false,
                 _ => {}
             }

@@ -86,7 +86,8 @@ struct Request {
 /// A command sent, waiting for its reply.
 enum Pending {
     History(Request),
-    Ping,
+    /// A command whose reply nothing waits on (PING, a presence message's PUBLISH).
+    Other,
 }
 
 /// A connection in use.
@@ -146,6 +147,8 @@ impl Redis {
         };
         let mut topics = HashSet::new();
         topics.insert(wire::BROADCAST_TOPIC.to_vec());
+        // Presence messages between servers (PROTOCOL §2d), subscribed on every connection.
+        topics.insert(pushnote_presence::TOPIC.to_vec());
         let redis = Redis {
             keys: Keys::new(&options.prefix),
             name: options.endpoint.to_string(),
@@ -331,7 +334,7 @@ impl Redis {
         }
         if now.saturating_duration_since(live.heard) >= PING_EVERY {
             resp::encode(&[b"PING"], &mut live.output);
-            live.pending.push_back((Pending::Ping, now));
+            live.pending.push_back((Pending::Other, now));
             return Some(now + REPLY_TIMEOUT);
         }
         Some(live.heard + PING_EVERY)
@@ -393,6 +396,10 @@ impl Redis {
         let Some(mut topic) = self.keys.topic_of(channel) else {
             return;
         };
+        if topic == pushnote_presence::TOPIC {
+            backlog.push(now, vec![topic, payload.to_vec()]);
+            return;
+        }
         // The script puts the position before the body; what lacks one is not the script's,
         // and the bus thread rejects it as it is.
         let body = if payload.len() >= STAMP_BYTES {
@@ -411,6 +418,10 @@ impl Engine for Redis {
     }
 
     fn numbers_messages(&self) -> bool {
+        true
+    }
+
+    fn shares(&self) -> bool {
         true
     }
 
@@ -512,14 +523,23 @@ impl Engine for Redis {
 
     fn take_commands(&mut self, mut on: impl FnMut(Command<'_>)) -> bool {
         let mut changes = Vec::new();
+        let mut shared = Vec::new();
         let go_on = self.commands.take(|command| {
             on(command);
             match command {
                 Command::Subscribed(topic) => changes.push((true, topic.to_vec())),
                 Command::Unsubscribed(topic) => changes.push((false, topic.to_vec())),
                 Command::Asked(_) => {}
+                Command::Share(body) => shared.push(body.to_vec()),
             }
         });
+        let channel = self.keys.channel(pushnote_presence::TOPIC);
+        for body in shared {
+            self.queue(&[b"PUBLISH", &channel, &body]);
+            if let Some(live) = &mut self.live {
+                live.pending.push_back((Pending::Other, Instant::now()));
+            }
+        }
         for (subscribe, topic) in changes {
             let channel = self.keys.channel(&topic);
             if subscribe {

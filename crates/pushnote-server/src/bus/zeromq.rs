@@ -12,6 +12,7 @@
 //! their answers come down on this server's reply topic. In single mode it binds for apps to
 //! connect, and where the server keeps history it receives every topic's messages.
 
+use pushnote_presence::TOPIC;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,13 @@ struct Xsub {
     sub: zmq::Socket,
     commands: Commands,
     endpoint: String,
+    /// Whether presence messages go up the socket: to a forwarder, which sends them on to
+    /// every server (not to the apps of `--single`).
+    upstream: bool,
 }
+
+/// The first byte of a presence message sent up to the forwarder (PROTOCOL §2d).
+pub const SHARE: u8 = 0x04;
 
 /// The options both engines open their socket with.
 pub struct Options {
@@ -95,6 +102,7 @@ impl Xsub {
             sub,
             commands,
             endpoint: endpoint.to_owned(),
+            upstream: false,
         };
         Ok((xsub, control))
     }
@@ -143,6 +151,14 @@ impl Xsub {
                 Command::Subscribed(topic) => subscribe(&self.sub, topic),
                 Command::Unsubscribed(topic) => subscription(&self.sub, 0, topic),
                 Command::Asked(_) => Ok(()),
+                Command::Share(body) if self.upstream => {
+                    let mut frame = Vec::with_capacity(1 + TOPIC.len() + body.len());
+                    frame.push(SHARE);
+                    frame.extend_from_slice(TOPIC);
+                    frame.extend_from_slice(body);
+                    self.sub.send(frame, zmq::DONTWAIT)
+                }
+                Command::Share(_) => Ok(()),
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "bus subscription change failed");
@@ -187,13 +203,15 @@ pub struct Forwarder {
 impl Forwarder {
     /// Connects to the forwarder at `endpoint`; returns the engine and its handle.
     pub fn connect(endpoint: &str, options: &Options) -> Result<(Forwarder, BusControl), BusError> {
-        let (xsub, control) = Xsub::open(endpoint, options)?;
+        let (mut xsub, control) = Xsub::open(endpoint, options)?;
         let err = |source| BusError::Zmq {
             endpoint: endpoint.to_owned(),
             source,
         };
         let server = pushnote_history::history::fresh_seed();
         subscribe(&xsub.sub, &recover::reply_topic(server)).map_err(err)?;
+        subscribe(&xsub.sub, TOPIC).map_err(err)?;
+        xsub.upstream = true;
         const MONITOR: &str = "inproc://bus-monitor";
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw()
             | zmq::SocketEvent::DISCONNECTED.to_raw();
@@ -222,6 +240,10 @@ impl Engine for Forwarder {
     }
 
     fn numbers_messages(&self) -> bool {
+        true
+    }
+
+    fn shares(&self) -> bool {
         true
     }
 

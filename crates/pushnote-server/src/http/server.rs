@@ -23,6 +23,7 @@ use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::library;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::recovery::Recovery;
 use crate::remote::{Recovering, Remote};
 use crate::zeromq::BusError;
@@ -113,6 +114,14 @@ impl Server {
             (None, Some(remote)) => Some(Positions::Remote(remote.clone())),
             (None, None) => None,
         };
+        // With a forwarder or Redis, presence is shared with the other servers.
+        let presence = Arc::new(Presence::new(
+            config.presence,
+            config.bus_mode != BusMode::Bind,
+            control.clone(),
+            metrics.clone(),
+        ));
+        let presence_thread = presence.spawn().map_err(BusError::from)?;
         let bus_thread = bus.spawn(
             control,
             hub.clone(),
@@ -120,6 +129,7 @@ impl Server {
             fanout,
             recovery,
             recovering,
+            presence.clone(),
         )?;
         let handler = Arc::new(ClientHandler::new(
             hub.clone(),
@@ -127,6 +137,7 @@ impl Server {
             config.limits,
             metrics.clone(),
             positions,
+            presence.clone(),
         ));
 
         let sockjs = sockjs::routes(&config.route, config.sockjs.clone(), handler);
@@ -199,6 +210,20 @@ impl Server {
                     }
                 })
         };
+        let presence_route = {
+            let (key, presence) = (config.api_key.clone(), presence.clone());
+            warp::path("presence")
+                .and(warp::path::end())
+                .and(warp::get())
+                .and(warp::header::headers_cloned())
+                .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+                .and_then(move |headers: HeaderMap, query: String| {
+                    let answer = key
+                        .as_deref()
+                        .map(|key| presence_members(&presence, key, &headers, &query));
+                    async move { answer.ok_or_else(warp::reject::not_found) }
+                })
+        };
         let demo_route = demo::route(config.demo_sockjs_url.clone(), config.route.clone());
         // Before the SockJS routes, which answer every other path under the route.
         let routes = library::route(&config.route)
@@ -209,6 +234,8 @@ impl Server {
             .or(health_route)
             .unify()
             .or(publish_route)
+            .unify()
+            .or(presence_route)
             .unify()
             .or(demo_route)
             .unify();
@@ -240,9 +267,13 @@ impl Server {
             );
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), serving).await;
-        tokio::task::spawn_blocking(move || bus_thread.stop())
-            .await
-            .ok();
+        presence.stop();
+        tokio::task::spawn_blocking(move || {
+            bus_thread.stop();
+            let _ = presence_thread.join();
+        })
+        .await
+        .ok();
         Ok(())
     }
 }
@@ -445,6 +476,32 @@ fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Resp
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /presence?channel=C` with the API key (PROTOCOL §2d): the channel's members.
+fn presence_members(presence: &Presence, key: &str, headers: &HeaderMap, query: &str) -> Response {
+    use pushnote_presence::query;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let (status, body) = match pushnote::http_publish::authorized(authorization, key) {
+        Err(refused) => (401, query::error(&refused.error)),
+        Ok(()) => match query::channel_of(query) {
+            Err(e) => (400, query::error(&e)),
+            Ok(channel) => (200, query::answer(&channel, &presence.members(&channel))),
+        },
+    };
+    let mut r = warp::http::Response::new(body).into_response();
+    *r.status_mut() = warp::http::StatusCode::from_u16(status).unwrap_or_default();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == 401 {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     r
 }
 

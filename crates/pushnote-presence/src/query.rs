@@ -1,0 +1,102 @@
+//! `GET /presence?channel=C`: the channel read from the query, and the answer's body
+//! (PROTOCOL §2d). Pure; the servers' and the forwarder's HTTP code check the key and serve it.
+
+/// The channel a query names, or the error of a 400 answer.
+pub fn channel_of(query: &str) -> Result<String, String> {
+    let mut channel = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "channel" {
+            if channel.is_some() {
+                return Err("\"channel\" given twice".into());
+            }
+            channel =
+                Some(percent_decode(value).ok_or("\"channel\" is not percent-encoded UTF-8")?);
+        }
+    }
+    let channel = channel.ok_or("no \"channel\": ask /presence?channel=presence-…")?;
+    if pushnote::wire::check_channel(&channel).is_err() || !pushnote::wire::is_presence(&channel) {
+        return Err(format!(
+            "{channel:?} is not a presence channel's name (presence-…, then letters, digits and \
+             _-=@,.;)"
+        ));
+    }
+    Ok(channel)
+}
+
+/// The body of a 200 answer: the channel and its members (a JSON array of members' objects).
+pub fn answer(channel: &str, members: &str) -> String {
+    let channel = serde_json::to_string(channel).unwrap_or_default();
+    format!("{{\"channel\":{channel},\"members\":{members}}}")
+}
+
+/// Members as pages and apps read them: `[{"user":U,"info":I},…]`.
+pub fn members_json<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::from("[");
+    for (i, (user, info)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"user\":");
+        out.push_str(&serde_json::to_string(user).unwrap_or_default());
+        out.push_str(",\"info\":");
+        out.push_str(info);
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+/// The body of an error answer.
+pub fn error(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_is_read_from_the_query_and_checked() {
+        assert_eq!(
+            channel_of("channel=presence-room-7").unwrap(),
+            "presence-room-7"
+        );
+        assert_eq!(
+            channel_of("x=1&channel=presence-a%40b").unwrap(),
+            "presence-a@b"
+        );
+        assert!(channel_of("").is_err());
+        assert!(channel_of("channel=private-x").is_err());
+        assert!(channel_of("channel=presence-x&channel=presence-y").is_err());
+        assert!(channel_of("channel=presence-%zz").is_err());
+        assert_eq!(
+            answer("presence-x", "[]"),
+            r#"{"channel":"presence-x","members":[]}"#
+        );
+    }
+}

@@ -181,7 +181,7 @@
   };
   // A presence channel's join answered: `data` lists its members. The first join's list is
   // taken as it is; a later one's (after a reconnect) replaces the list, and the page is told
-  // who came and went meanwhile, as if it had never been away.
+  // who went and who came meanwhile, one at a time, as if it had never been away.
   Channel.prototype._present = function (data) {
     var members = this.members;
     var listed = this._listed;
@@ -197,16 +197,14 @@
     members.each(function (m) {
       if (!(m.id in now)) gone.push(m.id);
     });
-    var came = [];
-    members.me = me;
-    for (var j = 0; j < gone.length; j++) gone[j] = members._remove(gone[j]);
-    for (var id in now) {
-      if (members._add(id, now[id])) came.push({ id: id, info: now[id] });
-    }
     this._joined = this._listed = true;
-    if (listed) {
-      for (var k = 0; k < gone.length; k++) this._fire("member_removed", gone[k]);
-      for (var n = 0; n < came.length; n++) this._fire("member_added", came[n]);
+    members.me = me;
+    for (var j = 0; j < gone.length; j++) {
+      var was = members._remove(gone[j]);
+      if (listed) this._fire("member_removed", was);
+    }
+    for (var id in now) {
+      if (members._add(id, now[id]) && listed) this._fire("member_added", { id: id, info: now[id] });
     }
     this._fire("subscribed", members);
   };

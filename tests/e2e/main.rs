@@ -32,6 +32,7 @@ mod nginx_restart;
 mod opaque_tokens;
 mod overload;
 mod presence;
+mod presence_js;
 mod proxied;
 mod proxy;
 mod pushnote_js;

@@ -375,6 +375,11 @@ async fn a_single_server_answers_presence_and_keeps_its_bounds() {
     // b's other session keeps b in.
     a.drain(Duration::from_millis(300)).await;
     assert_eq!(a.users(), ["a", "b"]);
+    // That session joins again as another member: it is that one now, and b has left.
+    other.emit(join(ROOM, presence_token(ROOM, "f"))).await;
+    let reply = other.next().await;
+    assert_eq!(reply["data"]["me"]["user"], "f", "{reply}");
+    a.until(&["a", "f"], WAIT).await;
     drop(other);
     a.until(&["a"], WAIT).await;
 
@@ -416,4 +421,37 @@ async fn the_servers_of_a_redis_share_their_members_and_answer_presence() {
     b.until(&["b"], Duration::from_secs(15)).await;
     assert_eq!(b.removed, ["a"]);
     drop(a);
+}
+
+#[tokio::test]
+async fn a_server_restarted_within_the_timeout_makes_no_member_flicker_elsewhere() {
+    let fwd = forwarder();
+    let port = free_port().to_string();
+    let mut args = server_args(&fwd, &port);
+    args.extend(["--presence-timeout", "10", "--shutdown-grace", "1"]);
+    let s1 = spawn_server(&mut server_cmd(&args), false);
+    let s2 = server(&fwd, &["--presence-timeout", "10"]);
+    let mut watcher = Page::join(&s2, ROOM, "w").await;
+    let a = Page::join(&s1, ROOM, "a").await;
+    watcher.until(&["a", "w"], WAIT).await;
+    // s1 stops (SIGTERM: its pages are told 3001) and starts again on its port; a's page
+    // comes back to it and joins again, as pushnote.js does.
+    s1.proc.terminate();
+    drop(a);
+    drop(s1);
+    let s1 = spawn_server(&mut server_cmd(&args), false);
+    let _a = Page::join(&s1, ROOM, "a").await;
+    // The restarted server's members are known to s2 (a new server); the old one's go
+    // after the timeout: a never leaves the watcher's list.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s2.metric("pushnote_presence_servers_expired_total").await < 1 {
+        watcher.drain(Duration::from_millis(200)).await;
+        assert!(
+            Instant::now() < deadline,
+            "the old server was never forgotten"
+        );
+    }
+    watcher.drain(Duration::from_millis(300)).await;
+    assert_eq!(watcher.users(), ["a", "w"]);
+    assert!(watcher.removed.is_empty(), "{:?}", watcher.removed);
 }

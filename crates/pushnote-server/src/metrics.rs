@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Presence messages sent to other servers, and received from them.
     pub presence_sent: AtomicU64,
     pub presence_received: AtomicU64,
+    /// Bytes of the presence messages sent (their bodies).
+    pub presence_sent_bytes: AtomicU64,
     /// Presence messages of other servers that were not ones.
     pub presence_malformed: AtomicU64,
     /// Other servers asked for their whole state (their messages were lost or they were new).
@@ -430,6 +432,12 @@ impl Metrics {
                 "counter",
                 "Presence messages sent to the other servers.",
                 &self.presence_sent,
+            ),
+            (
+                "pushnote_presence_bus_sent_bytes_total",
+                "counter",
+                "Bytes of the presence messages sent to the other servers (their bodies).",
+                &self.presence_sent_bytes,
             ),
             (
                 "pushnote_presence_bus_received_total",

@@ -132,9 +132,13 @@ impl Presence {
         let mut state = lock(&self.state);
         let state = &mut *state;
         let joined = state.sessions.get(&session.id());
-        if joined.is_some_and(|j| j.iter().any(|(c, _)| &**c == channel)) {
-            return Ok(()); // in it already: as whom it first joined
+        match joined.and_then(|j| j.iter().find(|(c, _)| &**c == channel)) {
+            Some((_, user)) if **user == *member.user => return Ok(()), // in it already
+            // In it as another member: it is that one no longer.
+            Some(_) => state.leave(session.id(), channel),
+            None => {}
         }
+        let joined = state.sessions.get(&session.id());
         if joined.map_or(0, Vec::len) >= self.config.max_channels {
             return refuse(Refused::TooManyChannels);
         }
@@ -285,6 +289,10 @@ impl Presence {
             self.metrics
                 .presence_sent
                 .fetch_add(out.len() as u64, Ordering::Relaxed);
+            let bytes: usize = out.iter().map(Vec::len).sum();
+            self.metrics
+                .presence_sent_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
             state = lock(&self.state);
             if self.stop.load(Ordering::Relaxed) {
                 break;

@@ -13,7 +13,8 @@
  *   room.members.count; room.members.me; room.members.get("42"); room.members.each(fn);
  *
  * After a reconnect the members are those the new join lists, and member_added and
- * member_removed fire only for who came and went meanwhile.
+ * member_removed fire only for who came and went meanwhile; if that join is refused (the
+ * "error" event names the channel), member_removed fires for everyone listed.
  *
  * It reconnects with backoff and jitter as the close codes say, subscribes the user and every
  * channel again, fetches a fresh token when one expired, and, on a server that keeps history,
@@ -227,6 +228,17 @@
   Channel.prototype._left = function () {
     this._joined = this._listed = false;
     if (this.members) this.members.reset();
+  };
+  // A join of this connection refused (after a reconnect: presence_full, forbidden…): the page
+  // is out of the channel, and is told that everyone it listed went.
+  Channel.prototype._refused = function () {
+    if (this._joined || !this._listed) return;
+    var gone = [];
+    this.members.each(function (m) {
+      gone.push(m);
+    });
+    this._left();
+    for (var i = 0; i < gone.length; i++) this._fire("member_removed", gone[i]);
   };
 
   /**
@@ -546,6 +558,8 @@
       return this._subscribeAll();
     }
     if (data.code === "token_expired" && this._refresh(data.channel)) return;
+    var refused = typeof data.channel === "string" ? this.channels[data.channel] : null;
+    if (refused && refused.members) refused._refused();
     this._fire("error", data);
   };
 

@@ -11,6 +11,7 @@
 //           {"cmd":"open","id":ID,"url":SOCKJS_URL,"page":"pushnote.html","options":{...}}
 //             a page with pushnote.js from the server (see pushnote.html for its events)
 //           {"cmd":"eval","id":ID,"js":EXPRESSION}  evaluated in the page
+//           {"cmd":"closePage","id":ID}  closes the page, as a user closes a tab
 // Pages are served from the bridge's origin, another than the SockJS server's; with
 // "sameOrigin" the page is served (by request interception) from the server's own origin, for
 // transports the client offers only to same-origin pages (htmlfile).
@@ -78,6 +79,7 @@ async function main() {
       if (cmd.cmd === 'send') await page.evaluate((d) => window.sock.send(d), cmd.data);
       else if (cmd.cmd === 'close') await page.evaluate(() => window.sock.close());
       else if (cmd.cmd === 'eval') await page.evaluate(cmd.js);
+      else if (cmd.cmd === 'closePage') { pages.delete(cmd.id); await page.close(); }
       else return false;
       return true;
     },

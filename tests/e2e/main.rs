@@ -33,6 +33,7 @@ mod opaque_tokens;
 mod overload;
 mod presence;
 mod presence_cli;
+mod presence_js;
 mod proxied;
 mod proxy;
 mod pushnote_js;

@@ -48,13 +48,6 @@ impl Local {
         }
     }
 
-    /// How many sessions of this server are in `channel`.
-    pub fn sessions(&self, channel: &str) -> usize {
-        self.channels
-            .get(channel)
-            .map_or(0, |users| users.values().map(Vec::len).sum())
-    }
-
     /// Every channel with members here, and its members (user, info).
     pub fn state(&self) -> impl Iterator<Item = (&Arc<str>, Vec<(String, String)>)> {
         self.channels.iter().map(|(channel, users)| {
@@ -79,7 +72,6 @@ mod tests {
         l.join(&c, &u, 2, Arc::from("\"two\""));
         l.join(&c, &u, 1, Arc::from("\"again\""));
         assert_eq!(l.info(&c, &u).as_deref(), Some("\"one\""));
-        assert_eq!(l.sessions(&c), 2);
         l.leave(&c, &u, 1);
         assert_eq!(l.info(&c, &u).as_deref(), Some("\"two\""));
         l.leave(&c, &u, 2);

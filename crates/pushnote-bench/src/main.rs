@@ -10,6 +10,10 @@
 //! as fast as the slowest takes them: connects/s, RSS per idle session, deliveries/s, latency,
 //! loss (`fanout.rs`).
 //!
+//! `presence` fills one presence channel with N members over two servers and a forwarder:
+//! how long the joins take, memory per member, how long a new page waits for the member list,
+//! and the bus traffic and latency of members coming and going (`presence.rs`).
+//!
 //! `storm` cuts sessions with positions by a server restart and measures their coming back
 //! (`storm.rs`).
 //!
@@ -27,6 +31,7 @@
 mod fanout;
 mod forwarder;
 mod health;
+mod presence;
 mod reader;
 mod rtt;
 mod scan;
@@ -69,6 +74,10 @@ enum Command {
     /// takes them; reports connects/s, RSS per idle session, deliveries/s, latency and loss.
     /// Works against pushnote-server and other SockJS servers (--bus-format original).
     Fanout(fanout::Fanout),
+    /// One presence channel of N members on two servers sharing presence over a forwarder;
+    /// reports the joins' time, RSS per member, the wait for the member list of a new page,
+    /// and the bus messages, bytes and latency per member coming or going.
+    Presence(presence::PresenceBench),
     /// Messages through pushnote-mq as fast as it moves them, from a PUB playing the app to a
     /// SUB playing a server; reports messages/s and every message lost.
     Forwarder(forwarder::ForwarderBench),
@@ -156,6 +165,7 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Command::Soak(soak) => runtime.block_on(run_soak(soak)),
         Command::Fanout(f) => runtime.block_on(fanout::run(f)),
+        Command::Presence(p) => runtime.block_on(presence::run(p)),
         Command::Forwarder(f) => forwarder::run(f),
         Command::Storm(s) => runtime.block_on(storm::run(s)),
         Command::Echo(e) => rtt::echo(e),

@@ -67,13 +67,18 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(10);
 
 /// Reads until the reply to a subscribe request. Under load the reply may share a frame with
 /// broadcasts, in any position, so every message of each frame is looked at; the broadcasts
-/// around it are not recorded (sessions checked for loss subscribe before the load starts).
+/// around it are not recorded (sessions checked for loss subscribe before the load starts), nor
+/// are a presence channel's changes (`pushnote:presence`), which may come before the reply.
 async fn subscribed(ws: &mut Ws) -> anyhow::Result<()> {
     loop {
         match ws.next().await? {
             Incoming::Text(t) if t.starts_with(b"a") => {
                 let msgs: Vec<Msg> = serde_json::from_slice(&t[1..])?;
-                match msgs.iter().find_map(|m| m.name.as_deref()) {
+                let reply = msgs
+                    .iter()
+                    .filter_map(|m| m.name.as_deref())
+                    .find(|&n| n != "pushnote:presence");
+                match reply {
                     Some("pushnote:subscribed") => return Ok(()),
                     Some(other) => anyhow::bail!(
                         "subscribe refused: {other} {:.200}",
@@ -200,6 +205,33 @@ impl Session {
         let frame = serde_json::to_string(&[request.to_string()])?;
         self.ws.send_text(&frame).await?;
         Ok(())
+    }
+
+    /// Reads and drops what arrives until `stop` turns true, then hands the session back: a
+    /// session not yet counted that must not fall behind meanwhile (the `pushnote:presence`
+    /// messages of a presence channel filling up with the load's sessions).
+    pub async fn drain(mut self, mut stop: watch::Receiver<bool>) -> anyhow::Result<Session> {
+        loop {
+            let stopped = tokio::select! {
+                _ = stop.changed() => true,
+                next = self.ws.next() => match next? {
+                    Incoming::Text(t) if t.starts_with(b"c") => anyhow::bail!(
+                        "closed while waiting: {:.80}",
+                        String::from_utf8_lossy(t)
+                    ),
+                    Incoming::Text(_) => false,
+                    Incoming::Close(code) => anyhow::bail!("closed while waiting: {code:?}"),
+                },
+            };
+            if stopped {
+                return Ok(self);
+            }
+        }
+    }
+
+    /// The WebSocket, for a load that reads and writes it itself (`presence.rs`).
+    pub fn into_ws(self) -> Ws {
+        self.ws
     }
 
     /// The connection, the bytes read but not yet consumed, and the masking keys' state, for

@@ -200,6 +200,29 @@ fn a_private_channel_is_joined_with_a_channel_token_signed_with_the_secret() {
 }
 
 #[test]
+fn sessions_in_a_presence_channel_count_every_broadcast_as_without_it() {
+    // 500 sessions joining, 200 at a time: many are told of others joining before their own
+    // reply.
+    let (url, bus) = server();
+    let r = bench(
+        &url,
+        &bus,
+        &[
+            "--sessions",
+            "500",
+            "--presence-channel",
+            "presence-bench",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(r["presence_channel"], "presence-bench", "{r}");
+    assert_every_session_got_everything(&r, 500);
+}
+
+#[test]
 fn a_channel_the_server_would_refuse_is_refused_before_connecting() {
     // Nothing listens at the URL: the name is checked first.
     for args in [

@@ -32,19 +32,22 @@ pub fn answer(channel: &str, members: &str) -> String {
 
 /// Members as pages and apps read them: `[{"user":U,"info":I},…]`.
 pub fn members_json<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::from("[");
+    let mut out = Vec::with_capacity(256);
+    out.push(b'[');
     for (i, (user, info)) in members.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"user\":");
-        out.push_str(&serde_json::to_string(user).unwrap_or_default());
-        out.push_str(",\"info\":");
-        out.push_str(info);
-        out.push('}');
+        out.extend_from_slice(b"{\"user\":");
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, user);
+        out.extend_from_slice(b",\"info\":");
+        out.extend_from_slice(info.as_bytes());
+        out.push(b'}');
     }
-    out.push(']');
-    out
+    out.push(b']');
+    // JSON strings, and info that is JSON text: UTF-8 throughout.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The body of an error answer.

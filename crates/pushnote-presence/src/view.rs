@@ -84,15 +84,21 @@ impl View {
 
     /// `channel`'s members (user, info), by user id.
     pub fn members(&self, channel: &str) -> Vec<(Arc<str>, Info)> {
+        let mut members = self.snapshot(channel);
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        members
+    }
+
+    /// `channel`'s members (user, info), in no order: a copy of what they share, quick to
+    /// take under a lock and to put in order or encode after it.
+    pub fn snapshot(&self, channel: &str) -> Vec<(Arc<str>, Info)> {
         let Some(users) = self.channels.get(channel) else {
             return Vec::new();
         };
-        let mut members: Vec<_> = users
+        users
             .iter()
             .filter_map(|(user, h)| h.first().map(|(_, info)| (user.clone(), info.clone())))
-            .collect();
-        members.sort();
-        members
+            .collect()
     }
 
     /// Holders kept, of every channel and server.

@@ -178,8 +178,9 @@ impl Presence {
         member: &Member,
         outcome: Option<Outcome>,
     ) -> sockjs::Message {
-        let state = lock(&self.state);
-        let members = state.view.members(channel);
+        // A copy of the list under the lock; encoded after it, so that joins, leaves and the
+        // bus are not held up by a large channel's list.
+        let members = lock(&self.state).view.snapshot(channel);
         let members = members_json(members.iter().map(|(u, i)| (&**u, &**i)));
         protocol::joined_presence(channel, outcome, &member.to_json(), &members)
     }
@@ -222,8 +223,8 @@ impl Presence {
 
     /// `channel`'s members as `GET /presence` answers them: `[{"user":U,"info":I},…]`.
     pub fn members(&self, channel: &str) -> String {
-        let state = lock(&self.state);
-        let members = state.view.members(channel);
+        let mut members = lock(&self.state).view.snapshot(channel);
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         members_json(members.iter().map(|(u, i)| (&**u, &**i)))
     }
 

@@ -116,6 +116,11 @@ impl Haproxy {
             assert!(Instant::now() < deadline, "haproxy listens");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Its stats socket is put in place on its own, maybe after the port: the tests read it.
+        while std::os::unix::net::UnixStream::connect(dir.join("admin.sock")).is_err() {
+            assert!(Instant::now() < deadline, "haproxy's stats socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Haproxy {
             proc,
             dir: dir.to_owned(),

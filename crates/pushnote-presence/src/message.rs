@@ -100,9 +100,7 @@ impl Message {
             },
             "m" => {
                 let channel = f.c.ok_or(Malformed)?;
-                if wire::check_channel(&channel).is_err() || !wire::is_presence(&channel) {
-                    return Err(Malformed);
-                }
+                wire::check_presence_channel(&channel).map_err(|_| Malformed)?;
                 let added: Vec<(String, String)> =
                     f.a.unwrap_or_default()
                         .into_iter()

@@ -15,7 +15,7 @@ pub fn channel_of(query: &str) -> Result<String, String> {
         }
     }
     let channel = channel.ok_or("no \"channel\": ask /presence?channel=presence-…")?;
-    if pushnote::wire::check_channel(&channel).is_err() || !pushnote::wire::is_presence(&channel) {
+    if pushnote::wire::check_presence_channel(&channel).is_err() {
         return Err(format!(
             "{channel:?} is not a presence channel's name (presence-…, then letters, digits and \
              _-=@,.;)"

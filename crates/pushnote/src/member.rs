@@ -34,12 +34,20 @@ pub enum MemberError {
     InvalidInfo,
 }
 
+/// A member's JSON object as read, before its user id and info are checked ([`Fields::member`]).
 #[derive(Deserialize)]
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     #[serde(borrow)]
     user: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     info: Option<&'a RawValue>,
+}
+
+impl Fields<'_> {
+    /// The member these fields name, checked.
+    pub(crate) fn member(&self) -> Result<Member, MemberError> {
+        Member::new(&self.user, self.info.map(RawValue::get))
+    }
 }
 
 impl Member {
@@ -59,8 +67,7 @@ impl Member {
     /// Reads a member from its JSON object, as a presence token carries it.
     pub fn parse(text: &str) -> Result<Member, MemberError> {
         let fields: Fields<'_> = serde_json::from_str(text).map_err(|_| MemberError::Malformed)?;
-        let info = fields.info.map(RawValue::get);
-        Member::new(&fields.user, info)
+        fields.member()
     }
 
     /// The member's JSON object, as a presence token carries it: `{"user":…,"info":…}`.

@@ -18,11 +18,10 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 pub use crate::http_get::HttpError;
 use crate::http_get::{self, HttpUrl};
-use crate::member::Member;
+use crate::member::{Fields, Member};
 use crate::wire;
 
 /// How long [`members`] waits for the whole answer, connecting included.
@@ -76,14 +75,6 @@ struct Answer<'a> {
 }
 
 #[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(borrow)]
-    user: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    info: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
 struct Refusal {
     error: String,
 }
@@ -112,7 +103,7 @@ pub fn members_within(
 
 /// The path and query that ask for `channel`'s members, once the name is checked.
 pub fn target(channel: &str) -> Result<String, PresenceError> {
-    if wire::check_channel(channel).is_err() || !wire::is_presence(channel) {
+    if wire::check_presence_channel(channel).is_err() {
         return Err(PresenceError::InvalidChannel(channel.to_owned()));
     }
     Ok(format!(
@@ -142,7 +133,7 @@ pub fn parse_answer(channel: &str, status: u16, body: &[u8]) -> Result<Vec<Membe
     answer
         .members
         .iter()
-        .map(|f| Member::new(&f.user, f.info.map(RawValue::get)).map_err(|e| malformed(&e)))
+        .map(|f| f.member().map_err(|e| malformed(&e)))
         .collect()
 }
 

@@ -220,10 +220,7 @@ impl Signer {
         info: Option<&str>,
         timestamp: u64,
     ) -> Result<String, TokenError> {
-        wire::check_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
-        if !wire::is_presence(channel) {
-            return Err(TokenError::InvalidChannel);
-        }
+        wire::check_presence_channel(channel).map_err(|_| TokenError::InvalidChannel)?;
         let member = Member::new(user, info)?;
         let value = format!("{channel}{SEP}{}", member.to_json());
         Ok(sign(&self.channel_keys[0], &value, timestamp))

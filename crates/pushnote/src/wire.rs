@@ -146,6 +146,16 @@ pub fn is_presence(channel: &str) -> bool {
     channel.starts_with(PRESENCE_CHANNEL_PREFIX)
 }
 
+/// Checks a presence channel's name: a valid channel name ([`check_channel`]) that starts with
+/// [`PRESENCE_CHANNEL_PREFIX`].
+pub fn check_presence_channel(channel: &str) -> Result<(), WireError> {
+    check_channel(channel)?;
+    if !is_presence(channel) {
+        return Err(WireError::InvalidChannel);
+    }
+    Ok(())
+}
+
 /// Whether `channel` starts with [`PRIVATE_CHANNEL_PREFIX`] or [`PRESENCE_CHANNEL_PREFIX`] in
 /// another case (`Private-x`, `PRESENCE-x`). Names are case sensitive, so such a channel would
 /// be public; servers refuse to join it rather than let it be taken for a private one.

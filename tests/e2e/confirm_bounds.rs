@@ -11,8 +11,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
-
 /// A forwarder with `--confirm` and `--metrics` on free ports, and `extra` flags: the
 /// forwarder, its confirm endpoint and its metrics URL.
 fn confirming_forwarder(extra: &[&str]) -> (Forwarder, String, String) {
@@ -254,7 +252,7 @@ async fn refusals_are_logged_at_most_once_a_second() {
 async fn http_publish_with_confirm_refuses_a_batch_whole() {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(bin("pushnote-mq"));
-    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args([
+    cmd.env("PUSHNOTE_MQ_API_KEY", API_KEY).args([
         "--sub",
         "tcp://127.0.0.1:*",
         "--pub",
@@ -270,7 +268,7 @@ async fn http_publish_with_confirm_refuses_a_batch_whole() {
     ]);
     let proc = Proc::spawn(&mut cmd);
     let url = proc.value_after("/publish at");
-    let auth = format!("Bearer {KEY}");
+    let auth = format!("Bearer {API_KEY}");
     let headers = [
         ("Content-Type", "application/json"),
         ("Authorization", &auth),

@@ -261,9 +261,8 @@ async fn the_cli_and_a_raw_socket_are_told_positions_and_refusals() {
 /// (one per user named), keeping `published`.
 #[tokio::test]
 async fn the_forwarders_http_publish_answers_with_positions() {
-    const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
     let mut cmd = std::process::Command::new(bin("pushnote-mq"));
-    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args([
+    cmd.env("PUSHNOTE_MQ_API_KEY", API_KEY).args([
         "--sub",
         "tcp://127.0.0.1:*",
         "--pub",
@@ -275,7 +274,7 @@ async fn the_forwarders_http_publish_answers_with_positions() {
     ]);
     let proc = Proc::spawn(&mut cmd);
     let url = proc.value_after("/publish at");
-    let auth = format!("Bearer {KEY}");
+    let auth = format!("Bearer {API_KEY}");
     let headers = [
         ("Content-Type", "application/json"),
         ("Authorization", &auth),

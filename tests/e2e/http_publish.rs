@@ -7,34 +7,14 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
-
 /// A forwarder with `--http` on a free port, where its `/publish` is, and its `/metrics` if
 /// `extra` asks for them.
 fn forwarder_with_http(extra: &[&str]) -> (Forwarder, String, Option<String>) {
-    let mut args = vec![
-        "--sub",
-        "tcp://127.0.0.1:*",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--http",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let mut cmd = Command::new(bin("pushnote-mq"));
-    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args(&args);
-    let proc = Proc::spawn(&mut cmd);
-    let line = proc.value_after("apps publish to");
-    let (sub, publish) = line.split_once(", servers subscribe at ").unwrap();
+    let fwd = forwarder_with_key(extra);
     let metrics = extra
         .contains(&"--metrics")
-        .then(|| proc.value_after("/metrics at"));
-    let url = proc.value_after("/publish at");
-    let fwd = Forwarder {
-        sub: sub.to_owned(),
-        publish: publish.to_owned(),
-        proc,
-    };
+        .then(|| fwd.proc.value_after("/metrics at"));
+    let url = fwd.proc.value_after("/publish at");
     (fwd, url, metrics)
 }
 
@@ -65,7 +45,7 @@ async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels()
     loop {
         let r = post(
             &url,
-            Some(KEY),
+            Some(API_KEY),
             r#"{"to":"channel","channel":"news","event":"sync","data":{"sync":1}}"#,
         )
         .await;
@@ -86,7 +66,12 @@ async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels()
         .is_ok()
     {}
 
-    let r = post(&url, Some(KEY), r#"{"to":"all","data":{"msg":"Hi all!"}}"#).await;
+    let r = post(
+        &url,
+        Some(API_KEY),
+        r#"{"to":"all","data":{"msg":"Hi all!"}}"#,
+    )
+    .await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"published":1}"#));
     assert!(
         r.headers.contains("content-type: application/json"),
@@ -99,7 +84,7 @@ async fn the_forwarder_publishes_what_apps_post_to_everyone_users_and_channels()
         {"to": "channel", "channel": "news", "event": "create", "data": {"id": 2}},
         {"to": "all", "data": 3}
     ]"#;
-    let r = post(&url, Some(KEY), batch).await;
+    let r = post(&url, Some(API_KEY), batch).await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"published":3}"#));
     assert_eq!(client.next_unmarked().await, json!(1));
     assert_eq!(
@@ -134,12 +119,12 @@ async fn bad_requests_get_their_status_and_publish_nothing() {
             r.headers
         );
     }
-    let r = post(&url, Some(KEY), "{not json").await;
+    let r = post(&url, Some(API_KEY), "{not json").await;
     assert_eq!(r.status, 400, "{}", r.body);
     // One bad item in a batch: none of it is published, and the answer names it.
     let r = post(
         &url,
-        Some(KEY),
+        Some(API_KEY),
         r#"[{"to":"all","data":"nope"},{"to":"channel","channel":"no spaces","event":"e","data":1}]"#,
     )
     .await;
@@ -151,13 +136,13 @@ async fn bad_requests_get_their_status_and_publish_nothing() {
         "{answer}"
     );
     let big = format!(r#"{{"to":"all","data":"{}"}}"#, "x".repeat(3000));
-    let r = post(&url, Some(KEY), &big).await;
+    let r = post(&url, Some(API_KEY), &big).await;
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(http("GET", &url, &[], "").await.status, 405);
     let other = url.replace("/publish", "/other");
-    assert_eq!(post(&other, Some(KEY), one).await.status, 404);
+    assert_eq!(post(&other, Some(API_KEY), one).await.status, 404);
     // Nothing of it reached the page: the next message is the one published now.
-    let r = post(&url, Some(KEY), r#"{"to":"all","data":"after"}"#).await;
+    let r = post(&url, Some(API_KEY), r#"{"to":"all","data":"after"}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(client.next_unmarked().await, json!("after"));
     let (_, text) = http_get(&metrics).await;
@@ -170,14 +155,14 @@ async fn bad_requests_get_their_status_and_publish_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_server_publishes_what_apps_post_to_it() {
-    let srv = single_server(&["--api-key", KEY]);
+    let srv = single_server(&["--api-key", API_KEY]);
     let bus = publisher(srv.bus.as_deref().unwrap());
     let mut client = Client::connect(&srv).await;
     sync(&bus, &mut client, None).await;
     let url = format!("{}/publish", srv.origin);
     let r = post(
         &url,
-        Some(KEY),
+        Some(API_KEY),
         r#"[{"to":"all","data":1},{"to":"all","data":2}]"#,
     )
     .await;
@@ -192,7 +177,7 @@ async fn a_single_server_publishes_what_apps_post_to_it() {
     let plain = single_server(&[]);
     let r = post(
         &format!("{}/publish", plain.origin),
-        Some(KEY),
+        Some(API_KEY),
         r#"{"to":"all","data":1}"#,
     )
     .await;
@@ -220,7 +205,7 @@ fn http_publishing_needs_a_real_key_and_a_server_needs_single_mode_for_it() {
         &["--http", "127.0.0.1:0", "--api-key", "short"],
     );
     assert!(!ok && err.contains("at least 32"), "{err}");
-    let (ok, err) = run("pushnote-server", &["--port", "0", "--api-key", KEY]);
+    let (ok, err) = run("pushnote-server", &["--port", "0", "--api-key", API_KEY]);
     assert!(!ok && err.contains("--single"), "{err}");
 }
 
@@ -247,7 +232,7 @@ async fn page_on_everything(url: &str, srv: &Server, bus: &pushnote::Publisher) 
     loop {
         let r = post(
             url,
-            Some(KEY),
+            Some(API_KEY),
             r#"{"to":"channel","channel":"news","event":"sync","data":{"sync":1}}"#,
         )
         .await;
@@ -270,7 +255,7 @@ async fn page_on_everything(url: &str, srv: &Server, bus: &pushnote::Publisher) 
 
 /// Posts `body` (answered 200) and returns the text of the one message the page receives.
 async fn posted_and_received(url: &str, client: &mut Client, body: &str) -> String {
-    let r = post(url, Some(KEY), body).await;
+    let r = post(url, Some(API_KEY), body).await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"published":1}"#));
     let texts = client.next_texts().await;
     assert_eq!(texts.len(), 1, "{texts:?}");
@@ -313,7 +298,7 @@ async fn data_reaches_the_page_byte_for_byte_through_the_forwarder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_reaches_the_page_byte_for_byte_through_a_single_server() {
-    let srv = single_server(&["--api-key", KEY, "--secret", SECRET]);
+    let srv = single_server(&["--api-key", API_KEY, "--secret", SECRET]);
     let bus = publisher(srv.bus.as_deref().unwrap());
     let url = format!("{}/publish", srv.origin);
     let mut client = page_on_everything(&url, &srv, &bus).await;
@@ -336,11 +321,11 @@ async fn what_the_bus_would_drop_is_refused(url: &str, client: &mut Client, limi
     let under = |room: usize| format!(r#"{{"to":"all","data":"{}"}}"#, "x".repeat(room - 22));
     let body = under(limit - 1);
     assert_eq!(body.len(), limit - 1);
-    refused(&post(url, Some(KEY), &body).await, 413, 0, "bytes");
+    refused(&post(url, Some(API_KEY), &body).await, 413, 0, "bytes");
     let batch = format!("[{}]", under(limit - 3));
     assert_eq!(batch.len(), limit - 1);
-    refused(&post(url, Some(KEY), &batch).await, 413, 0, "bytes");
-    let r = post(url, Some(KEY), r#"{"to":"all","data":"after"}"#).await;
+    refused(&post(url, Some(API_KEY), &batch).await, 413, 0, "bytes");
+    let r = post(url, Some(API_KEY), r#"{"to":"all","data":"after"}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(client.next_texts().await, [r#""after""#]);
 }
@@ -371,7 +356,7 @@ async fn the_forwarder_refuses_what_its_bus_would_drop_naming_the_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_server_refuses_what_its_bus_would_drop_naming_the_message() {
-    let srv = single_server(&["--api-key", KEY, "--max-bus-message-bytes", "2000"]);
+    let srv = single_server(&["--api-key", API_KEY, "--max-bus-message-bytes", "2000"]);
     let bus = publisher(srv.bus.as_deref().unwrap());
     let mut client = Client::connect(&srv).await;
     sync(&bus, &mut client, None).await;
@@ -384,7 +369,7 @@ async fn a_single_server_refuses_what_its_bus_would_drop_naming_the_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_message_refused_is_named_as_message_0() {
     let (_fwd, url, _) = forwarder_with_http(&[]);
-    let srv = single_server(&["--api-key", KEY]);
+    let srv = single_server(&["--api-key", API_KEY]);
     for url in [url, format!("{}/publish", srv.origin)] {
         for (body, says) in [
             (r#"{"to":"everyone","data":1}"#, "\"to\""),
@@ -394,10 +379,10 @@ async fn a_single_message_refused_is_named_as_message_0() {
             ),
             (r#"[{"to":"users","users":[""],"data":1}]"#, "user id"),
         ] {
-            refused(&post(&url, Some(KEY), body).await, 400, 0, says);
+            refused(&post(&url, Some(API_KEY), body).await, 400, 0, says);
         }
         // A body that is no message at all names none.
-        let r = post(&url, Some(KEY), "{").await;
+        let r = post(&url, Some(API_KEY), "{").await;
         assert_eq!(r.status, 400, "{}", r.body);
         assert!(!r.body.contains("index"), "{}", r.body);
     }
@@ -438,7 +423,7 @@ async fn a_request_for_more_users_than_the_bus_takes_at_once_is_all_or_nothing()
     // holds at once. Either all of them reach the bus, or the request is refused whole.
     let body = to_users(110_000);
     assert!(body.len() < 1024 * 1024);
-    let r = post(&url, Some(KEY), &body).await;
+    let r = post(&url, Some(API_KEY), &body).await;
     let first = match r.status {
         200 => {
             assert_eq!(
@@ -461,14 +446,14 @@ async fn a_request_for_more_users_than_the_bus_takes_at_once_is_all_or_nothing()
     // So is a batch whose lists add up to more than a request may make; just up to it passes.
     let r = post(
         &url,
-        Some(KEY),
+        Some(API_KEY),
         &format!("[{},{}]", to_users(9_999), to_users(2)),
     )
     .await;
     refused(&r, 413, 1, "10000 bus messages");
     let r = post(
         &url,
-        Some(KEY),
+        Some(API_KEY),
         &format!("[{},{}]", to_users(9_999), to_users(1)),
     )
     .await;
@@ -480,15 +465,15 @@ async fn a_request_for_more_users_than_the_bus_takes_at_once_is_all_or_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_server_refuses_a_request_for_too_many_users_and_counts_it() {
-    let srv = single_server(&["--api-key", KEY]);
+    let srv = single_server(&["--api-key", API_KEY]);
     let url = format!("{}/publish", srv.origin);
     refused(
-        &post(&url, Some(KEY), &to_users(10_001)).await,
+        &post(&url, Some(API_KEY), &to_users(10_001)).await,
         413,
         0,
         "10000",
     );
-    let r = post(&url, Some(KEY), &to_users(10_000)).await;
+    let r = post(&url, Some(API_KEY), &to_users(10_000)).await;
     assert_eq!((r.status, r.body.as_str()), (200, r#"{"published":1}"#));
     assert_eq!(srv.metric("pushnote_http_refused_total").await, 1);
     assert_eq!(srv.metric("pushnote_http_published_total").await, 1);

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
 const ROOM: &str = "presence-room";
 
 fn presence_token(channel: &str, user: &str) -> String {
@@ -113,28 +112,24 @@ impl Page {
 /// A forwarder with `--http` (the API key in its environment) on fixed free ports, so that it
 /// can be started again on them; its `/presence` URL.
 fn forwarder_at(sub: &str, publish: &str, http: &str) -> (Forwarder, String) {
-    let mut cmd = Command::new(bin("pushnote-mq"));
-    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args([
-        "--sub",
-        sub,
-        "--pub",
-        publish,
-        "--http",
-        http,
-        "--presence-timeout",
-        "2",
-    ]);
-    let proc = Proc::spawn(&mut cmd);
-    let line = proc.value_after("apps publish to");
-    let (sub, publish) = line.split_once(", servers subscribe at ").unwrap();
-    let url = proc
+    let fwd = forwarder_of(
+        Command::new(bin("pushnote-mq"))
+            .env("PUSHNOTE_MQ_API_KEY", API_KEY)
+            .args([
+                "--sub",
+                sub,
+                "--pub",
+                publish,
+                "--http",
+                http,
+                "--presence-timeout",
+                "2",
+            ]),
+    );
+    let url = fwd
+        .proc
         .value_after("/publish at")
         .replace("/publish", "/presence");
-    let fwd = Forwarder {
-        sub: sub.to_owned(),
-        publish: publish.to_owned(),
-        proc,
-    };
     (fwd, url)
 }
 
@@ -143,7 +138,7 @@ async fn listed(url: &str, channel: &str) -> Vec<String> {
     let r = http(
         "GET",
         &format!("{url}?channel={channel}"),
-        &[("Authorization", &format!("Bearer {KEY}"))],
+        &[("Authorization", &format!("Bearer {API_KEY}"))],
         "",
     )
     .await;
@@ -326,7 +321,7 @@ async fn a_single_server_answers_presence_and_keeps_its_bounds() {
         "--secret",
         SECRET,
         "--api-key",
-        KEY,
+        API_KEY,
         "--presence-max-members",
         "2",
         "--presence-max-info",
@@ -401,7 +396,7 @@ async fn a_single_server_answers_presence_and_keeps_its_bounds() {
     // GET /presence: the key, a presence channel's name.
     let r = http("GET", &format!("{url}?channel={ROOM}"), &[], "").await;
     assert_eq!(r.status, 401);
-    let bearer = format!("Bearer {KEY}");
+    let bearer = format!("Bearer {API_KEY}");
     let r = http(
         "GET",
         &format!("{url}?channel=private-x"),
@@ -423,7 +418,7 @@ async fn a_single_server_answers_presence_and_keeps_its_bounds() {
 #[tokio::test]
 async fn the_servers_of_a_redis_share_their_members_and_answer_presence() {
     let redis = crate::redis_proc::Redis::start();
-    let flags = ["--presence-timeout", "2", "--api-key", KEY];
+    let flags = ["--presence-timeout", "2", "--api-key", API_KEY];
     let s1 = crate::redis_engine::redis_server(&redis, &flags);
     let s2 = crate::redis_engine::redis_server(&redis, &flags);
     let mut a = Page::join(&s1, ROOM, "a").await;

@@ -9,8 +9,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
-
 /// Runs the `pushnote` command with the test secret and, if given, `PUSHNOTE_API_KEY`.
 fn cli(args: &[&str], api_key: Option<&str>) -> Output {
     let mut cmd = Command::new(bin("pushnote"));
@@ -72,7 +70,7 @@ fn members_become(url: &str, channel: &str, expected: &[&str]) {
     expected.sort_unstable();
     let deadline = Instant::now() + WAIT;
     loop {
-        let out = stdout_of(cli(&["presence", channel, "--url", url], Some(KEY)));
+        let out = stdout_of(cli(&["presence", channel, "--url", url], Some(API_KEY)));
         let mut lines: Vec<&str> = out.lines().collect();
         lines.sort_unstable();
         if lines == expected {
@@ -88,7 +86,7 @@ fn members_become(url: &str, channel: &str, expected: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commands_presence_token_admits_its_member_and_presence_lists_the_members() {
-    let srv = single_server(&["--api-key", KEY, "--secret", SECRET]);
+    let srv = single_server(&["--api-key", API_KEY, "--secret", SECRET]);
     let channel = format!("presence-room-{}", rand_id());
     let ann_line = r#"{"user":"42","info":{"name":"Ann","n":1.50}}"#;
     let bo_line = r#"{"user":"7","info":null}"#;
@@ -128,12 +126,12 @@ async fn the_commands_presence_token_admits_its_member_and_presence_lists_the_me
         Some(wrong),
     ));
     assert!(err.contains("401"), "{err}");
-    assert!(!err.contains(wrong) && !err.contains(KEY), "{err}");
+    assert!(!err.contains(wrong) && !err.contains(API_KEY), "{err}");
     let err = stderr_of_failure(cli(&["presence", &channel, "--url", &srv.origin], None));
     assert!(err.contains("--api-key"), "{err}");
     let err = stderr_of_failure(cli(
         &["presence", "room-7", "--url", &srv.origin],
-        Some(KEY),
+        Some(API_KEY),
     ));
     assert!(err.contains("not a presence channel"), "{err}");
     let err = stderr_of_failure(cli(
@@ -143,7 +141,7 @@ async fn the_commands_presence_token_admits_its_member_and_presence_lists_the_me
             "--url",
             &format!("http://127.0.0.1:{}", free_port()),
         ],
-        Some(KEY),
+        Some(API_KEY),
     ));
     assert!(err.contains("cannot reach"), "{err}");
     let err = stderr_of_failure(cli(
@@ -155,27 +153,9 @@ async fn the_commands_presence_token_admits_its_member_and_presence_lists_the_me
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forwarder_lists_the_members_its_servers_announce() {
-    let proc = Proc::spawn(
-        Command::new(bin("pushnote-mq"))
-            .env("PUSHNOTE_MQ_API_KEY", KEY)
-            .args([
-                "--sub",
-                "tcp://127.0.0.1:*",
-                "--pub",
-                "tcp://127.0.0.1:*",
-                "--http",
-                "127.0.0.1:0",
-            ]),
-    );
-    let line = proc.value_after("apps publish to");
-    let (sub, publish) = line.split_once(", servers subscribe at ").unwrap();
-    let publish_url = proc.value_after("/publish at");
+    let fwd = forwarder_with_key(&[]);
+    let publish_url = fwd.proc.value_after("/publish at");
     let origin = publish_url.trim_end_matches("/publish").to_owned();
-    let fwd = Forwarder {
-        sub: sub.to_owned(),
-        publish: publish.to_owned(),
-        proc,
-    };
     let srv = server(&fwd, &[]);
     let channel = format!("presence-room-{}", rand_id());
     let line = r#"{"user":"42","info":"Ann"}"#;

@@ -394,16 +394,15 @@ async fn through_a_redis_restart_with_an_append_only_file_a_page_misses_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_publish_on_any_server_of_a_redis_answers_with_the_positions_pages_see() {
-    const KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
     let redis = Redis::start();
     let a = redis_server(
         &redis,
-        &["--api-key", KEY, "--max-bus-message-bytes", "4096"],
+        &["--api-key", API_KEY, "--max-bus-message-bytes", "4096"],
     );
     let b = redis_server(&redis, &[]);
     let mut page = Client::connect(&b).await;
     synced(&mut redis.connect().unwrap(), &mut page).await;
-    let auth = format!("Bearer {KEY}");
+    let auth = format!("Bearer {API_KEY}");
     let headers = [
         ("Content-Type", "application/json"),
         ("Authorization", &auth),

@@ -152,6 +152,24 @@ impl Bridge {
         }
     }
 
+    /// Takes in what arrives until `done` holds of what has, within `limit`; fails naming
+    /// `what` and showing every event otherwise.
+    pub(crate) fn wait_for(&mut self, what: &str, limit: Duration, done: impl Fn(&Bridge) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.drain();
+            if done(self) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: timed out; events: {:#?}",
+                self.log
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Takes what has arrived without waiting.
     pub(crate) fn drain(&mut self) {
         while let Ok(event) = self.events.try_recv() {

@@ -96,24 +96,10 @@ fn expected(users: &[&str]) -> BTreeMap<String, Value> {
 /// Waits until every page of `ids` lists exactly `users`, with their info.
 fn wait_members(bridge: &mut Bridge, ids: &[&str], users: &[&str]) {
     let want = expected(users);
-    let deadline = Instant::now() + LONG;
-    loop {
-        bridge.drain();
-        let behind: Vec<_> = ids
-            .iter()
-            .filter(|id| members(bridge, id).as_ref() != Some(&want))
-            .map(|id| (id, members(bridge, id)))
-            .collect();
-        if behind.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pages never listed {users:?}: {behind:?}; events: {:#?}",
-            bridge.log
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("pages {ids:?} listing {users:?}");
+    bridge.wait_for(&what, LONG, |b| {
+        ids.iter().all(|id| members(b, id).as_ref() == Some(&want))
+    });
 }
 
 /// The changes page `id` was told of, in order: ("member_added" or "member_removed", user).

@@ -45,23 +45,12 @@ fn events<'a>(bridge: &'a Bridge, id: &'a str, name: &'a str) -> impl Iterator<I
 
 /// Waits until page `id` has had, on every topic, a message with `n` at least `at_least`.
 fn wait_pushed(bridge: &mut Bridge, id: &str, at_least: u64) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        bridge.drain();
-        let short: Vec<_> = TOPICS
+    let what = format!("page {id}: message {at_least} on every topic");
+    bridge.wait_for(&what, LONG, |b| {
+        TOPICS
             .iter()
-            .filter(|t| pushed(bridge, id, t).last().copied().unwrap_or(0) < at_least)
-            .collect();
-        if short.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "page {id}: no message {at_least} on {short:?}; events: {:#?}",
-            bridge.log
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .all(|t| pushed(b, id, t).last().copied().unwrap_or(0) >= at_least)
+    });
 }
 
 /// Opens page `p` with pushnote.js at `url`, as user `u1` and in channel `news`, reconnecting
@@ -101,19 +90,7 @@ fn single_on(port: &str, bus: &str) -> Server {
 
 /// Waits until what the pages reported satisfies `done`.
 fn wait_log(bridge: &mut Bridge, what: &str, done: impl Fn(&Bridge) -> bool) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        bridge.drain();
-        if done(bridge) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: timed out; events: {:#?}",
-            bridge.log
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    bridge.wait_for(what, LONG, done);
 }
 
 #[test]

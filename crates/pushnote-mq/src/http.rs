@@ -96,25 +96,21 @@ async fn respond(serves: &Serves, request: Request<Incoming>) -> Response<Body> 
 
 /// `GET /presence?channel=C` with the key (PROTOCOL §2d): the channel's members.
 fn presence(p: &Publishing, request: &Request<Incoming>) -> Response<Body> {
-    use pushnote_presence::query;
     let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    if let Err(refused) = http_publish::authorized(authorization, &p.api_key) {
-        let mut response = json(401, query::error(&refused.error));
+    let query = request.uri().query().unwrap_or_default();
+    let (status, body) = pushnote_presence::query::respond(authorization, &p.api_key, query, |c| {
+        p.presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(c)
+    });
+    let mut response = json(status, body);
+    if status == 401 {
         response
             .headers_mut()
             .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        return response;
     }
-    match query::channel_of(request.uri().query().unwrap_or_default()) {
-        Err(e) => json(400, query::error(&e)),
-        Ok(channel) => {
-            let view = p.presence.lock().unwrap_or_else(|e| e.into_inner());
-            let members = view.members(&channel);
-            drop(view);
-            let members = query::members_json(members.iter().map(|(u, i)| (&**u, &**i)));
-            json(200, query::answer(&channel, &members))
-        }
-    }
+    response
 }
 
 async fn publish(p: &Arc<Publishing>, request: Request<Incoming>) -> Response<Body> {

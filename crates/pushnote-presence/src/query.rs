@@ -1,5 +1,33 @@
-//! `GET /presence?channel=C`: the channel read from the query, and the answer's body
-//! (PROTOCOL §2d). Pure; the servers' and the forwarder's HTTP code check the key and serve it.
+//! `GET /presence?channel=C`: the key checked, the channel read from the query, and the
+//! answer (PROTOCOL §2d). Pure; the servers' and the forwarder's HTTP code serve it.
+
+use std::sync::Arc;
+
+use crate::Info;
+
+/// The status and JSON body of the answer to a request with `authorization` (the header's
+/// value, if any) and `query`, for the API key `key`; `members` gives a channel's members, in
+/// any order (taken under whatever lock holds them, put in order and written after it). A 401
+/// is to carry `WWW-Authenticate: Bearer`.
+pub fn respond(
+    authorization: Option<&[u8]>,
+    key: &str,
+    query: &str,
+    members: impl FnOnce(&str) -> Vec<(Arc<str>, Info)>,
+) -> (u16, String) {
+    if let Err(refused) = pushnote::http_publish::authorized(authorization, key) {
+        return (401, error(&refused.error));
+    }
+    match channel_of(query) {
+        Err(e) => (400, error(&e)),
+        Ok(channel) => {
+            let mut members = members(&channel);
+            members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let members = members_json(members.iter().map(|(u, i)| (&**u, &**i)));
+            (200, answer(&channel, &members))
+        }
+    }
+}
 
 /// The channel a query names, or the error of a 400 answer.
 pub fn channel_of(query: &str) -> Result<String, String> {

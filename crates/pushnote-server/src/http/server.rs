@@ -481,17 +481,11 @@ fn health(metrics: &Metrics, stopping: &AtomicBool, max_sessions: usize) -> Resp
 
 /// `GET /presence?channel=C` with the API key (PROTOCOL §2d): the channel's members.
 fn presence_members(presence: &Presence, key: &str, headers: &HeaderMap, query: &str) -> Response {
-    use pushnote_presence::query;
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let (status, body) = match pushnote::http_publish::authorized(authorization, key) {
-        Err(refused) => (401, query::error(&refused.error)),
-        Ok(()) => match query::channel_of(query) {
-            Err(e) => (400, query::error(&e)),
-            Ok(channel) => (200, query::answer(&channel, &presence.members(&channel))),
-        },
-    };
+    let (status, body) =
+        pushnote_presence::query::respond(authorization, key, query, |c| presence.members(c));
     let mut r = warp::http::Response::new(body).into_response();
     *r.status_mut() = warp::http::StatusCode::from_u16(status).unwrap_or_default();
     r.headers_mut().insert(

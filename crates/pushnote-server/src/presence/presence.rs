@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pushnote::member::Member;
 use pushnote_presence::message::{self, Message};
 use pushnote_presence::query::members_json;
-use pushnote_presence::{Action, Local, Pending, ServerId, View};
+use pushnote_presence::{Action, Info, Local, Pending, ServerId, View};
 use sockjs::Session;
 
 use crate::broker::Broker;
@@ -221,11 +221,9 @@ impl Presence {
         others
     }
 
-    /// `channel`'s members as `GET /presence` answers them: `[{"user":U,"info":I},…]`.
-    pub fn members(&self, channel: &str) -> String {
-        let mut members = lock(&self.state).view.snapshot(channel);
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        members_json(members.iter().map(|(u, i)| (&**u, &**i)))
+    /// `channel`'s members (user, info), in no order: what `GET /presence` answers with.
+    pub fn members(&self, channel: &str) -> Vec<(Arc<str>, Info)> {
+        lock(&self.state).view.snapshot(channel)
     }
 
     /// Takes in a presence message of another server (the bus thread).

@@ -3,20 +3,15 @@ commands: `pushnote-server` and `pushnote-mq` (and `pushnote`) are the Rust bina
 environment's PATH, and run with the original's flags (`--flag=value`, `--mq_socket`) carry
 what the package in that environment notifies to a WebSocket subscriber."""
 
-import base64
-import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 
 import pytest
 
-from support import REPO, WAIT, Proc
+from support import REPO, WAIT, Proc, RawWebSocket
 
 # The wheel scripts/test builds (`pip wheel ./python`): the same one it installs for the other
 # tests, so the binaries in it are not compiled again here.
@@ -94,9 +89,9 @@ def test_the_original_command_lines_carry_a_notify_to_a_websocket(venv):
             env=app_env, capture_output=True, text=True, timeout=WAIT, check=True,
         ).stdout.strip()
 
-        ws = WebSocket(f"ws{url[4:]}/websocket")
-        ws.send(json.dumps({"name": "subscribe", "data": {"token": token, "replies": True}}))
-        reply = json.loads(ws.receive())
+        ws = RawWebSocket(url)
+        ws.send({"name": "subscribe", "data": {"token": token, "replies": True}})
+        reply = ws.receive()
         assert reply == {"name": "pushnote:subscribed", "data": {"user": "42"}}, reply
 
         # The app notifies user 42 until the page has it: the server's subscription reaches
@@ -105,7 +100,7 @@ def test_the_original_command_lines_carry_a_notify_to_a_websocket(venv):
         procs.append(app)
         package = app.value_after("package at")
         assert package.startswith(str(venv.parent)), package
-        data = json.loads(ws.receive())
+        data = ws.receive()
         assert data.keys() == {"n", "to"} and data["to"] == 42, data
         ws.close()
     finally:
@@ -129,70 +124,3 @@ while time.monotonic() < deadline:
     n += 1
     time.sleep(0.1)
 """ % WAIT
-
-
-class WebSocket:
-    """A WebSocket client (RFC 6455: text frames, none fragmented) on a loopback connection."""
-
-    def __init__(self, url):
-        parts = urllib.parse.urlsplit(url)
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=WAIT)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        self.buffer = b""
-        self.deadline = time.monotonic() + WAIT
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def send(self, text):
-        payload = text.encode()
-        mask = os.urandom(4)
-        if len(payload) < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | len(payload))
-        else:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
-
-    def receive(self):
-        """The next text message; fails if none arrives within WAIT seconds."""
-        self.deadline = time.monotonic() + WAIT
-        while True:
-            first, second = self._take(2)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", self._take(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", self._take(8))
-            payload = self._take(length)
-            opcode = first & 0x0F
-            assert first & 0x80, "a fragmented message"
-            if opcode == 1:
-                return payload.decode()
-            assert opcode != 8, f"closed: {payload!r}"
-
-    def close(self):
-        self.sock.close()
-
-    def _take(self, n):
-        while len(self.buffer) < n:
-            self._fill()
-        taken, self.buffer = self.buffer[:n], self.buffer[n:]
-        return taken
-
-    def _fill(self):
-        left = self.deadline - time.monotonic()
-        assert left > 0, f"nothing from the server in {WAIT} s"
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(65536)
-        except socket.timeout:
-            raise AssertionError(f"nothing from the server in {WAIT} s")
-        assert chunk, "the server closed the connection"
-        self.buffer += chunk

@@ -10,8 +10,9 @@ command starts a Redis at before the server, and the load publishes into). The s
 runs `pushnote-bench fanout` against it, stops it, and appends one JSON line per run to
 --out (default bench-results.jsonl), then prints a table.
 
-With --repeat N each scenario runs N rounds, every server in turn in each round, and the table
-gives each figure's median over the rounds (losses: the worst round). Tail latencies on a
+With --repeat N each scenario runs N rounds, every server in turn in each round (the order
+turned by one each round: the first server of a round can take more CPU than the same build run
+second), and the table gives each figure's median over the rounds (losses: the worst round). Tail latencies on a
 shared machine drift by tens of percent from one minute to the next; interleaved rounds and
 medians keep that drift out of the comparison. Scenarios joined with + run in turn within each
 round (`max+cmax`: in each round, every server's broadcast round, then every server's channel
@@ -346,7 +347,8 @@ def main():
     p.add_argument("--idle-sessions", type=int, default=19_500)
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--repeat", type=int, default=1,
-                   help="rounds of each scenario, servers interleaved; the table gives medians")
+                   help="rounds of each scenario, servers interleaved, their order turned by one "
+                        "each round; the table gives medians")
     p.add_argument("--server-cpu", default="0")
     p.add_argument("--load-cpu", default="1")
     p.add_argument("--port", type=int, default=18600)
@@ -394,7 +396,11 @@ def main():
                 if scenario == "rtt":
                     record(run_rtt(a, a.port + 10 * slot), k)
                     continue
-                for j, server in enumerate(servers):
+                # The servers' order turns by one each round: whichever runs first in a round
+                # can take more CPU than the same build run second, so no server always is.
+                turn = k % len(servers) if servers else 0
+                order = list(enumerate(servers))
+                for j, server in order[turn:] + order[:turn]:
                     if skips(server, scenario):
                         continue
                     port = a.port + 10 * slot + j

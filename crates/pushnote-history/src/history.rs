@@ -17,22 +17,22 @@
 //! Pure: no I/O, no clock of its own (every call that ages something is given `now`).
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::topics::{Id, Topics};
 use crate::Position;
 
 /// What a kept message costs beyond its value, by estimate: its place in its topic's queue
 /// (offset, the value's pointer and length), its place in the queue of all messages (the
-/// topic's shared name, epoch, offset and time), and the allocator's header and rounding. The
+/// topic's id, epoch, offset and time), and the allocator's header and rounding. The
 /// queue of all messages may hold as many entries again of messages already gone (and
 /// [`COMPACT_SLACK`]) before they are taken out.
 pub const KEPT_OVERHEAD: usize = 80;
 
-/// What a topic costs beyond its name, by estimate: its map slot, epoch, offsets and empty
-/// queue, and the allocator's header and rounding of its shared name.
+/// What a topic costs beyond its name, by estimate: its name's map entry and allocator's
+/// header, its slot in the table (epoch, offsets, empty queue), and the table's spare slots.
 pub const TOPIC_OVERHEAD: usize = 128;
 
 /// What a stored value takes, in bytes, beyond what [`KEPT_OVERHEAD`] counts.
@@ -110,7 +110,7 @@ const FORGET_BUCKETS: usize = 4096;
 /// Each topic's recent messages and positions.
 pub struct History<V> {
     limits: Limits,
-    topics: HashMap<Arc<[u8]>, Topic<V>>,
+    topics: Topics<Topic<V>>,
     /// The random key of the epochs of topics nobody published to.
     key: RandomState,
     /// Per bucket of topic names, how many of its topics were forgotten (wrapping).
@@ -131,7 +131,7 @@ pub struct History<V> {
 
 /// A kept message's place in the queue of all messages.
 struct Queued {
-    name: Arc<[u8]>,
+    topic: Id,
     epoch: u32,
     offset: u32,
     at: Instant,
@@ -142,8 +142,6 @@ struct Queued {
 const COMPACT_SLACK: usize = 1024;
 
 struct Topic<V> {
-    /// The topic's name, shared with the queue of all messages.
-    name: Arc<[u8]>,
     epoch: u32,
     /// The offset of the topic's last message in this epoch; 0 before the first.
     last: u32,
@@ -188,7 +186,7 @@ impl<V: Weigh> History<V> {
     pub fn new(limits: Limits, now: Instant) -> History<V> {
         History {
             limits,
-            topics: HashMap::new(),
+            topics: Topics::new(),
             key: RandomState::new(),
             forgotten: vec![0; FORGET_BUCKETS].into_boxed_slice(),
             order: VecDeque::new(),
@@ -210,17 +208,23 @@ impl<V: Weigh> History<V> {
         now: Instant,
     ) -> Position {
         self.expire(now);
-        // A known topic is looked up once, unless room must be made for the message.
-        let Some(t) = self.topics.get_mut(topic) else {
-            if self.enter(topic, now).is_none() {
-                // A topic that could never be remembered: each message in an epoch of its own.
-                let epoch = self.fresh_epoch();
-                return Position { epoch, offset: 1 };
-            }
-            return self.append(topic, make, now);
+        // The topic is looked up by name once; after that, and in the queue of all messages,
+        // by its id.
+        let id = match self.topics.find(topic) {
+            Some(id) => id,
+            None => match self.enter(topic, now) {
+                Some(id) => id,
+                None => {
+                    // A topic that could never be remembered: each message in an epoch of its
+                    // own.
+                    let epoch = self.fresh_epoch();
+                    return Position { epoch, offset: 1 };
+                }
+            },
         };
+        let t = self.topics.get_mut(id).expect("found or entered just now");
         if t.last == u32::MAX {
-            self.new_epoch(topic);
+            self.new_epoch(id);
             return self.append(topic, make, now);
         }
         t.touched = now;
@@ -232,7 +236,7 @@ impl<V: Weigh> History<V> {
         let value = make(position);
         let cost = value.weight() + KEPT_OVERHEAD;
         if self.limits.messages == 0 || cost + topic_cost(topic) > self.limits.bytes {
-            self.drop_kept(topic);
+            self.drop_kept(id);
             return position;
         }
         if t.kept.len() >= self.limits.messages {
@@ -241,7 +245,6 @@ impl<V: Weigh> History<V> {
             self.kept -= 1;
             self.counts.evicted += 1;
         }
-        let name = t.name.clone();
         let kept = Kept {
             offset: position.offset,
             value,
@@ -249,12 +252,14 @@ impl<V: Weigh> History<V> {
         if self.bytes + cost <= self.limits.bytes {
             t.kept.push_back(kept);
         } else {
-            self.make_room(cost, topic);
-            let t = self.topics.get_mut(topic).expect("make_room keeps it");
-            t.kept.push_back(kept);
+            self.make_room(cost, 0, Some(id));
+            if let Some(t) = self.topics.get_mut(id) {
+                // make_room keeps it
+                t.kept.push_back(kept);
+            }
         }
         self.order.push_back(Queued {
-            name,
+            topic: id,
             epoch: position.epoch,
             offset: position.offset,
             at: now,
@@ -273,7 +278,7 @@ impl<V: Weigh> History<V> {
         self.order.retain(|q| {
             // A topic's kept messages are a run of offsets: those in it are live.
             topics
-                .get(&q.name)
+                .get(q.topic)
                 .filter(|t| t.epoch == q.epoch)
                 .is_some_and(|t| match (t.kept.front(), t.kept.back()) {
                     (Some(first), Some(last)) => (first.offset..=last.offset).contains(&q.offset),
@@ -287,8 +292,8 @@ impl<V: Weigh> History<V> {
     /// starts ([`History::unpublished_epoch`]).
     pub fn position(&mut self, topic: &[u8], now: Instant) -> Position {
         self.expire(now);
-        match self.topics.get_mut(topic) {
-            Some(t) => {
+        match self.topics.find_mut(topic) {
+            Some((_, t)) => {
                 t.touched = now;
                 Position {
                     epoch: t.epoch,
@@ -316,32 +321,28 @@ impl<V: Weigh> History<V> {
     }
 
     /// Ages what is kept, then makes `topic` known (in the epoch pages were told it would
-    /// start, room made for it) if it was not, touched at `now`; its shared name, or `None` for
-    /// a topic too long to remember within the budget.
-    fn enter(&mut self, topic: &[u8], now: Instant) -> Option<Arc<[u8]>> {
+    /// start, room made for it) if it was not, touched at `now`; its id, or `None` for a topic
+    /// too long to remember within the budget.
+    fn enter(&mut self, topic: &[u8], now: Instant) -> Option<Id> {
         self.expire(now);
         if topic_cost(topic) > self.limits.bytes {
             return None;
         }
-        if let Some((name, _)) = self.topics.get_key_value(topic) {
-            let name = name.clone();
-            self.topics.get_mut(topic).expect("just found").touched = now;
-            return Some(name);
+        if let Some((id, t)) = self.topics.find_mut(topic) {
+            t.touched = now;
+            return Some(id);
         }
-        self.make_room(0, topic);
-        let name: Arc<[u8]> = topic.into();
+        self.make_room(0, topic_cost(topic), None);
         // The epoch pages asking before the first message were told.
         let epoch = self.unpublished_epoch(topic);
         self.bytes += topic_cost(topic);
         let t = Topic {
-            name: name.clone(),
             epoch,
             last: 0,
             kept: VecDeque::new(),
             touched: now,
         };
-        self.topics.insert(name.clone(), t);
-        Some(name)
+        Some(self.topics.insert(topic, t))
     }
 
     /// The messages of `topic` after `seen`, oldest first, or why they cannot all be given.
@@ -352,7 +353,7 @@ impl<V: Weigh> History<V> {
         now: Instant,
     ) -> Result<impl Iterator<Item = (Position, &V)>, NotRecovered> {
         self.expire(now);
-        let (kept, skip, epoch) = match self.topics.get(topic) {
+        let (kept, skip, epoch) = match self.topics.named(topic) {
             // Nobody published to it (since it was forgotten): a page that stands before the
             // first message of the epoch it will start has missed nothing.
             None if seen.epoch != self.unpublished_epoch(topic) => return Err(NotRecovered::Epoch),
@@ -408,8 +409,25 @@ impl<V: Weigh> History<V> {
         if now.saturating_duration_since(self.swept) >= self.limits.idle {
             self.swept = now;
             let idle = self.limits.idle;
-            self.forget_but(&[], |t| now.saturating_duration_since(t.touched) >= idle);
+            self.forget_but(None, |t| now.saturating_duration_since(t.touched) >= idle);
         }
+        if self.topics.sparse() {
+            self.make_dense();
+        }
+    }
+
+    /// Gives up the table's slots no topic holds (many topics were forgotten), and the
+    /// entries of forgotten topics in the queue of all messages. No other call holds an id
+    /// across this one: it runs in [`History::expire`] only.
+    fn make_dense(&mut self) {
+        let moved = self.topics.make_dense();
+        self.order.retain_mut(|q| match moved(q.topic) {
+            Some(id) => {
+                q.topic = id;
+                true
+            }
+            None => false,
+        });
     }
 
     /// What the topics and their messages take, by estimate.
@@ -436,17 +454,18 @@ impl<V: Weigh> History<V> {
     }
 
     /// Starts a new epoch for the topic, dropping what it kept.
-    fn new_epoch(&mut self, name: &[u8]) {
+    fn new_epoch(&mut self, id: Id) {
         let epoch = self.fresh_epoch();
-        self.drop_kept(name);
-        let t = self.topics.get_mut(name).expect("looked up above");
-        t.epoch = epoch;
-        t.last = 0;
+        self.drop_kept(id);
+        if let Some(t) = self.topics.get_mut(id) {
+            t.epoch = epoch;
+            t.last = 0;
+        }
     }
 
-    /// Drops every message `name` keeps.
-    fn drop_kept(&mut self, name: &[u8]) {
-        let Some(t) = self.topics.get_mut(name) else {
+    /// Drops every message the topic keeps.
+    fn drop_kept(&mut self, id: Id) {
+        let Some(t) = self.topics.get_mut(id) else {
             return;
         };
         let gone = std::mem::take(&mut t.kept);
@@ -461,15 +480,10 @@ impl<V: Weigh> History<V> {
         self.next_epoch
     }
 
-    /// Drops the oldest kept messages until `needed` more bytes (and, if `topic` is new, its
-    /// cost) fit in the budget; failing that, forgets the topics other than `topic` that keep
-    /// nothing.
-    fn make_room(&mut self, needed: usize, topic: &[u8]) {
-        let new_topic = if self.topics.contains_key(topic) {
-            0
-        } else {
-            topic_cost(topic)
-        };
+    /// Drops the oldest kept messages until `needed` more bytes, and `new_topic` more for a
+    /// topic not remembered yet, fit in the budget; failing that, forgets the topics other
+    /// than `keep` that keep nothing.
+    fn make_room(&mut self, needed: usize, new_topic: usize, keep: Option<Id>) {
         let fits = |h: &Self| h.bytes + needed + new_topic <= h.limits.bytes;
         while !fits(self) && self.kept > 0 {
             if self.drop_oldest() {
@@ -477,7 +491,7 @@ impl<V: Weigh> History<V> {
             }
         }
         if !fits(self) {
-            self.forget_but(topic, |_| true);
+            self.forget_but(keep, |_| true);
         }
     }
 
@@ -487,7 +501,7 @@ impl<V: Weigh> History<V> {
         let Some(q) = self.order.pop_front() else {
             return false;
         };
-        let Some(t) = self.topics.get_mut(&q.name).filter(|t| t.epoch == q.epoch) else {
+        let Some(t) = self.topics.get_mut(q.topic).filter(|t| t.epoch == q.epoch) else {
             return false;
         };
         if t.kept.front().is_none_or(|k| k.offset != q.offset) {
@@ -505,23 +519,16 @@ impl<V: Weigh> History<V> {
     }
 
     /// Forgets the topics that keep nothing and that `forget` picks, but for `but`.
-    fn forget_but(&mut self, but: &[u8], forget: impl Fn(&Topic<V>) -> bool) {
-        let mut freed = 0;
-        let mut gone = Vec::new();
-        self.topics.retain(|name, t| {
-            let go = t.kept.is_empty() && **name != *but && forget(t);
-            if go {
-                freed += topic_cost(name);
-                gone.push(name.clone());
-            }
-            !go
-        });
+    fn forget_but(&mut self, but: Option<Id>, forget: impl Fn(&Topic<V>) -> bool) {
+        let gone = self
+            .topics
+            .forget(|id, t| t.kept.is_empty() && Some(id) != but && forget(t));
         // The epoch a forgotten topic's next message starts is not the one it had.
         for name in &gone {
             let bucket = self.bucket(name);
             self.forgotten[bucket] = self.forgotten[bucket].wrapping_add(1);
+            self.bytes -= topic_cost(name);
         }
-        self.bytes -= freed;
         self.counts.forgotten += gone.len() as u64;
     }
 }
@@ -824,7 +831,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(limits(10, 1 << 20), now);
         let first = h.append(b"t", |_| value("1"), now);
-        h.topics.get_mut(&b"t"[..]).unwrap().last = u32::MAX - 1;
+        h.topics.find_mut(b"t").unwrap().1.last = u32::MAX - 1;
         assert_eq!(h.append(b"t", |_| value("2"), now).offset, u32::MAX);
         let next = h.append(b"t", |_| value("3"), now);
         assert_ne!(next.epoch, first.epoch);

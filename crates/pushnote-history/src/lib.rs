@@ -9,11 +9,13 @@
 //! How the files divide the work:
 //! - `position.rs` — a message's place in its topic.
 //! - `history.rs` — the topics, their kept messages, and their limits.
+//! - `topics.rs` — the table of topics, found by name once and by a small id after.
 
 #![forbid(unsafe_code)]
 
 pub mod history;
 pub mod position;
+mod topics;
 
 pub use history::{History, Limits, Weigh};
 pub use position::Position;

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::name::Name;
+
 /// A topic's place in the table, valid while the topic is remembered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Id {
@@ -16,7 +18,7 @@ pub(crate) struct Id {
 
 /// The remembered topics, `T` each.
 pub(crate) struct Topics<T> {
-    by_name: HashMap<Box<[u8]>, Id>,
+    by_name: HashMap<Name, Id>,
     slots: Vec<Slot<T>>,
     /// The slots no topic holds.
     free: Vec<u32>,
@@ -89,7 +91,7 @@ impl<T> Topics<T> {
                 }
             }
         };
-        self.by_name.insert(name.into(), id);
+        self.by_name.insert(Name::new(name), id);
         id
     }
 
@@ -99,7 +101,7 @@ impl<T> Topics<T> {
     }
 
     /// Forgets the topics `forget` picks; their names.
-    pub(crate) fn forget(&mut self, mut forget: impl FnMut(Id, &T) -> bool) -> Vec<Box<[u8]>> {
+    pub(crate) fn forget(&mut self, mut forget: impl FnMut(Id, &T) -> bool) -> Vec<Name> {
         let mut gone = Vec::new();
         let (slots, free) = (&mut self.slots, &mut self.free);
         self.by_name.retain(|name, id| {
@@ -172,7 +174,7 @@ mod tests {
         let a = t.insert(b"a", 1);
         let b = t.insert(b"b", 2);
         assert_eq!((t.find(b"a"), t.get(b).copied()), (Some(a), Some(2)));
-        assert_eq!(t.forget(|id, _| id == a), vec![Box::from(&b"a"[..])]);
+        assert_eq!(t.forget(|id, _| id == a), vec![Name::new(b"a")]);
         assert_eq!((t.find(b"a"), t.get(a), t.len()), (None, None, 1));
         // The slot a had is given to c: a's id still finds nothing.
         let c = t.insert(b"c", 3);

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pushnote::wire;
+use pushnote_history::Name;
 use sockjs::{CloseCode, Session};
 
 use crate::budget::Budget;
@@ -28,7 +29,7 @@ use crate::subscriptions::Subscriptions;
 /// The registry of sessions and topics of one server.
 pub struct Hub {
     sessions: Mutex<Sessions>,
-    topics: Mutex<HashMap<Box<[u8]>, Members>>,
+    topics: Mutex<HashMap<Name, Members>>,
     bus: Arc<dyn Subscriptions>,
     metrics: Arc<Metrics>,
     /// Distinct channels with a session here, at most.

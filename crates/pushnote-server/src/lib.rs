@@ -22,7 +22,8 @@
 //!   `redis.rs`: the Redis engine (Pub/Sub, and history kept in Redis); `bus.rs`: the bus thread,
 //!   which takes in what the engine brings, decodes and checks bus messages, frames them as
 //!   pages receive them, and hands them on; `inproc.rs`: in-process ZeroMQ pairs for
-//!   commanding polling threads.
+//!   commanding polling threads; `waiter.rs`: waiting on several ZeroMQ sockets with one
+//!   system call.
 //! - `hub/` — `hub.rs`: who is connected and which topics (their user's, channels) each
 //!   session is in; `subscriptions.rs`: what the hub tells the bus, a topic's first session
 //!   came, its last went; `room.rs`: giving back the room of maps that emptied out;
@@ -92,6 +93,8 @@ pub mod control;
 mod inproc;
 #[path = "bus/redis.rs"]
 pub mod redis;
+#[path = "bus/waiter.rs"]
+mod waiter;
 #[path = "bus/zeromq.rs"]
 pub mod zeromq;
 

@@ -23,6 +23,7 @@ use crate::broker::{Answer, Command, Engine, EngineError, HistoryRequest, Ready}
 use crate::control::{self, BusControl, Commands};
 use crate::metrics::Metrics;
 use crate::overload::Backlog;
+use crate::waiter::Waiter;
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub enum BusError {
     /// The bus thread could not be started.
     #[error("cannot start the bus thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The bus thread could not wait on its sockets.
+    #[error("cannot wait on the bus sockets: {0}")]
+    Wait(std::io::Error),
 }
 
 /// `request` as the forwarder reads it, from server `server`.
@@ -65,7 +69,15 @@ struct Xsub {
     /// Whether presence messages go up the socket: to a forwarder, which sends them on to
     /// every server (not to the apps of `--single`).
     upstream: bool,
+    /// Waits on the socket ([`SUB`]), the commands ([`COMMANDS`]) and the engine's other
+    /// socket ([`OTHER`]), if it has one.
+    waiter: Waiter,
 }
+
+/// The sockets' places in the waiter.
+const SUB: usize = 0;
+const COMMANDS: usize = 1;
+const OTHER: usize = 2;
 
 /// The first byte of a presence message sent up to the forwarder (PROTOCOL §2d).
 pub const SHARE: u8 = 0x04;
@@ -97,14 +109,25 @@ impl Xsub {
         sub.set_reconnect_ivl_max(1000).map_err(err)?;
         subscribe(&sub, wire::BROADCAST_TOPIC).map_err(err)?;
         let (commands, control) = control::pair(&ctx).map_err(err)?;
+        let mut waiter = Waiter::new().map_err(BusError::Wait)?;
+        waiter.add(&sub).map_err(BusError::Wait)?;
+        waiter.add(commands.socket()).map_err(BusError::Wait)?;
         let xsub = Xsub {
             ctx,
             sub,
             commands,
             endpoint: endpoint.to_owned(),
             upstream: false,
+            waiter,
         };
         Ok((xsub, control))
+    }
+
+    /// Waits on `other` too, the engine's other socket (readable: [`Ready::connection`]).
+    fn wait_also(&mut self, other: &zmq::Socket) -> Result<(), BusError> {
+        let i = self.waiter.add(other).map_err(BusError::Wait)?;
+        debug_assert_eq!(i, OTHER);
+        Ok(())
     }
 
     fn error(&self, source: zmq::Error) -> BusError {
@@ -114,37 +137,25 @@ impl Xsub {
         }
     }
 
-    /// Waits on the socket, the commands and `monitor` (whose being readable is `connection`).
-    fn wait(
-        &self,
-        monitor: Option<&zmq::Socket>,
-        timeout: Option<Duration>,
-    ) -> Result<Ready, EngineError> {
-        // The connection events' socket where there is one (no allocation per turn).
-        let mut items = [
-            self.sub.as_poll_item(zmq::POLLIN),
-            self.commands.socket().as_poll_item(zmq::POLLIN),
-            monitor
-                .unwrap_or(self.commands.socket())
-                .as_poll_item(zmq::POLLIN),
-        ];
-        let polled = if monitor.is_some() { 3 } else { 2 };
-        let items = &mut items[..polled];
-        let timeout = timeout.map_or(-1, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
-        match zmq::poll(items, timeout) {
-            Ok(_) => Ok(Ready {
-                messages: items[0].is_readable(),
-                commands: items[1].is_readable(),
-                connection: items.get(2).is_some_and(|i| i.is_readable()),
+    /// Waits on the socket, the commands and the engine's other socket (whose being readable
+    /// is `connection`), or `timeout`. Whatever is reported ready is read until `EAGAIN`, or
+    /// marked unsure again (the `Waiter`'s rule).
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<Ready, EngineError> {
+        match self.waiter.wait(timeout) {
+            Ok(ready) => Ok(Ready {
+                messages: ready[SUB],
+                commands: ready[COMMANDS],
+                connection: ready[OTHER],
                 confirms: false,
             }),
-            Err(zmq::Error::EINTR) => Ok(Ready::default()),
             Err(e) => Err(EngineError(format!("bus poll failed: {e}"))),
         }
     }
 
     /// Applies every waiting command; false when told to stop.
-    fn take_commands(&self, mut on: impl FnMut(Command<'_>)) -> bool {
+    fn take_commands(&mut self, mut on: impl FnMut(Command<'_>)) -> bool {
+        // A command sends on the socket, which may take in its signal of messages come.
+        self.waiter.unsure(SUB);
         self.commands.take(|command| {
             on(command);
             let result = match command {
@@ -168,10 +179,12 @@ impl Xsub {
 
     /// Reads what ZeroMQ holds into the backlog, as far as it has room, for a moment at most
     /// (so that delivery goes on while messages come faster than they can be read).
-    fn read(&self, backlog: &mut Backlog) {
+    fn read(&mut self, backlog: &mut Backlog) {
         const TURN: Duration = Duration::from_millis(2);
         let now = Instant::now();
         let mut read = 0u32;
+        // Unless it ends with EAGAIN, more may be waiting with no signal to come.
+        self.waiter.unsure(SUB);
         while backlog.has_room() {
             read = read.wrapping_add(1);
             if read & 63 == 0 && now.elapsed() > TURN {
@@ -179,7 +192,10 @@ impl Xsub {
             }
             match self.sub.recv_multipart(zmq::DONTWAIT) {
                 Ok(frames) => backlog.push(now, frames),
-                Err(zmq::Error::EAGAIN) => return,
+                Err(zmq::Error::EAGAIN) => {
+                    self.waiter.sure(SUB);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "bus receive failed");
                     return;
@@ -219,6 +235,7 @@ impl Forwarder {
         let monitor = xsub.ctx.socket(zmq::PAIR).map_err(err)?;
         monitor.connect(MONITOR).map_err(err)?;
         xsub.sub.connect(endpoint).map_err(err)?;
+        xsub.wait_also(&monitor)?;
         let forwarder = Forwarder {
             xsub,
             monitor,
@@ -250,7 +267,7 @@ impl Engine for Forwarder {
     fn start(&mut self, _: &Metrics) {}
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Ready, EngineError> {
-        self.xsub.wait(Some(&self.monitor), timeout)
+        self.xsub.wait(timeout)
     }
 
     fn take_connection(&mut self, metrics: &Metrics) -> bool {
@@ -273,8 +290,10 @@ impl Engine for Forwarder {
             metrics.bus_connected.store(connected, Ordering::Relaxed);
         }
         if back {
-            // Takes in the new connection, so that requests sent next go down it.
+            // Takes in the new connection, so that requests sent next go down it (and may take
+            // in the socket's signal of messages come).
             let _ = self.xsub.sub.get_events();
+            self.xsub.waiter.unsure(SUB);
         }
         back
     }
@@ -294,6 +313,8 @@ impl Engine for Forwarder {
     }
 
     fn ask(&mut self, request: &HistoryRequest<'_>) {
+        // The send may take in the socket's signal of messages come.
+        self.xsub.waiter.unsure(SUB);
         if let Err(e) = self.xsub.sub.send(encode(self.server, request), 0) {
             tracing::warn!(error = %e, "bus history request failed");
         }
@@ -362,6 +383,7 @@ impl Single {
                     Ok(Ok(e)) => e,
                     _ => c.endpoint.to_owned(),
                 };
+                xsub.wait_also(&socket)?;
                 (Some(socket), Some(bound))
             }
         };
@@ -394,7 +416,7 @@ impl Engine for Single {
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<Ready, EngineError> {
-        let ready = self.xsub.wait(self.confirm.as_ref(), timeout)?;
+        let ready = self.xsub.wait(timeout)?;
         Ok(Ready {
             confirms: ready.connection,
             connection: false,
@@ -411,10 +433,15 @@ impl Engine for Single {
             return Vec::new();
         };
         let mut requests = Vec::new();
+        // Unless it ends with EAGAIN, more may be waiting with no signal to come.
+        self.xsub.waiter.unsure(OTHER);
         while requests.len() < most {
             match confirm.recv_multipart(zmq::DONTWAIT) {
                 Ok(frames) => requests.push(frames),
-                Err(zmq::Error::EAGAIN) => break,
+                Err(zmq::Error::EAGAIN) => {
+                    self.xsub.waiter.sure(OTHER);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "receive of confirmed publishes failed");
                     break;
@@ -425,6 +452,8 @@ impl Engine for Single {
     }
 
     fn confirm_reply(&mut self, reply: [&[u8]; 4]) -> bool {
+        // The send may take in the socket's signal of requests come.
+        self.xsub.waiter.unsure(OTHER);
         self.confirm
             .as_ref()
             .is_some_and(|c| c.send_multipart(reply, zmq::DONTWAIT).is_ok())

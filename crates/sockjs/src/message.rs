@@ -121,14 +121,15 @@ impl Message {
         self.with_second(Second::Later(Box::new(make), OnceLock::new()))
     }
 
-    fn with_second(self, second: Second) -> Message {
-        let (json, raw) = match Arc::try_unwrap(self.0) {
-            Ok(first) => (first.json, first.raw),
-            Err(shared) => (shared.json.clone(), shared.raw.clone()),
-        };
+    fn with_second(mut self, second: Second) -> Message {
+        // A message no one else holds yet (one just made) takes its second form in place.
+        if let Some(first) = Arc::get_mut(&mut self.0) {
+            first.second = second;
+            return self;
+        }
         Message(Arc::new(Encoded {
-            json,
-            raw,
+            json: self.0.json.clone(),
+            raw: self.0.raw.clone(),
             ws_frame: OnceLock::new(),
             second,
         }))

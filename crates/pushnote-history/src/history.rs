@@ -253,10 +253,8 @@ impl<V: Weigh> History<V> {
             t.kept.push_back(kept);
         } else {
             self.make_room(cost, 0, Some(id));
-            if let Some(t) = self.topics.get_mut(id) {
-                // make_room keeps it
-                t.kept.push_back(kept);
-            }
+            let t = self.topics.get_mut(id).expect("make_room keeps it");
+            t.kept.push_back(kept);
         }
         self.order.push_back(Queued {
             topic: id,

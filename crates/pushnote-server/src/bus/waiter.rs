@@ -116,7 +116,7 @@ mod tests {
         let mut waiter = Waiter::new().unwrap();
         assert_eq!(waiter.add(&a).unwrap(), 0);
         // Added: ready at once, whatever it holds.
-        assert_eq!(waiter.wait(None).unwrap(), [true, false, false]);
+        assert_eq!(waiter.wait(LONG).unwrap(), [true, false, false]);
         assert_eq!(drain(&a), 0);
         assert_eq!(waiter.wait(SHORT).unwrap(), [false; MOST], "nothing came");
         for round in 0..3 {
@@ -138,7 +138,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         waiter.unsure(0);
-        assert!(waiter.wait(None).unwrap()[0]);
+        assert!(waiter.wait(LONG).unwrap()[0]);
         assert_eq!(drain(&a), 1);
         waiter.sure(0);
         assert_eq!(waiter.wait(SHORT).unwrap(), [false; MOST]);

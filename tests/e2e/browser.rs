@@ -131,25 +131,16 @@ impl Bridge {
         limit: Duration,
         pred: impl Fn(&Value) -> bool,
     ) {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.drain();
-            let seen: HashSet<&str> = self
+        let what = format!("browser: every page of {ids:?}");
+        self.wait_for(&what, limit, |b| {
+            let seen: HashSet<&str> = b
                 .log
                 .iter()
                 .filter(|e| pred(e))
                 .filter_map(|e| e["id"].as_str())
                 .collect();
-            if ids.iter().all(|t| seen.contains(t)) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "browser: timed out with only {seen:?}; events so far: {:#?}",
-                self.log
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            ids.iter().all(|t| seen.contains(t))
+        });
     }
 
     /// Takes in what arrives until `done` holds of what has, within `limit`; fails naming

@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const KEY: &str = "e2e-api-key-0123456789-abcdefghijklmnop";
 /// What a `--single` server and a forwarder accept as a body by default.
 const LIMIT: usize = 1024 * 1024;
 
@@ -92,10 +91,10 @@ async fn publish_answers_on_the_headers_and_reads_no_body_first() {
     const CLIENTS: usize = 200;
     const BOUND: u64 = 64 << 20;
     let bare = single_server(&[]);
-    let keyed = single_server(&["--api-key", KEY]);
+    let keyed = single_server(&["--api-key", API_KEY]);
     for (srv, key, expected) in [
         (&bare, None, 404),
-        (&bare, Some(KEY), 404),
+        (&bare, Some(API_KEY), 404),
         (&keyed, None, 401),
         (&keyed, Some("a-wrong-key-0123456789"), 401),
     ] {
@@ -120,7 +119,7 @@ async fn publish_answers_on_the_headers_and_reads_no_body_first() {
     // A body declared over the limit is refused before it is sent, even with the key.
     let host = host_of(&keyed.origin).to_owned();
     let mut s = TcpStream::connect(&host).await.unwrap();
-    let head = publish_head(&host, Some(KEY), 4 * LIMIT);
+    let head = publish_head(&host, Some(API_KEY), 4 * LIMIT);
     s.write_all(head.as_bytes()).await.unwrap();
     assert_eq!(status_within(&mut s, WAIT).await, Some(413));
     assert!(
@@ -139,17 +138,6 @@ async fn publish_answers_on_the_headers_and_reads_no_body_first() {
 /// A forwarder with `--http` and `--metrics` on free ports and `extra` flags, run by `sh` with
 /// `ulimit -n` at `descriptors` if given: (forwarder, its `/publish` URL, its `/metrics` URL).
 fn forwarder_with_http(extra: &[&str], descriptors: Option<u32>) -> (Forwarder, String, String) {
-    let mut args = vec![
-        "--sub",
-        "tcp://127.0.0.1:*",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--http",
-        "127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
     let mut cmd = match descriptors {
         None => Command::new(bin("pushnote-mq")),
         Some(n) => {
@@ -160,17 +148,13 @@ fn forwarder_with_http(extra: &[&str], descriptors: Option<u32>) -> (Forwarder, 
             cmd
         }
     };
-    cmd.env("PUSHNOTE_MQ_API_KEY", KEY).args(&args);
-    let proc = Proc::spawn(&mut cmd);
-    let line = proc.value_after("apps publish to");
-    let (sub, publish) = line.split_once(", servers subscribe at ").unwrap();
-    let metrics = proc.value_after("/metrics at");
-    let url = proc.value_after("/publish at");
-    let fwd = Forwarder {
-        sub: sub.to_owned(),
-        publish: publish.to_owned(),
-        proc,
-    };
+    cmd.env("PUSHNOTE_MQ_API_KEY", API_KEY)
+        .args(HTTP_FORWARDER_ARGS)
+        .args(["--metrics", "127.0.0.1:0"])
+        .args(extra);
+    let fwd = forwarder_of(&mut cmd);
+    let metrics = fwd.proc.value_after("/metrics at");
+    let url = fwd.proc.value_after("/publish at");
     (fwd, url, metrics)
 }
 
@@ -178,7 +162,7 @@ fn forwarder_with_http(extra: &[&str], descriptors: Option<u32>) -> (Forwarder, 
 /// body every 200 ms; the status of the answer, or `None` if none came within `limit`.
 async fn trickle(host: &str, limit: Duration) -> Option<u16> {
     let mut s = TcpStream::connect(host).await.expect("connect");
-    s.write_all(publish_head(host, Some(KEY), 100).as_bytes())
+    s.write_all(publish_head(host, Some(API_KEY), 100).as_bytes())
         .await
         .expect("write the head");
     let (mut reader, mut writer) = s.into_split();
@@ -202,7 +186,7 @@ async fn trickle(host: &str, limit: Duration) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_from_a_key_holder_times_out_with_408() {
-    let srv = single_server(&["--api-key", KEY, "--body-timeout", "1"]);
+    let srv = single_server(&["--api-key", API_KEY, "--body-timeout", "1"]);
     let host = host_of(&srv.origin).to_owned();
     assert_eq!(trickle(&host, WAIT).await, Some(408), "the server");
     assert_eq!(
@@ -292,7 +276,7 @@ async fn trickled_publish_bodies_give_way_to_sessions_and_health() {
     // as if it were a session.
     let args = single_args(&[
         "--api-key",
-        KEY,
+        API_KEY,
         "--body-timeout",
         "600",
         "--idle-timeout",
@@ -314,7 +298,7 @@ async fn trickled_publish_bodies_give_way_to_sessions_and_health() {
     for _ in 0..340 {
         let mut s = TcpStream::connect(&host).await.expect("connect");
         let _ = s
-            .write_all(publish_head(&host, Some(KEY), 1000).as_bytes())
+            .write_all(publish_head(&host, Some(API_KEY), 1000).as_bytes())
             .await;
         let _ = s.write_all(b"[").await;
         held.push(s);

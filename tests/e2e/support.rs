@@ -129,23 +129,25 @@ pub fn forwarder_with(args: &[&str]) -> Forwarder {
 /// The API key of the tests' forwarders (`PUSHNOTE_MQ_API_KEY`) and servers (`--api-key`).
 pub const API_KEY: &str = "e2e-api-key-0123456789-Vq7Lm2Xc9Rb4";
 
+/// The flags of a forwarder on free ports with `--http`.
+pub const HTTP_FORWARDER_ARGS: [&str; 6] = [
+    "--sub",
+    "tcp://127.0.0.1:*",
+    "--pub",
+    "tcp://127.0.0.1:*",
+    "--http",
+    "127.0.0.1:0",
+];
+
 /// A forwarder with `--http` on a free port, [`API_KEY`] in its environment, and `extra`
 /// flags after its endpoints. Its start-up lines after the endpoints' are left to read
 /// (`/metrics at`, then `/publish at`).
 pub fn forwarder_with_key(extra: &[&str]) -> Forwarder {
-    let mut args = vec![
-        "--sub",
-        "tcp://127.0.0.1:*",
-        "--pub",
-        "tcp://127.0.0.1:*",
-        "--http",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
     forwarder_of(
         Command::new(bin("pushnote-mq"))
             .env("PUSHNOTE_MQ_API_KEY", API_KEY)
-            .args(&args),
+            .args(HTTP_FORWARDER_ARGS)
+            .args(extra),
     )
 }
 

@@ -638,6 +638,41 @@ mod tests {
     }
 
     #[test]
+    fn topics_forgotten_by_the_thousand_give_their_slots_back_and_the_rest_stay_found() {
+        let start = Instant::now();
+        let mut h = History::new(limits(10, 64 << 20), start);
+        let value = || Box::from(&b"v"[..]);
+        for i in 0..5_000u32 {
+            h.append(format!("old-{i}").as_bytes(), |_| value(), start);
+        }
+        // Later, ten topics whose messages outlive the old ones'.
+        let later = start + HOUR + HOUR / 2;
+        let kept: Vec<(String, Position)> = (0..10)
+            .map(|i| {
+                let name = format!("kept-{i}");
+                let p = h.append(name.as_bytes(), |_| value(), later);
+                (name, p)
+            })
+            .collect();
+        assert_eq!((h.topics(), h.topics.slots()), (5_010, 5_010));
+        // Idle for `idle`: the old topics are forgotten, and their slots given back.
+        let idle = start + 2 * HOUR;
+        h.expire(idle);
+        assert_eq!(h.topics(), 10);
+        assert_eq!(h.topics.slots(), 10, "the table made dense");
+        // The kept topics are found by name, and through the queue of all messages: their
+        // messages go when their age comes.
+        for (name, p) in &kept {
+            let before = Position { offset: 0, ..*p };
+            assert_eq!(after(&mut h, name.as_bytes(), before, idle), ["v"]);
+        }
+        let expired = h.counts().expired;
+        h.expire(later + HOUR);
+        assert_eq!(h.counts().expired, expired + 10);
+        assert_eq!(h.messages(), 0);
+    }
+
+    #[test]
     fn the_byte_budget_drops_the_oldest_messages_of_any_topic_first() {
         let now = Instant::now();
         let one = 100 + KEPT_OVERHEAD;

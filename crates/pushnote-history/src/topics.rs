@@ -117,6 +117,12 @@ impl<T> Topics<T> {
         gone
     }
 
+    /// How many slots the table has, held or not.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// How many topics are remembered.
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()

@@ -14,26 +14,32 @@
 //! bucket were forgotten, so that a page told that position before the first message is
 //! given every message from the first, and a page of a forgotten epoch is told it lost some.
 //!
+//! The messages themselves are kept in one queue, oldest first, each at a number that never
+//! changes while it is kept; a topic keeps the numbers of its messages. Taking the oldest
+//! message out (for its age or for the budget) touches the queue alone: the topic's numbers
+//! of messages gone that way are skipped, and taken out when the topic is next looked at. A
+//! message is the only memory of its own that a publish reads or writes twice.
+//!
 //! Pure: no I/O, no clock of its own (every call that ages something is given `now`).
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::topics::{Id, Topics};
-use crate::Position;
+use crate::{Name, Position};
 
-/// What a kept message costs beyond its value, by estimate: its place in its topic's queue
-/// (offset, the value's pointer and length), its place in the queue of all messages (the
-/// topic's id, epoch, offset and time), and the allocator's header and rounding. The
-/// queue of all messages may hold as many entries again of messages already gone (and
-/// [`COMPACT_SLACK`]) before they are taken out.
+/// What a kept message costs beyond its value, by estimate: its number in its topic's queue,
+/// its entry in the queue of all messages (the value's pointer and its time), and the
+/// allocator's header and rounding. The queue of all messages may hold as many entries again
+/// of messages that went before their turn (and one per topic, and [`COMPACT_SLACK`]) before
+/// they are taken out.
 pub const KEPT_OVERHEAD: usize = 80;
 
-/// What a topic costs beyond its name, by estimate: its name's map entry and allocator's
-/// header, its slot in the table (epoch, offsets, empty queue), and the table's spare slots.
-pub const TOPIC_OVERHEAD: usize = 128;
+/// What a topic costs beyond its name, by estimate: its entry in the map of topics (its name
+/// when short, epoch, offsets, empty queue and time), the map's spare entries (up to as many
+/// again), and its share of the queue of all messages' entries of messages gone.
+pub const TOPIC_OVERHEAD: usize = 192;
 
 /// What a stored value takes, in bytes, beyond what [`KEPT_OVERHEAD`] counts.
 pub trait Weigh {
@@ -107,59 +113,85 @@ pub struct Counts {
 /// an epoch that changes when a topic of its bucket is forgotten.
 const FORGET_BUCKETS: usize = 4096;
 
+/// How many entries of messages gone before their turn the queue of all messages holds,
+/// beyond as many as there are messages kept and topics, before they are taken out.
+const COMPACT_SLACK: usize = 1024;
+
+/// How many spare entries the map of topics may keep, beyond as many as it has topics, before
+/// it gives their memory back (after many topics were forgotten).
+const SPARE_TOPICS: usize = 1024;
+
 /// Each topic's recent messages and positions.
 pub struct History<V> {
     limits: Limits,
-    topics: Topics<Topic<V>>,
+    topics: HashMap<Name, Topic>,
+    queue: Queue<V>,
     /// The random key of the epochs of topics nobody published to.
     key: RandomState,
     /// Per bucket of topic names, how many of its topics were forgotten (wrapping).
     forgotten: Box<[u32]>,
-    /// Every kept message's place, oldest first. Entries whose message went already (past its
-    /// topic's count, or its topic's epoch ended) are skipped when they come up, and taken out
-    /// all at once when they are more than the messages kept and [`COMPACT_SLACK`].
-    order: VecDeque<Queued>,
+    next_epoch: u32,
+    /// When topics were last looked at for idleness.
+    swept: Instant,
+}
+
+/// Every kept message, oldest first, and what the history takes.
+struct Queue<V> {
+    /// The messages, each numbered `first` and its index. The entry of a message that went
+    /// before its turn (past its topic's count, or its topic's epoch ended) holds no value: it
+    /// is skipped when it comes up, and the entries of such messages are taken out all at once
+    /// when there are many ([`History::compact`]).
+    entries: VecDeque<Entry<V>>,
+    /// The number of the first entry.
+    first: u64,
     /// What the topics and their messages take, by estimate.
     bytes: usize,
     /// Messages kept now.
     kept: usize,
-    next_epoch: u32,
-    /// When topics were last looked at for idleness.
-    swept: Instant,
     counts: Counts,
 }
 
-/// A kept message's place in the queue of all messages.
-struct Queued {
-    topic: Id,
-    epoch: u32,
-    offset: u32,
+struct Entry<V> {
+    value: Option<V>,
     at: Instant,
 }
 
-/// How many entries of messages already gone the queue of all messages holds, beyond as many
-/// as there are messages kept, before they are taken out.
-const COMPACT_SLACK: usize = 1024;
-
-struct Topic<V> {
+struct Topic {
     epoch: u32,
     /// The offset of the topic's last message in this epoch; 0 before the first.
     last: u32,
-    kept: VecDeque<Kept<V>>,
+    /// The numbers of the topic's kept messages in the queue of all messages, oldest first.
+    /// Numbers before the queue's first are of messages that went with the oldest of all;
+    /// they are taken out ([`Topic::settle`]) before the queue grows, at the topic's count,
+    /// and before it is read. Once settled, the numbers are those of offsets `last` - len + 1
+    /// to `last`.
+    numbers: VecDeque<u64>,
     /// When the topic last had a message, or was asked for.
     touched: Instant,
 }
 
-struct Kept<V> {
-    offset: u32,
-    value: V,
-}
+impl Topic {
+    fn new(epoch: u32, now: Instant) -> Topic {
+        Topic {
+            epoch,
+            last: 0,
+            numbers: VecDeque::new(),
+            touched: now,
+        }
+    }
 
-/// A kept message of epoch `epoch` with its position.
-fn positioned<V>(epoch: u32) -> impl Fn(&Kept<V>) -> (Position, &V) {
-    move |k| {
-        let offset = k.offset;
-        (Position { epoch, offset }, &k.value)
+    /// Takes out the numbers of messages that went with the oldest of all (before `first`):
+    /// the topic's numbers are its kept messages' from then on.
+    fn settle(&mut self, first: u64) {
+        while self.numbers.front().is_some_and(|&n| n < first) {
+            self.numbers.pop_front();
+        }
+    }
+
+    /// The offset of the topic's first kept message (`last` + 1 when it keeps none), once
+    /// settled.
+    fn first_offset(&self) -> u64 {
+        u64::from(self.last) + 1 - self.numbers.len() as u64
     }
 }
 
@@ -181,20 +213,101 @@ pub fn fresh_seed() -> u64 {
     h.finish()
 }
 
+impl<V: Weigh> Queue<V> {
+    /// Keeps `value`, which costs `cost`; its number.
+    fn push(&mut self, value: V, cost: usize, now: Instant) -> u64 {
+        let number = self.first + self.entries.len() as u64;
+        self.entries.push_back(Entry {
+            value: Some(value),
+            at: now,
+        });
+        self.bytes += cost;
+        self.kept += 1;
+        number
+    }
+
+    /// The message numbered `number`, if it is kept.
+    fn get(&self, number: u64) -> Option<&V> {
+        let index = number.checked_sub(self.first)?;
+        self.entries.get(index as usize)?.value.as_ref()
+    }
+
+    /// Drops the message numbered `number` before its turn, if it is kept.
+    fn evict(&mut self, number: u64) {
+        let Some(index) = number.checked_sub(self.first) else {
+            return;
+        };
+        if let Some(gone) = self
+            .entries
+            .get_mut(index as usize)
+            .and_then(|e| e.value.take())
+        {
+            self.release(&gone);
+            self.counts.evicted += 1;
+        }
+    }
+
+    /// Drops the oldest entry, and its message if it is still kept; true when it was.
+    fn drop_oldest(&mut self) -> bool {
+        let Some(entry) = self.entries.pop_front() else {
+            return false;
+        };
+        self.first += 1;
+        match entry.value {
+            Some(gone) => {
+                self.release(&gone);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes a message that went out of the figures.
+    fn release(&mut self, gone: &V) {
+        self.bytes -= gone.weight() + KEPT_OVERHEAD;
+        self.kept -= 1;
+    }
+
+    /// Drops the oldest messages, of any topic, until `needed` more bytes fit in `budget`, or
+    /// none is left.
+    fn make_room(&mut self, needed: usize, budget: usize) {
+        while self.bytes + needed > budget && self.kept > 0 {
+            if self.drop_oldest() {
+                self.counts.evicted += 1;
+            }
+        }
+    }
+}
+
+/// Drops every message `topic` keeps.
+fn drop_kept<V: Weigh>(topic: &mut Topic, queue: &mut Queue<V>) {
+    for number in std::mem::take(&mut topic.numbers) {
+        queue.evict(number);
+    }
+}
+
+/// The bucket `topic` is counted in when forgotten.
+fn bucket(key: &RandomState, topic: &[u8]) -> usize {
+    (key.hash_one((0u8, topic)) % FORGET_BUCKETS as u64) as usize
+}
+
 impl<V: Weigh> History<V> {
     /// An empty history whose epochs differ from any other history's, almost surely.
     pub fn new(limits: Limits, now: Instant) -> History<V> {
         History {
             limits,
-            topics: Topics::new(),
+            topics: HashMap::new(),
+            queue: Queue {
+                entries: VecDeque::new(),
+                first: 0,
+                bytes: 0,
+                kept: 0,
+                counts: Counts::default(),
+            },
             key: RandomState::new(),
             forgotten: vec![0; FORGET_BUCKETS].into_boxed_slice(),
-            order: VecDeque::new(),
-            bytes: 0,
-            kept: 0,
             next_epoch: fresh_seed() as u32,
             swept: now,
-            counts: Counts::default(),
         }
     }
 
@@ -208,23 +321,17 @@ impl<V: Weigh> History<V> {
         now: Instant,
     ) -> Position {
         self.expire(now);
-        // The topic is looked up by name once; after that, and in the queue of all messages,
-        // by its id.
-        let id = match self.topics.find(topic) {
-            Some(id) => id,
-            None => match self.enter(topic, now) {
-                Some(id) => id,
-                None => {
-                    // A topic that could never be remembered: each message in an epoch of its
-                    // own.
-                    let epoch = self.fresh_epoch();
-                    return Position { epoch, offset: 1 };
-                }
-            },
+        // The topic is looked up once; its messages' memory is not read.
+        let Some(mut t) = self.topics.get_mut(topic) else {
+            if self.enter(topic, now) {
+                return self.append(topic, make, now);
+            }
+            // A topic that could never be remembered: each message in an epoch of its own.
+            let epoch = self.fresh_epoch();
+            return Position { epoch, offset: 1 };
         };
-        let t = self.topics.get_mut(id).expect("found or entered just now");
         if t.last == u32::MAX {
-            self.new_epoch(id);
+            self.new_epoch(topic);
             return self.append(topic, make, now);
         }
         t.touched = now;
@@ -235,54 +342,58 @@ impl<V: Weigh> History<V> {
         };
         let value = make(position);
         let cost = value.weight() + KEPT_OVERHEAD;
-        if self.limits.messages == 0 || cost + topic_cost(topic) > self.limits.bytes {
-            self.drop_kept(id);
+        let (limits, queue) = (self.limits, &mut self.queue);
+        if limits.messages == 0 || cost + topic_cost(topic) > limits.bytes {
+            drop_kept(t, queue);
             return position;
         }
-        if t.kept.len() >= self.limits.messages {
-            let gone = t.kept.pop_front().expect("at the limit, so not empty");
-            self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
-            self.kept -= 1;
-            self.counts.evicted += 1;
+        if t.numbers.len() >= limits.messages {
+            t.settle(queue.first);
+            if t.numbers.len() >= limits.messages {
+                let oldest = t.numbers.pop_front().expect("at the limit, so not empty");
+                queue.evict(oldest);
+            }
         }
-        let kept = Kept {
-            offset: position.offset,
-            value,
-        };
-        if self.bytes + cost <= self.limits.bytes {
-            t.kept.push_back(kept);
-        } else {
-            self.make_room(cost, 0, Some(id));
-            let t = self.topics.get_mut(id).expect("make_room keeps it");
-            t.kept.push_back(kept);
+        queue.make_room(cost, limits.bytes);
+        if queue.bytes + cost > limits.bytes {
+            // The topics alone fill the budget: those that keep nothing go, but this one.
+            self.forget_but(Some(topic), |_| true);
+            t = self
+                .topics
+                .get_mut(topic)
+                .expect("not forgotten: it was kept");
         }
-        self.order.push_back(Queued {
-            topic: id,
-            epoch: position.epoch,
-            offset: position.offset,
-            at: now,
-        });
-        self.bytes += cost;
-        self.kept += 1;
-        if self.order.len() > 2 * self.kept + COMPACT_SLACK {
+        if t.numbers.len() == t.numbers.capacity() {
+            // Numbers of messages gone are taken out before the topic's queue grows for them.
+            t.settle(self.queue.first);
+        }
+        let number = self.queue.push(value, cost, now);
+        t.numbers.push_back(number);
+        let queue = &self.queue;
+        if queue.entries.len() > 2 * queue.kept + self.topics.len() + COMPACT_SLACK {
             self.compact();
         }
         position
     }
 
-    /// Takes the entries of messages already gone out of the queue of all messages.
+    /// Takes the entries of messages that went before their turn out of the queue of all
+    /// messages, and renumbers the messages kept.
     fn compact(&mut self) {
-        let topics = &self.topics;
-        self.order.retain(|q| {
-            // A topic's kept messages are a run of offsets: those in it are live.
-            topics
-                .get(q.topic)
-                .filter(|t| t.epoch == q.epoch)
-                .is_some_and(|t| match (t.kept.front(), t.kept.back()) {
-                    (Some(first), Some(last)) => (first.offset..=last.offset).contains(&q.offset),
-                    _ => false,
-                })
-        });
+        let first = self.queue.first;
+        // A kept message's new number is its old one less the entries gone before it.
+        let mut gone_before = Vec::with_capacity(self.queue.entries.len());
+        let mut gone = 0u64;
+        for entry in &self.queue.entries {
+            gone_before.push(gone);
+            gone += u64::from(entry.value.is_none());
+        }
+        self.queue.entries.retain(|e| e.value.is_some());
+        for t in self.topics.values_mut() {
+            t.settle(first);
+            for number in &mut t.numbers {
+                *number -= gone_before[(*number - first) as usize];
+            }
+        }
     }
 
     /// The position of `topic`'s last message. A topic nobody published to (or forgotten) is
@@ -290,8 +401,8 @@ impl<V: Weigh> History<V> {
     /// starts ([`History::unpublished_epoch`]).
     pub fn position(&mut self, topic: &[u8], now: Instant) -> Position {
         self.expire(now);
-        match self.topics.find_mut(topic) {
-            Some((_, t)) => {
+        match self.topics.get_mut(topic) {
+            Some(t) => {
                 t.touched = now;
                 Position {
                     epoch: t.epoch,
@@ -305,42 +416,31 @@ impl<V: Weigh> History<V> {
         }
     }
 
-    /// The bucket `topic` is counted in when forgotten.
-    fn bucket(&self, topic: &[u8]) -> usize {
-        (self.key.hash_one((0u8, topic)) % FORGET_BUCKETS as u64) as usize
-    }
-
     /// The epoch the next message of `topic`, which the history does not remember, starts:
     /// the same until a topic of its bucket is forgotten, never 0.
     fn unpublished_epoch(&self, topic: &[u8]) -> u32 {
-        let forgotten = self.forgotten[self.bucket(topic)];
+        let forgotten = self.forgotten[bucket(&self.key, topic)];
         let epoch = self.key.hash_one((1u8, topic, forgotten)) as u32;
         epoch.max(1)
     }
 
-    /// Ages what is kept, then makes `topic` known (in the epoch pages were told it would
-    /// start, room made for it) if it was not, touched at `now`; its id, or `None` for a topic
-    /// too long to remember within the budget.
-    fn enter(&mut self, topic: &[u8], now: Instant) -> Option<Id> {
-        self.expire(now);
-        if topic_cost(topic) > self.limits.bytes {
-            return None;
+    /// Makes `topic`, which is not remembered, known (in the epoch pages were told it would
+    /// start, room made for it), touched at `now`; false for a topic too long to remember
+    /// within the budget.
+    fn enter(&mut self, topic: &[u8], now: Instant) -> bool {
+        let cost = topic_cost(topic);
+        if cost > self.limits.bytes {
+            return false;
         }
-        if let Some((id, t)) = self.topics.find_mut(topic) {
-            t.touched = now;
-            return Some(id);
+        self.queue.make_room(cost, self.limits.bytes);
+        if self.queue.bytes + cost > self.limits.bytes {
+            self.forget_but(None, |_| true);
         }
-        self.make_room(0, topic_cost(topic), None);
         // The epoch pages asking before the first message were told.
         let epoch = self.unpublished_epoch(topic);
-        self.bytes += topic_cost(topic);
-        let t = Topic {
-            epoch,
-            last: 0,
-            kept: VecDeque::new(),
-            touched: now,
-        };
-        Some(self.topics.insert(topic, t))
+        self.queue.bytes += cost;
+        self.topics.insert(Name::new(topic), Topic::new(epoch, now));
+        true
     }
 
     /// The messages of `topic` after `seen`, oldest first, or why they cannot all be given.
@@ -351,24 +451,35 @@ impl<V: Weigh> History<V> {
         now: Instant,
     ) -> Result<impl Iterator<Item = (Position, &V)>, NotRecovered> {
         self.expire(now);
-        let (kept, skip, epoch) = match self.topics.named(topic) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            t.settle(self.queue.first);
+        }
+        let (numbers, skip, epoch, first) = match self.topics.get(topic) {
             // Nobody published to it (since it was forgotten): a page that stands before the
             // first message of the epoch it will start has missed nothing.
             None if seen.epoch != self.unpublished_epoch(topic) => return Err(NotRecovered::Epoch),
             None if seen.offset > 0 => return Err(NotRecovered::Future),
-            None => (None, 0, seen.epoch),
+            None => (None, 0, seen.epoch, 0),
             Some(t) if t.epoch != seen.epoch => return Err(NotRecovered::Epoch),
             Some(t) if seen.offset > t.last => return Err(NotRecovered::Future),
             Some(t) => {
-                let first = t.kept.front().map_or(t.last + 1, |k| k.offset);
-                if seen.offset + 1 < first {
+                let first = t.first_offset();
+                let next = u64::from(seen.offset) + 1;
+                if next < first {
                     return Err(NotRecovered::Evicted);
                 }
-                let skip = (seen.offset + 1 - first) as usize;
-                (Some(&t.kept), skip, t.epoch)
+                (Some(&t.numbers), (next - first) as usize, t.epoch, first)
             }
         };
-        Ok(kept.into_iter().flatten().skip(skip).map(positioned(epoch)))
+        let queue = &self.queue;
+        let kept = numbers.into_iter().flatten().enumerate().skip(skip);
+        Ok(kept.map(move |(i, &number)| {
+            let offset = (first + i as u64) as u32;
+            let value = queue
+                .get(number)
+                .expect("a settled topic's messages are kept");
+            (Position { epoch, offset }, value)
+        }))
     }
 
     /// Where a page that saw `seen` of `topic` is given messages from ([`History::after`]), and
@@ -396,12 +507,13 @@ impl<V: Weigh> History<V> {
     /// Drops the messages older than [`Limits::age`], and, once every [`Limits::idle`], the
     /// topics idle that long with nothing kept. Cheap to call often.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(q) = self.order.front() {
-            if now.saturating_duration_since(q.at) < self.limits.age {
+        let queue = &mut self.queue;
+        while let Some(oldest) = queue.entries.front() {
+            if now.saturating_duration_since(oldest.at) < self.limits.age {
                 break;
             }
-            if self.drop_oldest() {
-                self.counts.expired += 1;
+            if queue.drop_oldest() {
+                queue.counts.expired += 1;
             }
         }
         if now.saturating_duration_since(self.swept) >= self.limits.idle {
@@ -409,33 +521,16 @@ impl<V: Weigh> History<V> {
             let idle = self.limits.idle;
             self.forget_but(None, |t| now.saturating_duration_since(t.touched) >= idle);
         }
-        if self.topics.sparse() {
-            self.make_dense();
-        }
-    }
-
-    /// Gives up the table's slots no topic holds (many topics were forgotten), and the
-    /// entries of forgotten topics in the queue of all messages. No other call holds an id
-    /// across this one: it runs in [`History::expire`] only.
-    fn make_dense(&mut self) {
-        let moved = self.topics.make_dense();
-        self.order.retain_mut(|q| match moved(q.topic) {
-            Some(id) => {
-                q.topic = id;
-                true
-            }
-            None => false,
-        });
     }
 
     /// What the topics and their messages take, by estimate.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.queue.bytes
     }
 
     /// Messages kept now.
     pub fn messages(&self) -> usize {
-        self.kept
+        self.queue.kept
     }
 
     /// Topics remembered now.
@@ -444,33 +539,21 @@ impl<V: Weigh> History<V> {
     }
 
     pub fn counts(&self) -> Counts {
-        self.counts
+        self.queue.counts
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
-    /// Starts a new epoch for the topic, dropping what it kept.
-    fn new_epoch(&mut self, id: Id) {
+    /// Starts a new epoch for `topic`, dropping what it kept.
+    fn new_epoch(&mut self, topic: &[u8]) {
         let epoch = self.fresh_epoch();
-        self.drop_kept(id);
-        if let Some(t) = self.topics.get_mut(id) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            drop_kept(t, &mut self.queue);
             t.epoch = epoch;
             t.last = 0;
         }
-    }
-
-    /// Drops every message the topic keeps.
-    fn drop_kept(&mut self, id: Id) {
-        let Some(t) = self.topics.get_mut(id) else {
-            return;
-        };
-        let gone = std::mem::take(&mut t.kept);
-        for k in &gone {
-            self.release(k);
-        }
-        self.counts.evicted += gone.len() as u64;
     }
 
     fn fresh_epoch(&mut self) -> u32 {
@@ -478,56 +561,33 @@ impl<V: Weigh> History<V> {
         self.next_epoch
     }
 
-    /// Drops the oldest kept messages until `needed` more bytes, and `new_topic` more for a
-    /// topic not remembered yet, fit in the budget; failing that, forgets the topics other
-    /// than `keep` that keep nothing.
-    fn make_room(&mut self, needed: usize, new_topic: usize, keep: Option<Id>) {
-        let fits = |h: &Self| h.bytes + needed + new_topic <= h.limits.bytes;
-        while !fits(self) && self.kept > 0 {
-            if self.drop_oldest() {
-                self.counts.evicted += 1;
+    /// Forgets the topics that keep nothing and that `forget` picks, but for `but`; gives the
+    /// map's spare memory back when many went.
+    fn forget_but(&mut self, but: Option<&[u8]>, forget: impl Fn(&Topic) -> bool) {
+        let (first, key, forgotten) = (self.queue.first, &self.key, &mut self.forgotten);
+        let mut gone_bytes = 0;
+        let mut gone = 0;
+        self.topics.retain(|name, t| {
+            t.settle(first);
+            if t.numbers.is_empty() {
+                // A topic that keeps nothing keeps no memory for it.
+                t.numbers = VecDeque::new();
             }
+            let go = t.numbers.is_empty() && Some(&name[..]) != but && forget(t);
+            if go {
+                // The epoch a forgotten topic's next message starts is not the one it had.
+                let bucket = bucket(key, name);
+                forgotten[bucket] = forgotten[bucket].wrapping_add(1);
+                gone_bytes += topic_cost(name);
+                gone += 1;
+            }
+            !go
+        });
+        self.queue.bytes -= gone_bytes;
+        self.queue.counts.forgotten += gone;
+        if self.topics.capacity() > 2 * self.topics.len() + SPARE_TOPICS {
+            self.topics.shrink_to_fit();
         }
-        if !fits(self) {
-            self.forget_but(keep, |_| true);
-        }
-    }
-
-    /// Drops the oldest entry of the queue of all messages, and its message if it is still
-    /// kept; true when it was.
-    fn drop_oldest(&mut self) -> bool {
-        let Some(q) = self.order.pop_front() else {
-            return false;
-        };
-        let Some(t) = self.topics.get_mut(q.topic).filter(|t| t.epoch == q.epoch) else {
-            return false;
-        };
-        if t.kept.front().is_none_or(|k| k.offset != q.offset) {
-            return false;
-        }
-        let gone = t.kept.pop_front().expect("looked at above");
-        self.release(&gone);
-        true
-    }
-
-    /// Takes a message that went out of the figures.
-    fn release(&mut self, gone: &Kept<V>) {
-        self.bytes -= gone.value.weight() + KEPT_OVERHEAD;
-        self.kept -= 1;
-    }
-
-    /// Forgets the topics that keep nothing and that `forget` picks, but for `but`.
-    fn forget_but(&mut self, but: Option<Id>, forget: impl Fn(&Topic<V>) -> bool) {
-        let gone = self
-            .topics
-            .forget(|id, t| t.kept.is_empty() && Some(id) != but && forget(t));
-        // The epoch a forgotten topic's next message starts is not the one it had.
-        for name in &gone {
-            let bucket = self.bucket(name);
-            self.forgotten[bucket] = self.forgotten[bucket].wrapping_add(1);
-            self.bytes -= topic_cost(name);
-        }
-        self.counts.forgotten += gone.len() as u64;
     }
 }
 
@@ -638,7 +698,7 @@ mod tests {
     }
 
     #[test]
-    fn topics_forgotten_by_the_thousand_give_their_slots_back_and_the_rest_stay_found() {
+    fn topics_forgotten_by_the_thousand_give_their_memory_back_and_the_rest_stay_found() {
         let start = Instant::now();
         let mut h = History::new(limits(10, 64 << 20), start);
         let value = || Box::from(&b"v"[..]);
@@ -654,14 +714,15 @@ mod tests {
                 (name, p)
             })
             .collect();
-        assert_eq!((h.topics(), h.topics.slots()), (5_010, 5_010));
-        // Idle for `idle`: the old topics are forgotten, and their slots given back.
+        assert_eq!(h.topics(), 5_010);
+        assert!(h.topics.capacity() >= 5_010);
+        // Idle for `idle`: the old topics are forgotten, and the map's memory given back.
         let idle = start + 2 * HOUR;
         h.expire(idle);
         assert_eq!(h.topics(), 10);
-        assert_eq!(h.topics.slots(), 10, "the table made dense");
-        // The kept topics are found by name, and through the queue of all messages: their
-        // messages go when their age comes.
+        assert!(h.topics.capacity() < 100, "{}", h.topics.capacity());
+        // The kept topics are found by name, and their messages in the queue of all messages:
+        // they go when their age comes.
         for (name, p) in &kept {
             let before = Position { offset: 0, ..*p };
             assert_eq!(after(&mut h, name.as_bytes(), before, idle), ["v"]);
@@ -696,6 +757,26 @@ mod tests {
     }
 
     #[test]
+    fn a_topics_numbers_of_messages_gone_with_the_oldest_take_no_memory_for_long() {
+        let now = Instant::now();
+        let one = 1 + KEPT_OVERHEAD;
+        // The budget holds three messages: each next one takes the oldest out.
+        let mut h = History::new(limits(100, topic_cost(b"t") + 3 * one), now);
+        for i in 0..1_000 {
+            h.append(b"t", |_| value(&(i % 10).to_string()), now);
+        }
+        assert_eq!(h.messages(), 3);
+        let t = h.topics.get(&b"t"[..]).unwrap();
+        assert!(t.numbers.capacity() <= 8, "{}", t.numbers.capacity());
+        let last = h.position(b"t", now);
+        let from = Position {
+            offset: last.offset - 3,
+            ..last
+        };
+        assert_eq!(after(&mut h, b"t", from, now), ["7", "8", "9"]);
+    }
+
+    #[test]
     fn memory_stays_within_the_budget_whatever_the_topics_and_messages() {
         let now = Instant::now();
         let budget = 1 << 20;
@@ -710,7 +791,7 @@ mod tests {
         }
         // The queue of all messages holds one entry per kept message, give or take the ones
         // already gone that have not come up yet: never more than the messages appended.
-        assert!(h.order.len() <= 3_000);
+        assert!(h.queue.entries.len() <= 3_000);
     }
 
     #[test]
@@ -744,28 +825,57 @@ mod tests {
     fn a_busy_topic_behind_a_quiet_one_does_not_grow_the_queue_of_all_messages() {
         let now = Instant::now();
         let mut h = History::new(limits(100, 64 << 20), now);
-        // The quiet topic's one message stays first in the queue for its whole age.
-        h.append(b"quiet", |_| Box::from(&b"q"[..]), now);
-        for _ in 0..100_000 {
-            h.append(b"busy", |_| Box::from(&b"b"[..]), now);
+        // The quiet topics' messages stay first in the queue for their whole age; each busy
+        // topic's messages past its count go before their turn.
+        h.append(b"quiet", |_| value("q"), now);
+        let busy: [&[u8]; 3] = [b"busy-1", b"busy-2", b"busy-3"];
+        for i in 0..100_000u32 {
+            let topic = busy[(i % 7 % 3) as usize];
+            h.append(topic, |_| value(&i.to_string()), now);
+            if i % 10_000 == 0 {
+                h.append(b"quiet", |_| value("q"), now);
+            }
         }
-        assert_eq!(h.messages(), 101);
+        assert_eq!(h.messages(), 1 + 10 + 300);
         assert!(
-            h.order.len() <= 2 * 101 + COMPACT_SLACK,
+            h.queue.entries.len() <= 2 * h.messages() + h.topics() + COMPACT_SLACK,
             "{}",
-            h.order.len()
+            h.queue.entries.len()
         );
         let quiet = Position {
             epoch: h.position(b"quiet", now).epoch,
             offset: 0,
         };
-        assert_eq!(h.after(b"quiet", quiet, now).unwrap().count(), 1);
-        let busy = h.position(b"busy", now);
-        let from = Position {
-            offset: busy.offset - 100,
-            ..busy
-        };
-        assert_eq!(h.after(b"busy", from, now).unwrap().count(), 100);
+        assert_eq!(after(&mut h, b"quiet", quiet, now), ["q"; 11]);
+        // Each busy topic's last hundred, in order, with their positions, after the queue was
+        // taken in many times.
+        for (b, topic) in busy.iter().enumerate() {
+            let published: Vec<String> = (0..100_000u32)
+                .filter(|i| (i % 7 % 3) as usize == b)
+                .map(|i| i.to_string())
+                .collect();
+            let last = h.position(topic, now);
+            let from = Position {
+                offset: last.offset - 100,
+                ..last
+            };
+            let got: Vec<(u32, String)> = h
+                .after(topic, from, now)
+                .unwrap()
+                .map(|(p, v)| (p.offset, String::from_utf8(v.to_vec()).unwrap()))
+                .collect();
+            let offsets: Vec<u32> = (last.offset - 99..=last.offset).collect();
+            assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), offsets);
+            assert_eq!(
+                got.into_iter().map(|g| g.1).collect::<Vec<_>>(),
+                published[published.len() - 100..]
+            );
+            let gone = Position {
+                offset: last.offset - 101,
+                ..last
+            };
+            assert_eq!(after(&mut h, topic, gone, now), ["Evicted"]);
+        }
     }
 
     #[test]
@@ -864,7 +974,7 @@ mod tests {
         let now = Instant::now();
         let mut h = History::new(limits(10, 1 << 20), now);
         let first = h.append(b"t", |_| value("1"), now);
-        h.topics.find_mut(b"t").unwrap().1.last = u32::MAX - 1;
+        h.topics.get_mut(&b"t"[..]).unwrap().last = u32::MAX - 1;
         assert_eq!(h.append(b"t", |_| value("2"), now).offset, u32::MAX);
         let next = h.append(b"t", |_| value("3"), now);
         assert_ne!(next.epoch, first.epoch);

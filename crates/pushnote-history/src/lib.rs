@@ -9,7 +9,6 @@
 //! How the files divide the work:
 //! - `position.rs` — a message's place in its topic.
 //! - `history.rs` — the topics, their kept messages, and their limits.
-//! - `topics.rs` — the table of topics, found by name once and by a small id after.
 //! - `name.rs` — a topic's name as a map's key, kept in the key itself when short.
 
 #![forbid(unsafe_code)]
@@ -17,7 +16,6 @@
 pub mod history;
 pub mod name;
 pub mod position;
-mod topics;
 
 pub use history::{History, Limits, Weigh};
 pub use name::Name;

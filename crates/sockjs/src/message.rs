@@ -24,8 +24,8 @@ struct Encoded {
     /// What the raw WebSocket transport sends, where it differs from `json`.
     raw: Option<Box<str>>,
     /// The whole WebSocket frame `a[json]`, made by the first session that writes this message
-    /// on its own and shared by all the others.
-    ws_frame: OnceLock<Box<[u8]>>,
+    /// on its own and shared by all the others; it starts at the offset given.
+    ws_frame: OnceLock<(Box<[u8]>, usize)>,
     /// The message's second form, if it has one.
     second: Second,
 }
@@ -156,12 +156,14 @@ impl Message {
 
     /// The WebSocket frame that carries this message alone to a SockJS client, `a[json]`.
     pub(crate) fn ws_frame(&self) -> &[u8] {
-        self.0.ws_frame.get_or_init(|| {
-            let mut out = OutFrame::text();
+        let (bytes, start) = self.0.ws_frame.get_or_init(|| {
+            // Made in place, in memory of its exact size: "a[", the message, "]".
+            let mut out = OutFrame::text_with_capacity(self.as_json().len() + 3);
             frame::push_array(out.payload(), [self.as_json()]);
             let (bytes, start) = out.finish();
-            bytes[start..].into()
-        })
+            (bytes.into_boxed_slice(), start)
+        });
+        &bytes[*start..]
     }
 
     /// The size this message takes in a session's queue, for its byte limit.

@@ -235,12 +235,8 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 pub(crate) struct OutFrame(String);
 
 impl OutFrame {
-    /// A text frame; append its payload to [`OutFrame::payload`].
-    pub(crate) fn text() -> OutFrame {
-        OutFrame::text_with_capacity(0)
-    }
-
-    /// A text frame with room for a payload of `payload` bytes without growing.
+    /// A text frame, with room for a payload of `payload` bytes without growing; append its
+    /// payload to [`OutFrame::payload`].
     pub(crate) fn text_with_capacity(payload: usize) -> OutFrame {
         let mut s = String::with_capacity(HEADROOM + payload);
         for _ in 0..HEADROOM {
@@ -464,7 +460,7 @@ mod tests {
             let mut out = Vec::new();
             text(&mut out, &payload);
             assert_eq!(out.len(), header_len + len);
-            let mut f = OutFrame::text();
+            let mut f = OutFrame::text_with_capacity(0);
             f.payload().push_str(&payload);
             let (bytes, start) = f.finish();
             assert_eq!(&bytes[start..], &out[..]);

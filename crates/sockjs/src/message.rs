@@ -30,15 +30,15 @@ struct Encoded {
     second: Second,
 }
 
-/// Makes a message's second form from the message.
-type MakeSecond = Box<dyn Fn(&Message) -> Message + Send + Sync>;
+/// Makes a message's second form from the message and the number given with it.
+type MakeSecond = fn(&Message, u64) -> Message;
 
 /// A message's second form: none, made with the message, or made when a session first takes
 /// it (most messages are never taken in their second form, and never pay for it).
 enum Second {
     None,
     Made(Message),
-    Later(MakeSecond, OnceLock<Message>),
+    Later(MakeSecond, u64, OnceLock<Message>),
 }
 
 impl PartialEq for Encoded {
@@ -46,7 +46,7 @@ impl PartialEq for Encoded {
         let second = |e: &Encoded| match &e.second {
             Second::None => None,
             Second::Made(m) => Some(m.clone()),
-            Second::Later(_, made) => made.get().cloned(),
+            Second::Later(_, _, made) => made.get().cloned(),
         };
         self.json == other.json && self.raw == other.raw && second(self) == second(other)
     }
@@ -59,7 +59,7 @@ impl std::fmt::Debug for Encoded {
         let second = match &self.second {
             Second::None => None,
             Second::Made(m) => Some(m.as_json()),
-            Second::Later(_, made) => Some(made.get().map_or("(not made yet)", |m| m.as_json())),
+            Second::Later(_, _, made) => Some(made.get().map_or("(not made yet)", |m| m.as_json())),
         };
         f.debug_struct("Message")
             .field("json", &self.json)
@@ -112,13 +112,12 @@ impl Message {
         self.with_second(Second::Made(second))
     }
 
-    /// This message, with the second form `make` makes of it, made when a session first takes
-    /// the message in that form (and kept from then on).
-    pub fn with_second_form_by(
-        self,
-        make: impl Fn(&Message) -> Message + Send + Sync + 'static,
-    ) -> Message {
-        self.with_second(Second::Later(Box::new(make), OnceLock::new()))
+    /// This message, with the second form `make` makes of it and `arg`, made when a session
+    /// first takes the message in that form (and kept from then on). A function and a number,
+    /// not a closure: a message that is never taken in its second form allocates nothing for
+    /// it.
+    pub fn with_second_form_by(self, make: MakeSecond, arg: u64) -> Message {
+        self.with_second(Second::Later(make, arg, OnceLock::new()))
     }
 
     fn with_second(mut self, second: Second) -> Message {
@@ -139,7 +138,7 @@ impl Message {
     pub fn in_form(&self, form: Form) -> &Message {
         match (form, &self.0.second) {
             (Form::Second, Second::Made(second)) => second,
-            (Form::Second, Second::Later(make, made)) => made.get_or_init(|| make(self)),
+            (Form::Second, Second::Later(make, arg, made)) => made.get_or_init(|| make(self, *arg)),
             _ => self,
         }
     }
@@ -262,28 +261,28 @@ mod tests {
     #[test]
     fn a_second_form_made_later_is_made_once_and_only_when_taken() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let made = Arc::new(AtomicUsize::new(0));
-        let counter = made.clone();
-        let m = Message::json("7").with_second_form_by(move |first| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            Message::json(&format!("{{\"n\":{}}}", first.as_json()))
-        });
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        fn make(first: &Message, arg: u64) -> Message {
+            MADE.fetch_add(1, Ordering::Relaxed);
+            Message::json(&format!("{{\"n\":{},\"arg\":{arg}}}", first.as_json()))
+        }
+        let m = Message::json("7").with_second_form_by(make, 12);
         assert_eq!(m.in_form(Form::First).as_json(), "7");
         assert_eq!(
-            made.load(Ordering::Relaxed),
+            MADE.load(Ordering::Relaxed),
             0,
             "not taken in its second form yet"
         );
         let c = m.clone();
-        assert_eq!(m.in_form(Form::Second).as_json(), r#"{"n":7}"#);
+        assert_eq!(m.in_form(Form::Second).as_json(), r#"{"n":7,"arg":12}"#);
         assert!(std::ptr::eq(
             m.in_form(Form::Second).as_json(),
             c.in_form(Form::Second).as_json()
         ));
-        assert_eq!(made.load(Ordering::Relaxed), 1);
+        assert_eq!(MADE.load(Ordering::Relaxed), 1);
         assert_eq!(
             m,
-            Message::json("7").with_second_form(Message::json(r#"{"n":7}"#))
+            Message::json("7").with_second_form(Message::json(r#"{"n":7,"arg":12}"#))
         );
     }
 

@@ -459,7 +459,7 @@ impl<E: Engine> Reader<E> {
             let (kind, bare) = bare_form(&m);
             recovery.publish(
                 m.topic,
-                |position| with_position(bare, kind, position, &m),
+                |position| with_position(bare, kind, position),
                 |_: &Fanout, _: &Message| {},
             );
         }
@@ -529,7 +529,7 @@ impl<E: Engine> Reader<E> {
                     m.topic,
                     |position| {
                         kept = Some(position);
-                        with_position(bare, kind, position, &m)
+                        with_position(bare, kind, position)
                     },
                     deliver,
                 );
@@ -537,7 +537,7 @@ impl<E: Engine> Reader<E> {
             }
             // The forwarder's stamp is the message's position.
             (None, Some(stamp)) if self.engine.numbers_messages() => {
-                deliver(&state.fanout, &with_position(bare, kind, stamp, &m));
+                deliver(&state.fanout, &with_position(bare, kind, stamp));
                 None
             }
             (None, _) => {
@@ -568,27 +568,61 @@ fn bare_form<'a>(m: &'a BusMessage<'a>) -> (Kind<'a>, Message) {
 
 /// `bare` with its second form: with its position, as pages with positions receive it. The
 /// second form is made when a session first takes it (most messages only ever go to pages
-/// without positions); a user's or a broadcast's data is the bare form itself.
-fn with_position(bare: Message, kind: Kind<'_>, position: Position, m: &BusMessage) -> Message {
-    match kind {
-        Kind::Broadcast => bare.with_second_form_by(move |first| {
-            positioned(Kind::Broadcast, position, first.as_json())
-        }),
-        Kind::User => {
-            bare.with_second_form_by(move |first| positioned(Kind::User, position, first.as_json()))
-        }
-        Kind::Channel { channel, event } => {
-            let (channel, event): (Box<str>, Box<str>) = (channel.into(), event.into());
-            let data: Box<str> = m.data.get().into();
-            bare.with_second_form_by(move |_| {
-                let kind = Kind::Channel {
-                    channel: &channel,
-                    event: &event,
-                };
-                positioned(kind, position, &data)
-            })
-        }
+/// without positions), from the bare form and the position alone: a user's or a broadcast's
+/// data is the bare form itself, a channel's is in its envelope.
+fn with_position(bare: Message, kind: Kind<'_>, position: Position) -> Message {
+    let make = match kind {
+        Kind::Broadcast => broadcast_positioned,
+        Kind::User => user_positioned,
+        Kind::Channel { .. } => channel_positioned,
+    };
+    bare.with_second_form_by(make, packed(position))
+}
+
+fn packed(position: Position) -> u64 {
+    u64::from(position.epoch) << 32 | u64::from(position.offset)
+}
+
+fn unpacked(packed: u64) -> Position {
+    Position {
+        epoch: (packed >> 32) as u32,
+        offset: packed as u32,
     }
+}
+
+fn broadcast_positioned(bare: &Message, position: u64) -> Message {
+    positioned(Kind::Broadcast, unpacked(position), bare.as_json())
+}
+
+fn user_positioned(bare: &Message, position: u64) -> Message {
+    positioned(Kind::User, unpacked(position), bare.as_json())
+}
+
+/// A channel's message with its position, from its envelope (the bare form, which this
+/// server made with [`wire::channel_envelope`]).
+fn channel_positioned(bare: &Message, position: u64) -> Message {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        channel: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    let Ok(envelope) = serde_json::from_str::<Envelope>(bare.as_json()) else {
+        // Never: the envelope is this server's own JSON.
+        return bare.clone();
+    };
+    let kind = Kind::Channel {
+        channel: &envelope.channel,
+        event: &envelope.event,
+    };
+    Message::json(&protocol::positioned(
+        kind,
+        unpacked(position),
+        envelope.data,
+    ))
 }
 
 /// The message of `kind` whose data is the JSON text `data` (a bus message's data, or a
@@ -616,7 +650,7 @@ fn recovered(
     let frames = [topic.to_vec(), body.to_vec()];
     let m = wire::decode(&frames).ok()?;
     let (kind, bare) = bare_form(&m);
-    Some(with_position(bare, kind, position, &m))
+    Some(with_position(bare, kind, position))
 }
 
 /// What the bus thread keeps from one batch of messages to the next.

@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 use sockjs::{Burst, Form, Message, Session};
 
 use crate::delivery::{self, counted, Pace};
-use crate::hub::Hub;
+use crate::hub::{Hub, TopicSessions};
 use crate::metrics::Metrics;
 use crate::protocol::Why;
 
@@ -70,7 +70,7 @@ enum Item {
     /// A message for the log, with `everyone` open when it was read from the bus.
     Swept(Entry, Arc<[Session]>),
     /// A topic's message to the topic's sessions (those of this shard among them).
-    ToMembers(Message, Arc<[Session]>),
+    ToMembers(Message, TopicSessions),
     /// Messages for one session, in order with the broadcasts before them.
     ToSession {
         session: Session,
@@ -229,7 +229,7 @@ impl Fanout {
             } else if let Some(everyone) = &swept {
                 let entry = Entry {
                     message: message.clone(),
-                    only: Some(members.clone()),
+                    only: Some(members.clone().into_shared()),
                 };
                 shard.hand(Item::Swept(entry, everyone.clone()));
             } else {
@@ -803,7 +803,7 @@ mod tests {
         let members = hub.members(b"chan:big\0").unwrap();
         let to_channel = |m: &str| Entry {
             message: Message::json(m),
-            only: Some(members.clone()),
+            only: Some(members.clone().into_shared()),
         };
         let mut sweep = Sweep::default();
         sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
@@ -865,7 +865,7 @@ mod tests {
         sweep.push(Message::json("1"), &hub.everyone(), Place::WHOLE);
         let channel = Entry {
             message: Message::json("\"c\""),
-            only: Some(members),
+            only: Some(members.into_shared()),
         };
         sweep.push_entry(channel, &hub.everyone(), Place::WHOLE);
         sweep.push(Message::json("2"), &hub.everyone(), Place::WHOLE);

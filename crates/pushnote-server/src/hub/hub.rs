@@ -10,7 +10,8 @@
 //!
 //! Broadcasts go to every session, through one shared list of everyone (made again only after
 //! a session came or went); a topic's message goes to the topic's shared list of members (made
-//! again only after one came or went), never a scan of all sessions. Locks are held only to
+//! again only after one came or went; a topic of one session, most users', hands out the
+//! session itself), never a scan of all sessions. Locks are held only to
 //! change the registry or to copy a shared list out; sending happens after.
 
 use std::collections::{BTreeMap, HashMap};
@@ -75,7 +76,43 @@ struct Members {
     held: Vec<u64>,
     /// `list` in id order, less the held, as the last message found it: made again after one
     /// came, went, was held or let go.
-    shared: Option<Arc<[Session]>>,
+    shared: Option<TopicSessions>,
+}
+
+/// A topic's sessions as [`Hub::members`] gives them: a user's one session as itself (handing
+/// it out touches no memory but the session's), more in a shared list.
+#[derive(Clone)]
+pub enum TopicSessions {
+    One(Session),
+    Many(Arc<[Session]>),
+}
+
+impl TopicSessions {
+    fn of(mut sessions: Vec<Session>) -> TopicSessions {
+        match sessions.len() {
+            1 => TopicSessions::One(sessions.pop().expect("one")),
+            _ => TopicSessions::Many(sessions.into()),
+        }
+    }
+
+    /// The sessions as a shared list.
+    pub fn into_shared(self) -> Arc<[Session]> {
+        match self {
+            TopicSessions::One(session) => Arc::new([session]),
+            TopicSessions::Many(list) => list,
+        }
+    }
+}
+
+impl std::ops::Deref for TopicSessions {
+    type Target = [Session];
+
+    fn deref(&self) -> &[Session] {
+        match self {
+            TopicSessions::One(session) => std::slice::from_ref(session),
+            TopicSessions::Many(list) => list,
+        }
+    }
 }
 
 /// What [`Hub::subscribe`] did.
@@ -518,7 +555,7 @@ impl Hub {
 
     /// The sessions of `topic` here, in id order (the shared list, made again if one came or
     /// went); `None` when it has none.
-    pub fn members(&self, topic: &[u8]) -> Option<Arc<[Session]>> {
+    pub fn members(&self, topic: &[u8]) -> Option<TopicSessions> {
         let mut topics = lock(&self.topics);
         let members = topics.get_mut(topic)?;
         let (list, held) = (&members.list, &members.held);
@@ -531,7 +568,7 @@ impl Hub {
                     .cloned()
                     .collect();
                 sorted.sort_unstable_by_key(Session::id);
-                sorted.into()
+                TopicSessions::of(sorted)
             })
             .clone();
         (!shared.is_empty()).then_some(shared)
@@ -604,7 +641,7 @@ pub(crate) mod tests {
         s
     }
 
-    fn ids(list: Option<Arc<[Session]>>) -> Vec<u64> {
+    fn ids(list: Option<TopicSessions>) -> Vec<u64> {
         list.map(|l| l.iter().map(Session::id).collect())
             .unwrap_or_default()
     }
@@ -685,9 +722,17 @@ pub(crate) mod tests {
         hub.join_channel(&a, "c", 10, None);
         let members = hub.members(b"chan:c\0").unwrap();
         assert_eq!(ids(Some(members.clone())), [a.id(), b.id()], "id order");
-        assert!(Arc::ptr_eq(&members, &hub.members(b"chan:c\0").unwrap()));
+        assert!(Arc::ptr_eq(
+            &members.into_shared(),
+            &hub.members(b"chan:c\0").unwrap().into_shared()
+        ));
         hub.remove(&a);
         assert_eq!(ids(hub.members(b"chan:c\0")), [b.id()]);
+        // One session is handed out as itself, no list made.
+        assert!(matches!(
+            hub.members(b"chan:c\0"),
+            Some(TopicSessions::One(s)) if s.id() == b.id()
+        ));
         assert_eq!(
             hub.everyone().iter().map(Session::id).collect::<Vec<_>>(),
             [b.id()]

@@ -354,14 +354,14 @@ impl<V: Weigh> History<V> {
                 queue.evict(oldest);
             }
         }
+        // Most often the oldest messages make room, without this topic's borrow let go.
         queue.make_room(cost, limits.bytes);
         if queue.bytes + cost > limits.bytes {
-            // The topics alone fill the budget: those that keep nothing go, but this one.
-            self.forget_but(Some(topic), |_| true);
+            self.make_room(cost, Some(topic));
             t = self
                 .topics
                 .get_mut(topic)
-                .expect("not forgotten: it was kept");
+                .expect("not forgotten: make_room keeps it");
         }
         if t.numbers.len() == t.numbers.capacity() {
             // Numbers of messages gone are taken out before the topic's queue grows for them.
@@ -374,6 +374,16 @@ impl<V: Weigh> History<V> {
             self.compact();
         }
         position
+    }
+
+    /// Drops the oldest messages of any topic until `needed` more bytes fit in the budget;
+    /// failing that (the topics alone fill it), forgets the topics that keep nothing, but for
+    /// `keep`.
+    fn make_room(&mut self, needed: usize, keep: Option<&[u8]>) {
+        self.queue.make_room(needed, self.limits.bytes);
+        if self.queue.bytes + needed > self.limits.bytes {
+            self.forget_but(keep, |_| true);
+        }
     }
 
     /// Takes the entries of messages that went before their turn out of the queue of all
@@ -432,10 +442,7 @@ impl<V: Weigh> History<V> {
         if cost > self.limits.bytes {
             return false;
         }
-        self.queue.make_room(cost, self.limits.bytes);
-        if self.queue.bytes + cost > self.limits.bytes {
-            self.forget_but(None, |_| true);
-        }
+        self.make_room(cost, None);
         // The epoch pages asking before the first message were told.
         let epoch = self.unpublished_epoch(topic);
         self.queue.bytes += cost;

@@ -18,6 +18,8 @@
 //!
 //! Pure: no I/O. `docs/PROTOCOL.md` documents the same format for apps in other languages.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -323,21 +325,33 @@ pub fn encode_channel_body<T: Serialize + ?Sized>(
 }
 
 /// What a page receives for a message on a channel: `{"channel":…,"event":…,"data":…}`, with
-/// `data` as it was published. Made once per message and shared by its sessions.
+/// `data` as it was published.
+#[derive(Serialize, Deserialize)]
+pub struct ChannelEnvelope<'a> {
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+/// A channel message's envelope ([`ChannelEnvelope`]), as JSON text. Made once per message and
+/// shared by its sessions.
 pub fn channel_envelope(channel: &str, event: &str, data: &RawValue) -> String {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        channel: &'a str,
-        event: &'a str,
-        data: &'a RawValue,
-    }
     // Strings and a raw value always serialize.
-    serde_json::to_string(&Envelope {
-        channel,
-        event,
+    serde_json::to_string(&ChannelEnvelope {
+        channel: Cow::Borrowed(channel),
+        event: Cow::Borrowed(event),
         data,
     })
     .unwrap_or_default()
+}
+
+/// The envelope [`channel_envelope`] made (as JSON text, white space or escapes apart); `None`
+/// for any other text.
+pub fn read_channel_envelope(text: &str) -> Option<ChannelEnvelope<'_>> {
+    serde_json::from_str(text).ok()
 }
 
 #[derive(Deserialize)]
@@ -495,6 +509,13 @@ mod tests {
             channel_envelope("c", "say \"hi\"\u{2028}", m.data),
             "{\"channel\":\"c\",\"event\":\"say \\\"hi\\\"\u{2028}\",\"data\":{\"id\":1}}"
         );
+        let text = channel_envelope("c", "say \"hi\"\u{2028}", m.data);
+        let read = read_channel_envelope(&text).unwrap();
+        assert_eq!(
+            (&*read.channel, &*read.event, read.data.get()),
+            ("c", "say \"hi\"\u{2028}", r#"{"id":1}"#)
+        );
+        assert!(read_channel_envelope(r#"{"channel":"c"}"#).is_none());
         assert!(encode_channel_body("", &1).is_err());
         assert!(encode_body(Target::Channel("c"), &1).is_err());
         let topic = channel_topic("c").unwrap();

@@ -601,16 +601,7 @@ fn user_positioned(bare: &Message, position: u64) -> Message {
 /// A channel's message with its position, from its envelope (the bare form, which this
 /// server made with [`wire::channel_envelope`]).
 fn channel_positioned(bare: &Message, position: u64) -> Message {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        channel: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        event: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        data: &'a RawValue,
-    }
-    let Ok(envelope) = serde_json::from_str::<Envelope>(bare.as_json()) else {
+    let Some(envelope) = wire::read_channel_envelope(bare.as_json()) else {
         // Never: the envelope is this server's own JSON.
         return bare.clone();
     };

@@ -235,9 +235,10 @@ async fn a_server_cut_off_from_its_forwarder_gets_no_new_sessions_through_haprox
     let dir = tempdir("pushnote-haproxy-health");
     // Server a on a forwarder of its own, which the test stops and starts again on the same
     // port; server b on another, which stays.
-    let a_bus_port = free_port();
-    let a_pub = format!("tcp://127.0.0.1:{a_bus_port}");
-    let fwd_a = forwarder_with(&["--sub", "tcp://127.0.0.1:*", "--pub", &a_pub]);
+    // Its first port is the system's pick, so that no other process can take it between a
+    // pick here and the forwarder's bind.
+    let fwd_a = forwarder_with(&["--sub", "tcp://127.0.0.1:*", "--pub", "tcp://127.0.0.1:*"]);
+    let a_pub = fwd_a.publish.clone();
     let fwd_b = forwarder();
     // A heartbeat every second: a long poll is answered within it.
     let flags = ["--heartbeat", "1", "--session-rate-per-address", "0"];
